@@ -1,0 +1,311 @@
+"""Configuration: one validated dataclass per stage, presets, YAML in and out.
+
+Every field carries its meaning in `field(metadata={"doc": ...})`; `describe()` prints them.
+Presets: `tiny` fits a 2-core CPU machine in minutes, `paper` is the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+def _doc(text: str, default: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = _doc("Sample rate every clip is resampled to (Hz).", 16000)
+    clip_seconds: float | None = _doc(
+        "Length every clip is padded/cropped to; None keeps each clip's own length.", None)
+    pad_mode: str = _doc("How short clips are padded: 'zeros' or 'repeat'.", "repeat")
+    min_seconds: float = _doc("Clips shorter than this are rejected.", 0.25)
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate > 0, f"audio.sample_rate must be > 0, got {self.sample_rate}")
+        _check(self.clip_seconds is None or self.clip_seconds > 0,
+               f"audio.clip_seconds must be > 0 or None, got {self.clip_seconds}")
+        _check(self.pad_mode in ("zeros", "repeat"),
+               f"audio.pad_mode must be 'zeros' or 'repeat', got {self.pad_mode!r}")
+        _check(self.min_seconds >= 0, f"audio.min_seconds must be >= 0, got {self.min_seconds}")
+
+
+@dataclass
+class FeatureConfig:
+    n_fft: int = _doc("STFT window length (samples).", 1024)
+    hop_length: int = _doc("STFT hop (samples).", 512)
+    n_mels: int = _doc("Mel bands.", 128)
+    f_min: float = _doc("Lowest mel band edge (Hz).", 50.0)
+    f_max: float = _doc("Highest mel band edge (Hz).", 8000.0)
+    n_frames: int = _doc("Frames per clip after padding/cropping (a multiple of patch_time).", 320)
+    patch_freq: int = _doc("Patch height in mel bands.", 8)
+    patch_time: int = _doc("Patch width in frames.", 10)
+
+    def __post_init__(self) -> None:
+        _check(self.n_fft > 0 and self.hop_length > 0, "features.n_fft and hop_length must be > 0")
+        _check(0 <= self.f_min < self.f_max, f"features: need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
+        _check(self.n_mels % self.patch_freq == 0,
+               f"features.n_mels ({self.n_mels}) must be a multiple of patch_freq ({self.patch_freq})")
+        _check(self.n_frames % self.patch_time == 0,
+               f"features.n_frames ({self.n_frames}) must be a multiple of patch_time ({self.patch_time})")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.n_mels // self.patch_freq, self.n_frames // self.patch_time
+
+    @property
+    def num_patches(self) -> int:
+        rows, cols = self.grid
+        return rows * cols
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_freq * self.patch_time
+
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = _doc("Encoder width.", 384)
+    depth: int = _doc("Encoder blocks.", 12)
+    num_heads: int = _doc("Encoder attention heads.", 6)
+    decoder_embed_dim: int = _doc("Decoder width.", 256)
+    decoder_depth: int = _doc("Decoder blocks.", 4)
+    decoder_num_heads: int = _doc("Decoder attention heads.", 8)
+    mlp_ratio: float = _doc("Transformer MLP hidden size / width.", 4.0)
+    proj_dim: int = _doc("Projection (embedding) size per branch.", 512)
+    mask_ratio: float = _doc("Share of patches hidden from the encoder.", 0.75)
+    norm_pix_loss: bool = _doc("Normalise each target patch before the MSE (MAE paper option).", False)
+
+    def __post_init__(self) -> None:
+        _check(self.embed_dim % self.num_heads == 0,
+               f"model.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        _check(self.decoder_embed_dim % self.decoder_num_heads == 0,
+               "model.decoder_embed_dim must be divisible by decoder_num_heads")
+        _check(0.0 <= self.mask_ratio < 1.0, f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        _check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
+
+
+@dataclass
+class AugmentConfig:
+    augmenter: str = _doc("'factory-mix' (weight-free), 'audioldm' (needs `model`) or 'specaugment'.",
+                          "factory-mix")
+    model: str | None = _doc("AudioLDM hub id or local diffusers folder (augmenter 'audioldm').", None)
+    variants: int = _doc("Augmented variants written per clip.", 2)
+    t0: float = _doc("SDEdit insertion point: the real clip enters at DDIM step floor(S*t0) (Eq. 1).", 0.5)
+    guidance_scale: float = _doc("Classifier-free guidance (paper Table 2).", 2.5)
+    steps_min: int = _doc("Fewest DDIM steps S drawn per clip (paper: 10).", 10)
+    steps_max: int = _doc("Most DDIM steps S drawn per clip (paper: 50).", 50)
+    snr_db_min: float = _doc("factory-mix: lowest clip-to-noise SNR (dB).", 0.0)
+    snr_db_max: float = _doc("factory-mix: highest clip-to-noise SNR (dB).", 15.0)
+    time_masks: int = _doc("specaugment: time masks per clip.", 2)
+    freq_masks: int = _doc("specaugment: frequency masks per clip.", 2)
+    max_mask_fraction: float = _doc("specaugment: widest mask as a share of the axis.", 0.15)
+    prompts_file: str | None = _doc("Text file of extra prompts, one per line ('family: prompt' or prompt).",
+                                    None)
+    seed: int = _doc("Base seed; each clip's seed derives from it and the clip's path.", 0)
+    batch_size: int = _doc("Clips per actor batch.", 8)
+    num_actors: int | None = _doc("Actor pool size; None picks from cluster resources.", None)
+
+    def __post_init__(self) -> None:
+        _check(self.augmenter in ("factory-mix", "audioldm", "specaugment"),
+               f"augment.augmenter must be factory-mix, audioldm or specaugment, got {self.augmenter!r}")
+        _check(self.variants >= 1, f"augment.variants must be >= 1, got {self.variants}")
+        _check(0.0 < self.t0 <= 1.0, f"augment.t0 must be in (0, 1], got {self.t0}")
+        _check(1 <= self.steps_min <= self.steps_max,
+               f"augment: need 1 <= steps_min <= steps_max, got {self.steps_min}, {self.steps_max}")
+        _check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
+        _check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
+        _check(self.batch_size >= 1, "augment.batch_size must be >= 1")
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = _doc("Stage-1 epochs.", 400)
+    batch_size: int = _doc("Global batch size (split over workers).", 128)
+    lr: float = _doc("Adam learning rate.", 1e-4)
+    weight_decay: float = _doc("Adam weight decay.", 0.0)
+    warmup_epochs: int = _doc("Linear warm-up epochs before cosine decay.", 0)
+    grad_clip: float = _doc("Gradient norm clip; 0 disables.", 1.0)
+    tau: float = _doc("InfoNCE temperature (Eq. 3).", 0.05)
+    lambda_con: float = _doc("Weight of InfoNCE (Eq. 8).", 0.3)
+    lambda_vcr: float = _doc("Weight of variance/covariance regularisation (Eq. 8).", 0.3)
+    lambda_mae: float = _doc("Weight of masked reconstruction (Eq. 8).", 0.4)
+    seed: int = _doc("Seed for weights, masking and batch order.", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1 and self.batch_size >= 2, "pretrain: epochs >= 1 and batch_size >= 2")
+        _check(self.lr > 0 and self.tau > 0, "pretrain: lr and tau must be > 0")
+        weights = (self.lambda_con, self.lambda_vcr, self.lambda_mae)
+        _check(min(weights) >= 0 and sum(weights) > 0, f"pretrain: loss weights must be >= 0, sum > 0: {weights}")
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = _doc("Stage-2 epochs.", 100)
+    batch_size: int = _doc("Global batch size (split over workers).", 128)
+    lr: float = _doc("Adam learning rate.", 1e-4)
+    weight_decay: float = _doc("Adam weight decay.", 0.0)
+    warmup_epochs: int = _doc("Linear warm-up epochs before cosine decay.", 0)
+    grad_clip: float = _doc("Gradient norm clip; 0 disables.", 1.0)
+    tau: float = _doc("Supervised contrastive temperature (Eq. 9).", 0.1)
+    lambda_scl: float = _doc("Weight of supervised contrastive loss (Eq. 10).", 0.5)
+    lambda_ce: float = _doc("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
+    use_augmented: bool = _doc("Also train on augmented variants (labels carry over).", True)
+    seed: int = _doc("Seed for head init and batch order.", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1 and self.batch_size >= 2, "finetune: epochs >= 1 and batch_size >= 2")
+        _check(self.lr > 0 and self.tau > 0, "finetune: lr and tau must be > 0")
+        _check(min(self.lambda_scl, self.lambda_ce) >= 0 and self.lambda_scl + self.lambda_ce > 0,
+               "finetune: loss weights must be >= 0 with a positive sum")
+
+
+@dataclass
+class ScoreConfig:
+    method: str = _doc("'embedding' (cosine distance to the ID's train centroid) or "
+                       "'id_logprob' (the paper's -log p(true ID | clip)).", "embedding")
+    decision_percentile: float = _doc("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
+    max_fpr: float = _doc("p of pAUC.", 0.1)
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("embedding", "id_logprob"),
+               f"score.method must be 'embedding' or 'id_logprob', got {self.method!r}")
+        _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
+        _check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
+
+
+@dataclass
+class ScaleConfig:
+    num_workers: int | None = _doc("Ray Train workers; None picks from resources, 0 runs in-process.", None)
+    use_gpu: bool | None = _doc("Train on GPUs; None decides from the cluster's resources.", None)
+    cpus_per_worker: float = _doc("CPUs each train worker reserves (fractional leaves room for Ray Data).",
+                                  0.5)
+    max_failures: int = _doc("Worker failures a run survives (resuming from the last checkpoint).", 2)
+    keep_checkpoints: int = _doc("Checkpoints kept per run (best by loss).", 2)
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers is None or self.num_workers >= 0, "scale.num_workers must be >= 0")
+        _check(self.cpus_per_worker > 0, "scale.cpus_per_worker must be > 0")
+        _check(self.keep_checkpoints >= 1, "scale.keep_checkpoints must be >= 1")
+
+
+@dataclass
+class Config:
+    preset: str = _doc("Name of the preset this config started from.", "paper")
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(sections)
+        _check(not unknown, f"unknown config sections: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            if f.name == "preset":
+                kwargs["preset"] = data["preset"]
+                continue
+            section_cls = type(getattr(cls(), f.name))
+            kwargs[f.name] = _build_section(section_cls, f.name, data[f.name] or {})
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    def override(self, dotted: dict[str, Any]) -> "Config":
+        """A copy with `{"pretrain.tau": 0.1, ...}` applied (used by CLI flags and Tune)."""
+        data = self.to_dict()
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            _check(section in data and isinstance(data[section], dict) and name in data[section],
+                   f"unknown config key {key!r}")
+            data[section][name] = value
+        return Config.from_dict(data)
+
+
+def _build_section(section_cls: type, name: str, values: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - known
+    _check(not unknown, f"unknown keys in config section {name!r}: {sorted(unknown)}")
+    return section_cls(**values)
+
+
+def tiny() -> Config:
+    """Fits a 2-core CPU machine: short clips, a 2-block encoder, a few epochs."""
+    return Config(
+        preset="tiny",
+        audio=AudioConfig(clip_seconds=2.0),
+        features=FeatureConfig(n_frames=64, patch_freq=16, patch_time=8),
+        model=ModelConfig(embed_dim=96, depth=3, num_heads=3, decoder_embed_dim=64, decoder_depth=1,
+                          decoder_num_heads=2, proj_dim=128, mask_ratio=0.6),
+        augment=AugmentConfig(variants=2, steps_min=10, steps_max=50, batch_size=16),
+        pretrain=PretrainConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
+        finetune=FinetuneConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
+    )
+
+
+def paper() -> Config:
+    """The paper's numbers: 10 s clips, 512 tokens, ViT depth 12 / 6 heads, 400 epochs."""
+    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0))
+
+
+PRESETS = {"tiny": tiny, "paper": paper}
+
+
+def load_config(preset: str = "tiny", path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """A preset, or a YAML file (which names its own preset), with dotted overrides applied."""
+    if path is not None:
+        config = Config.from_yaml(path)
+    else:
+        _check(preset in PRESETS, f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        config = PRESETS[preset]()
+    return config.override(overrides or {})
+
+
+def describe(config: Config) -> str:
+    """Every field with its value and meaning, for `rcmae config`."""
+    lines = []
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        if not dataclasses.is_dataclass(value):
+            lines.append(f"{section.name}: {value}")
+            continue
+        lines.append(f"{section.name}:")
+        for f in dataclasses.fields(value):
+            lines.append(f"  {f.name}: {getattr(value, f.name)!r}  # {f.metadata.get('doc', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""DCASE metrics: AUC and pAUC per machine ID, averaged per type, then over types.
+
+`pauc` is what the DCASE evaluators compute: sklearn's `roc_auc_score(y, s, max_fpr=p)`, McClish-
+standardised so that a random detector scores 0.5 and a perfect one 1. `pauc_eq12` is the paper's
+Eq. 12 taken literally: the share of correctly ranked (anomaly, normal) pairs among the floor(p * N-)
+highest-scoring normals, i.e. the raw partial ROC area divided by p (random about p/2 = 0.05, perfect 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores))
+
+
+def pauc_dcase(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.1) -> float:
+    return float(roc_auc_score(labels, scores, max_fpr=max_fpr))
+
+
+def pauc_eq12(labels: np.ndarray, scores: np.ndarray, p: float = 0.1) -> float:
+    """Eq. 12: mean over the floor(p*N-) top-scoring normals x_i- and all anomalies x_j+ of
+    H(A(x_j+) - A(x_i-)), with H(0) = 1/2 for ties."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=float)
+    normals = np.sort(scores[~labels])[::-1]
+    anomalies = scores[labels]
+    count = math.floor(p * len(normals))
+    if count == 0 or len(anomalies) == 0:
+        raise ValueError(f"Eq. 12 needs floor(p*N-) >= 1 and N+ >= 1; got N-={len(normals)}, p={p}, "
+                         f"N+={len(anomalies)}")
+    diff = anomalies[None, :] - normals[:count, None]
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+def id_metrics(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.1) -> dict:
+    labels = np.asarray(labels).astype(int)
+    return dict(auc=auc(labels, scores), pauc=pauc_dcase(labels, scores, max_fpr),
+                pauc_eq12=pauc_eq12(labels, scores, max_fpr),
+                n_normal=int((labels == 0).sum()), n_anomaly=int((labels == 1).sum()))
+
+
+def summarize(per_id: list[dict]) -> dict:
+    """`per_id` rows hold machine_type, machine_id, auc, pauc (and more): DESIGN.md's metrics.json shape,
+    arithmetic means per type and then over types (as DCASE 2020)."""
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for row in per_id:
+        by_type[row["machine_type"]].append(row)
+    keys = ("auc", "pauc", "pauc_eq12")
+    per_type = {t: {k: float(np.mean([r[k] for r in rows])) for k in keys if k in rows[0]}
+                for t, rows in sorted(by_type.items())}
+    mean = {k: float(np.mean([v[k] for v in per_type.values()])) for k in keys if all(k in v for v in per_type.values())}
+    return {"per_id": per_id, "per_type": per_type, "mean": mean}
