@@ -1,0 +1,79 @@
+"""RC-MAE's losses, one function per equation of the paper (plain PyTorch, no Ray)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: squared error averaged within each patch, then over masked patches only.
+
+    pred, target: (B, N, patch_dim); mask: (B, N) with 1 where the patch was hidden from the encoder.
+    """
+    per_patch = ((pred - target) ** 2).mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp(min=1)
+
+
+def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 3 with in-batch negatives from both views (NT-Xent): each of the 2N embeddings has its pair as
+    the positive and the other 2N - 2 as negatives, on cosine similarity / tau; averaged over all 2N anchors."""
+    n = z_a.shape[0]
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1)
+    logits = z @ z.T / tau
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """Eq. 4: hinge keeping each dimension's batch standard deviation at least gamma (std = sqrt(var + eps))."""
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_matrix(z: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: sample covariance (1 / (n - 1)) of the batch's embeddings, (d, d)."""
+    centred = z - z.mean(dim=0)
+    return centred.T @ centred / (z.shape[0] - 1)
+
+
+def covariance_loss(z: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: squared off-diagonal covariances, summed and divided by the dimension d."""
+    cov = covariance_matrix(z)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return (off_diagonal ** 2).sum() / z.shape[1]
+
+
+def vcr_loss(z: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: (v(Z) + c(Z)) / 2, for one branch."""
+    return 0.5 * (variance_loss(z) + covariance_loss(z))
+
+
+def rcmae_loss(contrastive: torch.Tensor, vcr: torch.Tensor, mae: torch.Tensor,
+               lambda_con: float, lambda_vcr: float, lambda_mae: float) -> torch.Tensor:
+    """Eq. 8: the weighted stage-1 total."""
+    return lambda_con * contrastive + lambda_vcr * vcr + lambda_mae * mae
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 9: supervised contrastive loss on L2-normalised embeddings. For each anchor i, the mean over
+    positives p (same label, p != i) of -log(exp(z_i.z_p / tau) / sum_{j != i} exp(z_i.z_j / tau)).
+    Anchors without a positive in the batch are left out of the mean."""
+    z = F.normalize(z, dim=1)
+    n = z.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / tau).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positives.sum(dim=1)
+    has_positive = counts > 0
+    if not has_positive.any():
+        return z.sum() * 0.0
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(dim=1)) / counts.clamp(min=1)
+    return per_anchor[has_positive].mean()
+
+
+def stage2_loss(scl: torch.Tensor, ce: torch.Tensor, lambda_scl: float, lambda_ce: float) -> torch.Tensor:
+    """Eq. 10: the weighted stage-2 total."""
+    return lambda_scl * scl + lambda_ce * ce

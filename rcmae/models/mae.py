@@ -1,0 +1,165 @@
+"""The RC-MAE model: a ViT masked autoencoder over log-mel patches that owns its losses.
+
+Stage 1 (`pretrain_loss`): both views (original, augmented) are masked, their visible patches encoded,
+pooled and projected to embeddings (InfoNCE between views, VCR per view); the original view is decoded
+and its masked patches reconstructed (MAE). Stage 2 (`finetune_loss`): unmasked clips, supervised
+contrastive on the embeddings plus cross-entropy of the machine-ID head.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rcmae import losses
+from rcmae.config import FeatureConfig, FinetuneConfig, ModelConfig, PretrainConfig
+from rcmae.features import patchify
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(positions.reshape(-1), omega)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed 2-D sin-cos positional embedding: half the channels encode the frequency row, half the time
+    column. (rows*cols, dim)."""
+    rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    table = np.concatenate([sincos_1d(dim // 2, rows), sincos_1d(dim // 2, cols)], axis=1)
+    return torch.from_numpy(table).float()
+
+
+def transformer(width: int, depth: int, heads: int, mlp_ratio: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+class RCMAE(nn.Module):
+    def __init__(self, *, model: ModelConfig, features: FeatureConfig, num_classes: int = 0):
+        super().__init__()
+        assert model.embed_dim % 4 == 0 and model.decoder_embed_dim % 4 == 0, "2-D sin-cos needs width % 4 == 0"
+        self.model_config, self.feature_config = model, features
+        num_patches = features.num_patches
+        self.patch_embed = nn.Linear(features.patch_dim, model.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, model.embed_dim))
+        self.register_buffer("pos_embed", sincos_2d(model.embed_dim, features.grid)[None], persistent=False)
+        self.encoder = transformer(model.embed_dim, model.depth, model.num_heads, model.mlp_ratio)
+        self.encoder_norm = nn.LayerNorm(model.embed_dim)
+
+        self.decoder_embed = nn.Linear(model.embed_dim, model.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, model.decoder_embed_dim))
+        self.register_buffer("decoder_pos_embed", sincos_2d(model.decoder_embed_dim, features.grid)[None],
+                             persistent=False)
+        self.decoder = transformer(model.decoder_embed_dim, model.decoder_depth, model.decoder_num_heads,
+                                   model.mlp_ratio)
+        self.decoder_norm = nn.LayerNorm(model.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(model.decoder_embed_dim, features.patch_dim)
+
+        self.projection = nn.Linear(model.embed_dim, model.proj_dim)
+        self.classifier = nn.Linear(model.embed_dim, num_classes) if num_classes else None
+        self.num_patches = num_patches
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def with_classifier(self, num_classes: int) -> "RCMAE":
+        """Attach a fresh machine-ID head (stage 2 starts from stage 1's weights)."""
+        self.classifier = nn.Linear(self.model_config.embed_dim, num_classes).to(self.cls_token.device)
+        return self
+
+    # ------------------------------------------------------------ small named steps
+    def patchify(self, specs: torch.Tensor) -> torch.Tensor:
+        return patchify(specs, self.feature_config.patch_freq, self.feature_config.patch_time)
+
+    @staticmethod
+    def random_masking(x: torch.Tensor, mask_ratio: float):
+        """Keep a random (1 - mask_ratio) share of tokens per sample. Returns visible tokens, the binary
+        mask (1 = hidden) in original order, and the permutation that restores that order."""
+        batch, length, width = x.shape
+        keep = int(length * (1 - mask_ratio))
+        noise = torch.rand(batch, length, device=x.device)
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :keep]
+        visible = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, width))
+        mask = torch.ones(batch, length, device=x.device)
+        mask[:, :keep] = 0
+        return visible, torch.gather(mask, 1, ids_restore), ids_restore
+
+    def forward_encoder(self, specs: torch.Tensor, mask_ratio: float):
+        x = self.patch_embed(self.patchify(specs)) + self.pos_embed
+        x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = self.encoder_norm(self.encoder(torch.cat([cls, x], dim=1)))
+        return x, mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        x = self.decoder_embed(latent)
+        batch, length = ids_restore.shape
+        fill = self.mask_token.expand(batch, length + 1 - x.shape[1], -1)
+        tokens = torch.cat([x[:, 1:], fill], dim=1)
+        tokens = torch.gather(tokens, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))
+        x = self.decoder(torch.cat([x[:, :1], tokens + self.decoder_pos_embed], dim=1))
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+
+    @staticmethod
+    def pool(latent: torch.Tensor) -> torch.Tensor:
+        """Mean of the patch tokens (the class token is left out)."""
+        return latent[:, 1:].mean(dim=1)
+
+    def reconstruction_target(self, specs: torch.Tensor) -> torch.Tensor:
+        target = self.patchify(specs)
+        if self.model_config.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return target
+
+    # ------------------------------------------------------------ stage 1
+    def pretrain_loss(self, original: torch.Tensor, augmented: torch.Tensor, cfg: PretrainConfig,
+                      mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
+        ratio = self.model_config.mask_ratio if mask_ratio is None else mask_ratio
+        latent_a, mask_a, restore_a = self.forward_encoder(original, ratio)
+        latent_b, _, _ = self.forward_encoder(augmented, ratio)
+        z_a, z_b = self.projection(self.pool(latent_a)), self.projection(self.pool(latent_b))
+        pred = self.forward_decoder(latent_a, restore_a)
+        terms = dict(
+            contrastive=losses.info_nce(z_a, z_b, cfg.tau),
+            vcr=0.5 * (losses.vcr_loss(z_a) + losses.vcr_loss(z_b)),
+            mae=losses.mae_loss(pred, self.reconstruction_target(original), mask_a),
+        )
+        terms["loss"] = losses.rcmae_loss(terms["contrastive"], terms["vcr"], terms["mae"],
+                                          cfg.lambda_con, cfg.lambda_vcr, cfg.lambda_mae)
+        terms["z_std"] = F.normalize(z_a, dim=1).std(dim=0).mean().detach()
+        return terms
+
+    def forward(self, stage: str, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Loss terms of a stage; going through forward lets DDP synchronise the gradients."""
+        if stage == "pretrain":
+            return self.pretrain_loss(*args, **kwargs)
+        if stage == "finetune":
+            return self.finetune_loss(*args, **kwargs)
+        raise ValueError(f"unknown stage {stage!r}")
+
+    # ------------------------------------------------------------ stage 2 and inference
+    def encode(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled encoder features, projected embedding) of whole (unmasked) clips."""
+        latent, _, _ = self.forward_encoder(specs, 0.0)
+        pooled = self.pool(latent)
+        return pooled, self.projection(pooled)
+
+    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            raise RuntimeError("this model has no machine-ID head: fine-tune it (stage 2) first")
+        return self.classifier(pooled)
+
+    def finetune_loss(self, specs: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
+        pooled, z = self.encode(specs)
+        logits = self.logits(pooled)
+        terms = dict(supcon=losses.supcon_loss(z, labels, cfg.tau), ce=F.cross_entropy(logits, labels))
+        terms["loss"] = losses.stage2_loss(terms["supcon"], terms["ce"], cfg.lambda_scl, cfg.lambda_ce)
+        terms["accuracy"] = (logits.argmax(dim=1) == labels).float().mean().detach()
+        terms["z_std"] = F.normalize(z, dim=1).std(dim=0).mean().detach()
+        return terms

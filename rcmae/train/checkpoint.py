@@ -1,0 +1,79 @@
+"""Checkpoint folders: `model.safetensors` (weights), `meta.json` (config, stage, epoch, classes,
+normaliser, detector), optional `optimizer.pt` (optimizer + schedule state, loaded with
+`weights_only=True`). Nothing loaded here can unpickle arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rcmae.config import Config
+from rcmae.features import Normalizer
+from rcmae.models.mae import RCMAE
+
+WEIGHTS, META, OPTIMIZER = "model.safetensors", "meta.json", "optimizer.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing or incomplete."""
+
+
+@dataclass
+class Checkpoint:
+    model: RCMAE
+    config: Config
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer.from_dict(self.meta["normalizer"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes", []))
+
+
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: Config, meta: dict,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler=None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    (folder / META).write_text(json.dumps(dict(meta, config=config.to_dict()), indent=1))
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None}, folder / OPTIMIZER)
+    return folder
+
+
+def read_meta(folder: str | Path) -> dict:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: not a checkpoint folder (no {META})")
+    return json.loads(path.read_text())
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder}: checkpoint has no {WEIGHTS}")
+    config = Config.from_dict(meta.pop("config"))
+    model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.get("classes", [])))
+    model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
+    return Checkpoint(model=model.to(device), config=config, meta=meta)
+
+
+def load_training_state(folder: str | Path, optimizer: torch.optim.Optimizer, scheduler=None) -> None:
+    path = Path(folder) / OPTIMIZER
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no {OPTIMIZER} to resume from")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])

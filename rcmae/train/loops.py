@@ -1,0 +1,126 @@
+"""Per-worker training loops for stage 1 and stage 2.
+
+A loop sees the world through a `Session` (in-process: `LocalSession`; under Ray Train: `RaySession`),
+so the same function runs on a laptop and on every worker of a `TorchTrainer`. Each epoch ends with
+a checkpoint and its metrics reported together; a restarted loop resumes after the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from rcmae.config import Config, FinetuneConfig, PretrainConfig
+from rcmae.models.mae import RCMAE
+from rcmae.train.checkpoint import load_training_state, read_meta, save_checkpoint
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def batches(self, epoch: int) -> Iterable[dict[str, np.ndarray | torch.Tensor]]: ...
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
+
+    def restore(self) -> Path | None: ...
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def warmup_cosine(warmup_epochs: int, epochs: int) -> Callable[[int], float]:
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / (warmup_epochs + 1)
+        progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaling needed); plain fp32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: dict,
+              step: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]) -> list[dict]:
+    """The epoch loop shared by both stages: optimise, log each term, checkpoint every epoch, resume."""
+    cfg: PretrainConfig | FinetuneConfig = getattr(config, stage)
+    seed_everything(cfg.seed + session.rank)
+    model.to(session.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_epochs, cfg.epochs))
+    start_epoch, history = 0, []
+    resume_from = session.restore()
+    if resume_from is not None:
+        resumed = read_meta(resume_from)
+        if resumed.get("stage") == stage:
+            model.load_state_dict(load_file(str(Path(resume_from) / "model.safetensors")))
+            load_training_state(resume_from, optimizer, scheduler)
+            start_epoch, history = resumed["epoch"], resumed.get("history", [])
+    trained = session.prepare(model)
+    for epoch in range(start_epoch, cfg.epochs):
+        started, sums, count = time.time(), defaultdict(float), 0
+        trained.train()
+        for batch in session.batches(epoch):
+            batch = to_device(batch, session.device)
+            with autocast(session.device):
+                terms = step(trained, batch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] += float(value.detach())
+            count += 1
+        if count == 0:
+            raise ValueError(f"{stage}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
+        scheduler.step()
+        metrics = {name: total / count for name, total in sums.items()}
+        metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,
+                       stage=stage)
+        history.append(metrics)
+        _report_epoch(session, model, config, dict(meta, stage=stage, epoch=epoch + 1, history=history),
+                      optimizer, scheduler, metrics)
+    return history
+
+
+def _report_epoch(session, model, config, meta, optimizer, scheduler, metrics) -> None:
+    if session.rank != 0:
+        session.report(metrics, None)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(folder, model, config, meta, optimizer, scheduler)
+        session.report(metrics, Path(folder))
+
+
+def pretrain_loop(session: Session, model: RCMAE, config: Config, meta: dict) -> list[dict]:
+    """Stage 1: batches of {"original", "augmented"} normalised log-mels."""
+    return run_stage(session, model, config, "pretrain", meta,
+                     lambda m, b: m("pretrain", b["original"], b["augmented"], config.pretrain))
+
+
+def finetune_loop(session: Session, model: RCMAE, config: Config, meta: dict) -> list[dict]:
+    """Stage 2: batches of {"specs", "labels"}; `model` carries stage 1's weights and a fresh ID head."""
+    return run_stage(session, model, config, "finetune", meta,
+                     lambda m, b: m("finetune", b["specs"], b["labels"], config.finetune))
