@@ -66,6 +66,72 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rcmae.train.driver import pretrain
+
+    config = _config_from(args)
+    model_dir = pretrain(config, args.features, args.out)
+    print(f"stage 1 done: {model_dir}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from rcmae.train.driver import finetune
+
+    config = _config_from(args)
+    model_dir = finetune(config, args.features, args.pretrained, args.out)
+    print(f"stage 2 done: {model_dir} (pass it to `rcmae evaluate --checkpoint` / `rcmae score --checkpoint`)")
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    for machine_type, values in metrics["per_type"].items():
+        print(f"{machine_type:12s} AUC {values['auc']:.4f}  pAUC {values['pauc']:.4f}")
+    if metrics["mean"]:
+        print(f"{'mean':12s} AUC {metrics['mean']['auc']:.4f}  pAUC {metrics['mean']['pauc']:.4f}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rcmae.evaluate.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, method=args.method)
+    _print_metrics(metrics)
+    for method, mean in metrics["methods"].items():
+        print(f"score method {method:10s} mean AUC {mean.get('auc', float('nan')):.4f}  "
+              f"pAUC {mean.get('pauc', float('nan')):.4f}")
+    print(f"wrote DCASE CSVs and metrics.json to {args.out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import csv
+
+    from rcmae.evaluate.evaluate import score_recordings
+
+    rows = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
+                            args.method)
+    handle = open(args.out, "w", newline="") if args.out else sys.stdout
+    writer = csv.DictWriter(handle, fieldnames=["file", "machine_type", "machine_id", "score", "decision"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    if args.out:
+        handle.close()
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from rcmae.train.baseline import run_baseline
+    from rcmae.evaluate.evaluate import test_feature_set
+
+    config = _config_from(args)
+    metrics = run_baseline(config, args.features, test_feature_set(args.data, config), args.out)
+    _print_metrics(metrics)
+    print(f"wrote DCASE CSVs and metrics.json to {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcmae", description=__doc__)
@@ -88,6 +154,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path)
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("pretrain", help="stage 1: MAE + InfoNCE + VCR on (original, augmented) pairs")
+    _add_config_args(p)
+    p.add_argument("--features", required=True, type=Path, help="feature folder written by `rcmae augment`")
+    p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes it)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="stage 2: supervised contrastive + cross-entropy over machine IDs")
+    _add_config_args(p)
+    p.add_argument("--features", required=True, type=Path)
+    p.add_argument("--pretrained", required=True, type=Path, help="stage-1 model folder (PRETRAIN_OUT/model)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="score a test split: DCASE CSVs and metrics.json")
+    p.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned model folder (FINETUNE_OUT/model)")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--method", choices=["embedding", "id_logprob"], help="score method (default: the model's)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score recordings: CSV of file, machine_type, machine_id, score, decision")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("audio", nargs="+", type=Path)
+    p.add_argument("--machine-type", help="for file names outside the DCASE grammar")
+    p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
+    p.add_argument("--method", choices=["embedding", "id_logprob"])
+    p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("baseline", help="train + evaluate the DCASE 2020 dense AE baseline")
+    _add_config_args(p)
+    p.add_argument("--features", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_baseline)
     return parser
 
 

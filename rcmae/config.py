@@ -191,6 +191,19 @@ class ScoreConfig:
 
 
 @dataclass
+class BaselineConfig:
+    epochs: int = _doc("DCASE 2020 AE baseline epochs (official: 100).", 100)
+    batch_size: int = _doc("Baseline batch size in stacked-frame vectors (official: 512).", 512)
+    lr: float = _doc("Baseline Adam learning rate (official: 1e-3).", 1e-3)
+    frames: int = _doc("Consecutive log-mel frames stacked per input vector (official: 5).", 5)
+    seed: int = _doc("Baseline seed.", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1 and self.batch_size >= 2 and self.lr > 0 and self.frames >= 1,
+               "baseline: epochs >= 1, batch_size >= 2, lr > 0, frames >= 1")
+
+
+@dataclass
 class ScaleConfig:
     num_workers: int | None = _doc("Ray Train workers; None picks from resources, 0 runs in-process.", None)
     use_gpu: bool | None = _doc("Train on GPUs; None decides from the cluster's resources.", None)
@@ -215,6 +228,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +289,7 @@ def tiny() -> Config:
         augment=AugmentConfig(variants=2, steps_min=10, steps_max=50, batch_size=16),
         pretrain=PretrainConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
         finetune=FinetuneConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
+        baseline=BaselineConfig(epochs=20),
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rcmae.config import Config
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.data.layout import index_clips, parse_clip_name
 from rcmae.evaluate.report_files import write_evaluation
@@ -38,8 +39,9 @@ def decide(checkpoint: Checkpoint, method: str, keys: list[str], scores: np.ndar
     return np.array([int(s > thresholds[k]) for k, s in zip(keys, scores)])
 
 
-def featurize_or_report(clips: pa.Table, checkpoint: Checkpoint) -> FeatureSet:
-    table = featurize_table(clips, checkpoint.config)
+def featurize_or_report(clips: pa.Table, config: Config) -> FeatureSet:
+    """Log-mels of the clips; unreadable clips are reported on stderr and left out."""
+    table = featurize_table(clips, config)
     failed = table.filter(pc.invert(pc.is_null(table["error"])))
     for reason in failed["error"].to_pylist():
         print(f"skipped: {reason}", file=sys.stderr)
@@ -49,17 +51,24 @@ def featurize_or_report(clips: pa.Table, checkpoint: Checkpoint) -> FeatureSet:
     return FeatureSet.from_table(usable)
 
 
+def test_feature_set(data_dir: str | Path, config: Config) -> FeatureSet:
+    """Features of every readable test clip under `data_dir` (names outside the grammar are reported)."""
+    index = index_clips(data_dir, lenient=True)
+    for _, reason in index.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    clips = index.table.filter(pc.equal(index.table["split"], "test"))
+    if clips.num_rows == 0:
+        raise ValueError(f"{data_dir}: no test clips to evaluate")
+    return featurize_or_report(clips, config)
+
+
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                         method: str | None = None) -> dict:
     """Scores every test clip under `data_dir`, writes DCASE CSVs and metrics.json to `out_dir`.
     metrics.json also holds `methods`: the mean AUC/pAUC of every score method, for comparison."""
     checkpoint = load_checkpoint(checkpoint_dir)
     method = method or checkpoint.config.score.method
-    clips = index_clips(data_dir, lenient=True).table
-    clips = clips.filter(pc.equal(clips["split"], "test"))
-    if clips.num_rows == 0:
-        raise ValueError(f"{data_dir}: no test clips to evaluate")
-    features = featurize_or_report(clips, checkpoint)
+    features = test_feature_set(data_dir, checkpoint.config)
     all_scores = score_feature_set(checkpoint, features)
     comparison = {}
     for other, scores in all_scores.items():
@@ -89,7 +98,7 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
         else:
             row = parse_clip_name(Path(path))
         rows.append(row)
-    features = featurize_or_report(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), checkpoint)
+    features = featurize_or_report(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), checkpoint.config)
     scores = score_feature_set(checkpoint, features, methods=(method,))[method]
     decisions = decide(checkpoint, method, features.keys(), scores)
     return [dict(file=m["path"], machine_type=m["machine_type"], machine_id=m["machine_id"], score=float(s),

@@ -33,6 +33,10 @@ def pretrain_start(config: Config, train: FeatureSet) -> tuple[RCMAE, dict]:
 def finetune_start(config: Config, train: FeatureSet, pretrained_dir: str | Path) -> tuple[RCMAE, dict, list[str]]:
     """Stage 1's weights with a fresh ID head over the train split's machine IDs."""
     pretrained = load_checkpoint(pretrained_dir)
+    for section in ("model", "features", "audio"):
+        if getattr(pretrained.config, section) != getattr(config, section):
+            raise ValueError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
+                             f"config the model was pre-trained with (same --preset/--config)")
     classes = sorted(set(train.keys()))
     model = pretrained.model.with_classifier(len(classes))
     meta = {"normalizer": pretrained.meta["normalizer"], "classes": classes,

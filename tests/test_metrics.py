@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
+from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
+from rcmae.evaluate.report_files import write_evaluation
+from rcmae.evaluate.scoring import gamma_threshold
+
+
+def test_auc_and_pauc_equal_sklearn_on_random_inputs():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        labels = rng.integers(0, 2, 200)
+        scores = rng.normal(size=200) + labels * rng.uniform(0, 2)
+        got = id_metrics(labels, scores, max_fpr=0.1)
+        assert got["auc"] == pytest.approx(roc_auc_score(labels, scores))
+        assert got["pauc"] == pytest.approx(roc_auc_score(labels, scores, max_fpr=0.1))
+
+
+def test_eq12_hand_computed():
+    # 10 normals -> floor(0.1 * 10) = 1 top normal (score 0.9); anomalies 0.95, 0.5, 0.9 (tie counts 1/2)
+    labels = np.array([0] * 10 + [1] * 3)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.5, 0.9])
+    assert pauc_eq12(labels, scores, 0.1) == pytest.approx((1 + 0 + 0.5) / 3)
+    with pytest.raises(ValueError, match="floor"):
+        pauc_eq12(labels[:5], scores[:5], 0.1)
+
+
+def test_summary_means_per_type_then_over_types():
+    per_id = [dict(machine_type="fan", machine_id="00", auc=0.6, pauc=0.5),
+              dict(machine_type="fan", machine_id="02", auc=0.8, pauc=0.7),
+              dict(machine_type="pump", machine_id="00", auc=1.0, pauc=0.9)]
+    summary = summarize(per_id)
+    assert summary["per_type"]["fan"] == {"auc": pytest.approx(0.7), "pauc": pytest.approx(0.6)}
+    assert summary["mean"]["auc"] == pytest.approx((0.7 + 1.0) / 2)
+
+
+def test_csvs_read_back_to_the_same_scores_and_metrics_reproduce(tmp_path):
+    rng = np.random.default_rng(1)
+    rows, scores = [], []
+    for machine_type, machine_id in [("fan", "00"), ("valve", "04")]:
+        for i in range(20):
+            label = "anomaly" if i % 3 == 0 else "normal"
+            rows.append(dict(machine_type=machine_type, machine_id=machine_id, label=label,
+                             file_name=f"{label}_id_{machine_id}_{i:08d}.wav"))
+            scores.append(rng.normal() + (label == "anomaly"))
+    scores = np.array(scores)
+    metrics = write_evaluation(tmp_path, rows, scores, (scores > 0.5).astype(int))
+    for machine_type, machine_id in [("fan", "00"), ("valve", "04")]:
+        read = read_scores(score_file(tmp_path, machine_type, machine_id))
+        expected = {r["file_name"]: s for r, s in zip(rows, scores) if r["machine_id"] == machine_id}
+        assert read == expected
+        labels = [name.startswith("anomaly") for name in read]
+        recomputed = roc_auc_score(labels, list(read.values()))
+        row = next(r for r in metrics["per_id"] if r["machine_id"] == machine_id)
+        assert row["auc"] == pytest.approx(recomputed)
+        decisions = decision_file(tmp_path, machine_type, machine_id).read_text().splitlines()
+        assert all(line.split(",")[1] in ("0", "1") for line in decisions) and len(decisions) == 20
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(on_disk) >= {"per_id", "per_type", "mean"}
+    assert set(on_disk["per_id"][0]) >= {"machine_type", "machine_id", "auc", "pauc", "n_normal", "n_anomaly"}
+
+
+def test_gamma_threshold_sits_at_the_percentile():
+    scores = np.random.default_rng(2).gamma(3.0, 2.0, 5000)
+    threshold = gamma_threshold(scores, 0.9)
+    assert np.mean(scores <= threshold) == pytest.approx(0.9, abs=0.02)
