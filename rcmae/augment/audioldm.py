@@ -1,0 +1,200 @@
+"""SDEdit-style diffusion augmentation on AudioLDM's components (paper Eq. 1, Table 2).
+
+Per clip: S DDIM steps drawn from [steps_min, steps_max], a fresh seed, a random factory prompt. The
+clip's AudioLDM mel (16 kHz, 64 mels, n_fft 1024, hop 160, 0-8000 Hz, log of clamped magnitude) is
+encoded by the VAE; its latent x0 is noised to the DDIM step k = floor(S * t0), i.e.
+x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps, and denoised over the last k steps with classifier-free
+guidance on the CLAP text embedding (which conditions the UNet through `class_labels`). The VAE decodes,
+HiFi-GAN vocodes, and the result is cropped back to the clip's length at its original loudness.
+
+`diffusers.AudioLDMPipeline` is text-to-audio only (and deprecated), so the loop is built here from its
+components: a hub id such as `cvssp/audioldm-s-full-v2` or a local diffusers-format folder with the
+subfolders vae/, text_encoder/, tokenizer/, unet/, scheduler/, vocoder/.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from rcmae.augment.base import Augmented, rms
+from rcmae.augment.prompts import load_prompts, pick
+from rcmae.config import AugmentConfig
+from rcmae.data.audio import resample
+
+MEL = dict(sample_rate=16000, n_fft=1024, hop_length=160, n_mels=64, f_min=0.0, f_max=8000.0)
+WINDOW_SECONDS = 10.24  # AudioLDM's training clip length
+
+
+@dataclass
+class Components:
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    unet: torch.nn.Module
+    scheduler: object
+    vocoder: torch.nn.Module
+
+
+def load_components(source: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Components:
+    """Load AudioLDM's parts from a hub id or a local diffusers-format folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, ClapTextModelWithProjection, SpeechT5HifiGan
+
+    dtype = dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
+    try:
+        parts = Components(
+            vae=AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype),
+            text_encoder=ClapTextModelWithProjection.from_pretrained(source, subfolder="text_encoder",
+                                                                     torch_dtype=dtype),
+            tokenizer=AutoTokenizer.from_pretrained(source, subfolder="tokenizer"),
+            unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype),
+            scheduler=DDIMScheduler.from_pretrained(source, subfolder="scheduler"),
+            vocoder=SpeechT5HifiGan.from_pretrained(source, subfolder="vocoder", torch_dtype=dtype),
+        )
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot load AudioLDM from {source!r}: {error}. Pass a local diffusers-format folder "
+                      f"(vae/, text_encoder/, tokenizer/, unet/, scheduler/, vocoder/) or a hub id reachable "
+                      f"from this machine; `python -m rcmae.augment.tiny --out DIR` builds a tiny one.") from None
+    for module in (parts.vae, parts.text_encoder, parts.unet, parts.vocoder):
+        module.to(device).eval().requires_grad_(False)
+    return parts
+
+
+def ddim_start(num_steps: int, t0: float) -> int:
+    """k = floor(S * t0), at least one step: how many of the S steps are denoised."""
+    return max(1, min(num_steps, math.floor(num_steps * t0)))
+
+
+class AudioLDMAugmenter:
+    name = "audioldm"
+    domain = "wave"
+
+    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str | None = None,
+                 components: Components | None = None):
+        if components is None and not config.model:
+            raise ValueError("augmenter 'audioldm' needs a model: --model HUB_ID_OR_FOLDER")
+        self.config, self.sample_rate = config, sample_rate
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.parts = components or load_components(config.model, self.device)
+        self.dtype = self.parts.unet.dtype
+        self.prompts = load_prompts(config.prompts_file)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            **MEL, power=1.0, norm="slaney", mel_scale="slaney", center=True).to(self.device)
+        self.latent_scale = 2 ** (len(self.parts.vae.config.block_out_channels) - 1)
+        unet_scale = 2 ** (len(self.parts.unet.config.block_out_channels) - 1)
+        self.frame_multiple = self.latent_scale * unet_scale  # mel frames per whole latent cell of the UNet
+        self.window_frames = self.frame_multiple * math.ceil(WINDOW_SECONDS * 100 / self.frame_multiple)
+        hop = int(np.prod(self.parts.vocoder.config.upsample_rates))
+        if hop != MEL["hop_length"]:
+            raise ValueError(f"vocoder upsample rates multiply to {hop}, not the mel hop {MEL['hop_length']}")
+
+    # ------------------------------------------------------------ steps
+    def mel_of(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, samples) -> (B, 1, frames, 64) log mel, the VAE's input layout."""
+        spec = torch.log(torch.clamp(self.mel(waves.float()), min=1e-5))
+        return spec.transpose(1, 2)[:, None]
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.parts.tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt",
+                                      max_length=min(self.parts.tokenizer.model_max_length, 512))
+        embeds = self.parts.text_encoder(tokens.input_ids.to(self.device),
+                                         attention_mask=tokens.attention_mask.to(self.device)).text_embeds
+        return F.normalize(embeds, dim=-1)
+
+    @torch.no_grad()
+    def encode_audio(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mel = self.mel_of(windows).to(self.dtype)
+        latent = self.parts.vae.encode(mel).latent_dist.sample(generator=generator)
+        return latent * self.parts.vae.config.scaling_factor
+
+    def noised_start(self, x0: torch.Tensor, noise: torch.Tensor, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1: the latent at DDIM step floor(S * t0) and the timesteps that remain to denoise."""
+        self.parts.scheduler.set_timesteps(num_steps, device=self.device)
+        timesteps = self.parts.scheduler.timesteps
+        remaining = timesteps[num_steps - ddim_start(num_steps, self.config.t0):]
+        return self.parts.scheduler.add_noise(x0, noise, remaining[:1].repeat(len(x0))), remaining
+
+    @torch.no_grad()
+    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor,
+                uncond: torch.Tensor) -> torch.Tensor:
+        class_labels = torch.cat([uncond, cond])
+        for t in timesteps:
+            model_in = self.parts.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            noise_pred = self.parts.unet(model_in, t, encoder_hidden_states=None, class_labels=class_labels).sample
+            uncond_pred, cond_pred = noise_pred.chunk(2)
+            guided = uncond_pred + self.config.guidance_scale * (cond_pred - uncond_pred)
+            latents = self.parts.scheduler.step(guided, t, latents, eta=0.0).prev_sample
+        return latents
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        mel = self.parts.vae.decode(latents / self.parts.vae.config.scaling_factor).sample
+        return self.parts.vocoder(mel.squeeze(1)).float()
+
+    # ------------------------------------------------------------ windows and batches
+    def windows(self, wave: np.ndarray) -> tuple[np.ndarray, int]:
+        """Split a 16 kHz wave into AudioLDM windows (the last one zero-padded to whole latent cells)."""
+        hop, frames = MEL["hop_length"], self.window_frames
+        step = frames * hop
+        count = max(1, math.ceil(len(wave) / step))
+        if count == 1:  # short clip: one window just long enough for it
+            cells = math.ceil(len(wave) / hop / self.frame_multiple) * self.frame_multiple
+            step = cells * hop
+        padded = np.zeros(count * step, dtype=np.float32)
+        padded[:len(wave)] = wave
+        return padded.reshape(count, step), len(wave)
+
+    def _plan(self, seeds: list[int]) -> list[dict]:
+        plans = []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            plans.append(dict(steps=int(rng.integers(self.config.steps_min, self.config.steps_max + 1)),
+                              prompt=pick(self.prompts, rng), seed=seed))
+        return plans
+
+    def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented]:
+        """Clips sharing a step count S and a window length run as one batch through the UNet."""
+        plans = self._plan(seeds)
+        waves16 = [resample(w, self.sample_rate, MEL["sample_rate"]) for w in items]
+        prepared = [self.windows(w) for w in waves16]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, (windows, _) in enumerate(prepared):
+            groups[(plans[i]["steps"], windows.shape[1])].append(i)
+        outputs: list[np.ndarray | None] = [None] * len(items)
+        for (steps, _), members in groups.items():
+            generated = self._run_group(steps, [prepared[i][0] for i in members], [plans[i] for i in members])
+            for i, audio in zip(members, generated):
+                outputs[i] = audio
+        results = []
+        for i, (wave, plan) in enumerate(zip(items, plans)):
+            audio = outputs[i].reshape(-1)[:prepared[i][1]]
+            audio = resample(audio, MEL["sample_rate"], self.sample_rate)[:len(wave)]
+            audio = audio * (rms(wave) / rms(audio))
+            results.append(Augmented(audio.astype(np.float32), dict(
+                augmenter=self.name, model=str(self.config.model or "in-memory"), prompt=plan["prompt"].text,
+                family=plan["prompt"].family, steps=plan["steps"], seed=plan["seed"], t0=self.config.t0,
+                start_step=ddim_start(plan["steps"], self.config.t0), guidance_scale=self.config.guidance_scale)))
+        return results
+
+    def _run_group(self, steps: int, clip_windows: list[np.ndarray], plans: list[dict]) -> list[np.ndarray]:
+        counts = [len(w) for w in clip_windows]
+        windows = torch.from_numpy(np.concatenate(clip_windows)).to(self.device)
+        owners = [p for p, c in zip(plans, counts) for _ in range(c)]
+        generators = [torch.Generator("cpu").manual_seed(p["seed"] + j) for j, p in enumerate(owners)]
+        x0 = torch.cat([self.encode_audio(windows[j:j + 1], generators[j]) for j in range(len(owners))])
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(self.device, x0.dtype)
+        latents, remaining = self.noised_start(x0, noise, steps)
+        cond = self.encode_text([p["prompt"].text for p in owners]).to(self.dtype)
+        uncond = self.encode_text([""] * len(owners)).to(self.dtype)
+        audio = self.decode(self.denoise(latents, remaining, cond, uncond)).cpu().numpy()
+        audio = audio[:, :windows.shape[1]]
+        splits = np.cumsum(counts)[:-1]
+        return [part.reshape(-1) for part in np.split(audio, splits)]
