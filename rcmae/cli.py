@@ -66,6 +66,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment(args: argparse.Namespace) -> int:
+    from rcmae.cluster import ensure_ray
+    from rcmae.pipeline import run_augment
+
+    overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model),
+                                   ("augment.variants", args.variants)) if v is not None}
+    config = _config_from(args).override(overrides)
+    if config.augment.augmenter == "factory-mix":
+        print("augment: factory-mix (weight-free prompt-driven noise); pass --augmenter audioldm --model ... "
+              "for diffusion augmentation", flush=True)
+    ensure_ray()
+    run_augment(args.data, args.out, config, limit=args.limit)
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from rcmae.train.driver import pretrain
 
@@ -154,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path)
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("augment", help="Ray Data: read, augment K variants, log-mel -> Parquet (resumable)")
+    _add_config_args(p)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--augmenter", choices=["audioldm", "factory-mix", "specaugment"])
+    p.add_argument("--model", help="AudioLDM hub id or local diffusers folder (with --augmenter audioldm)")
+    p.add_argument("--variants", type=int, help="augmented variants per train clip")
+    p.add_argument("--limit", type=int, help="only the first N clips (smoke runs)")
+    p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("pretrain", help="stage 1: MAE + InfoNCE + VCR on (original, augmented) pairs")
     _add_config_args(p)

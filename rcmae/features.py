@@ -63,8 +63,24 @@ class Normalizer:
     @classmethod
     def fit(cls, specs: np.ndarray) -> "Normalizer":
         """`specs`: (B, n_mels, frames) of train clips."""
-        return cls(mean=specs.mean(axis=(0, 2)).astype(np.float32),
-                   std=np.maximum(specs.std(axis=(0, 2)), 1e-3).astype(np.float32))
+        return cls.fit_stream([specs])
+
+    @classmethod
+    def fit_stream(cls, batches) -> "Normalizer":
+        """The same statistics accumulated over an iterable of (B, n_mels, frames) batches."""
+        total = squares = None
+        count = 0
+        for specs in batches:
+            values = np.asarray(specs, dtype=np.float64)
+            batch_sum, batch_squares = values.sum(axis=(0, 2)), (values ** 2).sum(axis=(0, 2))
+            total = batch_sum if total is None else total + batch_sum
+            squares = batch_squares if squares is None else squares + batch_squares
+            count += values.shape[0] * values.shape[2]
+        if not count:
+            raise ValueError("cannot fit a normaliser on no data")
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+        return cls(mean=mean.astype(np.float32), std=np.maximum(std, 1e-3).astype(np.float32))
 
     def __call__(self, specs: np.ndarray | torch.Tensor):
         if isinstance(specs, torch.Tensor):

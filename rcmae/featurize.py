@@ -49,8 +49,9 @@ class Featurizer:
     """Callable over read batches: K augmented variants for clips of `augment_splits`, log-mel of all."""
 
     def __init__(self, config: Config, augmenter: Augmenter | None, augment_splits: tuple[str, ...] = ("train",),
-                 device: str = "cpu"):
+                 device: str = "cpu", tag: dict | None = None):
         self.config, self.augmenter, self.device = config, augmenter, device
+        self.tag = tag or {}  # added to every provenance record (e.g. which worker made it)
         self.augment_splits = augment_splits
         self.extractor = LogMel(config.features, config.audio.sample_rate).to(device)
 
@@ -101,7 +102,7 @@ class Featurizer:
                     rows[i]["error"] = f"{rows[i]['path']}: augmentation failed ({type(result).__name__}: {result})"
                 elif not isinstance(result, Exception):
                     augmented[i].append(result[0].reshape(-1))
-                    provenance[i].append(dict(variant=variant, **result[1]))
+                    provenance[i].append(dict(variant=variant, **result[1], **self.tag))
         return self._table(rows, features, augmented, provenance)
 
     def _table(self, rows, features, augmented, provenance) -> pa.Table:

@@ -39,6 +39,23 @@ def specs_from_column(column: pa.ChunkedArray | pa.Array, n_mels: int, n_frames:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, n_mels, n_frames)
 
 
+def stream_train_specs(folder: str | Path, batch_rows: int = 256):
+    """Original train log-mels, (B, F, T) at a time, without loading the set (or its variants) at once."""
+    dataset = ds.dataset(str(folder), format="parquet")
+    keep = pc.is_null(pc.field("error")) & (pc.field("split") == "train")
+    for batch in dataset.to_batches(filter=keep, columns=["features", "n_mels", "n_frames"], batch_size=batch_rows):
+        if batch.num_rows:
+            yield specs_from_column(batch.column("features"), batch.column("n_mels")[0].as_py(),
+                                    batch.column("n_frames")[0].as_py())
+
+
+def train_classes(folder: str | Path) -> list[str]:
+    """Sorted machine keys of the usable train clips: the stage-2 classes."""
+    table = read_feature_table(folder, ("train",), columns=["machine_type", "machine_id"])
+    return sorted({machine_key(t, i) for t, i in zip(table["machine_type"].to_pylist(),
+                                                     table["machine_id"].to_pylist())})
+
+
 @dataclass
 class FeatureSet:
     """Clips in memory: metadata, raw log-mels (N, F, T) and augmented variants (N, K, F, T)."""
@@ -48,8 +65,9 @@ class FeatureSet:
     augmented: np.ndarray | None
 
     @classmethod
-    def load(cls, folder: str | Path, splits: tuple[str, ...] | None = None) -> "FeatureSet":
-        table = read_feature_table(folder, splits)
+    def load(cls, folder: str | Path, splits: tuple[str, ...] | None = None, augmented: bool = True) -> "FeatureSet":
+        columns = META_COLUMNS + ["n_mels", "n_frames", "features"] + (["augmented"] if augmented else [])
+        table = read_feature_table(folder, splits, columns)
         if table.num_rows == 0:
             raise ValueError(f"{folder}: no usable clips for splits {splits}")
         return cls.from_table(table)
@@ -58,8 +76,10 @@ class FeatureSet:
     def from_table(cls, table: pa.Table) -> "FeatureSet":
         n_mels, n_frames = table["n_mels"][0].as_py(), table["n_frames"][0].as_py()
         specs = specs_from_column(table["features"], n_mels, n_frames)
-        counts = pc.list_value_length(table["augmented"]).to_numpy(zero_copy_only=False)
         augmented = None
+        if "augmented" not in table.column_names:
+            return cls(meta=table.select(META_COLUMNS).to_pylist(), specs=specs, augmented=None)
+        counts = pc.list_value_length(table["augmented"]).to_numpy(zero_copy_only=False)
         if counts.size and counts.min() > 0:
             k = int(counts.min())  # every clip offers the same number of variants to sample from
             flat = table["augmented"].combine_chunks()

@@ -15,7 +15,7 @@ import torch
 from rcmae.config import Config
 from rcmae.features import Normalizer
 from rcmae.train import stages
-from rcmae.train.data import labelled_batches, pair_batches
+from rcmae.train.data import FeatureSet, labelled_batches, pair_batches, stage2_arrays
 from rcmae.train.loops import finetune_loop, pretrain_loop
 
 
@@ -53,8 +53,8 @@ class LocalSession:
 
 
 def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path, verbose: bool = True) -> Path:
-    train = stages.load_train_features(features_dir)
-    model, meta = stages.pretrain_start(config, train)
+    train = FeatureSet.load(features_dir, splits=("train",))
+    model, meta = stages.pretrain_start(config, features_dir)
     normalizer = Normalizer.from_dict(meta["normalizer"])
 
     def batches(epoch: int):
@@ -68,9 +68,9 @@ def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path
 
 def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path,
                    verbose: bool = True) -> Path:
-    train = stages.load_train_features(features_dir)
-    model, meta, classes = stages.finetune_start(config, train, pretrained_dir)
-    specs, labels = stages.stage2_data(config, train, classes)
+    train = FeatureSet.load(features_dir, splits=("train",))
+    model, meta, classes = stages.finetune_start(config, features_dir, pretrained_dir)
+    specs, labels = stage2_arrays(train, classes, config.finetune.use_augmented)
     normalizer = Normalizer.from_dict(meta["normalizer"])
 
     def batches(epoch: int):
@@ -79,4 +79,4 @@ def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str
 
     session = LocalSession(run_dir, batches, config.scale.keep_checkpoints, verbose=verbose)
     finetune_loop(session, model, config, meta)
-    return stages.attach_detector(stages.publish(session.restore(), run_dir), train)
+    return stages.attach_detector(stages.publish(session.restore(), run_dir), features_dir)

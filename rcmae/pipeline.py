@@ -1,0 +1,141 @@
+"""The Ray Data augmentation pipeline: clip table -> read + validate -> K augmented variants -> log-mel ->
+Parquet shards, through an actor pool (one GPU per actor when the cluster has GPUs, CPU actors otherwise).
+
+Output folder:
+- features/*.parquet  one row per clip: metadata, `error`, log-mel `features`, K `augmented` log-mels and
+                      their `provenance` (JSON list: prompt, S, seed, t0, guidance, model, ...)
+- rejects.parquet     path + reason for every clip that could not be used (bad name, bad audio, failed augment)
+- summary.json        counts and the augmenter used
+Re-running on the same folder processes only the clips no finished shard holds yet.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rcmae.config import Config
+from rcmae.data.layout import ClipIndex, index_clips
+
+FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
+
+
+def build_augmenter(config: Config, device: str = "cpu"):
+    """The configured augmenter (factory-mix, the default, needs no weights)."""
+    name = config.augment.augmenter
+    if name == "audioldm":
+        from rcmae.augment.audioldm import AudioLDMAugmenter
+
+        return AudioLDMAugmenter(config.augment, config.audio.sample_rate, device=device)
+    if name == "specaugment":
+        from rcmae.augment.specaugment import SpecAugment
+
+        return SpecAugment(config.augment)
+    from rcmae.augment.factory_mix import FactoryMix
+
+    return FactoryMix(config.augment, config.audio.sample_rate)
+
+
+class AugmentActor:
+    """One pool member: loads its augmenter once, then reads, augments and featurises batches."""
+
+    def __init__(self, config_dict: dict, augment_splits: tuple[str, ...]):
+        import os
+        import socket
+
+        import torch
+
+        from rcmae.featurize import Featurizer
+
+        self.config = Config.from_dict(config_dict)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.featurizer = Featurizer(self.config, build_augmenter(self.config, device), augment_splits, device,
+                                     tag={"worker": f"{socket.gethostname()}:{os.getpid()}"})
+
+    def __call__(self, batch):
+        from rcmae.featurize import read_batch
+
+        return self.featurizer(read_batch(batch, self.config.audio))
+
+
+def finished_paths(features_dir: Path) -> set[str]:
+    """Clips already held by a readable shard; a shard an interrupted run left unreadable is removed."""
+    done: set[str] = set()
+    for shard in sorted(features_dir.glob("*.parquet")) if features_dir.exists() else []:
+        try:
+            done.update(pq.read_table(shard, columns=["path"])["path"].to_pylist())
+        except Exception as error:  # a partly written file: its clips are processed again
+            print(f"augment: removing unreadable shard {shard.name} ({error})", file=sys.stderr)
+            shard.unlink()
+    return done
+
+
+def pool_plan(config: Config, resources: dict) -> dict:
+    """Actor pool size and per-actor resources from the cluster: GPUs when there are any (AudioLDM),
+    else one CPU actor per core, each reserving half a core so that Ray Data's Parquet writers (and a
+    previous pool still shutting down) always find room; the reservation is a scheduling hint, not a cap."""
+    gpus = int(resources.get("GPU", 0))
+    cpus = float(resources.get("CPU", 1))
+    if gpus and config.augment.augmenter == "audioldm":
+        size = config.augment.num_actors or gpus
+        return dict(size=size, num_gpus=1, num_cpus=1)
+    size = config.augment.num_actors or max(1, min(8, int(cpus)))
+    return dict(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
+
+
+def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
+                augment_splits: tuple[str, ...] = ("train",)) -> dict:
+    import ray
+
+    out_dir = Path(out_dir)
+    features_dir = out_dir / FEATURES
+    features_dir.mkdir(parents=True, exist_ok=True)
+    index: ClipIndex = index_clips(data_dir, lenient=True)
+    clips = index.table if limit is None else index.table.slice(0, limit)
+    done = finished_paths(features_dir)
+    todo = clips.filter(pc.invert(pc.is_in(clips["path"], pa.array(sorted(done), pa.string()))))
+    plan = pool_plan(config, ray.cluster_resources())
+    started = time.time()
+    print(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process with "
+          f"{config.augment.augmenter} x{config.augment.variants} on {plan['size']} actor(s)", flush=True)
+    if todo.num_rows:
+        batch = config.augment.batch_size
+        blocks = [todo.slice(start, batch) for start in range(0, todo.num_rows, batch)]
+        dataset = ray.data.from_arrow(blocks)  # one block per batch: actors share work without a shuffle stage
+        dataset = dataset.map_batches(
+            AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits),
+            batch_size=batch, batch_format="pandas", num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"],
+            compute=ray.data.ActorPoolStrategy(size=plan["size"]))
+        dataset.write_parquet(str(features_dir), ray_remote_args={"num_cpus": 0.25})
+    return finalize(out_dir, index, clips, config, time.time() - started)
+
+
+def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, seconds: float) -> dict:
+    """rejects.parquet and summary.json from what the shards hold; checks every clip is there once."""
+    table = pq.read_table(out_dir / FEATURES, columns=["path", "error", "split", "provenance"])
+    paths = table["path"].to_pylist()
+    if len(paths) != len(set(paths)):
+        raise RuntimeError(f"{out_dir}: a clip appears in more than one shard")
+    missing = set(clips["path"].to_pylist()) - set(paths)
+    if missing:
+        raise RuntimeError(f"{out_dir}: {len(missing)} clips missing from the output, e.g. {sorted(missing)[:3]}")
+    failed = table.filter(pc.invert(pc.is_null(table["error"])))
+    rejects = [{"path": p, "reason": r} for p, r in zip(failed["path"].to_pylist(), failed["error"].to_pylist())]
+    rejects += [{"path": p, "reason": r} for p, r in index.skipped]
+    pq.write_table(pa.Table.from_pylist(rejects, schema=pa.schema([("path", pa.string()), ("reason", pa.string())])),
+                   out_dir / REJECTS)
+    variants = sum(len(json.loads(p)) for p in table["provenance"].to_pylist())
+    summary = dict(clips=len(paths), usable=len(paths) - failed.num_rows, rejected=len(rejects),
+                   augmented_variants=variants, augmenter=config.augment.augmenter, model=config.augment.model,
+                   variants_per_clip=config.augment.variants, seconds=round(seconds, 2))
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+    for reject in rejects:
+        print(f"augment: rejected {reject['reason']}", file=sys.stderr)
+    print(f"augment: {summary}", flush=True)
+    return summary

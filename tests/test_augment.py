@@ -1,0 +1,117 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rcmae.augment.audioldm import AudioLDMAugmenter, ddim_start, load_components
+from rcmae.augment.base import clip_seed, rms
+from rcmae.augment.factory_mix import FactoryMix
+from rcmae.augment.prompts import DEFAULT_PROMPTS, FAMILIES, TABLE_1, load_prompts
+from rcmae.augment.specaugment import SpecAugment
+from rcmae.config import AugmentConfig
+
+
+@pytest.fixture(scope="module")
+def augmenter(tiny_audioldm):
+    config = AugmentConfig(augmenter="audioldm", model=str(tiny_audioldm), steps_min=2, steps_max=3, t0=0.5)
+    return AudioLDMAugmenter(config, device="cpu")
+
+
+def clip(seconds=1.0, seed=0):
+    t = np.arange(int(16000 * seconds)) / 16000
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * noise).astype(np.float32)
+
+
+def test_prompts_hold_table_1_verbatim_and_more():
+    assert len(TABLE_1) == 6 and len(DEFAULT_PROMPTS) >= 36
+    assert TABLE_1[0].text.startswith("add sharp and metallic screeching sound created by metal-cutting saws")
+    assert {p.family for p in DEFAULT_PROMPTS} == set(FAMILIES)
+    assert len({p.text for p in DEFAULT_PROMPTS}) == len(DEFAULT_PROMPTS)
+
+
+def test_prompt_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# mine\nsaw: add a saw\nadd a forklift horn\n\n")
+    assert [(p.family, p.text) for p in load_prompts(path)] == [("saw", "add a saw"), ("custom", "add a forklift horn")]
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        load_prompts(tmp_path / "nope.txt")
+
+
+def test_noised_latent_follows_eq1_at_the_right_timestep(augmenter):
+    torch.manual_seed(0)
+    x0, eps = torch.randn(2, 4, 8, 32), torch.randn(2, 4, 8, 32)
+    steps = 20
+    latents, remaining = augmenter.noised_start(x0, eps, steps)
+    k = math.floor(steps * 0.5)
+    assert len(remaining) == k
+    scheduler = augmenter.parts.scheduler
+    t = int(scheduler.timesteps[steps - k])
+    assert int(remaining[0]) == t
+    abar = scheduler.alphas_cumprod[t]
+    torch.testing.assert_close(latents, abar.sqrt() * x0 + (1 - abar).sqrt() * eps)
+
+
+def test_ddim_start_is_floor_of_s_t0_and_at_least_one():
+    assert ddim_start(37, 0.5) == 18 and ddim_start(10, 0.05) == 1 and ddim_start(10, 1.0) == 10
+
+
+def test_steps_always_in_paper_range():
+    config = AugmentConfig()
+    plans = AudioLDMAugmenter._plan(type("A", (), {"config": config, "prompts": DEFAULT_PROMPTS})(),
+                                    [clip_seed(0, f"clip{i}", 0) for i in range(500)])
+    steps = [p["steps"] for p in plans]
+    assert min(steps) >= 10 and max(steps) <= 50 and len(set(steps)) > 20
+
+
+def test_tiny_model_keeps_length_and_gives_finite_audio(augmenter):
+    waves = [clip(1.0), clip(1.7, seed=1)]
+    results = augmenter.augment(waves, [11, 12])
+    for wave, result in zip(waves, results):
+        assert result.data.shape == wave.shape and np.all(np.isfinite(result.data))
+        assert rms(result.data) == pytest.approx(rms(wave), rel=1e-3)
+        assert set(result.provenance) >= {"prompt", "steps", "seed", "t0", "guidance_scale", "model"}
+
+
+def test_same_seed_same_audio_other_seed_other_audio(augmenter):
+    wave = clip(1.0)
+    first = augmenter.augment([wave], [5])[0].data
+    again = augmenter.augment([wave], [5])[0].data
+    other = augmenter.augment([wave], [6])[0].data
+    np.testing.assert_allclose(first, again, atol=1e-5)
+    assert not np.allclose(first, other, atol=1e-3)
+
+
+def test_long_clip_is_windowed_and_restored(augmenter):
+    wave = np.tile(clip(1.0), 11)  # 11 s: two AudioLDM windows
+    windows, length = augmenter.windows(wave)
+    assert len(windows) == 2 and length == len(wave)
+    assert augmenter.augment([wave], [3])[0].data.shape == wave.shape
+
+
+def test_loader_errors_name_the_source(tmp_path):
+    with pytest.raises(OSError, match="cannot load AudioLDM"):
+        load_components(str(tmp_path / "missing"))
+
+
+def test_factory_mix_is_deterministic_and_hits_its_snr():
+    config = AugmentConfig(snr_db_min=5.0, snr_db_max=5.0)
+    mix = FactoryMix(config)
+    wave = clip(2.0)
+    a, b = mix.augment([wave], [1])[0], mix.augment([wave], [1])[0]
+    np.testing.assert_array_equal(a.data, b.data)
+    assert not np.array_equal(a.data, mix.augment([wave], [2])[0].data)
+    assert a.provenance["family"] in FAMILIES and a.provenance["snr_db"] == 5.0
+    noise = a.data - wave
+    assert 20 * np.log10(rms(wave) / rms(noise)) == pytest.approx(5.0, abs=0.1)
+
+
+def test_specaugment_masks_stay_in_bounds():
+    spec = np.random.default_rng(0).normal(size=(128, 64)).astype(np.float32)
+    result = SpecAugment(AugmentConfig(time_masks=2, freq_masks=2, max_mask_fraction=0.15)).augment([spec], [4])[0]
+    masked_rows = np.all(result.data == result.data[:, :1], axis=1)
+    for start, width in result.provenance["freq_masks"]:
+        assert 1 <= width <= int(128 * 0.15) and start + width <= 128
+        assert masked_rows[start:start + width].all()
+    assert (result.data != spec).any() and result.data.shape == spec.shape
