@@ -26,7 +26,13 @@ def _config_from(args: argparse.Namespace):
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        overrides[key] = parsed
     return load_config(args.preset, args.config, overrides)
 
 
@@ -147,6 +153,33 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rcmae.cluster import ensure_ray
+    from rcmae.tuning import base_config, load_space, run_tune
+
+    ensure_ray()
+    features = args.features
+    if features is None:
+        from rcmae.pipeline import run_augment
+
+        run_augment(args.data, args.out / "augment", base_config(load_space(args.space)))
+        features = args.out / "augment" / "features"
+    folder = run_tune(args.space, features, args.data, args.out)
+    print(f"wrote {folder / 'trials.csv'}, {folder / 'trials.parquet'} and {folder / 'comparison.png'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rcmae.run import run_all
+
+    overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
+                 if v is not None}
+    config = _config_from(args).override(overrides)
+    result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline)
+    print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcmae", description=__doc__)
@@ -215,6 +248,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("tune", help="Ray Tune sweep: each trial = stage 1 + stage 2 + evaluation")
+    p.add_argument("--space", required=True, type=Path, help="search space YAML (see tune_spaces/)")
+    p.add_argument("--data", required=True, type=Path, help="DCASE-layout data (its test split is evaluated)")
+    p.add_argument("--features", type=Path, help="feature folder from `rcmae augment` (made when omitted)")
+    p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("run", help="the whole job: (synth) -> augment -> pretrain -> finetune -> evaluate -> report")
+    _add_config_args(p)
+    p.add_argument("--data", type=Path, help="DCASE-layout data (default: synthesise the toy factory)")
+    p.add_argument("--out", type=Path, default=Path("runs/main"), help="run folder (default: %(default)s)")
+    p.add_argument("--synth-preset", default="small", choices=["small", "full"])
+    p.add_argument("--augmenter", choices=["audioldm", "factory-mix", "specaugment"])
+    p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
+    p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -211,6 +211,8 @@ class ScaleConfig:
                                   0.5)
     max_failures: int = _doc("Worker failures a run survives (resuming from the last checkpoint).", 2)
     keep_checkpoints: int = _doc("Checkpoints kept per run (best by loss).", 2)
+    cache_dataset: bool = _doc("Materialise the train features in Ray's object store once, so epochs do not "
+                               "re-read Parquet; turn off when they outgrow the object store.", True)
 
     def __post_init__(self) -> None:
         _check(self.num_workers is None or self.num_workers >= 0, "scale.num_workers must be >= 0")

@@ -46,3 +46,35 @@ def ray_session():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def toy_features(toy_root, tmp_path_factory):
+    """Features of two machine types of the toy factory (specaugment pairs), written without Ray."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from rcmae.augment.specaugment import SpecAugment
+    from rcmae.config import tiny
+    from rcmae.data.layout import index_clips
+    from rcmae.featurize import Featurizer, read_batch
+
+    config = tiny()
+    table = index_clips(toy_root).table
+    table = table.filter(pc.is_in(table["machine_type"], value_set=__import__("pyarrow").array(["fan", "valve"])))
+    folder = tmp_path_factory.mktemp("toy_features") / "features"
+    folder.mkdir()
+    featurizer = Featurizer(config, SpecAugment(config.augment))
+    for start in range(0, table.num_rows, 64):
+        batch = read_batch(table.slice(start, 64).to_pandas(), config.audio)
+        pq.write_table(featurizer(batch), folder / f"part-{start:05d}.parquet")
+    return folder
+
+
+@pytest.fixture
+def quick_config():
+    """tiny, in-process, two short epochs per stage."""
+    from rcmae.config import tiny
+
+    return tiny().override({"pretrain.epochs": 2, "finetune.epochs": 2, "pretrain.batch_size": 32,
+                            "finetune.batch_size": 32, "scale.num_workers": 0})

@@ -117,6 +117,7 @@ def _worker(loop_config: dict) -> None:
 
     session = RaySession(loop_config)
     config = session.config
+    torch.manual_seed(config.pretrain.seed)
     model = RCMAE(model=config.model, features=config.features)
     if session.stage == "pretrain":
         pretrain_loop(session, model, config, loop_config["meta"])
@@ -124,20 +125,27 @@ def _worker(loop_config: dict) -> None:
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(os.path.join(loop_config["pretrained"], "model.safetensors")))
+        torch.manual_seed(config.finetune.seed)
         model.with_classifier(len(session.classes))
         finetune_loop(session, model, config, loop_config["meta"])
 
 
-def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str):
+def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
+         callbacks: list | None = None):
     import ray
     import ray.data
+    from ray.data.expressions import col
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
     columns = ["features", "augmented", "machine_type", "machine_id"]
-    dataset = ray.data.read_parquet(str(features_dir), columns=columns + ["error", "split"])
-    dataset = dataset.filter(expr="error is null and split == 'train'").select_columns(columns)
+    # small read tasks: on a 2-core node the train workers already hold most of the CPUs
+    dataset = ray.data.read_parquet(str(features_dir), columns=columns + ["error", "split"],
+                                    ray_remote_args={"num_cpus": 0.25})
+    dataset = dataset.filter(expr=col("error").is_null() & (col("split") == "train")).select_columns(columns)
+    if config.scale.cache_dataset:
+        dataset = dataset.materialize()
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,
@@ -149,7 +157,7 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
             name=run_name, storage_path=str(out_dir.resolve() / "ray_results"),
             checkpoint_config=CheckpointConfig(num_to_keep=config.scale.keep_checkpoints,
                                                checkpoint_score_attribute="loss", checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=config.scale.max_failures)),
+            failure_config=FailureConfig(max_failures=config.scale.max_failures), callbacks=callbacks or []),
         datasets={"train": dataset},
     )
     print(f"[{stage}] Ray Train: {plan['num_workers']} worker(s), {plan['backend']}, "
@@ -161,16 +169,17 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
         return stages.publish(folder, out_dir)
 
 
-def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain") -> Path:
+def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain",
+                 callbacks: list | None = None) -> Path:
     _, meta = stages.pretrain_start(config, features_dir)
     return _fit(config, "pretrain", Path(features_dir), Path(out_dir),
-                dict(meta=meta, normalizer=meta["normalizer"]), run_name)
+                dict(meta=meta, normalizer=meta["normalizer"]), run_name, callbacks)
 
 
 def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
-                 run_name: str = "finetune") -> Path:
+                 run_name: str = "finetune", callbacks: list | None = None) -> Path:
     _, meta, classes = stages.finetune_start(config, features_dir, pretrained_dir)
     model_dir = _fit(config, "finetune", Path(features_dir), Path(out_dir),
                      dict(meta=meta, normalizer=meta["normalizer"], classes=classes,
-                          pretrained=str(Path(pretrained_dir).resolve())), run_name)
+                          pretrained=str(Path(pretrained_dir).resolve())), run_name, callbacks)
     return stages.attach_detector(model_dir, features_dir)

@@ -38,9 +38,9 @@ class Session(Protocol):
     def restore(self) -> Path | None: ...
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Reseed at every epoch, so a run resumed from a checkpoint draws the same masks as one never stopped."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
 def warmup_cosine(warmup_epochs: int, epochs: int) -> Callable[[int], float]:
@@ -65,7 +65,6 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
               step: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]) -> list[dict]:
     """The epoch loop shared by both stages: optimise, log each term, checkpoint every epoch, resume."""
     cfg: PretrainConfig | FinetuneConfig = getattr(config, stage)
-    seed_everything(cfg.seed + session.rank)
     model.to(session.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_epochs, cfg.epochs))
@@ -80,6 +79,7 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
     trained = session.prepare(model)
     for epoch in range(start_epoch, cfg.epochs):
         started, sums, count = time.time(), defaultdict(float), 0
+        seed_epoch(cfg.seed, epoch, session.rank)
         trained.train()
         for batch in session.batches(epoch):
             batch = to_device(batch, session.device)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from rcmae.config import Config
 from rcmae.evaluate.scoring import fit_detector
 from rcmae.features import Normalizer
@@ -23,6 +25,7 @@ def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dic
         raise ValueError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
     normalizer = Normalizer.fit_stream(stream_train_specs(features_dir))
+    torch.manual_seed(config.pretrain.seed)
     return RCMAE(model=config.model, features=config.features), {"normalizer": normalizer.to_dict()}
 
 
@@ -34,6 +37,7 @@ def finetune_start(config: Config, features_dir: str | Path, pretrained_dir: str
             raise ValueError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
                              f"config the model was pre-trained with (same --preset/--config)")
     classes = train_classes(features_dir)
+    torch.manual_seed(config.finetune.seed)
     model = pretrained.model.with_classifier(len(classes))
     meta = {"normalizer": pretrained.meta["normalizer"], "classes": classes,
             "pretrained_from": str(pretrained_dir)}

@@ -1,0 +1,9 @@
+"""`ray job submit --working-dir . -- python jobs/augment.py ...`: same arguments as `rcmae augment`.
+Joins the cluster named by RAY_ADDRESS (set by `ray job submit`), else starts a local Ray."""
+
+import sys
+
+from rcmae.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["augment", *sys.argv[1:]]))

@@ -1,0 +1,139 @@
+"""report.md for a run: per-type AUC/pAUC, the AE baseline beside RC-MAE, ROC curves per machine type,
+t-SNE of test embeddings after each stage (the paper's Figures 3-4) and the loss curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.manifold import TSNE
+from sklearn.metrics import roc_curve
+
+from rcmae.evaluate.scoring import encode_all
+from rcmae.train.checkpoint import load_checkpoint
+from rcmae.train.data import FeatureSet
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(test: FeatureSet, scores: np.ndarray, path: Path) -> None:
+    plt = _plt()
+    types = sorted({m["machine_type"] for m in test.meta})
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for machine_type in types:
+        idx = [i for i, m in enumerate(test.meta) if m["machine_type"] == machine_type]
+        labels = [test.meta[i]["label"] == "anomaly" for i in idx]
+        fpr, tpr, _ = roc_curve(labels, scores[idx])
+        ax.plot(fpr, tpr, label=machine_type)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.axvline(0.1, color="grey", lw=0.6, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per machine type (IDs pooled)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_tsne(model_dir: Path, test: FeatureSet, title: str, path: Path, seed: int = 0) -> None:
+    plt = _plt()
+    checkpoint = load_checkpoint(model_dir)
+    embeddings, _ = encode_all(checkpoint.model, test.specs, checkpoint.normalizer)
+    points = TSNE(n_components=2, perplexity=min(30, len(embeddings) - 1), init="pca",
+                  random_state=seed).fit_transform(embeddings)
+    keys = test.keys()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    colours = plt.get_cmap("tab20")
+    for k, key in enumerate(sorted(set(keys))):
+        for label, marker in (("normal", "o"), ("anomaly", "x")):
+            idx = [i for i, m in enumerate(test.meta) if keys[i] == key and m["label"] == label]
+            ax.scatter(points[idx, 0], points[idx, 1], s=12, marker=marker, color=colours(k % 20),
+                       label=key if label == "normal" else None)
+    ax.set_title(f"{title} (o normal, x anomaly)")
+    ax.legend(fontsize=6, ncol=2, markerscale=1.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 4))
+    for ax, (stage, history) in zip(np.atleast_1d(axes), histories.items()):
+        epochs = [h["epoch"] for h in history]
+        for term in [k for k in history[0] if k not in ("epoch", "lr", "seconds", "stage", "accuracy")]:
+            ax.plot(epochs, [h[term] for h in history], label=term)
+        ax.set(title=f"{stage}", xlabel="epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _metrics_table(rows: dict[str, dict]) -> str:
+    types = sorted(next(iter(rows.values()))["per_type"])
+    head = "| model | " + " | ".join(f"{t} AUC / pAUC" for t in types) + " | mean AUC / pAUC |"
+    lines = [head, "|" + "---|" * (len(types) + 2)]
+    for name, metrics in rows.items():
+        cells = [f"{metrics['per_type'][t]['auc']:.3f} / {metrics['per_type'][t]['pauc']:.3f}" for t in types]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | **{metrics['mean']['auc']:.3f} / {metrics['mean']['pauc']:.3f}** |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, test: FeatureSet, scores: np.ndarray, metrics: dict, baseline: dict | None,
+                 pretrain_dir: Path, finetune_dir: Path, summary: dict, timings: dict) -> Path:
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_roc(test, scores, plots / "roc.png")
+    plot_tsne(pretrain_dir, test, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
+    plot_tsne(finetune_dir, test, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
+    histories = {stage: load_checkpoint(folder).meta.get("history", [])
+                 for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
+    plot_losses(histories, plots / "losses.png")
+    rows = {f"RC-MAE ({metrics['method']} score)": metrics}
+    if baseline:
+        rows["DCASE 2020 AE baseline"] = baseline
+    methods = "\n".join(f"- `{m}`: mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}" for m, v in metrics["methods"].items())
+    timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
+    text = f"""# RC-MAE run report
+
+pAUC is the DCASE value (`roc_auc_score(..., max_fpr=0.1)`, McClish-standardised: random = 0.5);
+the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
+
+## Detection per machine type
+
+{_metrics_table(rows)}
+
+Score methods of the same model:
+{methods}
+
+## Data and augmentation
+
+{summary.get('clips')} clips indexed, {summary.get('rejected')} rejected (see `augment/rejects.parquet`);
+augmenter `{summary.get('augmenter')}`, {summary.get('variants_per_clip')} variant(s) per train clip
+({summary.get('augmented_variants')} in all).
+
+## Plots
+
+![ROC per machine type](plots/roc.png)
+
+![t-SNE after stage 1](plots/tsne_pretrain.png)
+
+![t-SNE after stage 2](plots/tsne_finetune.png)
+
+![Loss curves](plots/losses.png)
+
+## Time per stage
+
+{timing}
+"""
+    path = out / "report.md"
+    path.write_text(text)
+    return path

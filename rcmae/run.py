@@ -1,0 +1,93 @@
+"""The main job: data -> index -> augment (Ray Data) -> stage 1 -> stage 2 (Ray Train) -> evaluate ->
+AE baseline -> report.md. With no data it synthesises the toy factory first. Every stage writes into
+one run folder and a re-run skips the stages already finished there."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from rcmae.config import Config
+from rcmae.data.layout import index_clips
+from rcmae.train.checkpoint import read_meta
+
+
+def stage_done(model_dir: Path, stage: str, epochs: int) -> bool:
+    """A published model of this stage trained to the configured epochs."""
+    try:
+        meta = read_meta(model_dir)
+    except ValueError:
+        return False
+    return meta.get("stage") == stage and meta.get("epoch") == epochs
+
+
+def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
+            seed: int = 0, baseline: bool = True) -> dict:
+    from rcmae.cluster import ensure_ray
+    from rcmae.evaluate.evaluate import evaluate_checkpoint, score_feature_set, test_feature_set
+    from rcmae.evaluate.report import write_report
+    from rcmae.pipeline import run_augment
+    from rcmae.train.baseline import run_baseline
+    from rcmae.train.driver import finetune, pretrain
+    from rcmae.train.checkpoint import load_checkpoint
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(out / "config.yaml")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, started: float) -> None:
+        timings[name] = time.time() - started
+        print(f"run: {name} finished in {timings[name]:.0f} s", flush=True)
+
+    started = time.time()
+    if data is None:
+        data = out / "data"
+        if not (data / "manifest.json").exists():
+            from rcmae.data.synth import synthesize
+
+            print(f"run: no --data given: synthesising the toy factory ({synth_preset}) in {data}", flush=True)
+            synthesize(data, preset=synth_preset, seed=seed)
+    index = index_clips(data, lenient=True)
+    pq.write_table(index.table, out / "index.parquet")
+    timed("data", started)
+
+    ensure_ray()
+    started = time.time()
+    summary = run_augment(data, out / "augment", config)
+    timed("augment", started)
+    features = out / "augment" / "features"
+
+    started = time.time()
+    pretrain_dir = out / "pretrain" / "model"
+    if not stage_done(pretrain_dir, "pretrain", config.pretrain.epochs):
+        pretrain_dir = pretrain(config, features, out / "pretrain")
+    timed("pretrain", started)
+
+    started = time.time()
+    finetune_dir = out / "finetune" / "model"
+    if not stage_done(finetune_dir, "finetune", config.finetune.epochs):
+        finetune_dir = finetune(config, features, pretrain_dir, out / "finetune")
+    timed("finetune", started)
+
+    started = time.time()
+    metrics = evaluate_checkpoint(finetune_dir, data, out / "evaluation")
+    test = test_feature_set(data, config)
+    scores = score_feature_set(load_checkpoint(finetune_dir), test, methods=(metrics["method"],))[metrics["method"]]
+    timed("evaluate", started)
+
+    baseline_metrics = None
+    if baseline:
+        started = time.time()
+        baseline_metrics = run_baseline(config, features, test, out / "baseline")
+        timed("baseline", started)
+
+    report = write_report(out, test, scores, metrics, baseline_metrics, pretrain_dir, finetune_dir, summary, timings)
+    result = {"report": str(report), "mean": metrics["mean"],
+              "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None, "timings": timings}
+    (out / "run.json").write_text(json.dumps(result, indent=1))
+    print(f"run: report at {report}", flush=True)
+    return result

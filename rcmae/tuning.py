@@ -1,0 +1,159 @@
+"""Ray Tune sweeps: one trial = stage 1 + stage 2 + evaluation, each stage a `TorchTrainer` built inside
+the trial function (the Train V2 pattern), with `TuneReportCallback` forwarding every epoch's metrics
+and the trial reporting mean and per-type AUC/pAUC at its end.
+
+A search space is YAML:
+
+    name: paper_grid          # the Tune experiment name (and folder)
+    preset: tiny              # base config preset (or `config: path.yaml`)
+    num_samples: 1            # samples per grid point / random draws
+    set: {pretrain.epochs: 5} # fixed overrides for every trial
+    normalize_weights: true   # rescale pretrain.lambda_con/vcr/mae to sum to 1 (Eq. 8)
+    params:                   # dotted config keys -> grid | choice | uniform | loguniform
+      model.mask_ratio: {grid: [0.5, 0.75]}
+      pretrain.tau: {loguniform: [0.03, 0.2]}
+
+Scheduling is FIFO on purpose: a trial's figure of merit (AUC) exists only after stage 2, and stage-1
+losses are not comparable across trials whose loss weights differ, so ASHA would stop trials on noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from rcmae.config import Config, ConfigError, load_config
+
+WEIGHTS = ("pretrain.lambda_con", "pretrain.lambda_vcr", "pretrain.lambda_mae")
+SAMPLERS = ("grid", "choice", "uniform", "loguniform")
+
+
+def load_space(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: search space not found")
+    space = yaml.safe_load(path.read_text()) or {}
+    for key, spec in (space.get("params") or {}).items():
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+            raise ConfigError(f"{path}: param {key!r} must be one of {SAMPLERS} with its values, got {spec!r}")
+    space.setdefault("name", path.stem)
+    base_config(space)  # validates preset / fixed overrides early
+    return space
+
+
+def base_config(space: dict) -> Config:
+    return load_config(space.get("preset", "tiny"), space.get("config"), space.get("set") or {})
+
+
+def param_space(space: dict) -> dict:
+    from ray import tune
+
+    samplers = {"grid": tune.grid_search, "choice": tune.choice,
+                "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
+    return {key: samplers[kind](values) for key, spec in (space.get("params") or {}).items()
+            for kind, values in spec.items()}
+
+
+def trial_config(base: Config, params: dict, normalize_weights: bool = True) -> Config:
+    """The base config with a trial's parameters; Eq. 8's weights rescaled to sum to 1."""
+    config = base.override(params)
+    if normalize_weights:
+        weights = [getattr(config.pretrain, key.split(".")[1]) for key in WEIGHTS]
+        total = sum(weights)
+        config = config.override({key: w / total for key, w in zip(WEIGHTS, weights)})
+    return config
+
+
+def flat_metrics(metrics: dict) -> dict:
+    """mean and per-type AUC/pAUC as flat keys: auc, pauc, auc_fan, pauc_fan, ..."""
+    flat = {"auc": metrics["mean"]["auc"], "pauc": metrics["mean"]["pauc"]}
+    for machine_type, values in metrics["per_type"].items():
+        flat[f"auc_{machine_type}"] = values["auc"]
+        flat[f"pauc_{machine_type}"] = values["pauc"]
+    return flat
+
+
+def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str, data_dir: str) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from rcmae.evaluate.evaluate import evaluate_checkpoint
+    from rcmae.train.distributed import finetune_ray, pretrain_ray
+
+    config = trial_config(Config.from_dict(base), params, normalize_weights)
+    out = Path(ray.tune.get_context().get_trial_dir())
+    callbacks = [TuneReportCallback()]
+    pretrained = pretrain_ray(config, features_dir, out / "pretrain", callbacks=callbacks)
+    model = finetune_ray(config, features_dir, pretrained, out / "finetune", callbacks=callbacks)
+    metrics = evaluate_checkpoint(model, data_dir, out / "evaluation")
+    ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=str(model)))
+
+
+def concurrent_trials(config: Config, resources: dict) -> int:
+    """As many trials as the cluster fits at once: GPUs per trial, or their train workers' CPUs."""
+    from rcmae.train.distributed import scaling_plan
+
+    plan = scaling_plan(config.scale, resources)
+    if plan["use_gpu"]:
+        return max(1, int(resources.get("GPU", 0)) // max(1, plan["num_workers"]))
+    per_trial = plan["num_workers"] * config.scale.cpus_per_worker + 0.5  # + trial process and data reads
+    return max(1, int(float(resources.get("CPU", 1)) // per_trial))
+
+
+def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path) -> Path:
+    """Runs the sweep; writes trials.csv, trials.parquet and comparison.png under out_dir/<name>."""
+    import ray
+    from ray import tune
+
+    space = load_space(space_path)
+    base = base_config(space)
+    out_dir = Path(out_dir).resolve()
+    trainable = tune.with_parameters(
+        tune.with_resources(_trial, {"CPU": 0.1}), base=base.to_dict(),
+        normalize_weights=bool(space.get("normalize_weights", True)),
+        features_dir=str(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()))
+    limit = space.get("max_concurrent_trials") or concurrent_trials(base, ray.cluster_resources())
+    tuner = tune.Tuner(
+        trainable, param_space=param_space(space),
+        tune_config=tune.TuneConfig(metric="auc", mode="max", num_samples=int(space.get("num_samples", 1)),
+                                    max_concurrent_trials=limit),
+        run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
+    print(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {out_dir / space['name']}",
+          flush=True)
+    results = tuner.fit()
+    return export_results(results, out_dir / space["name"], list((space.get("params") or {}).keys()))
+
+
+def export_results(results, folder: Path, params: list[str]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = results.get_dataframe()
+    keep = ["trial_id"] + [f"config/{p}" for p in params] + [c for c in frame.columns
+                                                              if c.startswith(("auc", "pauc"))] + ["model"]
+    frame = frame[[c for c in keep if c in frame.columns]].sort_values("auc", ascending=False)
+    frame.to_csv(folder / "trials.csv", index=False)
+    frame.to_parquet(folder / "trials.parquet", index=False)
+    labels = [", ".join(f"{p.split('.')[-1]}={row[f'config/{p}']:.3g}" for p in params
+                        if f"config/{p}" in frame.columns) or row["trial_id"] for _, row in frame.iterrows()]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(frame) + 1.5))
+    positions = range(len(frame))
+    ax.barh([p - 0.2 for p in positions], frame["auc"], height=0.4, label="AUC")
+    ax.barh([p + 0.2 for p in positions], frame["pauc"], height=0.4, label="pAUC (p=0.1)")
+    ax.set_yticks(list(positions), labels, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.legend()
+    ax.set_title("Trials: mean AUC / pAUC over machine types")
+    fig.tight_layout()
+    fig.savefig(folder / "comparison.png", dpi=120)
+    plt.close(fig)
+    best = frame.iloc[0].to_dict()
+    (folder / "best.json").write_text(json.dumps(best, indent=1, default=str))
+    print(f"tune: best trial {best['trial_id']} AUC {best['auc']:.4f} pAUC {best['pauc']:.4f}; "
+          f"wrote {folder / 'trials.csv'}", flush=True)
+    return folder

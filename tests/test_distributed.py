@@ -1,0 +1,65 @@
+"""Ray Train and Ray Tune on the local Ray instance (2 CPUs)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rcmae.train.checkpoint import load_checkpoint
+from rcmae.train.distributed import FAULT_ENV, finetune_ray, pretrain_ray, scaling_plan
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def ray_config(quick_config, **extra):
+    return quick_config.override({"scale.num_workers": 2, "scale.cpus_per_worker": 0.5, **extra})
+
+
+def test_scaling_plan_follows_the_cluster(quick_config):
+    scale = quick_config.scale.__class__(num_workers=None)
+    assert scaling_plan(scale, {"CPU": 2.0}) == dict(num_workers=2, use_gpu=False, backend="gloo",
+                                                     resources_per_worker={"CPU": 0.5})
+    gpu = scaling_plan(scale, {"CPU": 16.0, "GPU": 4.0})
+    assert gpu["num_workers"] == 4 and gpu["use_gpu"] and gpu["backend"] == "nccl"
+    with pytest.raises(ValueError, match="no GPU"):
+        scaling_plan(scale.__class__(use_gpu=True), {"CPU": 2.0})
+
+
+def test_two_workers_run_both_stages(ray_session, toy_features, quick_config, tmp_path):
+    config = ray_config(quick_config)
+    pretrained = pretrain_ray(config, toy_features, tmp_path / "pretrain")
+    model = finetune_ray(config, toy_features, pretrained, tmp_path / "finetune")
+    meta = load_checkpoint(model).meta
+    assert meta["stage"] == "finetune" and meta["epoch"] == 2
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert "detector" in meta
+
+
+def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, toy_features, quick_config, tmp_path,
+                                                                  monkeypatch):
+    marker = tmp_path / "fault.marker"
+    monkeypatch.setenv(FAULT_ENV, f"{marker}:1")
+    config = ray_config(quick_config, **{"pretrain.epochs": 3})
+    model = pretrain_ray(config, toy_features, tmp_path / "run")
+    assert marker.exists()  # the fault did happen
+    meta = load_checkpoint(model).meta
+    assert meta["epoch"] == 3 and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+
+
+def test_rerun_with_the_same_name_resumes(ray_session, toy_features, quick_config, tmp_path):
+    pretrain_ray(ray_config(quick_config, **{"pretrain.epochs": 1}), toy_features, tmp_path)
+    model = pretrain_ray(ray_config(quick_config, **{"pretrain.epochs": 2}), toy_features, tmp_path)
+    assert [h["epoch"] for h in load_checkpoint(model).meta["history"]] == [1, 2]
+
+
+def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_features, tmp_path):
+    from rcmae.tuning import run_tune
+
+    folder = run_tune("tune_spaces/smoke.yaml", toy_features, toy_root / "dev_data" / "valve", tmp_path)
+    trials = pd.read_csv(folder / "trials.csv")
+    assert len(trials) == 2
+    assert trials["auc"].between(0, 1).all() and trials["pauc"].between(0, 1).all()
+    assert sorted(trials["config/model.mask_ratio"]) == [0.5, 0.75]
+    assert (folder / "comparison.png").stat().st_size > 0
+    assert "auc_valve" in trials.columns
+    assert json.loads((folder / "best.json").read_text())["auc"] == trials["auc"].max()

@@ -1,0 +1,48 @@
+"""End to end as a user runs it: `ray start --head`, `ray job submit ... jobs/pipeline.py`, `ray stop`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ray(*args, env, timeout=600):
+    return subprocess.run([str(Path(sys.executable).parent / "ray"), *args], env=env, cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_job_submit_runs_the_main_job(tmp_path):
+    port, dashboard = free_port(), free_port()
+    env = dict(os.environ, RAY_ADDRESS="", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("RAY_ADDRESS")
+    started = ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                  f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                  "--disable-usage-stats", env=env)
+    assert started.returncode == 0, started.stderr
+    out = tmp_path / "run"
+    try:
+        job = ray("job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
+                  "python", "jobs/pipeline.py", "--out", str(out), "--no-baseline",
+                  "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", env=env, timeout=900)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "SUCCEEDED" in job.stdout + job.stderr
+    finally:
+        ray("stop", "--force", env=env)
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert len(metrics["per_type"]) == 6 and 0 <= metrics["mean"]["auc"] <= 1
+    assert (out / "report.md").exists() and (out / "plots" / "roc.png").exists()
+    assert list((out / "augment" / "features").glob("*.parquet"))
+    assert (out / "finetune" / "model" / "model.safetensors").exists()

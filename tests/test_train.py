@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
+
+from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
+from rcmae.train.checkpoint import load_checkpoint, save_checkpoint
+from rcmae.train.local import finetune_local, pretrain_local
+
+
+@pytest.fixture(scope="module")
+def trained(toy_features, tmp_path_factory):
+    from rcmae.config import tiny
+
+    config = tiny().override({"pretrain.epochs": 2, "finetune.epochs": 2, "pretrain.batch_size": 32,
+                              "finetune.batch_size": 32, "scale.num_workers": 0})
+    out = tmp_path_factory.mktemp("trained")
+    pretrained = pretrain_local(config, toy_features, out / "pretrain", verbose=False)
+    model = finetune_local(config, toy_features, pretrained, out / "finetune", verbose=False)
+    return config, out, pretrained, model
+
+
+def test_stages_log_every_term_and_publish_models(trained):
+    _, out, pretrained, model = trained
+    stage1 = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in stage1] == [1, 2]
+    assert {"contrastive", "vcr", "mae", "loss", "z_std"} <= set(stage1[0])
+    stage2 = [json.loads(line) for line in (out / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    assert {"supcon", "ce", "loss", "accuracy", "z_std"} <= set(stage2[0])
+    checkpoint = load_checkpoint(model)
+    assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
+    assert set(checkpoint.meta["detector"]["thresholds"]) == {"embedding", "id_logprob"}
+    assert load_checkpoint(pretrained).meta["stage"] == "pretrain"
+
+
+def test_resumed_run_equals_uninterrupted(toy_features, quick_config, tmp_path):
+    import shutil
+
+    config = quick_config.override({"pretrain.epochs": 3})
+    whole = pretrain_local(config, toy_features, tmp_path / "whole", verbose=False)
+    pretrain_local(config, toy_features, tmp_path / "resumed", verbose=False)
+    # a crash during epoch 3: its checkpoint and metrics line never got written
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "epoch_0003")
+    log = tmp_path / "resumed" / "metrics.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
+    resumed = pretrain_local(config, toy_features, tmp_path / "resumed", verbose=False)
+    a, b = load_file(str(resumed / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
+    _, _, _, model = trained
+    metrics = evaluate_checkpoint(model, toy_root / "dev_data" / "fan", tmp_path)
+    assert {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
+    for row in metrics["per_id"]:
+        scores = read_scores(score_file(tmp_path, "fan", row["machine_id"]))
+        labels = [name.startswith("anomaly") for name in scores]
+        assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
+        assert row["pauc"] == pytest.approx(roc_auc_score(labels, list(scores.values()), max_fpr=0.1))
+    assert set(metrics["methods"]) == {"embedding", "id_logprob"}
+
+
+def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_path):
+    _, _, _, model = trained
+    clips = sorted(str(p) for p in (toy_root / "dev_data" / "valve" / "test").glob("*.wav"))[:6]
+    before = score_recordings(model, clips)
+    checkpoint = load_checkpoint(model)
+    save_checkpoint(tmp_path / "copy", checkpoint.model, checkpoint.config, checkpoint.meta)
+    after = score_recordings(tmp_path / "copy", clips)
+    copy = load_checkpoint(tmp_path / "copy")
+    for key, value in checkpoint.model.state_dict().items():  # bit-identical weights
+        assert np.array_equal(value.numpy(), copy.model.state_dict()[key].numpy()), key
+    assert copy.meta["detector"] == checkpoint.meta["detector"]
+    # CPU kernels may sum in a different order from call to call: scores agree to float32 precision
+    assert [r["score"] for r in after] == pytest.approx([r["score"] for r in before], rel=1e-5, abs=1e-7)
+    assert {r["decision"] for r in before} <= {0, 1}
+
+
+def test_finetune_refuses_a_different_architecture(trained, toy_features, tmp_path):
+    config, _, pretrained, _ = trained
+    with pytest.raises(ValueError, match="`model` config differs"):
+        finetune_local(config.override({"model.depth": 1}), toy_features, pretrained, tmp_path, verbose=False)
