@@ -135,43 +135,48 @@ class AugmentConfig:
 
 
 @dataclass
-class PretrainConfig:
-    epochs: int = _doc("Stage-1 epochs.", 400)
+class OptimizerConfig:
+    """What both training stages share: schedule, batch and optimiser."""
+
+    epochs: int = _doc("Epochs of the stage.", 100)
     batch_size: int = _doc("Global batch size (split over workers).", 128)
     lr: float = _doc("Adam learning rate.", 1e-4)
     weight_decay: float = _doc("Adam weight decay.", 0.0)
     warmup_epochs: int = _doc("Linear warm-up epochs before cosine decay.", 0)
     grad_clip: float = _doc("Gradient norm clip; 0 disables.", 1.0)
+    tau: float = _doc("Contrastive temperature.", 0.1)
+    seed: int = _doc("Seed for weights, masking and batch order.", 0)
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check(self.epochs >= 1 and self.batch_size >= 2, f"{name}: epochs >= 1 and batch_size >= 2")
+        _check(self.lr > 0 and self.tau > 0, f"{name}: lr and tau must be > 0")
+        _check(self.warmup_epochs >= 0 and self.grad_clip >= 0, f"{name}: warmup_epochs and grad_clip must be >= 0")
+
+
+@dataclass
+class PretrainConfig(OptimizerConfig):
+    epochs: int = _doc("Stage-1 epochs (paper: 400).", 400)
     tau: float = _doc("InfoNCE temperature (Eq. 3).", 0.05)
     lambda_con: float = _doc("Weight of InfoNCE (Eq. 8).", 0.3)
     lambda_vcr: float = _doc("Weight of variance/covariance regularisation (Eq. 8).", 0.3)
     lambda_mae: float = _doc("Weight of masked reconstruction (Eq. 8).", 0.4)
-    seed: int = _doc("Seed for weights, masking and batch order.", 0)
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1 and self.batch_size >= 2, "pretrain: epochs >= 1 and batch_size >= 2")
-        _check(self.lr > 0 and self.tau > 0, "pretrain: lr and tau must be > 0")
+        super().__post_init__()
         weights = (self.lambda_con, self.lambda_vcr, self.lambda_mae)
         _check(min(weights) >= 0 and sum(weights) > 0, f"pretrain: loss weights must be >= 0, sum > 0: {weights}")
 
 
 @dataclass
-class FinetuneConfig:
-    epochs: int = _doc("Stage-2 epochs.", 100)
-    batch_size: int = _doc("Global batch size (split over workers).", 128)
-    lr: float = _doc("Adam learning rate.", 1e-4)
-    weight_decay: float = _doc("Adam weight decay.", 0.0)
-    warmup_epochs: int = _doc("Linear warm-up epochs before cosine decay.", 0)
-    grad_clip: float = _doc("Gradient norm clip; 0 disables.", 1.0)
+class FinetuneConfig(OptimizerConfig):
     tau: float = _doc("Supervised contrastive temperature (Eq. 9).", 0.1)
     lambda_scl: float = _doc("Weight of supervised contrastive loss (Eq. 10).", 0.5)
     lambda_ce: float = _doc("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
     use_augmented: bool = _doc("Also train on augmented variants (labels carry over).", True)
-    seed: int = _doc("Seed for head init and batch order.", 0)
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1 and self.batch_size >= 2, "finetune: epochs >= 1 and batch_size >= 2")
-        _check(self.lr > 0 and self.tau > 0, "finetune: lr and tau must be > 0")
+        super().__post_init__()
         _check(min(self.lambda_scl, self.lambda_ce) >= 0 and self.lambda_scl + self.lambda_ce > 0,
                "finetune: loss weights must be >= 0 with a positive sum")
 

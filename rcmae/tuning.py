@@ -117,8 +117,8 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
     limit = space.get("max_concurrent_trials") or concurrent_trials(base, ray.cluster_resources())
     tuner = tune.Tuner(
         trainable, param_space=param_space(space),
-        tune_config=tune.TuneConfig(metric="auc", mode="max", num_samples=int(space.get("num_samples", 1)),
-                                    max_concurrent_trials=limit),
+        # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
+        tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit),
         run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
     print(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {out_dir / space['name']}",
           flush=True)

@@ -51,6 +51,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def toy_features(toy_root, tmp_path_factory):
     """Features of two machine types of the toy factory (specaugment pairs), written without Ray."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -61,7 +62,7 @@ def toy_features(toy_root, tmp_path_factory):
 
     config = tiny()
     table = index_clips(toy_root).table
-    table = table.filter(pc.is_in(table["machine_type"], value_set=__import__("pyarrow").array(["fan", "valve"])))
+    table = table.filter(pc.is_in(table["machine_type"], value_set=pa.array(["fan", "valve"])))
     folder = tmp_path_factory.mktemp("toy_features") / "features"
     folder.mkdir()
     featurizer = Featurizer(config, SpecAugment(config.augment))
