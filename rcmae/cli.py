@@ -79,9 +79,6 @@ def cmd_augment(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model),
                                    ("augment.variants", args.variants)) if v is not None}
     config = _config_from(args).override(overrides)
-    if config.augment.augmenter == "factory-mix":
-        print("augment: factory-mix (weight-free prompt-driven noise); pass --augmenter audioldm --model ... "
-              "for diffusion augmentation", flush=True)
     ensure_ray()
     run_augment(args.data, args.out, config, limit=args.limit)
     return 0

@@ -101,6 +101,9 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
     done = finished_paths(features_dir)
     todo = clips.filter(pc.invert(pc.is_in(clips["path"], pa.array(sorted(done), pa.string()))))
     plan = pool_plan(config, ray.cluster_resources())
+    if config.augment.augmenter == "factory-mix":
+        print("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
+              "--augmenter audioldm --model HUB_ID_OR_DIR for diffusion augmentation)", flush=True)
     started = time.time()
     print(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process with "
           f"{config.augment.augmenter} x{config.augment.variants} on {plan['size']} actor(s)", flush=True)

@@ -79,3 +79,19 @@ def quick_config():
 
     return tiny().override({"pretrain.epochs": 2, "finetune.epochs": 2, "pretrain.batch_size": 32,
                             "finetune.batch_size": 32, "scale.num_workers": 0})
+
+
+def pytest_collection_modifyitems(config, items):
+    """End-to-end tests run last: `ray stop` ends every Ray process on the machine, and a driver whose
+    raylet dies exits with it, so no test may hold the session's Ray instance afterwards."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+@pytest.fixture
+def no_local_ray():
+    """Shut the session's in-process Ray down before a test that starts and stops its own cluster."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield

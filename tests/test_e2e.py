@@ -25,7 +25,7 @@ def ray(*args, env, timeout=600):
                           capture_output=True, timeout=timeout)
 
 
-def test_job_submit_runs_the_main_job(tmp_path):
+def test_job_submit_runs_the_main_job(tmp_path, no_local_ray):
     port, dashboard = free_port(), free_port()
     # Ray >= 2.59 asks local clusters for a token: the CLI calls below share one through the environment
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", RAY_AUTH_MODE="token",
@@ -43,7 +43,7 @@ def test_job_submit_runs_the_main_job(tmp_path):
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in (job.stdout + job.stderr).lower(), job.stdout[-2000:] + job.stderr[-2000:]
     finally:
-        ray("stop", "--force", env=env)
+        ray("stop", env=env)
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert len(metrics["per_type"]) == 6 and 0 <= metrics["mean"]["auc"] <= 1
     assert (out / "report.md").exists() and (out / "plots" / "roc.png").exists()

@@ -85,3 +85,17 @@ def test_finetune_refuses_a_different_architecture(trained, toy_features, tmp_pa
     config, _, pretrained, _ = trained
     with pytest.raises(ValueError, match="`model` config differs"):
         finetune_local(config.override({"model.depth": 1}), toy_features, pretrained, tmp_path, verbose=False)
+
+
+@pytest.mark.slow
+def test_tiny_preset_beats_random_on_the_toy_factory(toy_root, toy_features, tmp_path):
+    """The whole method at the tiny preset's own epochs (fan and valve of toy-factory `small`)."""
+    from rcmae.config import tiny
+
+    config = tiny().override({"scale.num_workers": 0})
+    pretrained = pretrain_local(config, toy_features, tmp_path / "pretrain", verbose=False)
+    model = finetune_local(config, toy_features, pretrained, tmp_path / "finetune", verbose=False)
+    results = [evaluate_checkpoint(model, toy_root / "dev_data" / machine, tmp_path / machine)
+               for machine in ("fan", "valve")]
+    mean_auc = np.mean([r["mean"]["auc"] for r in results])
+    assert mean_auc > 0.55, [r["mean"] for r in results]
