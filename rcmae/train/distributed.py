@@ -16,6 +16,7 @@ import torch
 from rcmae.config import Config, ScaleConfig
 from rcmae.features import Normalizer
 from rcmae.train import stages
+from rcmae.train.checkpoint import WEIGHTS
 from rcmae.train.data import machine_key
 from rcmae.train.loops import finetune_loop, pretrain_loop
 
@@ -124,7 +125,7 @@ def _worker(loop_config: dict) -> None:
     else:
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(os.path.join(loop_config["pretrained"], "model.safetensors")))
+        model.load_state_dict(load_file(os.path.join(loop_config["pretrained"], WEIGHTS)))
         torch.manual_seed(config.finetune.seed)
         model.with_classifier(len(session.classes))
         finetune_loop(session, model, config, loop_config["meta"])

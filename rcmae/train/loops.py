@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from rcmae.config import Config, FinetuneConfig, PretrainConfig
 from rcmae.models.mae import RCMAE
-from rcmae.train.checkpoint import load_training_state, read_meta, save_checkpoint
+from rcmae.train.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
 
 
 class Session(Protocol):
@@ -73,7 +73,7 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
     if resume_from is not None:
         resumed = read_meta(resume_from)
         if resumed.get("stage") == stage:
-            model.load_state_dict(load_file(str(Path(resume_from) / "model.safetensors")))
+            model.load_state_dict(load_file(str(Path(resume_from) / WEIGHTS)))
             load_training_state(resume_from, optimizer, scheduler)
             start_epoch, history = resumed["epoch"], resumed.get("history", [])
     trained = session.prepare(model)

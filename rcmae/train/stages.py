@@ -12,7 +12,7 @@ from rcmae.config import Config
 from rcmae.evaluate.scoring import fit_detector
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
-from rcmae.train.checkpoint import load_checkpoint, save_checkpoint
+from rcmae.train.checkpoint import META, WEIGHTS, load_checkpoint, save_checkpoint
 from rcmae.train.data import FeatureSet, read_feature_table, stream_train_specs, train_classes
 
 FINAL = "model"
@@ -50,7 +50,7 @@ def publish(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
     if final.exists():
         shutil.rmtree(final)
     final.mkdir(parents=True)
-    for name in ("model.safetensors", "meta.json"):
+    for name in (WEIGHTS, META):
         shutil.copy2(Path(checkpoint_dir) / name, final / name)
     return final
 

@@ -1,0 +1,87 @@
+"""Decode and validate one clip: soundfile decode, mono mix, 16 kHz resample, pad/crop.
+
+Every failure is an AudioError with a reason; the pipeline turns it into a reject row and moves on.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from rcmae.config import AudioConfig
+
+
+class AudioError(ValueError):
+    """A clip cannot be used; `str(error)` names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def decode(source: str | Path | bytes, label: str | Path | None = None) -> tuple[np.ndarray, int]:
+    """(samples [channels, n] float32, sample rate) from a path or the file's bytes."""
+    name = label if label is not None else (source if not isinstance(source, bytes) else "<bytes>")
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else source
+        data, rate = sf.read(handle, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for corrupt input
+        raise AudioError(name, f"unreadable or truncated audio ({type(error).__name__}: {error})") from None
+    return data.T, int(rate)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    return samples.mean(axis=0) if samples.ndim == 2 else samples
+
+
+def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    if rate == target_rate:
+        return wave
+    tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return AF.resample(tensor, rate, target_rate).numpy()
+
+
+def fit_length(wave: np.ndarray, length: int, pad_mode: str) -> np.ndarray:
+    """Crop the centre of a long clip, or pad a short one with zeros or by repetition."""
+    if len(wave) >= length:
+        start = (len(wave) - length) // 2
+        return wave[start:start + length]
+    if pad_mode == "repeat":
+        return np.tile(wave, int(np.ceil(length / len(wave))))[:length]
+    return np.pad(wave, (0, length - len(wave)))
+
+
+def validate(wave: np.ndarray, rate: int, config: AudioConfig, name: str | Path) -> None:
+    if wave.size == 0:
+        raise AudioError(name, "zero-length audio")
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(name, "audio contains NaN or Inf samples")
+    if not np.any(wave):
+        raise AudioError(name, "audio is all zeros (silent)")
+    seconds = wave.size / rate
+    if seconds < config.min_seconds:
+        raise AudioError(name, f"clip is {seconds:.3f} s, shorter than the minimum {config.min_seconds} s")
+
+
+def load_clip(source: str | Path | bytes, config: AudioConfig, label: str | Path | None = None) -> np.ndarray:
+    """A validated mono float32 wave at config.sample_rate, padded/cropped to config.clip_seconds."""
+    name = label if label is not None else source
+    samples, rate = decode(source, label=name)
+    wave = to_mono(samples)
+    validate(wave, rate, config, name)
+    wave = resample(wave, rate, config.sample_rate)
+    if config.clip_seconds is not None:
+        wave = fit_length(wave, int(round(config.clip_seconds * config.sample_rate)), config.pad_mode)
+    return wave.astype(np.float32)
+
+
+def write_wav(path: str | Path, wave: np.ndarray, rate: int) -> None:
+    """16-bit PCM mono, clipped to [-1, 1]."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16")

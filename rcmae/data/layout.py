@@ -1,0 +1,123 @@
+"""Index a DCASE-layout data root into a clip table (one row per clip).
+
+Recognised file names (the directory above the split folder names the machine type):
+- DCASE 2020 dev/eval train+test:  {normal,anomaly}_id_XX_NNNNNNNN.wav
+- DCASE 2020 eval test (no label): id_XX_NNNNNNNN.wav
+- DCASE 2021-2025: section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_attributes].wav
+  (and unlabelled eval test files: section_XX_NNNN.wav / section_XX_{source,target}_test_NNNN.wav)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+UNKNOWN = "unknown"
+SPLITS = ("train", "test")
+
+_DCASE2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<id>\d{2})_(?P<num>\d+)$")
+_DCASE2020_UNLABELLED = re.compile(r"^id_(?P<id>\d{2})_(?P<num>\d+)$")
+_DCASE2021 = re.compile(
+    r"^section_(?P<id>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
+    r"(?P<label>normal|anomaly)_(?P<num>\d+)(?:_(?P<attrs>.+))?$")
+_DCASE2021_UNLABELLED = re.compile(
+    r"^section_(?P<id>\d{2})(?:_(?P<domain>source|target)_(?P<split>test))?_(?P<num>\d+)$")
+
+EXPECTED_PATTERNS = (
+    "{normal,anomaly}_id_XX_NNNNNNNN.wav (DCASE 2020)",
+    "id_XX_NNNNNNNN.wav (DCASE 2020 eval test, unlabelled)",
+    "section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_attributes].wav (DCASE 2021-2025)",
+    "section_XX[_{source,target}_test]_NNNN.wav (DCASE 2021-2025 eval test, unlabelled)",
+)
+
+SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("file_name", pa.string()),
+    ("machine_type", pa.string()),
+    ("machine_id", pa.string()),
+    ("split", pa.string()),
+    ("label", pa.string()),
+    ("domain", pa.string()),
+    ("attributes", pa.string()),
+])
+
+
+class LayoutError(ValueError):
+    """The data root or one of its file names does not fit a DCASE layout."""
+
+
+@dataclass
+class ClipIndex:
+    table: pa.Table
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) in lenient mode
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+def parse_clip_name(path: Path) -> dict[str, str]:
+    """Parse one clip path; raises LayoutError naming the file and the expected patterns."""
+    stem, split_dir = path.stem, path.parent.name
+    machine_type = path.parent.parent.name
+    dir_split = _split_from_dir(split_dir)
+    row = None
+    if match := _DCASE2020.match(stem):
+        row = dict(machine_id=match["id"], label=match["label"], domain="source", attributes="")
+    elif match := _DCASE2020_UNLABELLED.match(stem):
+        row = dict(machine_id=match["id"], label=UNKNOWN, domain="source", attributes="")
+    elif match := _DCASE2021.match(stem):
+        row = dict(machine_id=match["id"], label=match["label"], domain=match["domain"],
+                   attributes=match["attrs"] or "")
+        dir_split = match["split"]
+    elif match := _DCASE2021_UNLABELLED.match(stem):
+        row = dict(machine_id=match["id"], label=UNKNOWN, domain=match["domain"] or UNKNOWN, attributes="")
+    if row is None:
+        raise LayoutError(f"{path}: file name fits no known grammar; expected one of: "
+                          + "; ".join(EXPECTED_PATTERNS))
+    if dir_split is None:
+        raise LayoutError(f"{path}: cannot tell the split; the clip must sit in a train/ or test/ folder "
+                          f"(or source_test/, target_test/), not {split_dir!r}")
+    if dir_split == "train" and row["label"] == UNKNOWN:
+        raise LayoutError(f"{path}: unlabelled file name in a train folder")
+    return dict(path=str(path), file_name=path.name, machine_type=machine_type, split=dir_split, **row)
+
+
+def _split_from_dir(name: str) -> str | None:
+    if name in SPLITS:
+        return name
+    if name in ("source_test", "target_test"):
+        return "test"
+    return None
+
+
+def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
+    """Every .wav under `root` as a clip table row.
+
+    `root` may be a data set root (holding dev_data/ and eval_data/), a dev_data folder, or a single
+    machine type folder. With `lenient`, names that fit no grammar are skipped and listed in
+    `ClipIndex.skipped`; otherwise the first one raises LayoutError.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise LayoutError(f"{root}: data root does not exist")
+    if not root.is_dir():
+        raise LayoutError(f"{root}: data root is not a directory")
+    rows, skipped = [], []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() != ".wav" or not path.is_file():
+            continue
+        try:
+            rows.append(parse_clip_name(path))
+        except LayoutError as error:
+            if not lenient:
+                raise
+            skipped.append((str(path), str(error)))
+    if not rows:
+        raise LayoutError(f"{root}: no DCASE-layout .wav clips found"
+                          + (f" ({len(skipped)} file(s) skipped for their names)" if skipped else ""))
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    return ClipIndex(table=table, skipped=skipped)
+
