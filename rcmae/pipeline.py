@@ -109,6 +109,9 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
           f"{config.augment.augmenter} x{config.augment.variants} on {plan['size']} actor(s)", flush=True)
     if todo.num_rows:
         batch = config.augment.batch_size
+        # start once the whole pool is up, so the first actor ready (AudioLDM loads take a while) does not
+        # take every block while the others are still loading their model
+        ray.data.DataContext.get_current().wait_for_min_actors_s = 600
         blocks = [todo.slice(start, batch) for start in range(0, todo.num_rows, batch)]
         dataset = ray.data.from_arrow(blocks)  # one block per batch: actors share work without a shuffle stage
         dataset = dataset.map_batches(

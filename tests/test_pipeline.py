@@ -57,7 +57,7 @@ def test_every_clip_accounted_for_and_corrupt_file_rejected(ray_session, small_r
 
 
 def test_more_than_one_actor_when_cpus_allow(ray_session, small_root, tmp_path):
-    run_augment(small_root, tmp_path, config())
+    run_augment(small_root, tmp_path, config(**{"augment.batch_size": 2}))
     workers = {p["worker"] for r in read(tmp_path) for p in json.loads(r["provenance"])}
     assert len(workers) >= 2
 
