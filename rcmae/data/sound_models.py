@@ -137,6 +137,13 @@ ROTATING_FAULTS: dict[str, Callable] = {
 }
 
 
+def rattle(wave, n, sr, rng, per_second, resonance_hz, decay_s, level):
+    """Loose parts: randomly timed small knocks of one resonance, at `level` x the machine's RMS."""
+    count = int(n / sr * rng.uniform(*per_second))
+    knocks = impacts(rng.uniform(0, n / sr, count), n, sr, rng.uniform(*resonance_hz), decay_s)
+    return _scaled(knocks, wave, level)
+
+
 # ---------------------------------------------------------------- slider (linear slide rail)
 def slider_params(rng: np.random.Generator) -> dict:
     return dict(
@@ -161,9 +168,7 @@ def render_slider(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Fau
         return wave
     family, severity = fault
     if family == "rattle":
-        count = int(n / sr * rng.uniform(4, 12))
-        rattle = impacts(rng.uniform(0, n / sr, count), n, sr, rng.uniform(1500, 4000), 0.005)
-        return wave + _scaled(rattle, wave, 0.75 * severity)
+        return wave + rattle(wave, n, sr, rng, (4, 12), (1500, 4000), 0.005, 0.75 * severity)
     if family == "rubbing":
         squeal = harmonic_tone(np.full(n, rng.uniform(1800, 4500)), [1, 0.3], sr, rng) * envelope
         return wave + _scaled(squeal, wave, 0.43 * severity)
@@ -255,9 +260,7 @@ def render_toyconveyor(p: dict, n: int, sr: int, rng: np.random.Generator, fault
         return wave
     family, severity = fault
     if family == "rattle":
-        count = int(n / sr * rng.uniform(5, 15))
-        rattle = impacts(rng.uniform(0, n / sr, count), n, sr, rng.uniform(800, 3000), 0.006)
-        return wave + _scaled(rattle, wave, 0.65 * severity)
+        return wave + rattle(wave, n, sr, rng, (5, 15), (800, 3000), 0.006, 0.65 * severity)
     return wave + ROTATING_FAULTS[family](wave, np.full(n, 1.0 / period), {"bearing_hz": 2500.0},
                                           n, sr, rng, severity)
 
