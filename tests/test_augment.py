@@ -83,6 +83,14 @@ def test_same_seed_same_audio_other_seed_other_audio(augmenter):
     assert not np.allclose(first, other, atol=1e-3)
 
 
+def test_a_clips_audio_does_not_depend_on_its_batch(augmenter):
+    wave, neighbour = clip(1.0), clip(1.0, seed=3)
+    alone = augmenter.augment([wave], [5])[0]
+    batched = augmenter.augment([neighbour, wave], [3, 5])
+    assert batched[0].provenance["steps"] == batched[1].provenance["steps"]  # one UNet batch
+    np.testing.assert_allclose(alone.data, batched[1].data, atol=1e-4)
+
+
 def test_long_clip_is_windowed_and_restored(augmenter):
     wave = np.tile(clip(1.0), 11)  # 11 s: two AudioLDM windows
     windows, length = augmenter.windows(wave)

@@ -67,6 +67,10 @@ def load_components(source: str, device: str | torch.device = "cpu", dtype: torc
     return parts
 
 
+def window_seed(clip_seed: int, window: int) -> int:
+    return int(np.random.SeedSequence([clip_seed, window]).generate_state(1)[0])
+
+
 def ddim_start(num_steps: int, t0: float) -> int:
     """k = floor(S * t0), at least one step: how many of the S steps are denoised."""
     return max(1, min(num_steps, math.floor(num_steps * t0)))
@@ -188,7 +192,9 @@ class AudioLDMAugmenter:
         counts = [len(w) for w in clip_windows]
         windows = torch.from_numpy(np.concatenate(clip_windows)).to(self.device)
         owners = [p for p, c in zip(plans, counts) for _ in range(c)]
-        generators = [torch.Generator("cpu").manual_seed(p["seed"] + j) for j, p in enumerate(owners)]
+        # One generator per (clip seed, window): a clip's noise never depends on the clips batched with it.
+        generators = [torch.Generator("cpu").manual_seed(window_seed(p["seed"], w))
+                      for p, c in zip(plans, counts) for w in range(c)]
         x0 = torch.cat([self.encode_audio(windows[j:j + 1], generators[j]) for j in range(len(owners))])
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(self.device, x0.dtype)
         latents, remaining = self.noised_start(x0, noise, steps)
