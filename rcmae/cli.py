@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rcmae.config import ConfigError, describe, load_config
+from rcmae.config import SCORE_METHODS, ConfigError, describe, load_config
 
 
 def _add_config_args(parser: argparse.ArgumentParser, preset_default: str = "tiny") -> None:
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned model folder (FINETUNE_OUT/model)")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--method", choices=["embedding", "id_logprob"], help="score method (default: the model's)")
+    p.add_argument("--method", choices=SCORE_METHODS, help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score recordings: CSV of file, machine_type, machine_id, score, decision")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", type=Path)
     p.add_argument("--machine-type", help="for file names outside the DCASE grammar")
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
-    p.add_argument("--method", choices=["embedding", "id_logprob"])
+    p.add_argument("--method", choices=SCORE_METHODS)
     p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
     p.set_defaults(func=cmd_score)
 

@@ -79,6 +79,9 @@ class FeatureConfig:
         return self.patch_freq * self.patch_time
 
 
+POOLINGS = ("frequency", "mean")
+
+
 @dataclass
 class ModelConfig:
     embed_dim: int = _doc("Encoder width.", 384)
@@ -91,6 +94,9 @@ class ModelConfig:
     proj_dim: int = _doc("Projection (embedding) size per branch.", 512)
     mask_ratio: float = _doc("Share of patches hidden from the encoder.", 0.75)
     norm_pix_loss: bool = _doc("Normalise each target patch before the MSE (MAE paper option).", False)
+    pooling: str = _doc("How encoder tokens become one clip vector: 'frequency' averages each frequency row "
+                        "over time and concatenates the rows (keeps where in the spectrum energy sits), "
+                        "'mean' averages all tokens.", "frequency")
 
     def __post_init__(self) -> None:
         _check(self.embed_dim % self.num_heads == 0,
@@ -99,6 +105,7 @@ class ModelConfig:
                "model.decoder_embed_dim must be divisible by decoder_num_heads")
         _check(0.0 <= self.mask_ratio < 1.0, f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
         _check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
+        _check(self.pooling in POOLINGS, f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 @dataclass
@@ -173,7 +180,8 @@ class FinetuneConfig(OptimizerConfig):
     tau: float = _doc("Supervised contrastive temperature (Eq. 9).", 0.1)
     lambda_scl: float = _doc("Weight of supervised contrastive loss (Eq. 10).", 0.5)
     lambda_ce: float = _doc("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
-    use_augmented: bool = _doc("Also train on augmented variants (labels carry over).", True)
+    use_augmented: bool = _doc("Also train on augmented variants (labels carry over). Off by default, as the "
+                               "paper fine-tunes on the real train clips.", False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -181,16 +189,19 @@ class FinetuneConfig(OptimizerConfig):
                "finetune: loss weights must be >= 0 with a positive sum")
 
 
+SCORE_METHODS = ("mahalanobis", "embedding", "id_logprob")
+
+
 @dataclass
 class ScoreConfig:
-    method: str = _doc("'embedding' (cosine distance to the ID's train centroid) or "
-                       "'id_logprob' (the paper's -log p(true ID | clip)).", "embedding")
+    method: str = _doc("'mahalanobis' (distance from a Gaussian of the ID's train embeddings), 'embedding' "
+                       "(cosine distance to the ID's train centroid) or 'id_logprob' (the paper's "
+                       "-log p(true ID | clip)).", "mahalanobis")
     decision_percentile: float = _doc("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
     max_fpr: float = _doc("p of pAUC.", 0.1)
 
     def __post_init__(self) -> None:
-        _check(self.method in ("embedding", "id_logprob"),
-               f"score.method must be 'embedding' or 'id_logprob', got {self.method!r}")
+        _check(self.method in SCORE_METHODS, f"score.method must be one of {SCORE_METHODS}, got {self.method!r}")
         _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
         _check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
 

@@ -87,3 +87,28 @@ def test_stage2_without_head_says_so():
     model = RCMAE(model=config.model, features=config.features)
     with pytest.raises(RuntimeError, match="fine-tune"):
         model.logits(torch.zeros(1, config.model.embed_dim))
+
+
+def test_frequency_pooling_averages_each_row_over_its_visible_tokens(model_and_config):
+    model, config = model_and_config
+    rows, cols = config.features.grid
+    width = config.model.embed_dim
+    tokens = torch.randn(2, rows * cols, width)
+    latent = torch.cat([torch.zeros(2, 1, width), tokens], dim=1)  # class token first, left out
+    whole = model.pool(latent)
+    assert whole.shape == (2, rows * width) == (2, model.pooled_dim)
+    torch.testing.assert_close(whole, tokens.reshape(2, rows, cols, width).mean(dim=2).reshape(2, -1))
+    # masked: only visible tokens count, each in its own row, whatever order masking left them in
+    visible, mask, ids_restore = RCMAE.random_masking(tokens, 0.5)
+    pooled = model.pool(torch.cat([torch.zeros(2, 1, width), visible], dim=1), ids_restore)
+    grid_mask = (1 - mask).reshape(2, rows, cols, 1)
+    expected = (tokens.reshape(2, rows, cols, width) * grid_mask).sum(2) / grid_mask.sum(2).clamp(min=1)
+    torch.testing.assert_close(pooled, expected.reshape(2, -1))
+
+
+def test_mean_pooling_option():
+    config = tiny().override({"model.pooling": "mean"})
+    model = RCMAE(model=config.model, features=config.features)
+    latent = torch.randn(2, 1 + config.features.num_patches, config.model.embed_dim)
+    torch.testing.assert_close(model.pool(latent), latent[:, 1:].mean(dim=1))
+    assert model.projection.in_features == config.model.embed_dim

@@ -7,7 +7,8 @@ from sklearn.metrics import roc_auc_score
 
 from rcmae.evaluate.dcase_csv import read_scores, score_file
 from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
-from rcmae.train.checkpoint import load_checkpoint, save_checkpoint
+from rcmae.config import SCORE_METHODS
+from rcmae.train.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays
 from rcmae.train.local import finetune_local, pretrain_local
 
 
@@ -32,7 +33,9 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert {"supcon", "ce", "loss", "accuracy", "z_std"} <= set(stage2[0])
     checkpoint = load_checkpoint(model)
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
-    assert set(checkpoint.meta["detector"]["thresholds"]) == {"embedding", "id_logprob"}
+    assert set(checkpoint.meta["detector"]["thresholds"]) == set(SCORE_METHODS)
+    arrays = load_detector_arrays(model)
+    assert {f"{kind}/{key}" for kind in ("mean", "precision") for key in checkpoint.classes} == set(arrays)
     assert load_checkpoint(pretrained).meta["stage"] == "pretrain"
 
 
@@ -62,7 +65,7 @@ def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
         labels = [name.startswith("anomaly") for name in scores]
         assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
         assert row["pauc"] == pytest.approx(roc_auc_score(labels, list(scores.values()), max_fpr=0.1))
-    assert set(metrics["methods"]) == {"embedding", "id_logprob"}
+    assert set(metrics["methods"]) == set(SCORE_METHODS)
 
 
 def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_path):
@@ -71,6 +74,7 @@ def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_pat
     before = score_recordings(model, clips)
     checkpoint = load_checkpoint(model)
     save_checkpoint(tmp_path / "copy", checkpoint.model, checkpoint.config, checkpoint.meta)
+    save_detector_arrays(tmp_path / "copy", load_detector_arrays(model))
     after = score_recordings(tmp_path / "copy", clips)
     copy = load_checkpoint(tmp_path / "copy")
     for key, value in checkpoint.model.state_dict().items():  # bit-identical weights

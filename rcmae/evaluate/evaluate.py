@@ -14,28 +14,28 @@ from rcmae.config import Config
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.data.layout import index_clips, parse_clip_name
 from rcmae.evaluate.report_files import write_evaluation
-from rcmae.evaluate.scoring import METHODS, anomaly_scores, encode_all
+from rcmae.evaluate.scoring import METHODS, Detector, anomaly_scores, encode_all
 from rcmae.featurize import featurize_table
-from rcmae.train.checkpoint import Checkpoint, load_checkpoint
+from rcmae.train.checkpoint import Checkpoint, load_checkpoint, load_detector_arrays
 from rcmae.train.data import FeatureSet
 
 
-def _detector(checkpoint: Checkpoint) -> dict:
+def _detector(checkpoint: Checkpoint) -> Detector:
     if "detector" not in checkpoint.meta:
         raise ValueError("checkpoint has no fitted detector: pass the model folder written by `rcmae finetune`")
-    return checkpoint.meta["detector"]
+    return Detector.from_arrays(load_detector_arrays(checkpoint.folder), checkpoint.meta["detector"]["thresholds"])
 
 
 def score_feature_set(checkpoint: Checkpoint, features: FeatureSet, methods=METHODS) -> dict[str, np.ndarray]:
     embeddings, log_probs = encode_all(checkpoint.model, features.specs, checkpoint.normalizer,
                                        device=next(checkpoint.model.parameters()).device)
-    centroids = _detector(checkpoint)["centroids"]
-    return {m: anomaly_scores(m, embeddings, log_probs, features.keys(), checkpoint.classes, centroids)
+    detector = _detector(checkpoint)
+    return {m: anomaly_scores(m, embeddings, log_probs, features.keys(), checkpoint.classes, detector)
             for m in methods}
 
 
 def decide(checkpoint: Checkpoint, method: str, keys: list[str], scores: np.ndarray) -> np.ndarray:
-    thresholds = _detector(checkpoint)["thresholds"][method]
+    thresholds = checkpoint.meta["detector"]["thresholds"][method]
     return np.array([int(s > thresholds[k]) for k, s in zip(keys, scores)])
 
 

@@ -1,23 +1,29 @@
-"""Anomaly scores of a fine-tuned RC-MAE and the per-ID decision thresholds stored with it.
+"""Anomaly scores of a fine-tuned RC-MAE and the detector stored with it.
 
-Two scores:
-- `id_logprob`: the paper's -log p(true machine ID | clip) from the ID head.
+Three scores, all from one pass of the encoder:
+- `mahalanobis`: Mahalanobis distance of the clip's (unit-length) embedding from a Gaussian fitted to its
+  ID's train-normal embeddings (Ledoit-Wolf shrunk covariance, so a few dozen clips per ID suffice).
 - `embedding`: cosine distance between the clip's embedding and its ID's train centroid.
-Thresholds: a gamma distribution fitted to each ID's train-normal scores, at `decision_percentile`.
+- `id_logprob`: the paper's -log p(true machine ID | clip) from the ID head.
+The detector, fitted on train-normal clips only: per ID the embedding mean and precision matrix, and per
+method and ID a decision threshold, the `decision_percentile` point of a gamma fitted to the train scores.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from sklearn.covariance import LedoitWolf
 
-from rcmae.config import ScoreConfig
+from rcmae.config import SCORE_METHODS, ScoreConfig
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
 
-METHODS = ("embedding", "id_logprob")
+METHODS = SCORE_METHODS
 
 
 @torch.no_grad()
@@ -35,16 +41,37 @@ def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_si
     return np.concatenate(embeddings), (np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)))
 
 
-def fit_centroids(embeddings: np.ndarray, keys: list[str]) -> dict[str, list[float]]:
-    centroids = {}
+@dataclass
+class Detector:
+    means: dict[str, np.ndarray]       # machine key -> mean train-normal embedding
+    precisions: dict[str, np.ndarray]  # machine key -> inverse of its shrunk covariance
+    thresholds: dict[str, dict[str, float]]  # method -> machine key -> decision threshold
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat name -> array view, for a safetensors file."""
+        return {**{f"mean/{k}": v for k, v in self.means.items()},
+                **{f"precision/{k}": v for k, v in self.precisions.items()}}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]]) -> "Detector":
+        pick = lambda kind: {name.split("/", 1)[1]: np.asarray(v) for name, v in arrays.items()
+                             if name.startswith(kind + "/")}
+        return cls(means=pick("mean"), precisions=pick("precision"), thresholds=thresholds)
+
+
+def fit_gaussians(embeddings: np.ndarray, keys: list[str]) -> tuple[dict, dict]:
+    """Per machine key: mean embedding and Ledoit-Wolf precision matrix."""
+    means, precisions = {}, {}
+    keys = np.array(keys)
     for key in sorted(set(keys)):
-        mean = embeddings[np.array(keys) == key].mean(axis=0)
-        centroids[key] = (mean / (np.linalg.norm(mean) + 1e-12)).tolist()
-    return centroids
+        estimate = LedoitWolf().fit(embeddings[keys == key].astype(np.float64))
+        means[key] = estimate.location_.astype(np.float32)
+        precisions[key] = estimate.precision_.astype(np.float32)
+    return means, precisions
 
 
 def anomaly_scores(method: str, embeddings: np.ndarray, log_probs: np.ndarray, keys: list[str],
-                   classes: list[str], centroids: dict[str, list[float]]) -> np.ndarray:
+                   classes: list[str], detector: Detector) -> np.ndarray:
     unknown = sorted(set(keys) - set(classes))
     if unknown:
         raise ValueError(f"machine IDs not seen in training: {unknown}; known: {classes}")
@@ -52,8 +79,13 @@ def anomaly_scores(method: str, embeddings: np.ndarray, log_probs: np.ndarray, k
         index = np.array([classes.index(k) for k in keys])
         return -log_probs[np.arange(len(keys)), index]
     if method == "embedding":
-        targets = np.stack([centroids[k] for k in keys])
-        return 1.0 - np.sum(embeddings * targets, axis=1)
+        centroids = np.stack([detector.means[k] for k in keys])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-12
+        return 1.0 - np.sum(embeddings * centroids, axis=1)
+    if method == "mahalanobis":
+        centred = embeddings - np.stack([detector.means[k] for k in keys])
+        precisions = np.stack([detector.precisions[k] for k in keys])
+        return np.einsum("ni,nij,nj->n", centred, precisions, centred)
     raise ValueError(f"unknown score method {method!r}; choose from {METHODS}")
 
 
@@ -66,13 +98,12 @@ def gamma_threshold(scores: np.ndarray, percentile: float) -> float:
 
 
 def fit_detector(model: RCMAE, specs: np.ndarray, keys: list[str], classes: list[str], normalizer: Normalizer,
-                 config: ScoreConfig, device: str | torch.device = "cpu") -> dict:
-    """Centroids and per-ID, per-method thresholds from train-normal clips, to store in the checkpoint."""
+                 config: ScoreConfig, device: str | torch.device = "cpu") -> Detector:
+    """Per-ID Gaussians and per-ID, per-method thresholds from train-normal clips."""
     embeddings, log_probs = encode_all(model, specs, normalizer, device=device)
-    centroids = fit_centroids(embeddings, keys)
-    thresholds: dict[str, dict[str, float]] = {}
+    detector = Detector(*fit_gaussians(embeddings, keys), thresholds={})
     for method in METHODS:
-        scores = anomaly_scores(method, embeddings, log_probs, keys, classes, centroids)
-        thresholds[method] = {key: gamma_threshold(scores[np.array(keys) == key], config.decision_percentile)
-                              for key in sorted(set(keys))}
-    return {"centroids": centroids, "thresholds": thresholds}
+        scores = anomaly_scores(method, embeddings, log_probs, keys, classes, detector)
+        detector.thresholds[method] = {key: gamma_threshold(scores[np.array(keys) == key], config.decision_percentile)
+                                       for key in sorted(set(keys))}
+    return detector

@@ -59,15 +59,17 @@ class RCMAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(model.decoder_embed_dim)
         self.decoder_pred = nn.Linear(model.decoder_embed_dim, features.patch_dim)
 
-        self.projection = nn.Linear(model.embed_dim, model.proj_dim)
-        self.classifier = nn.Linear(model.embed_dim, num_classes) if num_classes else None
+        rows = features.grid[0] if model.pooling == "frequency" else 1
+        self.pooled_dim = model.embed_dim * rows
+        self.projection = nn.Linear(self.pooled_dim, model.proj_dim)
+        self.classifier = nn.Linear(self.pooled_dim, num_classes) if num_classes else None
         self.num_patches = num_patches
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
 
     def with_classifier(self, num_classes: int) -> "RCMAE":
         """Attach a fresh machine-ID head (stage 2 starts from stage 1's weights)."""
-        self.classifier = nn.Linear(self.model_config.embed_dim, num_classes).to(self.cls_token.device)
+        self.classifier = nn.Linear(self.pooled_dim, num_classes).to(self.cls_token.device)
         return self
 
     # ------------------------------------------------------------ small named steps
@@ -105,10 +107,24 @@ class RCMAE(nn.Module):
         x = self.decoder(torch.cat([x[:, :1], tokens + self.decoder_pos_embed], dim=1))
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
-    @staticmethod
-    def pool(latent: torch.Tensor) -> torch.Tensor:
-        """Mean of the patch tokens (the class token is left out)."""
-        return latent[:, 1:].mean(dim=1)
+    def pool(self, latent: torch.Tensor, ids_restore: torch.Tensor | None = None) -> torch.Tensor:
+        """One vector per clip from the encoded patch tokens (the class token is left out). 'mean' averages
+        them; 'frequency' averages each frequency row of the patch grid over time, over the visible tokens
+        only, and concatenates the rows. `ids_restore` (from masking) puts visible tokens back in grid order."""
+        tokens = latent[:, 1:]
+        if self.model_config.pooling == "mean":
+            return tokens.mean(dim=1)
+        batch, visible, width = tokens.shape
+        weight = torch.ones(batch, visible, device=tokens.device, dtype=tokens.dtype)
+        if ids_restore is not None:
+            hidden = ids_restore.shape[1] - visible
+            tokens = torch.gather(torch.cat([tokens, tokens.new_zeros(batch, hidden, width)], dim=1), 1,
+                                  ids_restore[..., None].expand(-1, -1, width))
+            weight = torch.gather(torch.cat([weight, weight.new_zeros(batch, hidden)], dim=1), 1, ids_restore)
+        rows, cols = self.feature_config.grid
+        sums = (tokens * weight[..., None]).reshape(batch, rows, cols, width).sum(dim=2)
+        counts = weight.reshape(batch, rows, cols).sum(dim=2).clamp(min=1.0)
+        return (sums / counts[..., None]).reshape(batch, rows * width)
 
     def reconstruction_target(self, specs: torch.Tensor) -> torch.Tensor:
         target = self.patchify(specs)
@@ -122,8 +138,8 @@ class RCMAE(nn.Module):
                       mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
         ratio = self.model_config.mask_ratio if mask_ratio is None else mask_ratio
         latent_a, mask_a, restore_a = self.forward_encoder(original, ratio)
-        latent_b, _, _ = self.forward_encoder(augmented, ratio)
-        z_a, z_b = self.projection(self.pool(latent_a)), self.projection(self.pool(latent_b))
+        latent_b, _, restore_b = self.forward_encoder(augmented, ratio)
+        z_a, z_b = self.projection(self.pool(latent_a, restore_a)), self.projection(self.pool(latent_b, restore_b))
         pred = self.forward_decoder(latent_a, restore_a)
         terms = dict(
             contrastive=losses.info_nce(z_a, z_b, cfg.tau),
@@ -146,8 +162,8 @@ class RCMAE(nn.Module):
     # ------------------------------------------------------------ stage 2 and inference
     def encode(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled encoder features, projected embedding) of whole (unmasked) clips."""
-        latent, _, _ = self.forward_encoder(specs, 0.0)
-        pooled = self.pool(latent)
+        latent, _, ids_restore = self.forward_encoder(specs, 0.0)
+        pooled = self.pool(latent, ids_restore)
         return pooled, self.projection(pooled)
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:

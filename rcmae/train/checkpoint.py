@@ -1,6 +1,7 @@
 """Checkpoint folders: `model.safetensors` (weights), `meta.json` (config, stage, epoch, classes,
-normaliser, detector), optional `optimizer.pt` (optimizer + schedule state, loaded with
-`weights_only=True`). Nothing loaded here can unpickle arbitrary objects.
+normaliser, detector thresholds), `detector.safetensors` (the fitted detector's arrays, final models only),
+optional `optimizer.pt` (optimizer + schedule state, loaded with `weights_only=True`). Nothing loaded here
+can unpickle arbitrary objects.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import safetensors.numpy
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -16,7 +19,7 @@ from rcmae.config import Config
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
 
-WEIGHTS, META, OPTIMIZER = "model.safetensors", "meta.json", "optimizer.pt"
+WEIGHTS, META, OPTIMIZER, DETECTOR = "model.safetensors", "meta.json", "optimizer.pt", "detector.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -28,6 +31,7 @@ class Checkpoint:
     model: RCMAE
     config: Config
     meta: dict = field(default_factory=dict)
+    folder: Path | None = None
 
     @property
     def normalizer(self) -> Normalizer:
@@ -66,7 +70,18 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     config = Config.from_dict(meta.pop("config"))
     model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.get("classes", [])))
     model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
-    return Checkpoint(model=model.to(device), config=config, meta=meta)
+    return Checkpoint(model=model.to(device), config=config, meta=meta, folder=folder)
+
+
+def save_detector_arrays(folder: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(Path(folder) / DETECTOR))
+
+
+def load_detector_arrays(folder: str | Path) -> dict[str, np.ndarray]:
+    path = Path(folder) / DETECTOR
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no {DETECTOR}: pass the model folder written by `rcmae finetune`")
+    return safetensors.numpy.load_file(str(path))
 
 
 def load_training_state(folder: str | Path, optimizer: torch.optim.Optimizer, scheduler=None) -> None:

@@ -12,7 +12,7 @@ from rcmae.config import Config
 from rcmae.evaluate.scoring import fit_detector
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
-from rcmae.train.checkpoint import META, WEIGHTS, load_checkpoint, save_checkpoint
+from rcmae.train.checkpoint import META, WEIGHTS, load_checkpoint, save_checkpoint, save_detector_arrays
 from rcmae.train.data import FeatureSet, read_feature_table, stream_train_specs, train_classes
 
 FINAL = "model"
@@ -56,10 +56,12 @@ def publish(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def attach_detector(model_dir: str | Path, features_dir: str | Path) -> Path:
-    """Fit score centroids and per-ID thresholds on the train clips and store them with the model."""
+    """Fit the detector (per-ID Gaussians, thresholds) on the train clips and store it with the model."""
     checkpoint = load_checkpoint(model_dir)
     train = FeatureSet.load(features_dir, splits=("train",), augmented=False)
     detector = fit_detector(checkpoint.model, train.specs, train.keys(), checkpoint.classes,
                             checkpoint.normalizer, checkpoint.config.score)
-    save_checkpoint(model_dir, checkpoint.model, checkpoint.config, dict(checkpoint.meta, detector=detector))
+    save_detector_arrays(model_dir, detector.arrays())
+    save_checkpoint(model_dir, checkpoint.model, checkpoint.config,
+                    dict(checkpoint.meta, detector={"thresholds": detector.thresholds}))
     return Path(model_dir)
