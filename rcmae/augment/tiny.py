@@ -45,8 +45,9 @@ def build_components(seed: int = 0):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=(32, 64), class_embed_type="simple_projection", projection_class_embeddings_input_dim=32,
         class_embeddings_concat=True, norm_num_groups=8)
-    vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(16, 32),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    # three VAE blocks downsample the mel 4x, as AudioLDM's: the UNet's attention then sees few tokens
+    vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(16, 32, 32),
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                         layers_per_block=1, norm_num_groups=8)
     vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
         model_in_dim=64, sampling_rate=16000, upsample_initial_channel=16, upsample_rates=[10, 4, 4],
