@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rcmae.config import Config
+from rcmae.config import SCORE_METHODS, Config
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.data.layout import index_clips, parse_clip_name
 from rcmae.evaluate.report_files import write_evaluation
-from rcmae.evaluate.scoring import METHODS, Detector, anomaly_scores, encode_all
+from rcmae.evaluate.scoring import Detector, anomaly_scores, encode_all
 from rcmae.featurize import featurize_table
 from rcmae.train.checkpoint import Checkpoint, load_checkpoint, load_detector_arrays
 from rcmae.train.data import FeatureSet
@@ -26,7 +26,7 @@ def _detector(checkpoint: Checkpoint) -> Detector:
     return Detector.from_arrays(load_detector_arrays(checkpoint.folder), checkpoint.meta["detector"]["thresholds"])
 
 
-def score_feature_set(checkpoint: Checkpoint, features: FeatureSet, methods=METHODS) -> dict[str, np.ndarray]:
+def score_feature_set(checkpoint: Checkpoint, features: FeatureSet, methods=SCORE_METHODS) -> dict[str, np.ndarray]:
     embeddings, log_probs = encode_all(checkpoint.model, features.specs, checkpoint.normalizer,
                                        device=next(checkpoint.model.parameters()).device)
     detector = _detector(checkpoint)

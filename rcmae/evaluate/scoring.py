@@ -23,8 +23,6 @@ from rcmae.config import SCORE_METHODS, ScoreConfig
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
 
-METHODS = SCORE_METHODS
-
 
 @torch.no_grad()
 def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_size: int = 64,
@@ -83,10 +81,13 @@ def anomaly_scores(method: str, embeddings: np.ndarray, log_probs: np.ndarray, k
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-12
         return 1.0 - np.sum(embeddings * centroids, axis=1)
     if method == "mahalanobis":
-        centred = embeddings - np.stack([detector.means[k] for k in keys])
-        precisions = np.stack([detector.precisions[k] for k in keys])
-        return np.einsum("ni,nij,nj->n", centred, precisions, centred)
-    raise ValueError(f"unknown score method {method!r}; choose from {METHODS}")
+        keys_array, scores = np.array(keys), np.empty(len(keys))
+        for key in set(keys):
+            rows = keys_array == key
+            centred = embeddings[rows] - detector.means[key]
+            scores[rows] = np.einsum("ni,ij,nj->n", centred, detector.precisions[key], centred)
+        return scores
+    raise ValueError(f"unknown score method {method!r}; choose from {SCORE_METHODS}")
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float) -> float:
@@ -102,7 +103,7 @@ def fit_detector(model: RCMAE, specs: np.ndarray, keys: list[str], classes: list
     """Per-ID Gaussians and per-ID, per-method thresholds from train-normal clips."""
     embeddings, log_probs = encode_all(model, specs, normalizer, device=device)
     detector = Detector(*fit_gaussians(embeddings, keys), thresholds={})
-    for method in METHODS:
+    for method in SCORE_METHODS:
         scores = anomaly_scores(method, embeddings, log_probs, keys, classes, detector)
         detector.thresholds[method] = {key: gamma_threshold(scores[np.array(keys) == key], config.decision_percentile)
                                        for key in sorted(set(keys))}

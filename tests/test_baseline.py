@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.evaluate import test_feature_set as load_test_features
+from rcmae.models.dcase_ae import DenseAE
+from rcmae.train.baseline import run_baseline, train_type_model
+
+
+def test_dense_ae_is_the_dcase_2020_architecture():
+    model = DenseAE()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == (
+        [(640, 128)] + [(128, 128)] * 3 + [(128, 8), (8, 128)] + [(128, 128)] * 3 + [(128, 640)])
+
+
+def test_stack_frames_joins_consecutive_frames():
+    model = DenseAE(n_mels=2, frames=3)
+    specs = torch.arange(12.0).reshape(1, 2, 6)  # mel rows [0..5], [6..11]
+    vectors = model.stack_frames(specs)
+    assert vectors.shape == (1, 4, 6)
+    assert vectors[0, 1].tolist() == [1.0, 7.0, 2.0, 8.0, 3.0, 9.0]  # frames 1, 2, 3, each (mel0, mel1)
+
+
+def test_training_lowers_reconstruction_error(quick_config):
+    specs = np.random.default_rng(0).normal(size=(16, 128, 64)).astype(np.float32)
+    vectors = DenseAE().stack_frames(torch.from_numpy(specs)).reshape(-1, 640)
+    torch.manual_seed(0)
+    before = DenseAE()  # the initial weights train_type_model starts from
+    after = train_type_model(specs, quick_config.override({"baseline.epochs": 3}), seed=0)
+    before.eval(), after.eval()
+    with torch.no_grad():
+        assert after.loss(vectors) < before.loss(vectors)
+
+
+def test_baseline_writes_dcase_files_that_reproduce_its_metrics(toy_root, toy_features, quick_config, tmp_path):
+    config = quick_config.override({"baseline.epochs": 2})
+    test = load_test_features(toy_root / "dev_data" / "valve", config)
+    metrics = run_baseline(config, toy_features, test, tmp_path)
+    assert metrics["method"] == "dcase2020_ae" and {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
+    for row in metrics["per_id"]:
+        scores = read_scores(score_file(tmp_path, "valve", row["machine_id"]))
+        labels = [name.startswith("anomaly") for name in scores]
+        assert len(scores) == row["n_normal"] + row["n_anomaly"]
+        assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
