@@ -194,14 +194,17 @@ SCORE_METHODS = ("mahalanobis", "embedding", "id_logprob")
 
 @dataclass
 class ScoreConfig:
-    method: str = _doc("'mahalanobis' (distance from a Gaussian of the ID's train embeddings), 'embedding' "
+    method: str = _doc("'mahalanobis' (distance from a Gaussian of the ID's train features), 'embedding' "
                        "(cosine distance to the ID's train centroid) or 'id_logprob' (the paper's "
                        "-log p(true ID | clip)).", "mahalanobis")
+    components: int = _doc("'mahalanobis': principal directions per ID with their own variance (the rest "
+                           "share one); capped at the ID's train clips - 2.", 16)
     decision_percentile: float = _doc("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
     max_fpr: float = _doc("p of pAUC.", 0.1)
 
     def __post_init__(self) -> None:
         _check(self.method in SCORE_METHODS, f"score.method must be one of {SCORE_METHODS}, got {self.method!r}")
+        _check(self.components >= 1, "score.components must be >= 1")
         _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
         _check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
 

@@ -2,13 +2,14 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
 from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
 from rcmae.evaluate.report_files import write_evaluation
-from rcmae.evaluate.scoring import Detector, anomaly_scores, fit_gaussians, gamma_threshold
+from rcmae.config import ScoreConfig
+from rcmae.evaluate.scoring import Detector, Encoded, anomaly_scores, fit_gaussian, fit_scorer, gamma_threshold
 
 
 def test_auc_and_pauc_equal_sklearn_on_random_inputs():
@@ -71,25 +72,46 @@ def test_gamma_threshold_sits_at_the_percentile():
     assert np.mean(scores <= threshold) == pytest.approx(0.9, abs=0.02)
 
 
+def encoded(pooled, embeddings=None, log_probs=None):
+    count = len(pooled)
+    return Encoded(np.asarray(pooled, dtype=float),
+                   np.zeros((count, 2)) if embeddings is None else np.asarray(embeddings, dtype=float),
+                   np.zeros((count, 0)) if log_probs is None else np.asarray(log_probs))
+
+
 def test_score_methods_against_hand_computation():
     rng = np.random.default_rng(0)
-    train = rng.normal(size=(40, 5)) * np.array([3.0, 1.0, 1.0, 0.2, 0.2])
+    train = rng.normal(size=(40, 6)) * np.array([3.0, 1.0, 1.0, 0.5, 0.2, 0.2])
     keys = ["a/00"] * 20 + ["a/01"] * 20
-    detector = Detector(*fit_gaussians(train, keys), thresholds={})
-    test = rng.normal(size=(4, 5))
+    units = train / np.linalg.norm(train, axis=1, keepdims=True)
+    detector = fit_scorer(encoded(train, units), keys, ScoreConfig(components=3))
+    test = rng.normal(size=(4, 6))
     test_keys = ["a/00", "a/01", "a/01", "a/00"]
-    found = anomaly_scores("mahalanobis", test, np.zeros((4, 0)), test_keys, ["a/00", "a/01"], detector)
-    for row, key, score in zip(test, test_keys, found):
-        estimate = LedoitWolf().fit(train[np.array(keys) == key])
-        assert score == pytest.approx(estimate.mahalanobis(row[None])[0], rel=1e-4)
-    centroid = train[:20].mean(axis=0) / np.linalg.norm(train[:20].mean(axis=0))
-    cosine = anomaly_scores("embedding", test, np.zeros((4, 0)), test_keys, ["a/00", "a/01"], detector)
-    assert cosine[0] == pytest.approx(1 - test[0] @ centroid, rel=1e-5)
+    found = anomaly_scores("mahalanobis", encoded(test), test_keys, ["a/00", "a/01"], detector)
+    # the same Gaussian as sklearn's probabilistic PCA: -2 log-likelihood = Mahalanobis + a per-ID constant
+    pca = PCA(n_components=3).fit(train[:20])
+    expected = -2 * pca.score_samples(test[[0, 3]])
+    assert found[0] - found[3] == pytest.approx(expected[0] - expected[1], rel=1e-6)
+    covariance = pca.get_covariance()
+    centred = test[0] - train[:20].mean(axis=0)
+    assert found[0] == pytest.approx(centred @ np.linalg.solve(covariance, centred), rel=1e-6)
+    centroid = units[:20].mean(axis=0) / np.linalg.norm(units[:20].mean(axis=0))
+    probe = rng.normal(size=(1, 6))
+    cosine = anomaly_scores("embedding", encoded(probe, probe), ["a/00"], ["a/00", "a/01"], detector)
+    assert cosine[0] == pytest.approx(1 - probe[0] @ centroid, rel=1e-5)
     log_probs = np.log(np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5], [0.2, 0.8]]))
-    paper = anomaly_scores("id_logprob", test, log_probs, test_keys, ["a/00", "a/01"], detector)
+    paper = anomaly_scores("id_logprob", encoded(test, log_probs=log_probs), test_keys, ["a/00", "a/01"], detector)
     np.testing.assert_allclose(paper, -np.log([0.9, 0.7, 0.5, 0.2]))
     with pytest.raises(ValueError, match="not seen in training"):
-        anomaly_scores("mahalanobis", test, log_probs, ["b/00"] * 4, ["a/00", "a/01"], detector)
+        anomaly_scores("mahalanobis", encoded(test), ["b/00"] * 4, ["a/00", "a/01"], detector)
+    restored = Detector.from_arrays(detector.arrays(), {})
+    np.testing.assert_allclose(anomaly_scores("mahalanobis", encoded(test), test_keys, ["a/00", "a/01"], restored),
+                               found, rtol=1e-5)
+
+
+def test_a_gaussian_needs_three_clips():
+    with pytest.raises(ValueError, match="at least 3 train clips"):
+        fit_gaussian(np.zeros((2, 4)), 16)
 
 
 def test_mahalanobis_sees_a_shift_along_a_quiet_direction():
@@ -97,11 +119,12 @@ def test_mahalanobis_sees_a_shift_along_a_quiet_direction():
     and a fault moves them along a quiet one; cosine distance to the centroid misses that, Mahalanobis not."""
     rng = np.random.default_rng(1)
     scale = np.array([5.0, 5.0, 0.1, 0.1])
-    train = rng.normal(size=(200, 4)) * scale + np.array([10.0, 0, 0, 0])
-    detector = Detector(*fit_gaussians(train, ["m/00"] * 200), thresholds={})
-    normal = rng.normal(size=(100, 4)) * scale + np.array([10.0, 0, 0, 0])
-    faulty = normal + np.array([0, 0, 2.0, 0])
-    test, labels = np.concatenate([normal, faulty]), [0] * 100 + [1] * 100
-    score = lambda method: roc_auc_score(labels, anomaly_scores(method, test, np.zeros((200, 0)), ["m/00"] * 200,
+    offset = np.array([10.0, 0, 0, 0])
+    train = rng.normal(size=(200, 4)) * scale + offset
+    detector = fit_scorer(encoded(train, train), ["m/00"] * 200, ScoreConfig(components=2))
+    normal = rng.normal(size=(100, 4)) * scale + offset
+    test = np.concatenate([normal, normal + np.array([0, 0, 2.0, 0])])
+    labels = [0] * 100 + [1] * 100
+    score = lambda method: roc_auc_score(labels, anomaly_scores(method, encoded(test, test), ["m/00"] * 200,
                                                                 ["m/00"], detector))
     assert score("mahalanobis") > 0.95 and score("embedding") < 0.6

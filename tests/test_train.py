@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 from rcmae.evaluate.dcase_csv import read_scores, score_file
 from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
 from rcmae.config import SCORE_METHODS
+from rcmae.evaluate.scoring import GAUSSIAN_PARTS
 from rcmae.train.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays
 from rcmae.train.local import finetune_local, pretrain_local
 
@@ -35,7 +36,7 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
     assert set(checkpoint.meta["detector"]["thresholds"]) == set(SCORE_METHODS)
     arrays = load_detector_arrays(model)
-    assert {f"{kind}/{key}" for kind in ("mean", "precision") for key in checkpoint.classes} == set(arrays)
+    assert {f"{kind}/{key}" for kind in ("centroid", *GAUSSIAN_PARTS) for key in checkpoint.classes} == set(arrays)
     assert load_checkpoint(pretrained).meta["stage"] == "pretrain"
 
 

@@ -27,10 +27,10 @@ def _detector(checkpoint: Checkpoint) -> Detector:
 
 
 def score_feature_set(checkpoint: Checkpoint, features: FeatureSet, methods=SCORE_METHODS) -> dict[str, np.ndarray]:
-    embeddings, log_probs = encode_all(checkpoint.model, features.specs, checkpoint.normalizer,
-                                       device=next(checkpoint.model.parameters()).device)
+    encoded = encode_all(checkpoint.model, features.specs, checkpoint.normalizer,
+                         device=next(checkpoint.model.parameters()).device)
     detector = _detector(checkpoint)
-    return {m: anomaly_scores(m, embeddings, log_probs, features.keys(), checkpoint.classes, detector)
+    return {m: anomaly_scores(m, encoded, features.keys(), checkpoint.classes, detector)
             for m in methods}
 
 

@@ -44,7 +44,7 @@ def plot_roc(test: FeatureSet, scores: np.ndarray, path: Path) -> None:
 def plot_tsne(model_dir: Path, test: FeatureSet, title: str, path: Path, seed: int = 0) -> None:
     plt = _plt()
     checkpoint = load_checkpoint(model_dir)
-    embeddings, _ = encode_all(checkpoint.model, test.specs, checkpoint.normalizer)
+    embeddings = encode_all(checkpoint.model, test.specs, checkpoint.normalizer).embeddings
     points = TSNE(n_components=2, perplexity=min(30, len(embeddings) - 1), init="pca",
                   random_state=seed).fit_transform(embeddings)
     keys = test.keys()

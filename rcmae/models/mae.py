@@ -95,11 +95,10 @@ class RCMAE(nn.Module):
         x = self.patch_embed(self.patchify(specs)) + self.pos_embed
         x, mask, ids_restore = self.random_masking(x, mask_ratio)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = self.encoder_norm(self.encoder(torch.cat([cls, x], dim=1)))
-        return x, mask, ids_restore
+        return self.encoder(torch.cat([cls, x], dim=1)), mask, ids_restore
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        x = self.decoder_embed(latent)
+        x = self.decoder_embed(self.encoder_norm(latent))
         batch, length = ids_restore.shape
         fill = self.mask_token.expand(batch, length + 1 - x.shape[1], -1)
         tokens = torch.cat([x[:, 1:], fill], dim=1)
@@ -110,7 +109,9 @@ class RCMAE(nn.Module):
     def pool(self, latent: torch.Tensor, ids_restore: torch.Tensor | None = None) -> torch.Tensor:
         """One vector per clip from the encoded patch tokens (the class token is left out). 'mean' averages
         them; 'frequency' averages each frequency row of the patch grid over time, over the visible tokens
-        only, and concatenates the rows. `ids_restore` (from masking) puts visible tokens back in grid order."""
+        only, and concatenates the rows. `ids_restore` (from masking) puts visible tokens back in grid order.
+        Pooling reads the encoder's output before its final per-token LayerNorm (which only feeds the
+        decoder): that norm would erase each token's level, and with it much of what a fault changes."""
         tokens = latent[:, 1:]
         if self.model_config.pooling == "mean":
             return tokens.mean(dim=1)
