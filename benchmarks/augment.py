@@ -16,8 +16,8 @@ from common import PeakMemory, start_ray, toy_data
 
 from rcmae.config import tiny
 from rcmae.data.layout import index_clips
-from rcmae.featurize import Featurizer, read_batch
-from rcmae.pipeline import build_augmenter, run_augment
+from rcmae.augment.featurize import Featurizer, read_batch
+from rcmae.distributed.augment_pipeline import build_augmenter, run_augment
 
 
 def sequential(data: Path, config, clips: int) -> float:

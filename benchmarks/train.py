@@ -14,9 +14,9 @@ from pathlib import Path
 from common import start_ray, toy_data
 
 from rcmae.config import tiny
-from rcmae.pipeline import run_augment
-from rcmae.train.checkpoint import load_checkpoint
-from rcmae.train.driver import pretrain
+from rcmae.distributed.augment_pipeline import run_augment
+from rcmae.models.checkpoint import load_checkpoint
+from rcmae.stages import pretrain
 from rcmae.train.data import read_feature_table
 
 

@@ -73,8 +73,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from rcmae.cluster import ensure_ray
-    from rcmae.pipeline import run_augment
+    from rcmae.distributed.runtime import ensure_ray
+    from rcmae.distributed.augment_pipeline import run_augment
 
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model),
                                    ("augment.variants", args.variants)) if v is not None}
@@ -85,7 +85,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from rcmae.train.driver import pretrain
+    from rcmae.stages import pretrain
 
     config = _config_from(args)
     model_dir = pretrain(config, args.features, args.out)
@@ -94,7 +94,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from rcmae.train.driver import finetune
+    from rcmae.stages import finetune
 
     config = _config_from(args)
     model_dir = finetune(config, args.features, args.pretrained, args.out)
@@ -112,7 +112,7 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rcmae.evaluate.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, method=args.method)
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, method=args.method, features_dir=args.features)
     _print_metrics(metrics)
     for method, mean in metrics["methods"].items():
         print(f"score method {method:10s} mean AUC {mean.get('auc', float('nan')):.4f}  "
@@ -140,24 +140,25 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from rcmae.evaluate.evaluate import data_test_split
     from rcmae.train.baseline import run_baseline
-    from rcmae.evaluate.evaluate import test_feature_set
 
     config = _config_from(args)
-    metrics = run_baseline(config, args.features, test_feature_set(args.data, config), args.out)
+    metrics = run_baseline(config, args.features, lambda machine_type: data_test_split(
+        args.data, config, machine_type=machine_type), args.out)
     _print_metrics(metrics)
     print(f"wrote DCASE CSVs and metrics.json to {args.out}")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from rcmae.cluster import ensure_ray
-    from rcmae.tuning import base_config, load_space, run_tune
+    from rcmae.distributed.runtime import ensure_ray
+    from rcmae.distributed.tune import base_config, load_space, run_tune
 
     ensure_ray()
     features = args.features
     if features is None:
-        from rcmae.pipeline import run_augment
+        from rcmae.distributed.augment_pipeline import run_augment
 
         run_augment(args.data, args.out / "augment", base_config(load_space(args.space)))
         features = args.out / "augment" / "features"
@@ -225,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a test split: DCASE CSVs and metrics.json")
     p.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned model folder (FINETUNE_OUT/model)")
-    p.add_argument("--data", required=True, type=Path)
+    test = p.add_mutually_exclusive_group(required=True)
+    test.add_argument("--data", type=Path, help="DCASE-layout data: its test clips are read and featurised")
+    test.add_argument("--features", type=Path, help="feature folder from `rcmae augment`: its test rows are scored")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--method", choices=SCORE_METHODS, help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)

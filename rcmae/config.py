@@ -127,7 +127,11 @@ class AugmentConfig:
                                     None)
     seed: int = _doc("Base seed; each clip's seed derives from it and the clip's path.", 0)
     batch_size: int = _doc("Clips per actor batch.", 8)
-    num_actors: int | None = _doc("Actor pool size; None picks from cluster resources.", None)
+    num_actors: int | None = _doc("Actor pool size; None picks from the cluster's resources now.", None)
+    use_gpu: bool | None = _doc("Augmentation actors on GPUs: true requests them from Ray (an autoscaler adds GPU "
+                                "nodes), false keeps them on CPUs, None uses GPUs when the cluster has them now "
+                                "and the augmenter is a diffusion model.", None)
+    gpus_per_actor: float = _doc("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).", 1.0)
 
     def __post_init__(self) -> None:
         _check(self.augmenter in ("factory-mix", "audioldm", "specaugment"),
@@ -139,6 +143,8 @@ class AugmentConfig:
         _check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
         _check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
         _check(self.batch_size >= 1, "augment.batch_size must be >= 1")
+        _check(self.num_actors is None or self.num_actors >= 1, "augment.num_actors must be >= 1 or None")
+        _check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
 
 
 @dataclass
@@ -225,18 +231,22 @@ class BaselineConfig:
 @dataclass
 class ScaleConfig:
     num_workers: int | None = _doc("Ray Train workers; None picks from resources, 0 runs in-process.", None)
-    use_gpu: bool | None = _doc("Train on GPUs; None decides from the cluster's resources.", None)
+    use_gpu: bool | None = _doc("Train (and run batch inference) on GPUs: true requests them from Ray (an "
+                                "autoscaler adds GPU nodes), None uses GPUs when the cluster has them now.", None)
     cpus_per_worker: float = _doc("CPUs each train worker reserves (fractional leaves room for Ray Data).",
                                   0.5)
     max_failures: int = _doc("Worker failures a run survives (resuming from the last checkpoint).", 2)
     keep_checkpoints: int = _doc("Checkpoints kept per run (best by loss).", 2)
     cache_dataset: bool = _doc("Materialise the train features in Ray's object store once, so epochs do not "
                                "re-read Parquet; turn off when they outgrow the object store.", True)
+    shuffle_buffer_batches: int = _doc("Batches' worth of rows each training worker shuffles across (on top of "
+                                       "a new random file/block order every epoch).", 8)
 
     def __post_init__(self) -> None:
         _check(self.num_workers is None or self.num_workers >= 0, "scale.num_workers must be >= 0")
         _check(self.cpus_per_worker > 0, "scale.cpus_per_worker must be > 0")
         _check(self.keep_checkpoints >= 1, "scale.keep_checkpoints must be >= 1")
+        _check(self.shuffle_buffer_batches >= 1, "scale.shuffle_buffer_batches must be >= 1")
 
 
 @dataclass
@@ -315,8 +325,10 @@ def tiny() -> Config:
 
 
 def paper() -> Config:
-    """The paper's numbers: 10 s clips, 512 tokens, ViT depth 12 / 6 heads, 400 epochs."""
-    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0))
+    """The paper's numbers: 10 s clips, 512 tokens, ViT depth 12 / 6 heads, 400 epochs, on GPUs (requested
+    from Ray, so an autoscaling cluster starts GPU nodes for them)."""
+    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0), augment=AugmentConfig(use_gpu=True),
+                  scale=ScaleConfig(use_gpu=True))
 
 
 PRESETS = {"tiny": tiny, "paper": paper}

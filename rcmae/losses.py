@@ -1,9 +1,33 @@
-"""RC-MAE's losses, one function per equation of the paper (plain PyTorch, no Ray)."""
+"""RC-MAE's losses, one function per equation of the paper (plain PyTorch, no Ray), and the gather that
+makes the batch-level ones (Eqs. 3-7, 9) see the global batch under DDP."""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
+
+
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
+    """Every DDP worker's rows of `x`, in rank order, with gradients flowing back to each worker's own rows
+    (the identity outside DDP). InfoNCE negatives, the variance/covariance statistics and SupCon positives
+    then come from the global batch, as on one device: with W workers each worker's loss equals the
+    1-process loss, its backward gives W times its rows' share of the gradient, and DDP's 1/W average of
+    the parameter gradients gives exactly the 1-process gradient. Workers may hold different row counts."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    sizes = [int(s.item()) for s in sizes]
+    padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, max(sizes) - x.shape[0]))
+    if x.requires_grad:
+        parts = dist_fn.all_gather(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
 def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

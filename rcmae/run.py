@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from rcmae.config import Config
 from rcmae.data.layout import index_clips
-from rcmae.train.checkpoint import read_meta
+from rcmae.models.checkpoint import read_meta
 
 
 def stage_done(model_dir: Path, stage: str, epochs: int) -> bool:
@@ -26,13 +26,12 @@ def stage_done(model_dir: Path, stage: str, epochs: int) -> bool:
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
             seed: int = 0, baseline: bool = True) -> dict:
-    from rcmae.cluster import ensure_ray
-    from rcmae.evaluate.evaluate import evaluate_checkpoint, score_feature_set, test_feature_set
-    from rcmae.evaluate.report import write_report
-    from rcmae.pipeline import run_augment
+    from rcmae.distributed.augment_pipeline import run_augment
+    from rcmae.distributed.runtime import ensure_ray
+    from rcmae.evaluate.evaluate import feature_test_split, write_scored
+    from rcmae.evaluate.report import tsne_sample, write_report
+    from rcmae.stages import finetune, pretrain, score_test_split
     from rcmae.train.baseline import run_baseline
-    from rcmae.train.driver import finetune, pretrain
-    from rcmae.train.checkpoint import load_checkpoint
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -74,18 +73,20 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     timed("finetune", started)
 
     started = time.time()
-    metrics = evaluate_checkpoint(finetune_dir, data, out / "evaluation")
-    test = test_feature_set(data, config)
-    scores = score_feature_set(load_checkpoint(finetune_dir), test, methods=(metrics["method"],))[metrics["method"]]
+    scored = score_test_split(config, finetune_dir, features)
+    metrics = write_scored(scored, finetune_dir, out / "evaluation")
     timed("evaluate", started)
 
     baseline_metrics = None
     if baseline:
         started = time.time()
-        baseline_metrics = run_baseline(config, features, test, out / "baseline")
+        baseline_metrics = run_baseline(config, features, lambda machine_type: feature_test_split(
+            features, machine_type=machine_type), out / "baseline")
         timed("baseline", started)
 
-    report = write_report(out, test, scores, metrics, baseline_metrics, pretrain_dir, finetune_dir, summary, timings)
+    tsne_rows = tsne_sample(feature_test_split(features), seed=seed)
+    report = write_report(out, scored, tsne_rows, metrics, baseline_metrics, pretrain_dir, finetune_dir, summary,
+                          timings)
     result = {"report": str(report), "mean": metrics["mean"],
               "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None, "timings": timings}
     (out / "run.json").write_text(json.dumps(result, indent=1))

@@ -58,7 +58,7 @@ def toy_features(toy_root, tmp_path_factory):
     from rcmae.augment.specaugment import SpecAugment
     from rcmae.config import tiny
     from rcmae.data.layout import index_clips
-    from rcmae.featurize import Featurizer, read_batch
+    from rcmae.augment.featurize import Featurizer, read_batch
 
     config = tiny()
     table = index_clips(toy_root).table

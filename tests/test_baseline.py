@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from rcmae.evaluate.dcase_csv import read_scores, score_file
-from rcmae.evaluate.evaluate import test_feature_set as load_test_features
+from rcmae.evaluate.evaluate import data_test_split
 from rcmae.models.dcase_ae import DenseAE
 from rcmae.train.baseline import run_baseline, train_type_model
 
@@ -37,8 +37,8 @@ def test_training_lowers_reconstruction_error(quick_config):
 
 def test_baseline_writes_dcase_files_that_reproduce_its_metrics(toy_root, toy_features, quick_config, tmp_path):
     config = quick_config.override({"baseline.epochs": 2})
-    test = load_test_features(toy_root / "dev_data" / "valve", config)
-    metrics = run_baseline(config, toy_features, test, tmp_path)
+    metrics = run_baseline(config, toy_features, lambda machine_type: data_test_split(
+        toy_root / "dev_data" / "valve", config, machine_type=machine_type), tmp_path)
     assert metrics["method"] == "dcase2020_ae" and {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
     for row in metrics["per_id"]:
         scores = read_scores(score_file(tmp_path, "valve", row["machine_id"]))

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from rcmae.train.checkpoint import load_checkpoint
-from rcmae.train.distributed import FAULT_ENV, finetune_ray, pretrain_ray, scaling_plan
+from rcmae.models.checkpoint import load_checkpoint
+from rcmae.distributed.train import FAULT_ENV, finetune_ray, pretrain_ray, scaling_plan
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -47,7 +47,7 @@ def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, to
 
 
 def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_features, tmp_path):
-    from rcmae.tuning import run_tune
+    from rcmae.distributed.tune import run_tune
 
     folder = run_tune("tune_spaces/smoke.yaml", toy_features, toy_root / "dev_data" / "valve", tmp_path)
     trials = pd.read_csv(folder / "trials.csv")

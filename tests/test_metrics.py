@@ -9,7 +9,7 @@ from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
 from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
 from rcmae.evaluate.report_files import write_evaluation
 from rcmae.config import ScoreConfig
-from rcmae.evaluate.scoring import Detector, Encoded, anomaly_scores, fit_gaussian, fit_scorer, gamma_threshold
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores, fit_gaussian, fit_scorer, gamma_threshold
 
 
 def test_auc_and_pauc_equal_sklearn_on_random_inputs():

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rcmae.config import tiny
-from rcmae.pipeline import REJECTS, SUMMARY, run_augment
+from rcmae.distributed.augment_pipeline import REJECTS, SUMMARY, run_augment
 
 pytestmark = pytest.mark.ray
 

@@ -1,95 +1,123 @@
-"""Evaluate a fine-tuned RC-MAE checkpoint on a DCASE-layout test split, and score single recordings."""
+"""Evaluate a fine-tuned RC-MAE on a test split, and score single recordings.
+
+Scoring produces a small table (clip metadata and one `score_<method>` column per score method); everything
+here works from that table, whether it was scored in-process (`rcmae.detect.apply`) or by Ray Data batch
+inference (`rcmae.distributed.inference`). Test clips come from the feature Parquet that `rcmae augment`
+wrote (`feature_test_split`) or are read from a data folder (`data_test_split`), a batch at a time.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rcmae.augment.featurize import featurize_table
 from rcmae.config import SCORE_METHODS, Config
+from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.data.layout import index_clips, parse_clip_name
+from rcmae.detect.apply import score_rows
 from rcmae.evaluate.report_files import write_evaluation
-from rcmae.evaluate.scoring import Detector, anomaly_scores, encode_all
-from rcmae.featurize import featurize_table
-from rcmae.train.checkpoint import Checkpoint, load_checkpoint, load_detector_arrays
-from rcmae.train.data import FeatureSet
+from rcmae.models.checkpoint import read_meta
 
 
-def _detector(checkpoint: Checkpoint) -> Detector:
-    if "detector" not in checkpoint.meta:
-        raise ValueError("checkpoint has no fitted detector: pass the model folder written by `rcmae finetune`")
-    return Detector.from_arrays(load_detector_arrays(checkpoint.folder), checkpoint.meta["detector"]["thresholds"])
+def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64) -> Iterator[pa.Table]:
+    """Log-mels of the clips a batch at a time; unreadable clips are reported on stderr and left out."""
+    for start in range(0, clips.num_rows, batch_rows):
+        table = featurize_table(clips.slice(start, batch_rows), config)
+        for reason in table.filter(pc.invert(pc.is_null(table["error"])))["error"].to_pylist():
+            print(f"skipped: {reason}", file=sys.stderr)
+        usable = table.filter(pc.is_null(table["error"]))
+        if usable.num_rows:
+            yield usable
 
 
-def score_feature_set(checkpoint: Checkpoint, features: FeatureSet, methods=SCORE_METHODS) -> dict[str, np.ndarray]:
-    encoded = encode_all(checkpoint.model, features.specs, checkpoint.normalizer,
-                         device=next(checkpoint.model.parameters()).device)
-    detector = _detector(checkpoint)
-    return {m: anomaly_scores(m, encoded, features.keys(), checkpoint.classes, detector)
-            for m in methods}
-
-
-def decide(checkpoint: Checkpoint, method: str, keys: list[str], scores: np.ndarray) -> np.ndarray:
-    thresholds = checkpoint.meta["detector"]["thresholds"][method]
-    return np.array([int(s > thresholds[k]) for k, s in zip(keys, scores)])
-
-
-def featurize_or_report(clips: pa.Table, config: Config) -> FeatureSet:
-    """Log-mels of the clips; unreadable clips are reported on stderr and left out."""
-    table = featurize_table(clips, config)
-    failed = table.filter(pc.invert(pc.is_null(table["error"])))
-    for reason in failed["error"].to_pylist():
-        print(f"skipped: {reason}", file=sys.stderr)
-    usable = table.filter(pc.is_null(table["error"]))
-    if usable.num_rows == 0:
-        raise ValueError("no clip could be read")
-    return FeatureSet.from_table(usable)
-
-
-def test_feature_set(data_dir: str | Path, config: Config) -> FeatureSet:
-    """Features of every readable test clip under `data_dir` (names outside the grammar are reported)."""
+def data_test_split(data_dir: str | Path, config: Config, machine_type: str | None = None) -> Iterator[pa.Table]:
+    """Features of every readable test clip (of one machine type when given) under `data_dir` (names outside
+    the grammar are reported)."""
     index = index_clips(data_dir, lenient=True)
     for _, reason in index.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
-    clips = index.table.filter(pc.equal(index.table["split"], "test"))
+    clips = index.table.filter(pc.field("split") == "test")
     if clips.num_rows == 0:
         raise ValueError(f"{data_dir}: no test clips to evaluate")
-    return featurize_or_report(clips, config)
+    if machine_type is not None:
+        clips = clips.filter(pc.field("machine_type") == machine_type)
+    return featurized_rows(clips, config)
 
 
-def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
-                        method: str | None = None) -> dict:
-    """Scores every test clip under `data_dir`, writes DCASE CSVs and metrics.json to `out_dir`.
-    metrics.json also holds `methods`: the mean AUC/pAUC of every score method, for comparison."""
-    checkpoint = load_checkpoint(checkpoint_dir)
-    method = method or checkpoint.config.score.method
-    features = test_feature_set(data_dir, checkpoint.config)
-    all_scores = score_feature_set(checkpoint, features)
+def feature_test_split(features_dir: str | Path, machine_type: str | None = None,
+                            batch_rows: int = 256) -> Iterator[pa.Table]:
+    """The test clips' log-mels (of one machine type when given) that the augmentation pipeline wrote."""
+    only_type = None if machine_type is None else pc.field("machine_type") == machine_type
+    return stream_rows(features_dir, META_COLUMNS + ["features"], ("test",), extra_filter=only_type,
+                       batch_rows=batch_rows)
+
+
+def known_rows(scored: pa.Table) -> pa.Table:
+    """Rows whose machine the model knows; the others are reported and left out."""
+    unknown = pc.is_null(scored[f"score_{SCORE_METHODS[0]}"])
+    for key in sorted(set(machine_keys(scored.filter(unknown)))):
+        print(f"skipped: machine {key} was not seen in training", file=sys.stderr)
+    return scored.filter(pc.invert(unknown))
+
+
+def decisions(scored: pa.Table, method: str, thresholds: dict[str, dict[str, float]]) -> np.ndarray:
+    per_key = thresholds[method]
+    scores = scored[f"score_{method}"].to_numpy(zero_copy_only=False)
+    return np.array([int(s > per_key[k]) for k, s in zip(machine_keys(scored), scores)])
+
+
+def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, method: str | None = None) -> dict:
+    """DCASE CSVs and metrics.json of `method` (the model's configured one by default) in `out_dir`, the
+    other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means."""
+    meta = read_meta(model_dir)
+    score_config = Config.from_dict(meta["config"]).score
+    method = method or score_config.method
+    thresholds = meta["detector"]["thresholds"]
+    scored = known_rows(scored)
+    if scored.num_rows == 0:
+        raise ValueError("no test clip of a machine the model knows")
+    rows = scored.select(META_COLUMNS).to_pylist()
     comparison = {}
-    for other, scores in all_scores.items():
+    for other in SCORE_METHODS:
         if other != method:
-            comparison[other] = write_evaluation(Path(out_dir) / "other_methods" / other, features.meta, scores,
-                                                 decide(checkpoint, other, features.keys(), scores),
-                                                 checkpoint.config.score.max_fpr)["mean"]
-    scores = all_scores[method]
-    metrics = write_evaluation(out_dir, features.meta, scores, decide(checkpoint, method, features.keys(), scores),
-                               checkpoint.config.score.max_fpr, extra={"method": method})
+            comparison[other] = write_evaluation(
+                Path(out_dir) / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),
+                decisions(scored, other, thresholds), score_config.max_fpr)["mean"]
+    metrics = write_evaluation(out_dir, rows, scored[f"score_{method}"].to_numpy(zero_copy_only=False),
+                               decisions(scored, method, thresholds), score_config.max_fpr, extra={"method": method})
     metrics["methods"] = {method: metrics["mean"], **comparison}
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None, out_dir: str | Path,
+                        method: str | None = None, features_dir: str | Path | None = None) -> dict:
+    """In-process: scores the test clips (from `features_dir`'s Parquet, else read from `data_dir`) and
+    writes the DCASE CSVs and metrics.json to `out_dir`."""
+    if features_dir is not None:
+        rows = feature_test_split(features_dir)
+    elif data_dir is not None:
+        rows = data_test_split(data_dir, Config.from_dict(read_meta(checkpoint_dir)["config"]))
+    else:
+        raise ValueError("evaluate needs test clips: a data folder or a feature folder")
+    return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method)
 
 
 def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type: str | None = None,
                      machine_id: str | None = None, method: str | None = None) -> list[dict]:
     """file, machine_type, machine_id, score, decision for each recording. The machine comes from the
     DCASE file name, or from `machine_type` / `machine_id` for other names."""
-    checkpoint = load_checkpoint(checkpoint_dir)
-    method = method or checkpoint.config.score.method
+    meta = read_meta(checkpoint_dir)
+    config = Config.from_dict(meta["config"])
+    method = method or config.score.method
     rows = []
     for path in paths:
         if machine_type and machine_id:
@@ -98,8 +126,14 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
         else:
             row = parse_clip_name(Path(path))
         rows.append(row)
-    features = featurize_or_report(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), checkpoint.config)
-    scores = score_feature_set(checkpoint, features, methods=(method,))[method]
-    decisions = decide(checkpoint, method, features.keys(), scores)
+    readable = list(featurized_rows(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), config))
+    if not readable:
+        raise ValueError("no clip could be read")
+    scored = score_rows(checkpoint_dir, readable)
+    unknown = sorted(set(machine_keys(scored.filter(pc.is_null(scored[f"score_{method}"])))))
+    if unknown:
+        raise ValueError(f"machine IDs not seen in training: {unknown}; known: {meta.get('classes', [])}")
+    flags = decisions(scored, method, meta["detector"]["thresholds"])
     return [dict(file=m["path"], machine_type=m["machine_type"], machine_id=m["machine_id"], score=float(s),
-                 decision=int(d)) for m, s, d in zip(features.meta, scores, decisions)]
+                 decision=int(d))
+            for m, s, d in zip(scored.select(META_COLUMNS).to_pylist(), scored[f"score_{method}"].to_pylist(), flags)]

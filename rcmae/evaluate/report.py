@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
-from rcmae.evaluate.scoring import encode_all
-from rcmae.train.checkpoint import load_checkpoint
-from rcmae.train.data import FeatureSet
+from rcmae.data.feature_table import machine_keys, specs_from_column
+from rcmae.detect.encode import encode_all
+from rcmae.models.checkpoint import load_checkpoint
+
+TSNE_CLIPS = 2000  # t-SNE of more test clips than this uses a random sample of them
 
 
 def _plt():
@@ -23,14 +26,15 @@ def _plt():
     return plt
 
 
-def plot_roc(test: FeatureSet, scores: np.ndarray, path: Path) -> None:
+def plot_roc(scored: pa.Table, method: str, path: Path) -> None:
     plt = _plt()
-    types = sorted({m["machine_type"] for m in test.meta})
+    types = np.array(scored["machine_type"].to_pylist())
+    labels = np.array(scored["label"].to_pylist()) == "anomaly"
+    scores = scored[f"score_{method}"].to_numpy(zero_copy_only=False)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for machine_type in types:
-        idx = [i for i, m in enumerate(test.meta) if m["machine_type"] == machine_type]
-        labels = [test.meta[i]["label"] == "anomaly" for i in idx]
-        fpr, tpr, _ = roc_curve(labels, scores[idx])
+    for machine_type in sorted(set(types)):
+        idx = types == machine_type
+        fpr, tpr, _ = roc_curve(labels[idx], scores[idx])
         ax.plot(fpr, tpr, label=machine_type)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.axvline(0.1, color="grey", lw=0.6, ls="--")
@@ -41,18 +45,21 @@ def plot_roc(test: FeatureSet, scores: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_tsne(model_dir: Path, test: FeatureSet, title: str, path: Path, seed: int = 0) -> None:
+def plot_tsne(model_dir: Path, test: pa.Table, title: str, path: Path, seed: int = 0) -> None:
+    """t-SNE of the embeddings of `test` (feature-table rows: metadata and log-mels)."""
     plt = _plt()
     checkpoint = load_checkpoint(model_dir)
-    embeddings = encode_all(checkpoint.model, test.specs, checkpoint.normalizer).embeddings
+    features = checkpoint.config.features
+    specs = specs_from_column(test["features"], features.n_mels, features.n_frames)
+    embeddings = encode_all(checkpoint.model, specs, checkpoint.normalizer).embeddings
     points = TSNE(n_components=2, perplexity=min(30, len(embeddings) - 1), init="pca",
                   random_state=seed).fit_transform(embeddings)
-    keys = test.keys()
+    keys, labels = np.array(machine_keys(test)), np.array(test["label"].to_pylist())
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     colours = plt.get_cmap("tab20")
     for k, key in enumerate(sorted(set(keys))):
         for label, marker in (("normal", "o"), ("anomaly", "x")):
-            idx = [i for i, m in enumerate(test.meta) if keys[i] == key and m["label"] == label]
+            idx = (keys == key) & (labels == label)
             ax.scatter(points[idx, 0], points[idx, 1], s=12, marker=marker, color=colours(k % 20),
                        label=key if label == "normal" else None)
     ax.set_title(f"{title} (o normal, x anomaly)")
@@ -87,13 +94,27 @@ def _metrics_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, test: FeatureSet, scores: np.ndarray, metrics: dict, baseline: dict | None,
+def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
+    """A uniform sample of up to `limit` rows from a stream of feature-table batches: each row gets a random
+    key and the `limit` smallest keys are kept (bottom-k sampling), so memory holds `limit` rows and a batch."""
+    rng, pool = np.random.default_rng(seed), None
+    for table in test_rows:
+        table = table.append_column("_key", pa.array(rng.random(table.num_rows)))
+        pool = table if pool is None else pa.concat_tables([pool, table])
+        if pool.num_rows > limit:
+            pool = pool.take(pa.array(np.argsort(pool["_key"].to_numpy())[:limit]))
+    if pool is None:
+        raise ValueError("no test clips to plot")
+    return pool.drop_columns(["_key"])
+
+
+def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict, baseline: dict | None,
                  pretrain_dir: Path, finetune_dir: Path, summary: dict, timings: dict) -> Path:
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    plot_roc(test, scores, plots / "roc.png")
-    plot_tsne(pretrain_dir, test, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
-    plot_tsne(finetune_dir, test, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
+    plot_roc(scored, metrics["method"], plots / "roc.png")
+    plot_tsne(pretrain_dir, tsne_rows, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
+    plot_tsne(finetune_dir, tsne_rows, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
     histories = {stage: load_checkpoint(folder).meta.get("history", [])
                  for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
     plot_losses(histories, plots / "losses.png")

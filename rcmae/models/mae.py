@@ -142,6 +142,7 @@ class RCMAE(nn.Module):
         latent_b, _, restore_b = self.forward_encoder(augmented, ratio)
         z_a, z_b = self.projection(self.pool(latent_a, restore_a)), self.projection(self.pool(latent_b, restore_b))
         pred = self.forward_decoder(latent_a, restore_a)
+        z_a, z_b = losses.gather_batch(z_a), losses.gather_batch(z_b)  # the global batch under DDP
         terms = dict(
             contrastive=losses.info_nce(z_a, z_b, cfg.tau),
             vcr=0.5 * (losses.vcr_loss(z_a) + losses.vcr_loss(z_b)),
@@ -175,7 +176,8 @@ class RCMAE(nn.Module):
     def finetune_loss(self, specs: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
         pooled, z = self.encode(specs)
         logits = self.logits(pooled)
-        terms = dict(supcon=losses.supcon_loss(z, labels, cfg.tau), ce=F.cross_entropy(logits, labels))
+        supcon = losses.supcon_loss(losses.gather_batch(z), losses.gather_batch(labels), cfg.tau)
+        terms = dict(supcon=supcon, ce=F.cross_entropy(logits, labels))
         terms["loss"] = losses.stage2_loss(terms["supcon"], terms["ce"], cfg.lambda_scl, cfg.lambda_ce)
         terms["accuracy"] = (logits.argmax(dim=1) == labels).float().mean().detach()
         terms["z_std"] = F.normalize(z, dim=1).std(dim=0).mean().detach()

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from rcmae.config import Config
+from rcmae.data.feature_table import (META_COLUMNS, feature_shape, read_feature_table, specs_from_column,
+                                      stream_rows, stream_specs)
+from rcmae.detect.detector import gamma_threshold
 from rcmae.evaluate.report_files import write_evaluation
-from rcmae.evaluate.scoring import gamma_threshold
 from rcmae.features import Normalizer
 from rcmae.models.dcase_ae import DenseAE
-from rcmae.train.data import FeatureSet
 
 
 def train_type_model(specs: np.ndarray, config: Config, seed: int) -> DenseAE:
@@ -35,23 +39,31 @@ def train_type_model(specs: np.ndarray, config: Config, seed: int) -> DenseAE:
     return model
 
 
-def run_baseline(config: Config, features_dir: str | Path, test: FeatureSet, out_dir: str | Path) -> dict:
-    """Trains on the train split of `features_dir`, scores `test`, writes CSVs and metrics.json."""
+def run_baseline(config: Config, features_dir: str | Path, test_rows: Callable[[str], Iterable[pa.Table]],
+                 out_dir: str | Path) -> dict:
+    """Trains one AE per machine type on the train split of `features_dir` (one type's log-mels in memory at
+    a time, no augmented variants), scores `test_rows(machine_type)` (feature-table batches of that type's
+    test clips), writes CSVs and metrics.json."""
     started = time.time()
-    train = FeatureSet.load(features_dir, splits=("train",))
-    normalizer = Normalizer.fit(train.specs)
-    train_types = np.array([m["machine_type"] for m in train.meta])
-    test_types = np.array([m["machine_type"] for m in test.meta])
-    scores = np.zeros(len(test.meta))
-    decisions = np.zeros(len(test.meta), dtype=int)
-    for i, machine_type in enumerate(sorted(set(test_types))):
-        if machine_type not in train_types:
-            raise ValueError(f"baseline: no train clips for machine type {machine_type!r}")
-        model = train_type_model(normalizer(train.specs[train_types == machine_type]), config, config.baseline.seed + i)
-        train_scores = model.clip_scores(torch.from_numpy(normalizer(train.specs[train_types == machine_type])))
-        threshold = gamma_threshold(train_scores.numpy(), config.score.decision_percentile)
-        mask = test_types == machine_type
-        scores[mask] = model.clip_scores(torch.from_numpy(normalizer(test.specs[mask]))).numpy()
-        decisions[mask] = (scores[mask] > threshold).astype(int)
-    return write_evaluation(out_dir, test.meta, scores, decisions, config.score.max_fpr,
+    normalizer = Normalizer.fit_stream(stream_specs(features_dir))
+    shape = feature_shape(features_dir)
+    train_types = sorted(set(read_feature_table(features_dir, ("train",), ["machine_type"])["machine_type"].to_pylist()))
+    rows, scores, decisions = [], [], []
+    for i, machine_type in enumerate(train_types):
+        only_type = pc.field("machine_type") == machine_type
+        train = normalizer(np.concatenate([
+            specs_from_column(t["features"], *shape)
+            for t in stream_rows(features_dir, ["features"], ("train",), extra_filter=only_type)]))
+        model = train_type_model(train, config, config.baseline.seed + i)
+        threshold = gamma_threshold(model.clip_scores(torch.from_numpy(train)).numpy(),
+                                    config.score.decision_percentile)
+        del train
+        for table in test_rows(machine_type):
+            type_scores = model.clip_scores(torch.from_numpy(normalizer(specs_from_column(table["features"], *shape))))
+            rows += table.select(META_COLUMNS).to_pylist()
+            scores += type_scores.tolist()
+            decisions += (type_scores.numpy() > threshold).astype(int).tolist()
+    if not rows:
+        raise ValueError(f"baseline: no test clips of the trained machine types {train_types}")
+    return write_evaluation(out_dir, rows, np.array(scores), np.array(decisions), config.score.max_fpr,
                             extra={"method": "dcase2020_ae", "train_seconds": time.time() - started})

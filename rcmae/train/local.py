@@ -9,13 +9,15 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rcmae.config import Config
+from rcmae.data.feature_table import META_COLUMNS, stream_rows
+from rcmae.detect.apply import fit_from_rows
+from rcmae.detect.detector import save_detector
 from rcmae.features import Normalizer
-from rcmae.train import stages
-from rcmae.train.data import FeatureSet, labelled_batches, pair_batches, stage2_arrays
+from rcmae.train import setup
+from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
 from rcmae.train.loops import finetune_loop, pretrain_loop
 
 
@@ -52,31 +54,34 @@ class LocalSession:
         return found[-1] if found else None
 
 
-def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path, verbose: bool = True) -> Path:
-    train = FeatureSet.load(features_dir, splits=("train",))
-    model, meta = stages.pretrain_start(config, features_dir)
-    normalizer = Normalizer.from_dict(meta["normalizer"])
+def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str | Path, normalizer: Normalizer,
+             classes: list[str], verbose: bool) -> LocalSession:
+    cfg = getattr(config, stage)
+    maker = BatchMaker(stage, config, normalizer, classes, cfg.batch_size)
+    columns = stage_columns(config, stage)
 
     def batches(epoch: int):
-        rng = np.random.default_rng([config.pretrain.seed, epoch])
-        return pair_batches(train.specs, train.augmented, normalizer, config.pretrain.batch_size, rng)
+        rng = epoch_rng(cfg.seed, epoch, 0)
+        return maker(stream_rows(features_dir, columns, ("train",), rng=rng), rng)
 
-    session = LocalSession(run_dir, batches, config.scale.keep_checkpoints, verbose=verbose)
+    return LocalSession(run_dir, batches, config.scale.keep_checkpoints, verbose=verbose)
+
+
+def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path, verbose: bool = True) -> Path:
+    model, meta = setup.pretrain_start(config, features_dir)
+    session = _session(config, "pretrain", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [],
+                       verbose)
     pretrain_loop(session, model, config, meta)
-    return stages.publish(session.restore(), run_dir)
+    return setup.publish(session.restore(), run_dir)
 
 
 def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path,
                    verbose: bool = True) -> Path:
-    train = FeatureSet.load(features_dir, splits=("train",))
-    model, meta, classes = stages.finetune_start(config, features_dir, pretrained_dir)
-    specs, labels = stage2_arrays(train, classes, config.finetune.use_augmented)
-    normalizer = Normalizer.from_dict(meta["normalizer"])
-
-    def batches(epoch: int):
-        rng = np.random.default_rng([config.finetune.seed, epoch])
-        return labelled_batches(specs, labels, normalizer, config.finetune.batch_size, rng)
-
-    session = LocalSession(run_dir, batches, config.scale.keep_checkpoints, verbose=verbose)
+    model, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
+    session = _session(config, "finetune", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
+                       classes, verbose)
     finetune_loop(session, model, config, meta)
-    return stages.attach_detector(stages.publish(session.restore(), run_dir), features_dir)
+    model_dir = setup.publish(session.restore(), run_dir)
+    train_rows = stream_rows(features_dir, META_COLUMNS + ["features"], ("train",))
+    save_detector(model_dir, fit_from_rows(model_dir, train_rows, classes, config.score))
+    return model_dir

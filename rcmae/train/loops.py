@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from rcmae.config import Config, FinetuneConfig, PretrainConfig
 from rcmae.models.mae import RCMAE
-from rcmae.train.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
+from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
 
 
 class Session(Protocol):

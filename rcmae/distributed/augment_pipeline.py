@@ -16,12 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rcmae.config import Config
 from rcmae.data.layout import ClipIndex, index_clips
+from rcmae.distributed.runtime import pool_plan, require_feasible
 
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
 
@@ -49,17 +51,19 @@ class AugmentActor:
         import os
         import socket
 
+        import ray
         import torch
 
-        from rcmae.featurize import Featurizer
+        from rcmae.augment.featurize import Featurizer
 
         self.config = Config.from_dict(config_dict)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.featurizer = Featurizer(self.config, build_augmenter(self.config, device), augment_splits, device,
-                                     tag={"worker": f"{socket.gethostname()}:{os.getpid()}"})
+                                     tag={"worker": f"{socket.gethostname()}:{os.getpid()}",
+                                          "node": ray.get_runtime_context().get_node_id()})
 
     def __call__(self, batch):
-        from rcmae.featurize import read_batch
+        from rcmae.augment.featurize import read_batch
 
         return self.featurizer(read_batch(batch, self.config.audio))
 
@@ -76,19 +80,6 @@ def finished_paths(features_dir: Path) -> set[str]:
     return done
 
 
-def pool_plan(config: Config, resources: dict) -> dict:
-    """Actor pool size and per-actor resources from the cluster: GPUs when there are any (AudioLDM),
-    else one CPU actor per core, each reserving half a core so that Ray Data's Parquet writers (and a
-    previous pool still shutting down) always find room; the reservation is a scheduling hint, not a cap."""
-    gpus = int(resources.get("GPU", 0))
-    cpus = float(resources.get("CPU", 1))
-    if gpus and config.augment.augmenter == "audioldm":
-        size = config.augment.num_actors or gpus
-        return dict(size=size, num_gpus=1, num_cpus=1)
-    size = config.augment.num_actors or max(1, min(8, int(cpus)))
-    return dict(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
-
-
 def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
                 augment_splits: tuple[str, ...] = ("train",)) -> dict:
     import ray
@@ -100,7 +91,10 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
     clips = index.table if limit is None else index.table.slice(0, limit)
     done = finished_paths(features_dir)
     todo = clips.filter(pc.invert(pc.is_in(clips["path"], pa.array(sorted(done), pa.string()))))
-    plan = pool_plan(config, ray.cluster_resources())
+    # a seeded random order: every block, and so every shard and training batch, mixes machine IDs
+    todo = todo.take(pa.array(np.random.default_rng(config.augment.seed).permutation(todo.num_rows)))
+    plan = pool_plan(config.augment, ray.cluster_resources())
+    require_feasible("augmentation actor", {"CPU": plan["num_cpus"], "GPU": plan["num_gpus"]})
     if config.augment.augmenter == "factory-mix":
         print("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
               "--augmenter audioldm --model HUB_ID_OR_DIR for diffusion augmentation)", flush=True)

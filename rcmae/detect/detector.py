@@ -8,22 +8,23 @@ Three scores, all from one pass of the encoder:
 - `embedding`: cosine distance between the clip's embedding and its ID's train centroid.
 - `id_logprob`: the paper's -log p(true machine ID | clip) from the ID head.
 The detector, fitted on train-normal clips only, also holds per method and ID a decision threshold: the
-`decision_percentile` point of a gamma fitted to the ID's train scores.
+`decision_percentile` point of a gamma fitted to the ID's train scores. Each ID is fitted on its own clips
+only (`fit_detector` on one ID's rows), so fitting runs per ID in parallel and `Detector.merge` joins them.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import safetensors.numpy
 import scipy.stats
-import torch
-import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from rcmae.config import SCORE_METHODS, ScoreConfig
-from rcmae.features import Normalizer
-from rcmae.models.mae import RCMAE
+from rcmae.models.checkpoint import META, CheckpointError, load_detector_arrays, read_meta, save_detector_arrays
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
 
@@ -33,23 +34,6 @@ class Encoded:
     pooled: np.ndarray      # (N, pooled_dim) encoder features
     embeddings: np.ndarray  # (N, proj_dim) unit-length projections
     log_probs: np.ndarray   # (N, classes) ID-head log-probabilities, (N, 0) without a head
-
-
-@torch.no_grad()
-def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_size: int = 64,
-               device: str | torch.device = "cpu") -> Encoded:
-    """Pooled features, embeddings and ID log-probabilities of raw log-mels (N, F, T)."""
-    model.eval().to(device)
-    pooled_parts, embeddings, log_probs = [], [], []
-    for start in range(0, len(specs), batch_size):
-        batch = torch.as_tensor(normalizer(specs[start:start + batch_size]), dtype=torch.float32, device=device)
-        pooled, z = model.encode(batch)
-        pooled_parts.append(pooled.cpu().numpy())
-        embeddings.append(F.normalize(z, dim=1).cpu().numpy())
-        if model.classifier is not None:
-            log_probs.append(F.log_softmax(model.logits(pooled), dim=1).cpu().numpy())
-    return Encoded(np.concatenate(pooled_parts), np.concatenate(embeddings),
-                   np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)))
 
 
 @dataclass
@@ -64,6 +48,27 @@ class Detector:
         for key, gaussian in self.gaussians.items():
             arrays.update({f"{part}/{key}": np.asarray(gaussian[part], dtype=np.float32) for part in GAUSSIAN_PARTS})
         return arrays
+
+    def to_bytes(self) -> bytes:
+        return safetensors.numpy.save(self.arrays(), metadata={"thresholds": json.dumps(self.thresholds)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Detector":
+        arrays = safetensors.numpy.load(data)
+        header_size = int.from_bytes(data[:8], "little")
+        thresholds = json.loads(json.loads(data[8:8 + header_size])["__metadata__"]["thresholds"])
+        return cls.from_arrays(arrays, thresholds)
+
+    @classmethod
+    def merge(cls, parts: list["Detector"]) -> "Detector":
+        """One detector from detectors of disjoint machine IDs."""
+        merged = cls({}, {}, {method: {} for method in SCORE_METHODS})
+        for part in parts:
+            merged.centroids.update(part.centroids)
+            merged.gaussians.update(part.gaussians)
+            for method, per_key in part.thresholds.items():
+                merged.thresholds.setdefault(method, {}).update(per_key)
+        return merged
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]]) -> "Detector":
@@ -132,13 +137,29 @@ def gamma_threshold(scores: np.ndarray, percentile: float) -> float:
     return float(scipy.stats.gamma.ppf(percentile, shape, loc=loc, scale=scale) + shift)
 
 
-def fit_detector(model: RCMAE, specs: np.ndarray, keys: list[str], classes: list[str], normalizer: Normalizer,
-                 config: ScoreConfig, device: str | torch.device = "cpu") -> Detector:
+def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: ScoreConfig) -> Detector:
     """Per-ID centroids and Gaussians, and per-ID, per-method thresholds, from train-normal clips."""
-    encoded = encode_all(model, specs, normalizer, device=device)
     detector = fit_scorer(encoded, keys, config)
+    keys_array = np.array(keys)
     for method in SCORE_METHODS:
         scores = anomaly_scores(method, encoded, keys, classes, detector)
-        detector.thresholds[method] = {key: gamma_threshold(scores[np.array(keys) == key], config.decision_percentile)
+        detector.thresholds[method] = {key: gamma_threshold(scores[keys_array == key], config.decision_percentile)
                                        for key in sorted(set(keys))}
     return detector
+
+
+def load_detector(model_dir: str | Path) -> Detector:
+    """The detector stored with a fine-tuned model (arrays in detector.safetensors, thresholds in meta.json)."""
+    meta = read_meta(model_dir)
+    if "detector" not in meta:
+        raise CheckpointError(f"{model_dir}: the model has no fitted detector: pass the model folder written by "
+                              f"`rcmae finetune`")
+    return Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"]["thresholds"])
+
+
+def save_detector(model_dir: str | Path, detector: Detector) -> None:
+    save_detector_arrays(model_dir, detector.arrays())
+    meta_path = Path(model_dir) / META
+    meta = json.loads(meta_path.read_text())
+    meta["detector"] = {"thresholds": detector.thresholds}
+    meta_path.write_text(json.dumps(meta, indent=1))

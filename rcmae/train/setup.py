@@ -1,5 +1,6 @@
 """What each stage needs before and after its loop, shared by the in-process and the Ray Train drivers:
-the statistics (train normaliser, classes), the model to start from, and the final model folder."""
+the statistics (train normaliser, classes), the model to start from, and the final model folder. All of
+it streams the feature Parquet: memory does not grow with the number of clips."""
 
 from __future__ import annotations
 
@@ -9,22 +10,20 @@ from pathlib import Path
 import torch
 
 from rcmae.config import Config
-from rcmae.evaluate.scoring import fit_detector
+from rcmae.data.feature_table import fewest_variants, stream_specs, train_classes
 from rcmae.features import Normalizer
+from rcmae.models.checkpoint import META, WEIGHTS, load_checkpoint
 from rcmae.models.mae import RCMAE
-from rcmae.train.checkpoint import META, WEIGHTS, load_checkpoint, save_checkpoint, save_detector_arrays
-from rcmae.train.data import FeatureSet, read_feature_table, stream_train_specs, train_classes
 
 FINAL = "model"
 
 
 def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dict]:
     """A fresh model and the metadata every stage-1 checkpoint carries (the train normaliser)."""
-    variants = read_feature_table(features_dir, ("train",), columns=["augmented"])["augmented"]
-    if variants.null_count or min((len(v) for v in variants.to_pylist()), default=0) == 0:
+    if fewest_variants(features_dir) == 0:
         raise ValueError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
-    normalizer = Normalizer.fit_stream(stream_train_specs(features_dir))
+    normalizer = Normalizer.fit_stream(stream_specs(features_dir))
     torch.manual_seed(config.pretrain.seed)
     return RCMAE(model=config.model, features=config.features), {"normalizer": normalizer.to_dict()}
 
@@ -53,15 +52,3 @@ def publish(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
     for name in (WEIGHTS, META):
         shutil.copy2(Path(checkpoint_dir) / name, final / name)
     return final
-
-
-def attach_detector(model_dir: str | Path, features_dir: str | Path) -> Path:
-    """Fit the detector (per-ID Gaussians, thresholds) on the train clips and store it with the model."""
-    checkpoint = load_checkpoint(model_dir)
-    train = FeatureSet.load(features_dir, splits=("train",), augmented=False)
-    detector = fit_detector(checkpoint.model, train.specs, train.keys(), checkpoint.classes,
-                            checkpoint.normalizer, checkpoint.config.score)
-    save_detector_arrays(model_dir, detector.arrays())
-    save_checkpoint(model_dir, checkpoint.model, checkpoint.config,
-                    dict(checkpoint.meta, detector={"thresholds": detector.thresholds}))
-    return Path(model_dir)

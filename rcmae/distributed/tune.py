@@ -80,7 +80,7 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from rcmae.evaluate.evaluate import evaluate_checkpoint
-    from rcmae.train.distributed import finetune_ray, pretrain_ray
+    from rcmae.distributed.train import finetune_ray, pretrain_ray
 
     config = trial_config(Config.from_dict(base), params, normalize_weights)
     out = Path(ray.tune.get_context().get_trial_dir())
@@ -93,7 +93,7 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
 
 def concurrent_trials(config: Config, resources: dict) -> int:
     """As many trials as the cluster fits at once: GPUs per trial, or their train workers' CPUs."""
-    from rcmae.train.distributed import scaling_plan
+    from rcmae.distributed.runtime import scaling_plan
 
     plan = scaling_plan(config.scale, resources)
     if plan["use_gpu"]:

@@ -10,31 +10,19 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from rcmae.config import Config, ScaleConfig
+from rcmae.config import Config
+from rcmae.detect.detector import save_detector
+from rcmae.distributed.inference import fit_detector_ray, usable_rows
+from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
-from rcmae.train import stages
-from rcmae.train.checkpoint import WEIGHTS
-from rcmae.train.data import machine_key
+from rcmae.models.checkpoint import WEIGHTS
+from rcmae.train import setup
+from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
 from rcmae.train.loops import finetune_loop, pretrain_loop
 
 FAULT_ENV = "RCMAE_INJECT_FAULT"  # "MARKER_FILE:EPOCH": one worker raises once after EPOCH (chaos drills, tests)
-
-
-def scaling_plan(scale: ScaleConfig, resources: dict) -> dict:
-    """Workers and their resources from the cluster: one GPU each when there are GPUs, else fractional
-    CPUs so Ray Data's readers still find a core on small machines."""
-    gpus = int(resources.get("GPU", 0))
-    use_gpu = bool(gpus) if scale.use_gpu is None else scale.use_gpu
-    if use_gpu and not gpus:
-        raise ValueError("scale.use_gpu is true but the Ray cluster has no GPU")
-    cpus = float(resources.get("CPU", 1))
-    workers = scale.num_workers if scale.num_workers is not None else (gpus if use_gpu else max(1, min(2, int(cpus))))
-    per_worker = {"CPU": scale.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
-    return dict(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker,
-                backend="nccl" if use_gpu else "gloo")
 
 
 class RaySession:
@@ -58,29 +46,11 @@ class RaySession:
         import ray.train
 
         cfg = getattr(self.config, self.stage)
-        per_worker = max(2, cfg.batch_size // self.world_size)
-        rng = np.random.default_rng([cfg.seed, epoch, self.rank])
-        shard = ray.train.get_dataset_shard("train")
-        shape = (self.config.features.n_mels, self.config.features.n_frames)
-        for batch in shard.iter_batches(batch_size=per_worker, batch_format="numpy",
-                                        local_shuffle_buffer_size=4 * per_worker, local_shuffle_seed=int(rng.integers(2**31))):
-            if len(batch["features"]) < 2:
-                continue
-            yield self._collate(batch, shape, rng)
-
-    def _collate(self, batch: dict, shape: tuple[int, int], rng: np.random.Generator) -> dict:
-        specs = np.stack(batch["features"]).reshape(-1, *shape)
-        variants = [np.stack(v) for v in batch["augmented"]]
-        if self.stage == "pretrain":
-            picked = np.stack([v[rng.integers(len(v))] for v in variants]).reshape(-1, *shape)
-            return {"original": self.normalizer(specs).astype(np.float32),
-                    "augmented": self.normalizer(picked).astype(np.float32)}
-        labels = np.array([self.classes.index(machine_key(t, i))
-                           for t, i in zip(batch["machine_type"], batch["machine_id"])])
-        if self.config.finetune.use_augmented:  # each clip plus one of its variants, same label
-            picked = np.stack([v[rng.integers(len(v))] for v in variants]).reshape(-1, *shape)
-            specs, labels = np.concatenate([specs, picked]), np.concatenate([labels, labels])
-        return {"specs": self.normalizer(specs).astype(np.float32), "labels": labels.astype(np.int64)}
+        maker = BatchMaker(self.stage, self.config, self.normalizer, self.classes,
+                           max(2, cfg.batch_size // self.world_size))
+        # whole blocks, in the new random order the dataset draws every epoch, into the shared batch maker
+        blocks = ray.train.get_dataset_shard("train").iter_batches(batch_size=None, batch_format="pyarrow")
+        return maker(blocks, epoch_rng(cfg.seed, epoch, self.rank))
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
@@ -134,19 +104,16 @@ def _worker(loop_config: dict) -> None:
 def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
          callbacks: list | None = None):
     import ray
-    import ray.data
-    from ray.data.expressions import col
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
-    columns = ["features", "augmented", "machine_type", "machine_id"]
-    # small read tasks: on a 2-core node the train workers already hold most of the CPUs
-    dataset = ray.data.read_parquet(str(features_dir), columns=columns + ["error", "split"],
-                                    ray_remote_args={"num_cpus": 0.25})
-    dataset = dataset.filter(expr=col("error").is_null() & (col("split") == "train")).select_columns(columns)
+    require_feasible(f"{stage} (Ray Train)", plan["resources_per_worker"])
+    dataset = usable_rows(features_dir, stage_columns(config, stage), "train")
     if config.scale.cache_dataset:
         dataset = dataset.materialize()
+    # a new block order every epoch (the pipeline wrote clips in random order, so every block mixes IDs)
+    dataset = dataset.randomize_block_order()
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,
@@ -167,20 +134,21 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
     if result.checkpoint is None:
         raise RuntimeError(f"{stage}: Ray Train finished without a checkpoint ({result.error})")
     with result.checkpoint.as_directory() as folder:
-        return stages.publish(folder, out_dir)
+        return setup.publish(folder, out_dir)
 
 
 def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain",
                  callbacks: list | None = None) -> Path:
-    _, meta = stages.pretrain_start(config, features_dir)
+    _, meta = setup.pretrain_start(config, features_dir)
     return _fit(config, "pretrain", Path(features_dir), Path(out_dir),
                 dict(meta=meta, normalizer=meta["normalizer"]), run_name, callbacks)
 
 
 def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
                  run_name: str = "finetune", callbacks: list | None = None) -> Path:
-    _, meta, classes = stages.finetune_start(config, features_dir, pretrained_dir)
+    _, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
     model_dir = _fit(config, "finetune", Path(features_dir), Path(out_dir),
                      dict(meta=meta, normalizer=meta["normalizer"], classes=classes,
                           pretrained=str(Path(pretrained_dir).resolve())), run_name, callbacks)
-    return stages.attach_detector(model_dir, features_dir)
+    save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config))
+    return model_dir

@@ -16,18 +16,9 @@ import pyarrow as pa
 from rcmae.augment.base import Augmenter, clip_seed
 from rcmae.config import AudioConfig, Config
 from rcmae.data.audio import AudioError, load_clip
+from rcmae.data.feature_table import FEATURE_SCHEMA
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.features import LogMel, compute_logmel
-
-FEATURE_SCHEMA = pa.schema(list(CLIP_SCHEMA) + [
-    pa.field("error", pa.string()),
-    pa.field("n_mels", pa.int32()),
-    pa.field("n_frames", pa.int32()),
-    pa.field("features", pa.list_(pa.float32())),
-    pa.field("augmented", pa.list_(pa.list_(pa.float32()))),
-    pa.field("provenance", pa.string()),
-])
-
 
 def read_batch(batch: pd.DataFrame, audio: AudioConfig) -> pd.DataFrame:
     """Adds `wave` (float32 array or None) and `error` (reason or None) to each clip row."""

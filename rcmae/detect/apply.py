@@ -1,0 +1,52 @@
+"""Fitting the detector and scoring clips from streams of feature-table rows, in-process. The per-batch and
+per-ID steps (`TableEncoder`, `fit_machine`) are the ones `rcmae.distributed.inference` maps
+over a cluster with Ray Data; here they run one batch at a time, so memory holds a batch and one machine ID."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rcmae.config import ScoreConfig
+from rcmae.data.feature_table import machine_keys
+from rcmae.detect.detector import Detector, fit_detector
+from rcmae.detect.encode import TableEncoder, encoded_of
+
+
+def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig) -> Detector:
+    """The detector part of the machine IDs in `encoded` (rows of one ID, or several: each is fitted alone)."""
+    return fit_detector(encoded_of(encoded), machine_keys(encoded), classes, config)
+
+
+def fit_from_rows(model_dir: str | Path, train_rows: Iterable[pa.Table], classes: list[str],
+                  config: ScoreConfig) -> Detector:
+    """Encode train rows batch by batch into one Parquet file per machine ID, then fit each ID from its file."""
+    encoder = TableEncoder(model_dir)
+    writers: dict[str, pq.ParquetWriter] = {}
+    with tempfile.TemporaryDirectory(prefix="rcmae_detector_") as folder:
+        for table in train_rows:
+            encoded = encoder(table)
+            keys = pa.array(machine_keys(encoded))
+            for key in keys.unique().to_pylist():
+                part = encoded.filter(pc.equal(keys, key))
+                if key not in writers:
+                    writers[key] = pq.ParquetWriter(Path(folder) / f"{len(writers):05d}.parquet", part.schema)
+                writers[key].write_table(part)
+        for writer in writers.values():
+            writer.close()
+        return Detector.merge([fit_machine(pq.read_table(Path(folder) / f"{i:05d}.parquet"), classes, config)
+                               for i in range(len(writers))])
+
+
+def score_rows(model_dir: str | Path, rows: Iterable[pa.Table]) -> pa.Table:
+    """Metadata and `score_<method>` of every row (null for machines the model does not know)."""
+    scorer = TableEncoder(model_dir, with_scores=True, keep_encoded=False)
+    parts = [scorer(table) for table in rows]
+    if not parts:
+        raise ValueError("no clips to score")
+    return pa.concat_tables(parts)

@@ -1,0 +1,97 @@
+"""From log-mels to what the detector reads: pooled encoder features, embeddings and ID log-probabilities,
+for arrays (`encode_all`) and for feature-table batches (`TableEncoder`, the step that batch inference maps
+over the feature Parquet, in-process or in Ray Data actors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from rcmae.config import SCORE_METHODS
+from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores, load_detector
+from rcmae.features import Normalizer
+from rcmae.models.checkpoint import load_checkpoint
+from rcmae.models.mae import RCMAE
+
+ENCODED_COLUMNS = ("pooled", "embedding", "log_probs")
+
+
+@torch.no_grad()
+def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_size: int = 64,
+               device: str | torch.device = "cpu") -> Encoded:
+    """Pooled features, embeddings and ID log-probabilities of raw log-mels (N, F, T)."""
+    model.eval().to(device)
+    pooled_parts, embeddings, log_probs = [], [], []
+    for start in range(0, len(specs), batch_size):
+        batch = torch.as_tensor(normalizer(specs[start:start + batch_size]), dtype=torch.float32, device=device)
+        pooled, z = model.encode(batch)
+        pooled_parts.append(pooled.float().cpu().numpy())
+        embeddings.append(F.normalize(z.float(), dim=1).cpu().numpy())
+        if model.classifier is not None:
+            log_probs.append(F.log_softmax(model.logits(pooled).float(), dim=1).cpu().numpy())
+    return Encoded(np.concatenate(pooled_parts), np.concatenate(embeddings),
+                   np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)))
+
+
+def _list_column(values: np.ndarray) -> pa.Array:
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    offsets = np.arange(len(values) + 1, dtype=np.int32) * values.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.reshape(-1)))
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, width: int | None = None) -> np.ndarray:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(len(column), -1 if width is None else width)
+
+
+def encoded_of(table: pa.Table) -> Encoded:
+    """The `Encoded` arrays of a table that `TableEncoder` wrote."""
+    return Encoded(_matrix(table["pooled"]).astype(np.float64), _matrix(table["embedding"]),
+                   _matrix(table["log_probs"], len(table["log_probs"][0]) if table.num_rows else 0))
+
+
+class TableEncoder:
+    """Feature-table rows -> their metadata plus `pooled`, `embedding` and `log_probs`; with a detector in the
+    model folder, also `score_<method>` for every score method (None when the row's machine is unknown)."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None, with_scores: bool = False,
+                 keep_encoded: bool = True):
+        self.keep_encoded = keep_encoded  # False: metadata and scores only (what evaluation keeps of a clip)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.checkpoint = load_checkpoint(model_dir, device=self.device)
+        self.detector: Detector | None = load_detector(model_dir) if with_scores else None
+        features = self.checkpoint.config.features
+        self.shape = (features.n_mels, features.n_frames)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if not isinstance(table, pa.Table):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        specs = specs_from_column(table["features"], *self.shape)
+        encoded = encode_all(self.checkpoint.model, specs, self.checkpoint.normalizer, device=self.device)
+        meta = table.select([c for c in META_COLUMNS if c in table.column_names])
+        out = meta.append_column("pooled", _list_column(encoded.pooled))
+        out = out.append_column("embedding", _list_column(encoded.embeddings))
+        out = out.append_column("log_probs", _list_column(encoded.log_probs))
+        if self.detector is not None:
+            out = add_scores(out, encoded, self.detector, self.checkpoint.classes)
+        return out if self.keep_encoded else out.drop_columns(list(ENCODED_COLUMNS))
+
+
+def add_scores(table: pa.Table, encoded: Encoded, detector: Detector, classes: list[str]) -> pa.Table:
+    """`score_<method>` columns; rows of machines the detector does not know get nulls (reported by callers)."""
+    keys = machine_keys(table)
+    known = np.array([key in detector.centroids and key in classes for key in keys])
+    rows = np.flatnonzero(known)
+    for method in SCORE_METHODS:
+        values = np.full(len(keys), np.nan)
+        if rows.size:
+            part = Encoded(encoded.pooled[rows], encoded.embeddings[rows], encoded.log_probs[rows])
+            values[rows] = anomaly_scores(method, part, [keys[i] for i in rows], classes, detector)
+        table = table.append_column(f"score_{method}", pa.array(values, mask=~known))
+    return table

@@ -1,0 +1,95 @@
+"""Joining Ray and planning what to ask it for.
+
+`ensure_ray` joins the cluster named by RAY_ADDRESS (as `ray job submit` sets it), else starts a local
+instance. The plans turn config into Ray resource requests: `auto` settings (None) size from the cluster as
+it is now, which is right on one node; explicit settings (and the `paper` preset's GPUs) are requested as
+given, so an autoscaling cluster adds the nodes that serve them. `require_feasible` stops a request that no
+node, present or startable, could ever hold, instead of letting it wait forever.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rcmae.config import AugmentConfig, ScaleConfig
+
+GPU_AUGMENTERS = ("audioldm",)  # augmenters worth a GPU when the cluster has one and the config says auto
+
+
+class ResourceError(RuntimeError):
+    """A resource request that no node of the cluster, or of its autoscaler's node types, can hold."""
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=True, logging_level="warning")
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = os.environ.get("RCMAE_PROGRESS", "1") == "1"
+
+
+def scaling_plan(scale: ScaleConfig, resources: dict) -> dict:
+    """Ray Train workers and what each reserves. `resources` (the cluster now) only fills in `auto` fields:
+    one GPU worker per GPU present, else up to 2 CPU workers holding a fractional CPU each so Ray Data's
+    readers still find a core on small machines."""
+    gpus_now = int(resources.get("GPU", 0))
+    use_gpu = bool(gpus_now) if scale.use_gpu is None else scale.use_gpu
+    if scale.num_workers is not None:
+        workers = scale.num_workers
+    elif use_gpu:
+        workers = max(1, gpus_now)
+    else:
+        workers = max(1, min(2, int(float(resources.get("CPU", 1)))))
+    per_worker = {"CPU": scale.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
+    return dict(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker,
+                backend="nccl" if use_gpu else "gloo")
+
+
+def pool_plan(augment: AugmentConfig, resources: dict) -> dict:
+    """Augmentation actor pool: size and per-actor resources. GPU actors when `augment.use_gpu` says so, or
+    (auto) when the cluster has GPUs now and the augmenter is a diffusion model; otherwise one CPU actor per
+    core, each reserving half a core so Ray Data's Parquet writers (and a previous pool still shutting down)
+    always find room; the reservation is a scheduling hint, not a cap."""
+    gpus_now = int(resources.get("GPU", 0))
+    cpus = float(resources.get("CPU", 1))
+    use_gpu = (bool(gpus_now) and augment.augmenter in GPU_AUGMENTERS) if augment.use_gpu is None else augment.use_gpu
+    if use_gpu:
+        size = augment.num_actors or max(1, int(gpus_now / augment.gpus_per_actor))
+        return dict(size=size, num_gpus=augment.gpus_per_actor, num_cpus=1)
+    size = augment.num_actors or max(1, min(8, int(cpus)))
+    return dict(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
+
+
+def node_capacities() -> list[dict]:
+    """Resources of every live node, and of every node type the cluster's autoscaler may start."""
+    import ray
+    import ray._private.state
+
+    capacities = [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+    config = ray._private.state.state.get_cluster_config()
+    if config is not None:
+        capacities += [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    return capacities
+
+
+def fits(bundle: dict, capacity: dict) -> bool:
+    return all(capacity.get(name, 0) >= amount for name, amount in bundle.items() if amount)
+
+
+def require_feasible(what: str, bundle: dict, capacities: list[dict] | None = None) -> None:
+    """Raise `ResourceError` unless some node or startable node type can hold `bundle`."""
+    capacities = node_capacities() if capacities is None else capacities
+    if not any(fits(bundle, capacity) for capacity in capacities):
+        offered = sorted({tuple(sorted((k, v) for k, v in c.items() if k in ("CPU", "GPU"))) for c in capacities})
+        raise ResourceError(
+            f"{what} asks for {bundle} per worker, but no node of this cluster and no node type its autoscaler can "
+            f"start offers that (nodes and node types offer {[dict(o) for o in offered]}). Add a node type that "
+            f"does to the cluster config, or ask for less (e.g. --set scale.use_gpu=false, "
+            f"--set augment.use_gpu=false, --set augment.gpus_per_actor=1).")

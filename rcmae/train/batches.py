@@ -1,0 +1,87 @@
+"""The one batch maker of both training paths: the in-process runner feeds it Parquet row groups, a Ray
+Train worker its dataset shard's blocks, and both get the same batches from the same rows.
+
+An epoch's rows arrive in pieces (files or blocks, in a new random order every epoch). A seeded shuffle
+buffer mixes them (the pipeline already writes clips in a random order, so every piece mixes machine IDs),
+only full batches are made (so every DDP worker takes the same number of steps), and `collate` turns the
+rows into the stage's tensors: stage 1 pairs each clip with one of its variants, drawn afresh each epoch;
+stage 2 labels each clip with its machine-ID class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from rcmae.config import Config
+from rcmae.data.feature_table import machine_keys, pick_variants, specs_from_column
+from rcmae.features import Normalizer
+
+
+def stage_columns(config: Config, stage: str) -> list[str]:
+    """The feature-table columns a stage's batches are made from."""
+    if stage == "pretrain":
+        return ["features", "augmented"]
+    return ["features", "machine_type", "machine_id"] + (["augmented"] if config.finetune.use_augmented else [])
+
+
+def shuffled(pieces: Iterable[pa.Table], batch_size: int, buffer_rows: int,
+             rng: np.random.Generator) -> Iterator[pa.Table]:
+    """Full batches of `batch_size` rows drawn from a buffer of at least `buffer_rows` rows (the last rows
+    of an epoch that do not fill a batch are left for another epoch's draw)."""
+    buffer: list[pa.Table] = []
+    held = 0
+
+    def drain(keep: int) -> Iterator[pa.Table]:
+        nonlocal buffer, held
+        pool = pa.concat_tables(buffer)
+        pool = pool.take(pa.array(rng.permutation(pool.num_rows)))
+        cut = ((pool.num_rows - keep) // batch_size) * batch_size
+        for start in range(0, cut, batch_size):
+            yield pool.slice(start, batch_size)
+        buffer, held = [pool.slice(cut)], pool.num_rows - cut
+
+    for piece in pieces:
+        buffer.append(piece)
+        held += piece.num_rows
+        if held >= buffer_rows + batch_size:
+            yield from drain(keep=buffer_rows // 2)
+    if held >= batch_size:
+        yield from drain(keep=0)
+
+
+@dataclass
+class BatchMaker:
+    stage: str
+    config: Config
+    normalizer: Normalizer
+    classes: list[str]
+    batch_size: int
+
+    @property
+    def buffer_rows(self) -> int:
+        return self.config.scale.shuffle_buffer_batches * self.batch_size
+
+    def __call__(self, pieces: Iterable[pa.Table], rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
+        for rows in shuffled(pieces, self.batch_size, self.buffer_rows, rng):
+            yield self.collate(rows, rng)
+
+    def collate(self, rows: pa.Table, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        shape = (self.config.features.n_mels, self.config.features.n_frames)
+        specs = specs_from_column(rows["features"], *shape)
+        if self.stage == "pretrain":
+            return {"original": self.normalizer(specs).astype(np.float32),
+                    "augmented": self.normalizer(pick_variants(rows["augmented"], rng, *shape)).astype(np.float32)}
+        index = {key: i for i, key in enumerate(self.classes)}
+        labels = np.array([index[key] for key in machine_keys(rows)], dtype=np.int64)
+        if self.config.finetune.use_augmented:  # each clip and one of its variants, same label
+            specs = np.concatenate([specs, pick_variants(rows["augmented"], rng, *shape)])
+            labels = np.concatenate([labels, labels])
+        return {"specs": self.normalizer(specs).astype(np.float32), "labels": labels}
+
+
+def epoch_rng(seed: int, epoch: int, rank: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, rank])
