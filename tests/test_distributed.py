@@ -6,23 +6,13 @@ import pandas as pd
 import pytest
 
 from rcmae.models.checkpoint import load_checkpoint
-from rcmae.distributed.train import FAULT_ENV, finetune_ray, pretrain_ray, scaling_plan
+from rcmae.distributed.train import FAULT_ENV, finetune_ray, pretrain_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def ray_config(quick_config, **extra):
     return quick_config.override({"scale.num_workers": 2, "scale.cpus_per_worker": 0.5, **extra})
-
-
-def test_scaling_plan_follows_the_cluster(quick_config):
-    scale = quick_config.scale.__class__(num_workers=None)
-    assert scaling_plan(scale, {"CPU": 2.0}) == dict(num_workers=2, use_gpu=False, backend="gloo",
-                                                     resources_per_worker={"CPU": 0.5})
-    gpu = scaling_plan(scale, {"CPU": 16.0, "GPU": 4.0})
-    assert gpu["num_workers"] == 4 and gpu["use_gpu"] and gpu["backend"] == "nccl"
-    with pytest.raises(ValueError, match="no GPU"):
-        scaling_plan(scale.__class__(use_gpu=True), {"CPU": 2.0})
 
 
 def test_two_workers_run_both_stages_and_a_rerun_resumes(ray_session, toy_features, quick_config, tmp_path):

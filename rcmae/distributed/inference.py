@@ -24,8 +24,8 @@ def usable_rows(features_dir: str | Path, columns: list[str], split: str):
     from ray.data.expressions import col
 
     # small read tasks: on a 2-core node the train workers already hold most of the CPUs
-    dataset = ray.data.read_parquet(str(features_dir), columns=list(dict.fromkeys(columns + ["error", "split"])),
-                                    ray_remote_args={"num_cpus": 0.25})
+    dataset = ray.data.read_parquet(str(features_dir), num_cpus=0.25)
+    dataset = dataset.select_columns(list(dict.fromkeys(columns + ["error", "split"])))
     return dataset.filter(expr=col("error").is_null() & (col("split") == split)).select_columns(columns)
 
 

@@ -101,6 +101,15 @@ def _worker(loop_config: dict) -> None:
         finetune_loop(session, model, config, loop_config["meta"])
 
 
+def train_dataset(config: Config, stage: str, features_dir: str | Path):
+    """The stage's train rows as a Ray dataset that draws a new block order every epoch (the pipeline wrote
+    clips in a random order, so every block mixes machine IDs); cached in the object store when configured."""
+    dataset = usable_rows(features_dir, stage_columns(config, stage), "train")
+    if config.scale.cache_dataset:
+        dataset = dataset.materialize()
+    return dataset.randomize_block_order()
+
+
 def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
          callbacks: list | None = None):
     import ray
@@ -109,11 +118,7 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
     require_feasible(f"{stage} (Ray Train)", plan["resources_per_worker"])
-    dataset = usable_rows(features_dir, stage_columns(config, stage), "train")
-    if config.scale.cache_dataset:
-        dataset = dataset.materialize()
-    # a new block order every epoch (the pipeline wrote clips in random order, so every block mixes IDs)
-    dataset = dataset.randomize_block_order()
+    dataset = train_dataset(config, stage, features_dir)
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,

@@ -1,0 +1,88 @@
+"""Training batches: both paths share one batch maker, batches mix machine IDs as a uniform permutation
+would, and differ from epoch to epoch."""
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+
+from rcmae.config import tiny
+from rcmae.data.feature_table import machine_keys, train_classes, write_synthetic_features
+from rcmae.features import Normalizer
+from rcmae.train.batches import BatchMaker, epoch_rng, shuffled
+
+IDS, PER_ID, BATCH = 20, 50, 64
+
+
+def expected_distinct_ids(ids: int, per_id: int, batch: int) -> float:
+    """Mean number of distinct IDs in `batch` rows of a uniform permutation of `ids * per_id` rows."""
+    total = ids * per_id
+    return ids * (1 - math.comb(total - per_id, batch) / math.comb(total, batch))
+
+
+def distinct_ids_per_batch(batches, classes) -> list[int]:
+    return [len(set(batch["labels"].tolist())) for batch in batches]
+
+
+def test_shuffle_buffer_makes_full_batches_from_every_row_once():
+    pieces = [pa.table({"x": np.arange(start, start + 10)}) for start in range(0, 100, 10)]
+    batches = list(shuffled(pieces, batch_size=8, buffer_rows=24, rng=np.random.default_rng(0)))
+    rows = np.concatenate([b["x"].to_numpy() for b in batches])
+    assert all(b.num_rows == 8 for b in batches) and len(batches) == 12
+    assert len(set(rows.tolist())) == 96 and set(rows.tolist()) <= set(range(100))
+    assert not np.array_equal(rows, np.sort(rows))
+
+
+def test_stage_batches_pair_each_clip_with_one_of_its_own_variants(tmp_path):
+    folder = write_synthetic_features(tmp_path / "features", 40, machine_ids=4, n_mels=16, n_frames=8, variants=3)
+    config = tiny().override({"features.n_mels": 16, "features.n_frames": 8, "features.patch_freq": 8,
+                              "features.patch_time": 8})
+    identity = Normalizer(mean=np.zeros(16), std=np.ones(16))
+    table = pa.concat_tables(pa.parquet.read_table(p) for p in sorted(folder.glob("*.parquet")))
+    batch = BatchMaker("pretrain", config, identity, [], 8).collate(table, np.random.default_rng(0))
+    for row in range(table.num_rows):
+        variants = np.array(table["augmented"][row].as_py()).reshape(3, 16, 8)
+        assert any(np.array_equal(batch["augmented"][row], v) for v in variants)
+        np.testing.assert_array_equal(batch["original"][row].reshape(-1), table["features"][row].as_py())
+    labelled = BatchMaker("finetune", config, identity, train_classes(folder), 8).collate(table, np.random.default_rng(0))
+    assert [train_classes(folder)[i] for i in labelled["labels"]] == machine_keys(table)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_train_batches_mix_machine_ids_like_a_permutation(ray_session, tmp_path):
+    """1,000 clips of 20 IDs, indexed in path order (one ID after another) and written by the pipeline."""
+    from rcmae.distributed.augment_pipeline import run_augment
+    from rcmae.distributed.train import train_dataset
+
+    folder = tmp_path / "data" / "dev_data" / "fan" / "train"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for machine in range(IDS):
+        for clip in range(PER_ID):
+            sf.write(folder / f"normal_id_{machine:02d}_{clip:08d}.wav",
+                     0.1 * rng.standard_normal(4800).astype(np.float32), 16000)
+    config = tiny().override({"augment.augmenter": "specaugment", "augment.variants": 1,
+                              "audio.clip_seconds": 0.5, "features.n_frames": 16,
+                              "scale.shuffle_buffer_batches": 1})  # at ~1,000 clips per ID no buffer mixes
+    run_augment(tmp_path / "data", tmp_path / "augment", config)
+    features = tmp_path / "augment" / "features"
+    classes = train_classes(features)
+    maker = BatchMaker("finetune", config, Normalizer(mean=np.zeros(128), std=np.ones(128)), classes, BATCH)
+    # blocks of ~30 rows: at paper size a 128 MiB block holds ~250 clips of an ID's ~1,000, the same share
+    context = ray_session.data.DataContext.get_current()
+    saved, context.target_max_block_size = context.target_max_block_size, 30 * 128 * 16 * 4 * 2
+    try:
+        shard = train_dataset(config, "finetune", features).streaming_split(1, equal=True)[0]
+    finally:
+        context.target_max_block_size = saved
+    expected = expected_distinct_ids(IDS, PER_ID, BATCH)
+    epochs = []
+    for epoch in range(3):
+        batches = list(maker(shard.iter_batches(batch_size=None, batch_format="pyarrow"), epoch_rng(0, epoch, 0)))
+        assert len(batches) == IDS * PER_ID // BATCH
+        assert np.mean(distinct_ids_per_batch(batches, classes)) == pytest.approx(expected, rel=0.1)
+        epochs.append(np.concatenate([b["labels"] for b in batches]))
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])

@@ -1,0 +1,45 @@
+"""Resource plans: `auto` sizes from the cluster as it is, explicit settings are requested as given (so an
+autoscaler can add nodes for them), and a request no node type can hold is refused at once."""
+
+import pytest
+
+from rcmae.config import AugmentConfig, ScaleConfig, paper, tiny
+from rcmae.distributed.runtime import ResourceError, pool_plan, require_feasible, scaling_plan
+
+
+def test_auto_training_plan_follows_the_cluster_now():
+    assert scaling_plan(ScaleConfig(), {"CPU": 2.0}) == dict(num_workers=2, use_gpu=False, backend="gloo",
+                                                              resources_per_worker={"CPU": 0.5})
+    gpu = scaling_plan(ScaleConfig(), {"CPU": 16.0, "GPU": 4.0})
+    assert gpu["num_workers"] == 4 and gpu["use_gpu"] and gpu["backend"] == "nccl"
+
+
+def test_explicit_gpu_training_is_requested_from_a_cluster_without_gpus():
+    plan = scaling_plan(ScaleConfig(use_gpu=True, num_workers=8), {"CPU": 4.0})
+    assert plan == dict(num_workers=8, use_gpu=True, backend="nccl", resources_per_worker={"CPU": 0.5, "GPU": 1})
+    assert scaling_plan(ScaleConfig(use_gpu=True), {"CPU": 4.0})["num_workers"] == 1
+
+
+def test_augmentation_pool_plan():
+    assert pool_plan(AugmentConfig(), {"CPU": 4.0}) == dict(size=4, num_gpus=0, num_cpus=0.5)
+    # auto: GPUs only for the diffusion augmenter, only when the cluster has them now
+    assert pool_plan(AugmentConfig(augmenter="audioldm"), {"CPU": 8.0, "GPU": 2.0})["num_gpus"] == 1
+    assert pool_plan(AugmentConfig(), {"CPU": 8.0, "GPU": 2.0})["num_gpus"] == 0
+    # explicit: requested as given on a CPU-only cluster (an autoscaler adds the GPU nodes)
+    explicit = pool_plan(AugmentConfig(use_gpu=True, num_actors=4, gpus_per_actor=0.5), {"CPU": 2.0})
+    assert explicit == dict(size=4, num_gpus=0.5, num_cpus=1)
+
+
+def test_paper_preset_asks_for_gpus_and_tiny_does_not():
+    assert paper().scale.use_gpu is True and paper().augment.use_gpu is True
+    assert tiny().scale.use_gpu is None and tiny().augment.use_gpu is None
+
+
+def test_a_request_no_node_type_offers_is_refused_with_the_fix():
+    cpu_head, gpu_type = {"CPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}
+    require_feasible("training", {"CPU": 0.5, "GPU": 1}, [cpu_head, gpu_type])
+    require_feasible("augmentation", {"CPU": 0.5, "GPU": 0}, [cpu_head])
+    with pytest.raises(ResourceError, match=r"no node .* offers that.*scale.use_gpu=false"):
+        require_feasible("training", {"CPU": 0.5, "GPU": 1}, [cpu_head])
+    with pytest.raises(ResourceError, match="GPU': 2"):
+        require_feasible("augmentation", {"CPU": 1, "GPU": 2}, [cpu_head, gpu_type])
