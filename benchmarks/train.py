@@ -17,7 +17,7 @@ from rcmae.config import tiny
 from rcmae.distributed.augment_pipeline import run_augment
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.stages import pretrain
-from rcmae.train.data import read_feature_table
+from rcmae.data.feature_table import read_feature_table
 
 
 def samples_per_second(model_dir: Path, clips: int) -> float:

@@ -1,9 +1,7 @@
-"""The main job for `ray job submit --working-dir . -- python jobs/pipeline.py [--data DIR] [--out DIR] ...`:
-the same arguments as `rcmae run`. Joins the cluster named by RAY_ADDRESS, else starts a local Ray."""
+"""Alias of jobs/run.py (the main job), kept so existing scripts keep working."""
 
-import sys
-
-from rcmae.cli import main
+import runpy
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    runpy.run_path(str(Path(__file__).with_name("run.py")), run_name="__main__")
