@@ -60,7 +60,7 @@ class AugmentActor:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.featurizer = Featurizer(self.config, build_augmenter(self.config, device), augment_splits, device,
                                      tag={"worker": f"{socket.gethostname()}:{os.getpid()}",
-                                          "node": ray.get_runtime_context().get_node_id()})
+                                          "node": ray.get_runtime_context().get_node_id(), "device": device})
 
     def __call__(self, batch):
         from rcmae.augment.featurize import read_batch

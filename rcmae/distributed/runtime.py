@@ -9,9 +9,16 @@ node, present or startable, could ever hold, instead of letting it wait forever.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
+
+import yaml
 
 from rcmae.config import AugmentConfig, ScaleConfig
+
+log = logging.getLogger(__name__)
+AUTOSCALER_STATUS_KEY = "__autoscaling_status"  # the key an autoscaler's monitor writes its status under
 
 GPU_AUGMENTERS = ("audioldm",)  # augmenters worth a GPU when the cluster has one and the config says auto
 
@@ -67,16 +74,46 @@ def pool_plan(augment: AugmentConfig, resources: dict) -> dict:
     return dict(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
 
 
-def node_capacities() -> list[dict]:
-    """Resources of every live node, and of every node type the cluster's autoscaler may start."""
-    import ray
+def autoscaler_node_types() -> list[dict] | None:
+    """Resources of the node types the cluster's autoscaler may start; [] without an autoscaler; None when
+    there is one but its node types cannot be read from here (the driver is not on the head node)."""
     import ray._private.state
+    from ray.experimental.internal_kv import _internal_kv_get
 
-    capacities = [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
-    config = ray._private.state.state.get_cluster_config()
+    config = ray._private.state.state.get_cluster_config()  # autoscaler v2 and KubeRay publish it in the GCS
     if config is not None:
-        capacities += [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
-    return capacities
+        return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    if _internal_kv_get(AUTOSCALER_STATUS_KEY) is None:
+        return []
+    path = _monitor_config_path()  # autoscaler v1: the head's monitor process names its config file
+    if path is None:
+        return None
+    config = yaml.safe_load(Path(path).expanduser().read_text())
+    return [dict(node_type.get("resources", {})) for node_type in config.get("available_node_types", {}).values()
+            if node_type.get("max_workers", 1) != 0]
+
+
+def _monitor_config_path() -> str | None:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(arg.endswith("monitor.py") for arg in args):
+            for arg in args:
+                if arg.startswith("--autoscaling-config="):
+                    return arg.split("=", 1)[1]
+    return None
+
+
+def node_capacities() -> list[dict] | None:
+    """Resources of every live node and of every node type the autoscaler may start (None: unknown)."""
+    import ray
+
+    node_types = autoscaler_node_types()
+    if node_types is None:
+        return None
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]] + node_types
 
 
 def fits(bundle: dict, capacity: dict) -> bool:
@@ -86,6 +123,10 @@ def fits(bundle: dict, capacity: dict) -> bool:
 def require_feasible(what: str, bundle: dict, capacities: list[dict] | None = None) -> None:
     """Raise `ResourceError` unless some node or startable node type can hold `bundle`."""
     capacities = node_capacities() if capacities is None else capacities
+    if capacities is None:
+        log.warning("%s asks for %s per worker; this cluster's autoscaler node types are not visible from this "
+                    "driver, so whether any node can ever hold it is not checked", what, bundle)
+        return
     if not any(fits(bundle, capacity) for capacity in capacities):
         offered = sorted({tuple(sorted((k, v) for k, v in c.items() if k in ("CPU", "GPU"))) for c in capacities})
         raise ResourceError(
