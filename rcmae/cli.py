@@ -7,13 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from rcmae.config import SCORE_METHODS, ConfigError, describe, load_config
+from rcmae.config import PRESETS, SCORE_METHODS, ConfigError, describe, load_config
 
 
-def _add_config_args(parser: argparse.ArgumentParser, preset_default: str = "tiny") -> None:
-    parser.add_argument("--preset", default=preset_default, choices=["tiny", "paper"],
-                        help="config preset (default: %(default)s)")
-    parser.add_argument("--config", type=Path, help="YAML config file (overrides --preset)")
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="config preset (default: the one --config names, else tiny)")
+    parser.add_argument("--config", type=Path, help="YAML config file, laid over the preset it names")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set pretrain.epochs=5 (repeatable)")
 

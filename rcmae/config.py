@@ -270,18 +270,23 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(data) - set(sections)
+        """The named preset (`data["preset"]`, else `tiny`) with the sections and keys `data` gives laid over
+        it: a partial file is its preset plus its changes. Values are converted to each field's type."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         _check(not unknown, f"unknown config sections: {sorted(unknown)}")
-        kwargs: dict[str, Any] = {}
+        name = data.get("preset") or "tiny"
+        _check(name in PRESETS, f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        merged = PRESETS[name]().to_dict()
+        for section, values in data.items():
+            if section == "preset":
+                continue
+            _check(isinstance(values, dict) or values is None, f"config section {section!r} must be a mapping")
+            merged[section].update(values or {})
+        kwargs: dict[str, Any] = {"preset": name}
         for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            if f.name == "preset":
-                kwargs["preset"] = data["preset"]
-                continue
-            section_cls = type(getattr(cls(), f.name))
-            kwargs[f.name] = _build_section(section_cls, f.name, data[f.name] or {})
+            if f.name != "preset":
+                kwargs[f.name] = _build_section(type(getattr(PRESETS[name](), f.name)), f.name, merged[f.name],
+                                                set((data.get(f.name) or {}).keys()))
         return cls(**kwargs)
 
     @classmethod
@@ -289,7 +294,9 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        data = yaml.safe_load(path.read_text()) or {}
+        _check(isinstance(data, dict), f"{path}: a config file is a mapping of sections")
+        return cls.from_dict(data)
 
     def override(self, dotted: dict[str, Any]) -> "Config":
         """A copy with `{"pretrain.tau": 0.1, ...}` applied (used by CLI flags and Tune)."""
@@ -302,11 +309,42 @@ class Config:
         return Config.from_dict(data)
 
 
-def _build_section(section_cls: type, name: str, values: dict[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(section_cls)}
-    unknown = set(values) - known
+def _convert(key: str, value: Any, annotation: str) -> Any:
+    """`value` as the field's type (annotations are strings such as "int" or "float | None"), or a
+    ConfigError naming the key, the value and the type expected."""
+    allowed = [part.strip() for part in annotation.split("|")]
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "str" not in allowed):
+        _check("None" in allowed, f"{key}: got no value, expected {annotation}")
+        return None
+    for kind in allowed:
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "int" and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind == "float" and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind.startswith(("list", "dict")) and isinstance(value, (list, dict)):
+            return value
+    raise ConfigError(f"{key}: {value!r} is not a valid {annotation}")
+
+
+def _build_section(section_cls: type, name: str, values: dict[str, Any], given: set[str]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - set(fields)
     _check(not unknown, f"unknown keys in config section {name!r}: {sorted(unknown)}")
-    return section_cls(**values)
+    return section_cls(**{key: _convert(f"{name}.{key}", value, str(fields[key].type)) if key in given else value
+                          for key, value in values.items()})
 
 
 def tiny() -> Config:
@@ -334,14 +372,23 @@ def paper() -> Config:
 PRESETS = {"tiny": tiny, "paper": paper}
 
 
-def load_config(preset: str = "tiny", path: str | Path | None = None,
+def load_config(preset: str | None = None, path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
-    """A preset, or a YAML file (which names its own preset), with dotted overrides applied."""
-    if path is not None:
-        config = Config.from_yaml(path)
+    """A preset (default `tiny`), or a YAML file laid over the preset it names (or over `preset`), with dotted
+    overrides applied. A file naming one preset and `preset` another is an error."""
+    _check(preset is None or preset in PRESETS, f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    if path is None:
+        config = PRESETS[preset or "tiny"]()
     else:
-        _check(preset in PRESETS, f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        config = PRESETS[preset]()
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        _check(isinstance(data, dict), f"{path}: a config file is a mapping of sections")
+        named = data.get("preset")
+        _check(preset is None or named is None or named == preset,
+               f"{path} is based on preset {named!r} but --preset {preset!r} was given: drop one of them")
+        config = Config.from_dict(dict(data, preset=named or preset or "tiny"))
     return config.override(overrides or {})
 
 

@@ -38,3 +38,38 @@ def test_unknown_yaml_keys_and_presets_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config("huge")
     assert "InfoNCE temperature" in describe(tiny())
+
+
+def test_a_partial_file_is_its_preset_plus_its_changes(tmp_path):
+    (tmp_path / "tiny.yaml").write_text("preset: tiny\npretrain:\n  epochs: 3\n")
+    config = load_config(path=tmp_path / "tiny.yaml")
+    assert config == tiny().override({"pretrain.epochs": 3})
+    (tmp_path / "paper.yaml").write_text("preset: paper\nmodel:\n  mask_ratio: 0.6\n")
+    assert load_config(path=tmp_path / "paper.yaml") == paper().override({"model.mask_ratio": 0.6})
+    (tmp_path / "bare.yaml").write_text("finetune:\n  lr: 0.01\n")  # no preset named: --preset, else tiny
+    assert load_config("paper", tmp_path / "bare.yaml") == paper().override({"finetune.lr": 0.01})
+    assert load_config(path=tmp_path / "bare.yaml").preset == "tiny"
+
+
+def test_a_file_and_a_different_preset_flag_is_an_error(tmp_path):
+    (tmp_path / "tiny.yaml").write_text("preset: tiny\n")
+    with pytest.raises(ConfigError, match="preset 'tiny' but --preset 'paper'"):
+        load_config("paper", tmp_path / "tiny.yaml")
+
+
+@pytest.mark.parametrize("key, text, expected", [
+    ("pretrain.epochs", "5", 5), ("pretrain.lr", "3e-4", 3e-4), ("pretrain.lr", 1, 1.0),
+    ("scale.use_gpu", "true", True), ("scale.num_workers", "none", None), ("augment.model", "cvssp/x", "cvssp/x"),
+])
+def test_set_values_are_converted_to_the_fields_type(key, text, expected):
+    value = getattr(getattr(tiny().override({key: text}), key.split(".")[0]), key.split(".")[1])
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("pretrain.epochs", 5.5, "int"), ("pretrain.epochs", "five", "int"), ("scale.use_gpu", "maybe", "bool"),
+    ("pretrain.lr", "fast", "float"), ("pretrain.epochs", None, "int"),
+])
+def test_set_values_of_the_wrong_type_name_key_value_and_type(key, value, expected):
+    with pytest.raises(ConfigError, match=rf"{key}.*{expected}"):
+        tiny().override({key: value})
