@@ -92,7 +92,10 @@ class ModelConfig:
     decoder_num_heads: int = _doc("Decoder attention heads.", 8)
     mlp_ratio: float = _doc("Transformer MLP hidden size / width.", 4.0)
     proj_dim: int = _doc("Projection (embedding) size per branch.", 512)
-    mask_ratio: float = _doc("Share of patches hidden from the encoder.", 0.75)
+    mask_ratio: float = _doc("Share of patches hidden from the encoder (the lowest share when mask_ratio_max is set).",
+                             0.75)
+    mask_ratio_max: float | None = _doc("When set, each stage-1 batch hides a share drawn uniformly from "
+                                        "[mask_ratio, mask_ratio_max] (the paper: 50-75 %).", None)
     norm_pix_loss: bool = _doc("Normalise each target patch before the MSE (MAE paper option).", False)
     pooling: str = _doc("How encoder tokens become one clip vector: 'frequency' averages each frequency row "
                         "over time and concatenates the rows (keeps where in the spectrum energy sits), "
@@ -104,6 +107,8 @@ class ModelConfig:
         _check(self.decoder_embed_dim % self.decoder_num_heads == 0,
                "model.decoder_embed_dim must be divisible by decoder_num_heads")
         _check(0.0 <= self.mask_ratio < 1.0, f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        _check(self.mask_ratio_max is None or self.mask_ratio <= self.mask_ratio_max < 1.0,
+               f"model.mask_ratio_max must be in [mask_ratio, 1), got {self.mask_ratio_max}")
         _check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
         _check(self.pooling in POOLINGS, f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
@@ -123,8 +128,10 @@ class AugmentConfig:
     time_masks: int = _doc("specaugment: time masks per clip.", 2)
     freq_masks: int = _doc("specaugment: frequency masks per clip.", 2)
     max_mask_fraction: float = _doc("specaugment: widest mask as a share of the axis.", 0.15)
-    prompts_file: str | None = _doc("Text file of extra prompts, one per line ('family: prompt' or prompt).",
-                                    None)
+    prompts: str = _doc("Prompt library: 'paper' (Table 1's six), 'extended' (Table 1 and rcmae's 30 more) or "
+                        "a text file, one prompt per line ('family: prompt' or prompt).", "extended")
+    eta: float = _doc("DDIM eta of the denoising steps (0: deterministic DDIM; AudioLDM's audio-to-audio "
+                      "transfer uses 1.0).", 0.0)
     seed: int = _doc("Base seed; each clip's seed derives from it and the clip's path.", 0)
     batch_size: int = _doc("Clips per actor batch.", 8)
     num_actors: int | None = _doc("Actor pool size; None picks from the cluster's resources now.", None)
@@ -143,6 +150,7 @@ class AugmentConfig:
         _check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
         _check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
         _check(self.batch_size >= 1, "augment.batch_size must be >= 1")
+        _check(0.0 <= self.eta <= 1.0, f"augment.eta must be in [0, 1], got {self.eta}")
         _check(self.num_actors is None or self.num_actors >= 1, "augment.num_actors must be >= 1 or None")
         _check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
 
@@ -167,6 +175,9 @@ class OptimizerConfig:
         _check(self.warmup_epochs >= 0 and self.grad_clip >= 0, f"{name}: warmup_epochs and grad_clip must be >= 0")
 
 
+CONTRASTIVE = ("paper", "symmetric")
+
+
 @dataclass
 class PretrainConfig(OptimizerConfig):
     epochs: int = _doc("Stage-1 epochs (paper: 400).", 400)
@@ -174,11 +185,15 @@ class PretrainConfig(OptimizerConfig):
     lambda_con: float = _doc("Weight of InfoNCE (Eq. 8).", 0.3)
     lambda_vcr: float = _doc("Weight of variance/covariance regularisation (Eq. 8).", 0.3)
     lambda_mae: float = _doc("Weight of masked reconstruction (Eq. 8).", 0.4)
+    contrastive: str = _doc("'paper': Eq. 3 as written (original anchors, augmented positives and negatives); "
+                            "'symmetric': NT-Xent over both views (an rcmae option).", "paper")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         weights = (self.lambda_con, self.lambda_vcr, self.lambda_mae)
         _check(min(weights) >= 0 and sum(weights) > 0, f"pretrain: loss weights must be >= 0, sum > 0: {weights}")
+        _check(self.contrastive in CONTRASTIVE, f"pretrain.contrastive must be one of {CONTRASTIVE}, got "
+                                                f"{self.contrastive!r}")
 
 
 @dataclass
@@ -356,7 +371,7 @@ def tiny() -> Config:
         model=ModelConfig(embed_dim=96, depth=3, num_heads=3, decoder_embed_dim=64, decoder_depth=1,
                           decoder_num_heads=2, proj_dim=128, mask_ratio=0.6),
         augment=AugmentConfig(variants=2, steps_min=10, steps_max=50, batch_size=16),
-        pretrain=PretrainConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
+        pretrain=PretrainConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1, contrastive="symmetric"),
         finetune=FinetuneConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
         baseline=BaselineConfig(),  # the official 100 epochs: a fair comparison costs ~2 min here
     )

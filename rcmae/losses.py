@@ -39,8 +39,16 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     return (per_patch * mask).sum() / mask.sum().clamp(min=1)
 
 
+def info_nce_paper(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 3 as written: each original embedding z_a[i] is the anchor, its augmented view z_b[i] the
+    positive and the other augmented views z_b[k], k != i, the negatives, on cosine similarity / tau:
+    -1/N sum_i log(exp(s_ii / tau) / (sum_{k != i} exp(s_ik / tau) + exp(s_ii / tau)))."""
+    logits = F.normalize(z_a, dim=1) @ F.normalize(z_b, dim=1).T / tau
+    return F.cross_entropy(logits, torch.arange(z_a.shape[0], device=z_a.device))
+
+
 def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. 3 with in-batch negatives from both views (NT-Xent): each of the 2N embeddings has its pair as
+    """Eq. 3 made symmetric, with in-batch negatives from both views (NT-Xent): each of the 2N embeddings has its pair as
     the positive and the other 2N - 2 as negatives, on cosine similarity / tau; averaged over all 2N anchors."""
     n = z_a.shape[0]
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)

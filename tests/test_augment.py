@@ -1,13 +1,14 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from rcmae.augment.audioldm import AudioLDMAugmenter, ddim_start, load_components
+from rcmae.augment.audioldm import AudioLDMAugmenter, audioldm_normalized, ddim_start, load_components
 from rcmae.augment.base import clip_seed, rms
 from rcmae.augment.factory_mix import FactoryMix
-from rcmae.augment.prompts import DEFAULT_PROMPTS, FAMILIES, TABLE_1, load_prompts
+from rcmae.augment.prompts import EXTENDED, FAMILIES, TABLE_1, load_prompts
 from rcmae.augment.specaugment import SpecAugment
 from rcmae.config import AugmentConfig
 
@@ -25,18 +26,19 @@ def clip(seconds=1.0, seed=0):
 
 
 def test_prompts_hold_table_1_verbatim_and_more():
-    assert len(TABLE_1) == 6 and len(DEFAULT_PROMPTS) >= 36
+    assert len(TABLE_1) == 6 and len(EXTENDED) >= 36
     assert TABLE_1[0].text.startswith("add sharp and metallic screeching sound created by metal-cutting saws")
-    assert {p.family for p in DEFAULT_PROMPTS} == set(FAMILIES)
-    assert len({p.text for p in DEFAULT_PROMPTS}) == len(DEFAULT_PROMPTS)
+    assert {p.family for p in EXTENDED} == set(FAMILIES)
+    assert len({p.text for p in EXTENDED}) == len(EXTENDED)
 
 
 def test_prompt_file(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("# mine\nsaw: add a saw\nadd a forklift horn\n\n")
-    assert [(p.family, p.text) for p in load_prompts(path)] == [("saw", "add a saw"), ("custom", "add a forklift horn")]
+    assert [(p.family, p.text) for p in load_prompts(str(path))] == [("saw", "add a saw"), ("custom", "add a forklift horn")]
+    assert load_prompts("paper") == TABLE_1 and load_prompts("extended") == EXTENDED
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        load_prompts(tmp_path / "nope.txt")
+        load_prompts(str(tmp_path / "nope.txt"))
 
 
 def test_noised_latent_follows_eq1_at_the_right_timestep(augmenter):
@@ -59,7 +61,7 @@ def test_ddim_start_is_floor_of_s_t0_and_at_least_one():
 
 def test_steps_always_in_paper_range():
     config = AugmentConfig()
-    plans = AudioLDMAugmenter._plan(type("A", (), {"config": config, "prompts": DEFAULT_PROMPTS})(),
+    plans = AudioLDMAugmenter._plan(type("A", (), {"config": config, "prompts": EXTENDED})(),
                                     [clip_seed(0, f"clip{i}", 0) for i in range(500)])
     steps = [p["steps"] for p in plans]
     assert min(steps) >= 10 and max(steps) <= 50 and len(set(steps)) > 20
@@ -123,3 +125,36 @@ def test_specaugment_masks_stay_in_bounds():
         assert 1 <= width <= int(128 * 0.15) and start + width <= 128
         assert masked_rows[start:start + width].all()
     assert (result.data != spec).any() and result.data.shape == spec.shape
+
+
+def test_input_is_normalised_as_audioldm_does_and_loudness_restored(augmenter):
+    wave = clip(1.0) + 0.2
+    normalised = audioldm_normalized(wave)
+    assert abs(normalised.mean()) < 1e-6 and np.abs(normalised).max() == pytest.approx(0.5)
+    loud = augmenter.augment([wave], [7])[0].data
+    quiet = augmenter.augment([wave / 1000], [7])[0].data  # a quiet machine reaches the VAE at the same level
+    np.testing.assert_allclose(quiet * 1000, loud, rtol=1e-3, atol=1e-4)
+
+
+def test_eta_draws_seeded_noise_per_clip(tiny_audioldm):
+    config = AugmentConfig(augmenter="audioldm", model=str(tiny_audioldm), steps_min=6, steps_max=6, eta=1.0)
+    stochastic = AudioLDMAugmenter(config, device="cpu")
+    first, again = (stochastic.augment([clip(1.0)], [5])[0] for _ in range(2))
+    np.testing.assert_allclose(first.data, again.data, atol=1e-5)
+    assert first.provenance["eta"] == 1.0
+    deterministic = AudioLDMAugmenter(AugmentConfig(**{**config.__dict__, "eta": 0.0}), device="cpu")
+    assert not np.allclose(first.data, deterministic.augment([clip(1.0)], [5])[0].data, atol=1e-4)
+
+
+def test_non_finite_generated_audio_is_an_error_row_not_a_feature(augmenter, monkeypatch):
+    from rcmae.augment.featurize import Featurizer
+    from rcmae.config import tiny
+
+    monkeypatch.setattr(augmenter, "decode", lambda latents: torch.full((len(latents), 16000), float("nan")))
+    results = augmenter.augment([clip(1.0)], [1])
+    assert isinstance(results[0], FloatingPointError)
+    rows = pd.DataFrame([dict(path="/x/normal_id_00_00000000.wav", file_name="normal_id_00_00000000.wav",
+                              machine_type="fan", machine_id="00", split="train", label="normal", domain="source",
+                              attributes="", wave=clip(2.0), error=None)])
+    table = Featurizer(tiny(), augmenter)(rows)
+    assert "non-finite" in table["error"][0].as_py() and table["features"][0].as_py() is None

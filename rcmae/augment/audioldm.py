@@ -7,6 +7,12 @@ x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps, and denoised over the last k steps
 guidance on the CLAP text embedding (which conditions the UNet through `class_labels`). The VAE decodes,
 HiFi-GAN vocodes, and the result is cropped back to the clip's length at its original loudness.
 
+As AudioLDM's own audio-to-audio path (`audioldm.pipeline.style_transfer` with `audio.tools.normalize_wav`,
+github.com/haoheliu/AudioLDM): the waveform enters with its mean removed and its peak scaled to 0.5 (quiet
+machines would otherwise reach the VAE far below its training range), latents beyond +-100 are clipped to
++-10, and the DDIM steps use `augment.eta` (AudioLDM's transfer uses eta = 1.0; the `paper` preset does).
+Generated audio that is not finite (fp16 on a GPU can overflow) is an error for that clip, never a feature.
+
 `diffusers.AudioLDMPipeline` is text-to-audio only (and deprecated), so the loop is built here from its
 components: a hub id such as `cvssp/audioldm-s-full-v2` or a local diffusers-format folder with the
 subfolders vae/, text_encoder/, tokenizer/, unet/, scheduler/, vocoder/.
@@ -67,6 +73,12 @@ def load_components(source: str, device: str | torch.device = "cpu", dtype: torc
     return parts
 
 
+def audioldm_normalized(wave: np.ndarray) -> np.ndarray:
+    """AudioLDM's input normalisation: mean removed, peak at 0.5."""
+    centred = wave - wave.mean()
+    return (0.5 * centred / (np.abs(centred).max() + 1e-8)).astype(np.float32)
+
+
 def window_seed(clip_seed: int, window: int) -> int:
     return int(np.random.SeedSequence([clip_seed, window]).generate_state(1)[0])
 
@@ -88,7 +100,7 @@ class AudioLDMAugmenter:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.parts = components or load_components(config.model, self.device)
         self.dtype = self.parts.unet.dtype
-        self.prompts = load_prompts(config.prompts_file)
+        self.prompts = load_prompts(config.prompts)
         self.mel = torchaudio.transforms.MelSpectrogram(
             **MEL, power=1.0, norm="slaney", mel_scale="slaney", center=True).to(self.device)
         self.latent_scale = 2 ** (len(self.parts.vae.config.block_out_channels) - 1)
@@ -128,14 +140,15 @@ class AudioLDMAugmenter:
 
     @torch.no_grad()
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor,
-                uncond: torch.Tensor) -> torch.Tensor:
+                uncond: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
         class_labels = torch.cat([uncond, cond])
         for t in timesteps:
             model_in = self.parts.scheduler.scale_model_input(torch.cat([latents] * 2), t)
             noise_pred = self.parts.unet(model_in, t, encoder_hidden_states=None, class_labels=class_labels).sample
             uncond_pred, cond_pred = noise_pred.chunk(2)
             guided = uncond_pred + self.config.guidance_scale * (cond_pred - uncond_pred)
-            latents = self.parts.scheduler.step(guided, t, latents, eta=0.0).prev_sample
+            latents = self.parts.scheduler.step(guided, t, latents, eta=self.config.eta,
+                                                generator=generators).prev_sample
         return latents
 
     @torch.no_grad()
@@ -164,11 +177,11 @@ class AudioLDMAugmenter:
                               prompt=pick(self.prompts, rng), seed=seed))
         return plans
 
-    def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented]:
+    def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented | Exception]:
         """Clips sharing a step count S and a window length run as one batch through the UNet."""
         plans = self._plan(seeds)
         waves16 = [resample(w, self.sample_rate, MEL["sample_rate"]) for w in items]
-        prepared = [self.windows(w) for w in waves16]
+        prepared = [self.windows(audioldm_normalized(w)) for w in waves16]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (windows, _) in enumerate(prepared):
             groups[(plans[i]["steps"], windows.shape[1])].append(i)
@@ -177,15 +190,20 @@ class AudioLDMAugmenter:
             generated = self._run_group(steps, [prepared[i][0] for i in members], [plans[i] for i in members])
             for i, audio in zip(members, generated):
                 outputs[i] = audio
-        results = []
+        results: list[Augmented | Exception] = []
         for i, (wave, plan) in enumerate(zip(items, plans)):
             audio = outputs[i].reshape(-1)[:prepared[i][1]]
+            if not np.isfinite(audio).all():
+                results.append(FloatingPointError(f"AudioLDM generated non-finite audio (S={plan['steps']}, "
+                                                  f"seed {plan['seed']}); try fp32 or another seed"))
+                continue
             audio = resample(audio, MEL["sample_rate"], self.sample_rate)[:len(wave)]
             audio = audio * (rms(wave) / rms(audio))
             results.append(Augmented(audio.astype(np.float32), dict(
                 augmenter=self.name, model=str(self.config.model or "in-memory"), prompt=plan["prompt"].text,
                 family=plan["prompt"].family, steps=plan["steps"], seed=plan["seed"], t0=self.config.t0,
-                start_step=ddim_start(plan["steps"], self.config.t0), guidance_scale=self.config.guidance_scale)))
+                start_step=ddim_start(plan["steps"], self.config.t0), guidance_scale=self.config.guidance_scale,
+                eta=self.config.eta)))
         return results
 
     def _run_group(self, steps: int, clip_windows: list[np.ndarray], plans: list[dict]) -> list[np.ndarray]:
@@ -196,11 +214,13 @@ class AudioLDMAugmenter:
         generators = [torch.Generator("cpu").manual_seed(window_seed(p["seed"], w))
                       for p, c in zip(plans, counts) for w in range(c)]
         x0 = torch.cat([self.encode_audio(windows[j:j + 1], generators[j]) for j in range(len(owners))])
+        if x0.abs().max() > 1e2:  # as AudioLDM's transfer: an exploded VAE latent is clipped
+            x0 = x0.clamp(-10, 10)
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(self.device, x0.dtype)
         latents, remaining = self.noised_start(x0, noise, steps)
         cond = self.encode_text([p["prompt"].text for p in owners]).to(self.dtype)
         uncond = self.encode_text([""] * len(owners)).to(self.dtype)
-        audio = self.decode(self.denoise(latents, remaining, cond, uncond)).cpu().numpy()
+        audio = self.decode(self.denoise(latents, remaining, cond, uncond, generators)).cpu().numpy()
         audio = audio[:, :windows.shape[1]]
         splits = np.cumsum(counts)[:-1]
         return [part.reshape(-1) for part in np.split(audio, splits)]

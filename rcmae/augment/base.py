@@ -23,7 +23,8 @@ class Augmenter(Protocol):
     name: str
     domain: str  # "wave" (before log-mel) or "spec" (after)
 
-    def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented]:
+    def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented | Exception]:
+        """One result per item: its augmentation, or the exception that made that item fail."""
         ...
 
 

@@ -63,7 +63,7 @@ class FactoryMix:
 
     def __init__(self, config: AugmentConfig, sample_rate: int = 16000):
         self.config, self.sample_rate = config, sample_rate
-        self.prompts = load_prompts(config.prompts_file)
+        self.prompts = load_prompts(config.prompts)
 
     def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented]:
         results = []

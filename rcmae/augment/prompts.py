@@ -65,15 +65,16 @@ MORE = tuple(Prompt(family, text) for family, text in (
     ("pneumatic", "add sharp hissing and clacking of pneumatic actuators on a bottling line"),
 ))
 
-DEFAULT_PROMPTS = TABLE_1 + MORE
+EXTENDED = TABLE_1 + MORE
+LIBRARIES = {"paper": TABLE_1, "extended": EXTENDED}  # `augment.prompts` names one of these, or a file
 
 
-def load_prompts(path: str | Path | None = None) -> tuple[Prompt, ...]:
-    """The built-in prompts, or those of a text file: one per line, `family: text` or plain text
-    (family 'custom'); blank lines and lines starting with # are ignored."""
-    if path is None:
-        return DEFAULT_PROMPTS
-    path = Path(path)
+def load_prompts(spec: str = "extended") -> tuple[Prompt, ...]:
+    """`paper` (Table 1's six prompts), `extended` (Table 1 and rcmae's 30 more), or the prompts of a text
+    file: one per line, `family: text` or plain text (family 'custom'); blank lines and # lines are ignored."""
+    if spec in LIBRARIES:
+        return LIBRARIES[spec]
+    path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prompt file not found")
     prompts = []

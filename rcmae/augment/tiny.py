@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rcmae.augment.prompts import DEFAULT_PROMPTS
+from rcmae.augment.prompts import EXTENDED
 
 
 def build_tokenizer(vocab_size: int = 400):
@@ -22,7 +22,7 @@ def build_tokenizer(vocab_size: int = 400):
 
     bpe = ByteLevelBPETokenizer()
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator([p.text for p in DEFAULT_PROMPTS], vocab_size=vocab_size, min_frequency=1,
+    bpe.train_from_iterator([p.text for p in EXTENDED], vocab_size=vocab_size, min_frequency=1,
                             special_tokens=special)
     return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
                                 unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=77)

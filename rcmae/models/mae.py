@@ -135,16 +135,21 @@ class RCMAE(nn.Module):
         return target
 
     # ------------------------------------------------------------ stage 1
+    def draw_mask_ratio(self) -> float:
+        """The configured share, or one drawn per batch from [mask_ratio, mask_ratio_max]."""
+        low, high = self.model_config.mask_ratio, self.model_config.mask_ratio_max
+        return low if high is None else low + (high - low) * float(torch.rand(()))
+
     def pretrain_loss(self, original: torch.Tensor, augmented: torch.Tensor, cfg: PretrainConfig,
                       mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
-        ratio = self.model_config.mask_ratio if mask_ratio is None else mask_ratio
+        ratio = self.draw_mask_ratio() if mask_ratio is None else mask_ratio
         latent_a, mask_a, restore_a = self.forward_encoder(original, ratio)
         latent_b, _, restore_b = self.forward_encoder(augmented, ratio)
         z_a, z_b = self.projection(self.pool(latent_a, restore_a)), self.projection(self.pool(latent_b, restore_b))
         pred = self.forward_decoder(latent_a, restore_a)
         z_a, z_b = losses.gather_batch(z_a), losses.gather_batch(z_b)  # the global batch under DDP
         terms = dict(
-            contrastive=losses.info_nce(z_a, z_b, cfg.tau),
+            contrastive=(losses.info_nce_paper if cfg.contrastive == "paper" else losses.info_nce)(z_a, z_b, cfg.tau),
             vcr=0.5 * (losses.vcr_loss(z_a) + losses.vcr_loss(z_b)),
             mae=losses.mae_loss(pred, self.reconstruction_target(original), mask_a),
         )
