@@ -40,7 +40,8 @@ def _config_from(args: argparse.Namespace):
 def cmd_synth(args: argparse.Namespace) -> int:
     from rcmae.data.synth import synthesize
 
-    root = synthesize(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet)
+    root = synthesize(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet,
+                      additional=args.additional)
     print(f"wrote {root} and {Path(args.out) / 'manifest.json'}")
     return 0
 
@@ -167,6 +168,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from rcmae.ablation import run_ablation
+
+    overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
+                 if v is not None}
+    run_ablation(_config_from(args).override(overrides), args.data, args.out, tuple(args.seeds))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rcmae.run import run_all
 
@@ -186,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write the toy-factory data set (DCASE 2020 dev layout)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--preset", default="small", choices=["small", "full"])
+    p.add_argument("--additional", action="store_true",
+                   help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "
+                        "training set), so stage 2 classifies over both sets' IDs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
@@ -255,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", type=Path, help="feature folder from `rcmae augment` (made when omitted)")
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("ablate", help="Table 3: the same model with the configured augmentation and with time/"
+                                      "frequency masking, over seeds -> ablation.md")
+    _add_config_args(p)
+    p.add_argument("--data", required=True, type=Path, help="DCASE-layout data")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--augmenter", choices=["audioldm", "factory-mix"])
+    p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("run", help="the whole job: (synth) -> augment -> pretrain -> finetune -> evaluate -> report")
     _add_config_args(p)

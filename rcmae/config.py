@@ -80,6 +80,7 @@ class FeatureConfig:
 
 
 POOLINGS = ("frequency", "mean")
+PAPER_AUDIOLDM = "cvssp/audioldm-s-full-v2"  # AudioLDM checkpoint of the `paper` preset (diffusers layout)
 
 
 @dataclass
@@ -211,6 +212,7 @@ class FinetuneConfig(OptimizerConfig):
 
 
 SCORE_METHODS = ("mahalanobis", "embedding", "id_logprob")
+SCORE_ORIGINS = {"id_logprob": "the paper's score", "mahalanobis": "rcmae extension", "embedding": "rcmae extension"}
 
 
 @dataclass
@@ -378,10 +380,14 @@ def tiny() -> Config:
 
 
 def paper() -> Config:
-    """The paper's numbers: 10 s clips, 512 tokens, ViT depth 12 / 6 heads, 400 epochs, on GPUs (requested
-    from Ray, so an autoscaling cluster starts GPU nodes for them)."""
-    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0), augment=AugmentConfig(use_gpu=True),
-                  scale=ScaleConfig(use_gpu=True))
+    """The paper: AudioLDM SDEdit with Table 1's prompts (Table 2's settings, eta as AudioLDM's transfer),
+    10 s clips, 512 tokens, a 50-75 % mask, ViT depth 12 / 6 heads, Eq. 3 as written, 400 epochs, the score
+    -log p(true ID | clip), on GPUs (requested from Ray, so an autoscaling cluster starts GPU nodes)."""
+    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0),
+                  model=ModelConfig(mask_ratio=0.5, mask_ratio_max=0.75),
+                  augment=AugmentConfig(augmenter="audioldm", model=PAPER_AUDIOLDM, prompts="paper", eta=1.0,
+                                        use_gpu=True),
+                  score=ScoreConfig(method="id_logprob"), scale=ScaleConfig(use_gpu=True))
 
 
 PRESETS = {"tiny": tiny, "paper": paper}

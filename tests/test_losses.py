@@ -19,6 +19,19 @@ def test_info_nce_hand_computed():
     assert losses.info_nce(z, z.clone(), tau=1.0).item() == pytest.approx(math.log((math.e + 2) / math.e))
 
 
+def test_eq3_as_written_hand_computed():
+    # originals e1, e2; augmented views e1 and (e1 + e2) / sqrt 2; tau = 0.5
+    z_a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z_b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    c = 1 / math.sqrt(2)
+    # anchor 1: positive cos 1, negative (view 2) cos c; anchor 2: positive cos c, negative (view 1) cos 0
+    first = -math.log(math.exp(1 / 0.5) / (math.exp(1 / 0.5) + math.exp(c / 0.5)))
+    second = -math.log(math.exp(c / 0.5) / (math.exp(c / 0.5) + math.exp(0.0)))
+    assert losses.info_nce_paper(z_a, z_b, tau=0.5).item() == pytest.approx((first + second) / 2)
+    # one-directional: negatives come from the augmented view only, so swapping the views changes the value
+    assert losses.info_nce_paper(z_b, z_a, tau=0.5).item() != pytest.approx((first + second) / 2)
+
+
 def test_info_nce_lower_for_aligned_pairs_than_shuffled():
     torch.manual_seed(0)
     z_a = torch.randn(32, 16)

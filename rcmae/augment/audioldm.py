@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ import torchaudio
 
 from rcmae.augment.base import Augmented, rms
 from rcmae.augment.prompts import load_prompts, pick
-from rcmae.config import AugmentConfig
+from rcmae.config import PAPER_AUDIOLDM, AugmentConfig
 from rcmae.data.audio import resample
 
 MEL = dict(sample_rate=16000, n_fft=1024, hop_length=160, n_mels=64, f_min=0.0, f_max=8000.0)
@@ -46,6 +47,32 @@ class Components:
     unet: torch.nn.Module
     scheduler: object
     vocoder: torch.nn.Module
+
+
+SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "vocoder")
+
+
+def require_model(source: str | None) -> None:
+    """Stop before any work starts when AudioLDM's weights cannot be had, saying how to get them: a local
+    folder must hold the diffusers layout; a hub id must be cached or reachable."""
+    fix = (f"on a machine with hub access, `huggingface-cli download {source or PAPER_AUDIOLDM} --local-dir DIR` "
+           f"and copy DIR here, then pass --model DIR (or --set augment.model=DIR); or choose a weight-free "
+           f"augmenter (--augmenter factory-mix or specaugment)")
+    if not source:
+        raise OSError(f"augmenter 'audioldm' needs a model (a hub id or a diffusers folder): {fix}")
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")):
+        missing = [name for name in SUBFOLDERS if not (path / name).is_dir()]
+        if missing:
+            raise OSError(f"{path}: not an AudioLDM diffusers folder (missing {', '.join(missing)}): {fix}")
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(source, "model_index.json")
+    except Exception as error:
+        raise OSError(f"AudioLDM weights {source!r} cannot be loaded from this machine "
+                      f"({type(error).__name__}): {fix}") from None
 
 
 def load_components(source: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Components:

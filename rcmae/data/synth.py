@@ -2,7 +2,9 @@
 
 `synthesize(out, preset, seed)` writes out/dev_data/<type>/{train,test}/{normal,anomaly}_id_XX_NNNNNNNN.wav
 (16 kHz mono 16-bit PCM) and out/manifest.json (every ID's parameters, every clip's SNR and every
-anomaly's family and severity). The same seed gives byte-identical files.
+anomaly's family and severity). The same seed gives byte-identical files. With `additional`, it also
+writes out/eval_data/<type>/train/ for other machines of each type (odd IDs), as DCASE 2020's additional
+training set does for its evaluation machines: the paper's stage 2 classifies over both sets' IDs.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ PRESETS = {
 }
 
 
-def machine_ids(machine_type: str, preset: SynthPreset) -> list[int]:
+def machine_ids(machine_type: str, preset: SynthPreset, evaluation: bool = False) -> list[int]:
     count = preset.ids_toyconveyor if machine_type == "ToyConveyor" else preset.ids_per_type
-    return [2 * i for i in range(count)]  # even IDs, as DCASE 2020 dev
+    return [2 * i + int(evaluation) for i in range(count)]  # even IDs in dev, odd ones in eval, as DCASE 2020
 
 
 def _rng(seed: int, *keys: str | int) -> np.random.Generator:
@@ -100,8 +102,9 @@ def clip_name(label: str, machine_id: int, number: int) -> str:
 
 
 def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
-               types: tuple[str, ...] = tuple(MACHINES), progress: bool = False) -> Path:
-    """Write the toy-factory data set under `out`; returns out/dev_data."""
+               types: tuple[str, ...] = tuple(MACHINES), progress: bool = False, additional: bool = False) -> Path:
+    """Write the toy-factory data set under `out` (and its additional training set with `additional`);
+    returns out/dev_data."""
     if preset not in PRESETS:
         raise ValueError(f"unknown synth preset {preset!r}; choose from {sorted(PRESETS)}")
     unknown = set(types) - set(MACHINES)
@@ -112,20 +115,21 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
     root = out / "dev_data"
     manifest: dict = dict(preset=preset, seed=seed, sample_rate=SAMPLE_RATE, spec=asdict(spec),
                           machines={}, clips={})
-    for machine_type in types:
-        manifest["machines"][machine_type] = {}
-        for machine_id in machine_ids(machine_type, spec):
+    sets = [("dev_data", False)] + ([("eval_data", True)] if additional else [])
+    for (folder, evaluation), machine_type in ((s, t) for s in sets for t in types):
+        manifest["machines"].setdefault(machine_type, {})
+        for machine_id in machine_ids(machine_type, spec, evaluation):
             params = id_params(seed, machine_type, machine_id)
             manifest["machines"][machine_type][f"{machine_id:02d}"] = params
-            plan = [("train", "normal", spec.train_per_id), ("test", "normal", spec.test_normal_per_id),
-                    ("test", "anomaly", spec.test_anomaly_per_id)]
+            plan = [("train", "normal", spec.train_per_id)] + ([] if evaluation else [
+                ("test", "normal", spec.test_normal_per_id), ("test", "anomaly", spec.test_anomaly_per_id)])
             for split, label, count in plan:
                 for number in range(count):
                     wave, record = render_clip(seed, machine_type, machine_id, params, spec, split, label, number)
-                    relative = f"dev_data/{machine_type}/{split}/{clip_name(label, machine_id, number)}"
+                    relative = f"{folder}/{machine_type}/{split}/{clip_name(label, machine_id, number)}"
                     write_wav(out / relative, wave, SAMPLE_RATE)
                     manifest["clips"][relative] = record
             if progress:
-                print(f"synth: {machine_type} id_{machine_id:02d} done", flush=True)
+                print(f"synth: {folder} {machine_type} id_{machine_id:02d} done", flush=True)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root

@@ -84,6 +84,10 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
                 augment_splits: tuple[str, ...] = ("train",)) -> dict:
     import ray
 
+    if config.augment.augmenter == "audioldm":
+        from rcmae.augment.audioldm import require_model
+
+        require_model(config.augment.model)  # before any actor starts: no silent fallback, no wasted pool
     out_dir = Path(out_dir)
     features_dir = out_dir / FEATURES
     features_dir.mkdir(parents=True, exist_ok=True)

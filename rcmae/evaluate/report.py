@@ -3,6 +3,7 @@ t-SNE of test embeddings after each stage (the paper's Figures 3-4) and the loss
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,12 @@ import pyarrow as pa
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
+from rcmae.config import SCORE_ORIGINS
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.encode import encode_all
 from rcmae.models.checkpoint import load_checkpoint
 
+PAPER_SCORE = "id_logprob"
 TSNE_CLIPS = 2000  # t-SNE of more test clips than this uses a random sample of them
 
 
@@ -118,10 +121,14 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     histories = {stage: load_checkpoint(folder).meta.get("history", [])
                  for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
     plot_losses(histories, plots / "losses.png")
-    rows = {f"RC-MAE ({metrics['method']} score)": metrics}
+    rows = {f"RC-MAE, `{metrics['method']}` score ({SCORE_ORIGINS[metrics['method']]})": metrics}
+    paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
+    if metrics["method"] != PAPER_SCORE and paper_file.exists():
+        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORE_ORIGINS[PAPER_SCORE]})"] = json.loads(paper_file.read_text())
     if baseline:
         rows["DCASE 2020 AE baseline"] = baseline
-    methods = "\n".join(f"- `{m}`: mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}" for m, v in metrics["methods"].items())
+    methods = "\n".join(f"- `{m}` ({SCORE_ORIGINS[m]}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
+                        for m, v in metrics["methods"].items())
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
 
@@ -132,7 +139,8 @@ the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
 
 {_metrics_table(rows)}
 
-Score methods of the same model:
+Score methods of the same model (the paper's is `id_logprob`, -log p(true machine ID | clip), Section 2.5.2;
+the others are rcmae extensions):
 {methods}
 
 ## Data and augmentation

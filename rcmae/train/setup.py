@@ -4,6 +4,7 @@ it streams the feature Parquet: memory does not grow with the number of clips.""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from rcmae.models.checkpoint import META, WEIGHTS, load_checkpoint
 from rcmae.models.mae import RCMAE
 
 FINAL = "model"
+PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional training set
+log = logging.getLogger(__name__)
 
 
 def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dict]:
@@ -36,6 +39,10 @@ def finetune_start(config: Config, features_dir: str | Path, pretrained_dir: str
             raise ValueError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
                              f"config the model was pre-trained with (same --preset/--config)")
     classes = train_classes(features_dir)
+    if config.preset == "paper" and len(classes) != PAPER_CLASSES:
+        log.warning("the paper's stage 2 classifies over %d machine IDs (DCASE 2020 dev + additional training "
+                    "set); these features hold %d: index a root holding both dev_data/ and eval_data/<type>/train",
+                    PAPER_CLASSES, len(classes))
     torch.manual_seed(config.finetune.seed)
     model = pretrained.model.with_classifier(len(classes))
     meta = {"normalizer": pretrained.meta["normalizer"], "classes": classes,
