@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pyarrow.compute as pc
-from common import PeakMemory, start_ray, toy_data
 
+from common import PeakMemory, start_ray, toy_data
+from rcmae.augment.featurize import Featurizer, read_batch
 from rcmae.config import tiny
 from rcmae.data.layout import index_clips
-from rcmae.augment.featurize import Featurizer, read_batch
 from rcmae.distributed.augment_pipeline import build_augmenter, run_augment
 
 

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 from common import start_ray, toy_data
-
 from rcmae.config import tiny
+from rcmae.data.feature_table import read_feature_table
 from rcmae.distributed.augment_pipeline import run_augment
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.stages import pretrain
-from rcmae.data.feature_table import read_feature_table
 
 
 def samples_per_second(model_dir: Path, clips: int) -> float:

@@ -61,7 +61,7 @@ def _cell(values: list[float]) -> str:
 def ablation_table(results: dict[str, list[dict]], method: str, seeds: tuple[int, ...]) -> str:
     """Markdown: one row per arm, AUC and pAUC per machine type and their mean, mean ± std over seeds."""
     types = sorted(next(iter(results.values()))[0]["per_type"])
-    lines = [f"# Augmentation ablation (the paper's Table 3)\n",
+    lines = ["# Augmentation ablation (the paper's Table 3)\n",
              f"Score `{method}` ({SCORE_ORIGINS[method]}); seeds {', '.join(map(str, seeds))}; mean ± std over "
              f"seeds. pAUC is the DCASE value (max_fpr 0.1).\n",
              "| augmentation | metric | " + " | ".join(types) + " | mean |",

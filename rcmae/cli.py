@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rcmae.data.layout import index_clips
 
     index = index_clips(args.data, lenient=args.lenient)
-    for path, reason in index.skipped:
+    for _, reason in index.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     if args.out:
         pq.write_table(index.table, args.out)
@@ -74,8 +73,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from rcmae.distributed.runtime import ensure_ray
     from rcmae.distributed.augment_pipeline import run_augment
+    from rcmae.distributed.runtime import ensure_ray
 
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model),
                                    ("augment.variants", args.variants)) if v is not None}
@@ -141,8 +140,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from rcmae.baseline import run_baseline
     from rcmae.evaluate.evaluate import data_test_split
-    from rcmae.train.baseline import run_baseline
 
     config = _config_from(args)
     metrics = run_baseline(config, args.features, lambda machine_type: data_test_split(

@@ -48,7 +48,8 @@ def info_nce_paper(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Te
 
 
 def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. 3 made symmetric, with in-batch negatives from both views (NT-Xent): each of the 2N embeddings has its pair as
+    """Eq. 3 made symmetric, with in-batch negatives from both views (NT-Xent): each of the 2N embeddings has its
+    pair as
     the positive and the other 2N - 2 as negatives, on cosine similarity / tau; averaged over all 2N anchors."""
     n = z_a.shape[0]
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)

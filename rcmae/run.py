@@ -26,12 +26,12 @@ def stage_done(model_dir: Path, stage: str, epochs: int) -> bool:
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
             seed: int = 0, baseline: bool = True) -> dict:
+    from rcmae.baseline import run_baseline
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
     from rcmae.evaluate.evaluate import feature_test_split, write_scored
     from rcmae.evaluate.report import tsne_sample, write_report
     from rcmae.stages import finetune, pretrain, score_test_split
-    from rcmae.train.baseline import run_baseline
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

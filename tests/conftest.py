@@ -55,10 +55,10 @@ def toy_features(toy_root, tmp_path_factory):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from rcmae.augment.featurize import Featurizer, read_batch
     from rcmae.augment.specaugment import SpecAugment
     from rcmae.config import tiny
     from rcmae.data.layout import index_clips
-    from rcmae.augment.featurize import Featurizer, read_batch
 
     config = tiny()
     table = index_clips(toy_root).table

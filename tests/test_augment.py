@@ -35,7 +35,8 @@ def test_prompts_hold_table_1_verbatim_and_more():
 def test_prompt_file(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("# mine\nsaw: add a saw\nadd a forklift horn\n\n")
-    assert [(p.family, p.text) for p in load_prompts(str(path))] == [("saw", "add a saw"), ("custom", "add a forklift horn")]
+    expected = [("saw", "add a saw"), ("custom", "add a forklift horn")]
+    assert [(p.family, p.text) for p in load_prompts(str(path))] == expected
     assert load_prompts("paper") == TABLE_1 and load_prompts("extended") == EXTENDED
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         load_prompts(str(tmp_path / "nope.txt"))

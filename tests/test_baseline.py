@@ -3,10 +3,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from rcmae.baseline import run_baseline, train_type_model
 from rcmae.evaluate.dcase_csv import read_scores, score_file
 from rcmae.evaluate.evaluate import data_test_split
 from rcmae.models.dcase_ae import DenseAE
-from rcmae.train.baseline import run_baseline, train_type_model
 
 
 def test_dense_ae_is_the_dcase_2020_architecture():

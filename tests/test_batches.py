@@ -46,7 +46,8 @@ def test_stage_batches_pair_each_clip_with_one_of_its_own_variants(tmp_path):
         variants = np.array(table["augmented"][row].as_py()).reshape(3, 16, 8)
         assert any(np.array_equal(batch["augmented"][row], v) for v in variants)
         np.testing.assert_array_equal(batch["original"][row].reshape(-1), table["features"][row].as_py())
-    labelled = BatchMaker("finetune", config, identity, train_classes(folder), 8).collate(table, np.random.default_rng(0))
+    maker = BatchMaker("finetune", config, identity, train_classes(folder), 8)
+    labelled = maker.collate(table, np.random.default_rng(0))
     assert [train_classes(folder)[i] for i in labelled["labels"]] == machine_keys(table)
 
 

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from rcmae.models.checkpoint import load_checkpoint
 from rcmae.distributed.train import FAULT_ENV, finetune_ray, pretrain_ray
+from rcmae.models.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -39,7 +39,8 @@ def batch():
 def run(head, a, b, labels):
     terms = head(a, b, labels)
     (terms["info_nce"] + 2.0 * terms["vcr"] + 3.0 * terms["supcon"]).backward()
-    return {k: float(v.detach()) for k, v in terms.items()}, {n: p.grad.numpy().copy() for n, p in head.named_parameters()}
+    grads = {n: p.grad.numpy().copy() for n, p in head.named_parameters()}
+    return {k: float(v.detach()) for k, v in terms.items()}, grads
 
 
 def worker(rank, port, folder):

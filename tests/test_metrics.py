@@ -5,11 +5,11 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
+from rcmae.config import ScoreConfig
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores, fit_gaussian, fit_scorer, gamma_threshold
 from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
 from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
 from rcmae.evaluate.report_files import write_evaluation
-from rcmae.config import ScoreConfig
-from rcmae.detect.detector import Detector, Encoded, anomaly_scores, fit_gaussian, fit_scorer, gamma_threshold
 
 
 def test_auc_and_pauc_equal_sklearn_on_random_inputs():
@@ -125,6 +125,6 @@ def test_mahalanobis_sees_a_shift_along_a_quiet_direction():
     normal = rng.normal(size=(100, 4)) * scale + offset
     test = np.concatenate([normal, normal + np.array([0, 0, 2.0, 0])])
     labels = [0] * 100 + [1] * 100
-    score = lambda method: roc_auc_score(labels, anomaly_scores(method, encoded(test, test), ["m/00"] * 200,
-                                                                ["m/00"], detector))
+    def score(method):
+        return roc_auc_score(labels, anomaly_scores(method, encoded(test, test), ["m/00"] * 200, ["m/00"], detector))
     assert score("mahalanobis") > 0.95 and score("embedding") < 0.6

@@ -5,10 +5,10 @@ import pytest
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from rcmae.evaluate.dcase_csv import read_scores, score_file
-from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
 from rcmae.config import SCORE_METHODS
 from rcmae.detect.detector import GAUSSIAN_PARTS
+from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
 from rcmae.models.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays
 from rcmae.train.local import finetune_local, pretrain_local
 

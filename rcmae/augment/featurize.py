@@ -20,6 +20,7 @@ from rcmae.data.feature_table import FEATURE_SCHEMA
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.features import LogMel, compute_logmel
 
+
 def read_batch(batch: pd.DataFrame, audio: AudioConfig) -> pd.DataFrame:
     """Adds `wave` (float32 array or None) and `error` (reason or None) to each clip row."""
     waves, errors = [], []

@@ -35,7 +35,8 @@ TABLE_1 = (
 MORE = tuple(Prompt(family, text) for family, text in (
     ("saw", "add high-pitched whining noise of band saws slicing steel bars in a metal service center"),
     ("saw", "add shrill grinding screech of abrasive cut-off wheels cutting pipes in a plumbing workshop"),
-    ("saw", "add intermittent metallic squealing of circular cold saws trimming aluminium profiles in a window factory"),
+    ("saw", "add intermittent metallic squealing of circular cold saws trimming aluminium profiles in a window "
+            "factory"),
     ("saw", "add harsh scraping and screeching of angle grinders deburring welded seams in a shipyard"),
     ("saw", "add piercing metallic whine of plasma cutters and saws in a steel fabrication plant"),
     ("press", "add heavy rhythmic thumping of stamping presses punching sheet metal in an automotive body shop"),
@@ -48,7 +49,8 @@ MORE = tuple(Prompt(family, text) for family, text in (
     ("crusher", "add low droning roar of rotary kilns and conveyors in a cement works"),
     ("crusher", "add rolling thunderous noise of gravel tumbling through vibrating screens in a quarry"),
     ("crusher", "add constant grinding rumble of shredders tearing scrap metal in a scrapyard"),
-    ("moulding", "add steady ticking and clacking of blow molding machines forming plastic bottles in a bottling plant"),
+    ("moulding", "add steady ticking and clacking of blow molding machines forming plastic bottles in a bottling "
+                 "plant"),
     ("moulding", "add rhythmic clicking of pick-and-place robots and mould clamps in a plastics factory"),
     ("moulding", "add fast repetitive clicking of packaging machines sealing cartons on a production line"),
     ("moulding", "add regular mechanical clatter of bottle capping machines in a beverage plant"),
@@ -78,7 +80,7 @@ def load_prompts(spec: str = "extended") -> tuple[Prompt, ...]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prompt file not found")
     prompts = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -79,8 +79,8 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from rcmae.evaluate.evaluate import evaluate_checkpoint
     from rcmae.distributed.train import finetune_ray, pretrain_ray
+    from rcmae.evaluate.evaluate import evaluate_checkpoint
 
     config = trial_config(Config.from_dict(base), params, normalize_weights)
     out = Path(ray.tune.get_context().get_trial_dir())

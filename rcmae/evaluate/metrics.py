@@ -54,5 +54,6 @@ def summarize(per_id: list[dict]) -> dict:
     keys = ("auc", "pauc", "pauc_eq12")
     per_type = {t: {k: float(np.mean([r[k] for r in rows])) for k in keys if k in rows[0]}
                 for t, rows in sorted(by_type.items())}
-    mean = {k: float(np.mean([v[k] for v in per_type.values()])) for k in keys if all(k in v for v in per_type.values())}
+    mean = {k: float(np.mean([v[k] for v in per_type.values()])) for k in keys
+            if all(k in v for v in per_type.values())}
     return {"per_id": per_id, "per_type": per_type, "mean": mean}

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from rcmae.config import Config, FinetuneConfig, PretrainConfig
-from rcmae.models.mae import RCMAE
 from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
+from rcmae.models.mae import RCMAE
 
 
 class Session(Protocol):

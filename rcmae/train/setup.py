@@ -31,7 +31,8 @@ def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dic
     return RCMAE(model=config.model, features=config.features), {"normalizer": normalizer.to_dict()}
 
 
-def finetune_start(config: Config, features_dir: str | Path, pretrained_dir: str | Path) -> tuple[RCMAE, dict, list[str]]:
+def finetune_start(config: Config, features_dir: str | Path,
+                   pretrained_dir: str | Path) -> tuple[RCMAE, dict, list[str]]:
     """Stage 1's weights with a fresh ID head over the train split's machine IDs."""
     pretrained = load_checkpoint(pretrained_dir)
     for section in ("model", "features", "audio"):

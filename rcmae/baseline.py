@@ -13,8 +13,14 @@ import pyarrow.compute as pc
 import torch
 
 from rcmae.config import Config
-from rcmae.data.feature_table import (META_COLUMNS, feature_shape, read_feature_table, specs_from_column,
-                                      stream_rows, stream_specs)
+from rcmae.data.feature_table import (
+    META_COLUMNS,
+    feature_shape,
+    read_feature_table,
+    specs_from_column,
+    stream_rows,
+    stream_specs,
+)
 from rcmae.detect.detector import gamma_threshold
 from rcmae.evaluate.report_files import write_evaluation
 from rcmae.features import Normalizer
@@ -47,7 +53,8 @@ def run_baseline(config: Config, features_dir: str | Path, test_rows: Callable[[
     started = time.time()
     normalizer = Normalizer.fit_stream(stream_specs(features_dir))
     shape = feature_shape(features_dir)
-    train_types = sorted(set(read_feature_table(features_dir, ("train",), ["machine_type"])["machine_type"].to_pylist()))
+    train_types = sorted(pc.unique(read_feature_table(features_dir, ("train",), ["machine_type"])["machine_type"])
+                         .to_pylist())
     rows, scores, decisions = [], [], []
     for i, machine_type in enumerate(train_types):
         only_type = pc.field("machine_type") == machine_type
