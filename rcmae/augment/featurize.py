@@ -7,8 +7,6 @@ no features; the rest of its batch goes on.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,8 +14,7 @@ import pyarrow as pa
 from rcmae.augment.base import Augmenter, clip_seed
 from rcmae.config import AudioConfig, Config
 from rcmae.data.audio import AudioError, load_clip
-from rcmae.data.feature_table import FEATURE_SCHEMA
-from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
+from rcmae.data.feature_table import FEATURE_SCHEMA, feature_rows
 from rcmae.features import LogMel, compute_logmel
 
 
@@ -95,21 +92,8 @@ class Featurizer:
                 elif not isinstance(result, Exception):
                     augmented[i].append(result[0].reshape(-1))
                     provenance[i].append(dict(variant=variant, **result[1], **self.tag))
-        return self._table(rows, features, augmented, provenance)
-
-    def _table(self, rows, features, augmented, provenance) -> pa.Table:
-        columns: dict[str, list] = {name: [] for name in FEATURE_SCHEMA.names}
-        for i, row in enumerate(rows):
-            failed = row["error"] is not None
-            for name in CLIP_SCHEMA.names:
-                columns[name].append(row[name])
-            columns["error"].append(row["error"])
-            columns["n_mels"].append(self.config.features.n_mels)
-            columns["n_frames"].append(self.config.features.n_frames)
-            columns["features"].append(None if failed else features[i].reshape(-1))
-            columns["augmented"].append([] if failed else augmented[i])
-            columns["provenance"].append(json.dumps([] if failed else provenance[i]))
-        return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
+        return feature_rows(rows, features, augmented, provenance, self.config.features.n_mels,
+                            self.config.features.n_frames)
 
 
 def featurize_table(clips: pa.Table, config: Config, batch_size: int = 64) -> pa.Table:

@@ -1,4 +1,5 @@
-"""The feature Parquet that `rcmae augment` writes and every later stage reads: its schema and its readers.
+"""The feature Parquet that `rcmae augment` writes and every later stage reads: its schema, the builder of
+its rows and its readers.
 
 One row per clip: the clip table's columns, `error` (why the clip is unusable, else null), the log-mel
 `features` (n_mels * n_frames float32, flattened), K `augmented` log-mels and their `provenance` (JSON).
@@ -29,6 +30,24 @@ FEATURE_SCHEMA = pa.schema(list(CLIP_SCHEMA) + [
     pa.field("provenance", pa.string()),
 ])
 META_COLUMNS = ["path", "file_name", "machine_type", "machine_id", "split", "label", "domain"]
+
+
+def feature_rows(clips: list[dict], features: dict[int, np.ndarray], augmented: dict[int, list],
+                 provenance: dict[int, list], n_mels: int, n_frames: int) -> pa.Table:
+    """The feature table of a batch of clips: `clips[i]` holds the clip-table columns and `error`; the dicts
+    hold, for clips without an error, their log-mel, augmented log-mels and provenance records."""
+    columns: dict[str, list] = {name: [] for name in FEATURE_SCHEMA.names}
+    for i, clip in enumerate(clips):
+        failed = clip["error"] is not None
+        for name in CLIP_SCHEMA.names:
+            columns[name].append(clip[name])
+        columns["error"].append(clip["error"])
+        columns["n_mels"].append(n_mels)
+        columns["n_frames"].append(n_frames)
+        columns["features"].append(None if failed else features[i].reshape(-1))
+        columns["augmented"].append([] if failed else augmented[i])
+        columns["provenance"].append(json.dumps([] if failed else provenance[i]))
+    return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
 
 
 def machine_key(machine_type: str, machine_id: str) -> str:

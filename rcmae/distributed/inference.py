@@ -50,7 +50,8 @@ def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig) -> pa.Ta
 def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: list[str], config: Config) -> Detector:
     """The detector of a fine-tuned model, fitted on the train split: encode with actors, fit per machine ID."""
     encoded = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "train"), model_dir, config, False)
-    fitted = encoded.groupby(["machine_type", "machine_id"]).map_groups(
+    # one partition per machine ID at most: Ray's default (200) costs minutes of task overhead on small clusters
+    fitted = encoded.groupby(["machine_type", "machine_id"], num_partitions=max(1, min(len(classes), 64))).map_groups(
         _fit_group, fn_kwargs=dict(classes=classes, score=config.score), batch_format="pyarrow")
     return Detector.merge([Detector.from_bytes(row["detector"]) for row in fitted.take_all()])
 

@@ -20,7 +20,7 @@ from rcmae.features import Normalizer
 from rcmae.models.checkpoint import WEIGHTS
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
-from rcmae.train.loops import finetune_loop, pretrain_loop
+from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
 
 FAULT_ENV = "RCMAE_INJECT_FAULT"  # "MARKER_FILE:EPOCH": one worker raises once after EPOCH (chaos drills, tests)
 
@@ -63,6 +63,8 @@ class RaySession:
 
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
+        if self.rank == 0:  # Ray forwards worker output to the driver: one line per epoch, not one per worker
+            print(epoch_line(metrics, getattr(self.config, self.stage).epochs), flush=True)
         self._maybe_fail(metrics["epoch"])
 
     def _maybe_fail(self, epoch: int) -> None:

@@ -44,7 +44,7 @@ def load_space(path: str | Path) -> dict:
 
 
 def base_config(space: dict) -> Config:
-    return load_config(space.get("preset", "tiny"), space.get("config"), space.get("set") or {})
+    return load_config(space.get("preset"), space.get("config"), space.get("set") or {})
 
 
 def param_space(space: dict) -> dict:

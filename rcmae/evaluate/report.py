@@ -17,6 +17,7 @@ from rcmae.detect.encode import encode_all
 from rcmae.models.checkpoint import load_checkpoint
 
 PAPER_SCORE = "id_logprob"
+NOT_LOSSES = ("epoch", "lr", "seconds", "stage", "accuracy", "samples_per_second")
 TSNE_CLIPS = 2000  # t-SNE of more test clips than this uses a random sample of them
 
 
@@ -77,7 +78,7 @@ def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 4))
     for ax, (stage, history) in zip(np.atleast_1d(axes), histories.items()):
         epochs = [h["epoch"] for h in history]
-        for term in [k for k in history[0] if k not in ("epoch", "lr", "seconds", "stage", "accuracy")]:
+        for term in [k for k in history[0] if k not in NOT_LOSSES]:
             ax.plot(epochs, [h[term] for h in history], label=term)
         ax.set(title=f"{stage}", xlabel="epoch")
         ax.legend(fontsize=8)

@@ -18,16 +18,17 @@ from rcmae.detect.detector import save_detector
 from rcmae.features import Normalizer
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
-from rcmae.train.loops import finetune_loop, pretrain_loop
+from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
 
 
 class LocalSession:
     rank, world_size = 0, 1
 
-    def __init__(self, run_dir: str | Path, batches, keep: int = 2, device: str | None = None, verbose: bool = True):
+    def __init__(self, run_dir: str | Path, batches, epochs: int, keep: int = 2, device: str | None = None,
+                 verbose: bool = True):
         self.run_dir = Path(run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
-        self._batches, self.keep, self.verbose = batches, keep, verbose
+        self._batches, self.epochs, self.keep, self.verbose = batches, epochs, keep, verbose
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def batches(self, epoch: int):
@@ -46,8 +47,7 @@ class LocalSession:
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
         if self.verbose:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "seconds")
-            print(f"[{metrics['stage']}] epoch {metrics['epoch']} {shown} ({metrics['seconds']:.1f}s)", flush=True)
+            print(epoch_line(metrics, self.epochs), flush=True)
 
     def restore(self) -> Path | None:
         found = sorted(self.checkpoints.glob("epoch_*")) if self.checkpoints.exists() else []
@@ -64,7 +64,7 @@ def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str 
         rng = epoch_rng(cfg.seed, epoch, 0)
         return maker(stream_rows(features_dir, columns, ("train",), rng=rng), rng)
 
-    return LocalSession(run_dir, batches, config.scale.keep_checkpoints, verbose=verbose)
+    return LocalSession(run_dir, batches, cfg.epochs, config.scale.keep_checkpoints, verbose=verbose)
 
 
 def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path, verbose: bool = True) -> Path:

@@ -81,8 +81,10 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
         started, sums, count = time.time(), defaultdict(float), 0
         seed_epoch(cfg.seed, epoch, session.rank)
         trained.train()
+        samples = 0
         for batch in session.batches(epoch):
             batch = to_device(batch, session.device)
+            samples += len(next(iter(batch.values())))
             with autocast(session.device):
                 terms = step(trained, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -98,11 +100,20 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
         scheduler.step()
         metrics = {name: total / count for name, total in sums.items()}
         metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,
-                       stage=stage)
+                       stage=stage, samples_per_second=samples * session.world_size / (time.time() - started))
         history.append(metrics)
         _report_epoch(session, model, config, dict(meta, stage=stage, epoch=epoch + 1, history=history),
                       optimizer, scheduler, metrics)
     return history
+
+
+def epoch_line(metrics: dict, epochs: int) -> str:
+    """One progress line: losses, throughput (all workers) and the time the stage has left at this pace."""
+    terms = " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                     if isinstance(v, float) and k not in ("seconds", "lr", "samples_per_second"))
+    left = (epochs - metrics["epoch"]) * metrics["seconds"]
+    return (f"[{metrics['stage']}] epoch {metrics['epoch']}/{epochs} {terms} ({metrics['seconds']:.1f} s, "
+            f"{metrics['samples_per_second']:.0f} samples/s, ~{left:.0f} s left)")
 
 
 def _report_epoch(session, model, config, meta, optimizer, scheduler, metrics) -> None:
