@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import SCORE_ORIGINS, Config
+from rcmae.config import Config
+from rcmae.registry import SCORES
 
 MASKING = "specaugment"  # the paper's Baseline arm: random time and frequency masking
 
@@ -62,7 +63,7 @@ def ablation_table(results: dict[str, list[dict]], method: str, seeds: tuple[int
     """Markdown: one row per arm, AUC and pAUC per machine type and their mean, mean ± std over seeds."""
     types = sorted(next(iter(results.values()))[0]["per_type"])
     lines = ["# Augmentation ablation (the paper's Table 3)\n",
-             f"Score `{method}` ({SCORE_ORIGINS[method]}); seeds {', '.join(map(str, seeds))}; mean ± std over "
+             f"Score `{method}` ({SCORES[method]}); seeds {', '.join(map(str, seeds))}; mean ± std over "
              f"seeds. pAUC is the DCASE value (max_fpr 0.1).\n",
              "| augmentation | metric | " + " | ".join(types) + " | mean |",
              "|---|---|" + "---|" * (len(types) + 1)]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rcmae.config import PRESETS, SCORE_METHODS, ConfigError, describe, load_config
+from rcmae.registry import AUGMENTERS
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--augmenter", choices=["audioldm", "factory-mix", "specaugment"])
+    p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder (with --augmenter audioldm)")
     p.add_argument("--variants", type=int, help="augmented variants per train clip")
     p.add_argument("--limit", type=int, help="only the first N clips (smoke runs)")
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="DCASE-layout data")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--augmenter", choices=["audioldm", "factory-mix"])
+    p.add_argument("--augmenter", choices=sorted(set(AUGMENTERS) - {"specaugment"}))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.set_defaults(func=cmd_ablate)
 
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="DCASE-layout data (default: synthesise the toy factory)")
     p.add_argument("--out", type=Path, default=Path("runs/main"), help="run folder (default: %(default)s)")
     p.add_argument("--synth-preset", default="small", choices=["small", "full"])
-    p.add_argument("--augmenter", choices=["audioldm", "factory-mix", "specaugment"])
+    p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
     p.set_defaults(func=cmd_run)

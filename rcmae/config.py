@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from rcmae.registry import AUGMENTERS, SCORES
+
 
 class ConfigError(ValueError):
     """A configuration value is out of range or inconsistent."""
@@ -116,8 +118,8 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    augmenter: str = _doc("'factory-mix' (weight-free), 'audioldm' (needs `model`) or 'specaugment'.",
-                          "factory-mix")
+    augmenter: str = _doc("One of rcmae.registry.AUGMENTERS: 'factory-mix' (weight-free), 'audioldm' (needs "
+                          "`model`) or 'specaugment'.", "factory-mix")
     model: str | None = _doc("AudioLDM hub id or local diffusers folder (augmenter 'audioldm').", None)
     variants: int = _doc("Augmented variants written per clip.", 2)
     t0: float = _doc("SDEdit insertion point: the real clip enters at DDIM step floor(S*t0) (Eq. 1).", 0.5)
@@ -142,8 +144,8 @@ class AugmentConfig:
     gpus_per_actor: float = _doc("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).", 1.0)
 
     def __post_init__(self) -> None:
-        _check(self.augmenter in ("factory-mix", "audioldm", "specaugment"),
-               f"augment.augmenter must be factory-mix, audioldm or specaugment, got {self.augmenter!r}")
+        _check(self.augmenter in AUGMENTERS,
+               f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {self.augmenter!r}")
         _check(self.variants >= 1, f"augment.variants must be >= 1, got {self.variants}")
         _check(0.0 < self.t0 <= 1.0, f"augment.t0 must be in (0, 1], got {self.t0}")
         _check(1 <= self.steps_min <= self.steps_max,
@@ -211,8 +213,8 @@ class FinetuneConfig(OptimizerConfig):
                "finetune: loss weights must be >= 0 with a positive sum")
 
 
-SCORE_METHODS = ("mahalanobis", "embedding", "id_logprob")
-SCORE_ORIGINS = {"id_logprob": "the paper's score", "mahalanobis": "rcmae extension", "embedding": "rcmae extension"}
+SCORE_METHODS = tuple(SCORES)
+
 
 
 @dataclass

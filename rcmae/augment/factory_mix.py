@@ -61,7 +61,7 @@ class FactoryMix:
     name = "factory-mix"
     domain = "wave"
 
-    def __init__(self, config: AugmentConfig, sample_rate: int = 16000):
+    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str = "cpu"):
         self.config, self.sample_rate = config, sample_rate
         self.prompts = load_prompts(config.prompts)
 

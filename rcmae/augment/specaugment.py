@@ -12,7 +12,7 @@ class SpecAugment:
     name = "specaugment"
     domain = "spec"
 
-    def __init__(self, config: AugmentConfig):
+    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str = "cpu"):
         self.time_masks, self.freq_masks = config.time_masks, config.freq_masks
         self.max_fraction = config.max_mask_fraction
 

@@ -24,24 +24,15 @@ import pyarrow.parquet as pq
 from rcmae.config import Config
 from rcmae.data.layout import ClipIndex, index_clips
 from rcmae.distributed.runtime import pool_plan, require_feasible
+from rcmae.registry import AUGMENTERS
 
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
 
 
 def build_augmenter(config: Config, device: str = "cpu"):
-    """The configured augmenter (factory-mix, the default, needs no weights)."""
-    name = config.augment.augmenter
-    if name == "audioldm":
-        from rcmae.augment.audioldm import AudioLDMAugmenter
-
-        return AudioLDMAugmenter(config.augment, config.audio.sample_rate, device=device)
-    if name == "specaugment":
-        from rcmae.augment.specaugment import SpecAugment
-
-        return SpecAugment(config.augment)
-    from rcmae.augment.factory_mix import FactoryMix
-
-    return FactoryMix(config.augment, config.audio.sample_rate)
+    """The configured augmenter, from the registry."""
+    return AUGMENTERS[config.augment.augmenter].load()(config.augment, sample_rate=config.audio.sample_rate,
+                                                       device=device)
 
 
 class AugmentActor:

@@ -16,11 +16,11 @@ from pathlib import Path
 import yaml
 
 from rcmae.config import AugmentConfig, ScaleConfig
+from rcmae.registry import AUGMENTERS
 
 log = logging.getLogger(__name__)
 AUTOSCALER_STATUS_KEY = "__autoscaling_status"  # the key an autoscaler's monitor writes its status under
 
-GPU_AUGMENTERS = ("audioldm",)  # augmenters worth a GPU when the cluster has one and the config says auto
 
 
 class ResourceError(RuntimeError):
@@ -61,12 +61,13 @@ def scaling_plan(scale: ScaleConfig, resources: dict) -> dict:
 
 def pool_plan(augment: AugmentConfig, resources: dict) -> dict:
     """Augmentation actor pool: size and per-actor resources. GPU actors when `augment.use_gpu` says so, or
-    (auto) when the cluster has GPUs now and the augmenter is a diffusion model; otherwise one CPU actor per
+    (auto) when the cluster has GPUs now and the augmenter's registry entry `needs_gpu`; otherwise one CPU actor per
     core, each reserving half a core so Ray Data's Parquet writers (and a previous pool still shutting down)
     always find room; the reservation is a scheduling hint, not a cap."""
     gpus_now = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
-    use_gpu = (bool(gpus_now) and augment.augmenter in GPU_AUGMENTERS) if augment.use_gpu is None else augment.use_gpu
+    wants_gpu = AUGMENTERS[augment.augmenter].needs_gpu
+    use_gpu = (bool(gpus_now) and wants_gpu) if augment.use_gpu is None else augment.use_gpu
     if use_gpu:
         size = augment.num_actors or max(1, int(gpus_now / augment.gpus_per_actor))
         return dict(size=size, num_gpus=augment.gpus_per_actor, num_cpus=1)

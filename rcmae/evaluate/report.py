@@ -11,10 +11,10 @@ import pyarrow as pa
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
-from rcmae.config import SCORE_ORIGINS
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.encode import encode_all
 from rcmae.models.checkpoint import load_checkpoint
+from rcmae.registry import SCORES
 
 PAPER_SCORE = "id_logprob"
 NOT_LOSSES = ("epoch", "lr", "seconds", "stage", "accuracy", "samples_per_second")
@@ -122,13 +122,13 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     histories = {stage: load_checkpoint(folder).meta.get("history", [])
                  for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
     plot_losses(histories, plots / "losses.png")
-    rows = {f"RC-MAE, `{metrics['method']}` score ({SCORE_ORIGINS[metrics['method']]})": metrics}
+    rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']]})": metrics}
     paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
     if metrics["method"] != PAPER_SCORE and paper_file.exists():
-        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORE_ORIGINS[PAPER_SCORE]})"] = json.loads(paper_file.read_text())
+        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE]})"] = json.loads(paper_file.read_text())
     if baseline:
         rows["DCASE 2020 AE baseline"] = baseline
-    methods = "\n".join(f"- `{m}` ({SCORE_ORIGINS[m]}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
+    methods = "\n".join(f"- `{m}` ({SCORES[m]}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
                         for m, v in metrics["methods"].items())
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report

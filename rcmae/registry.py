@@ -1,0 +1,38 @@
+"""The pluggable kinds and their members, by name: augmenters and score methods. Config validation, the CLI's
+choices, the actor-pool plan and the augmenter factory all read these tables, so a new augmenter is its
+module, one entry here and its test. Entries name their implementation as "module:attribute" and load it
+only when used, so this table (the bottom layer) imports nothing of rcmae."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    name: str
+    target: str      # "module:Class"; the class takes (AugmentConfig, sample_rate=..., device=...)
+    needs_gpu: bool  # worth a GPU actor when the cluster has GPUs and augment.use_gpu is auto
+    doc: str
+
+    def load(self) -> type:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+AUGMENTERS = {entry.name: entry for entry in (
+    Augmenter("factory-mix", "rcmae.augment.factory_mix:FactoryMix", False,
+              "weight-free: synthetic factory noise chosen by the same prompts, mixed at a random SNR"),
+    Augmenter("audioldm", "rcmae.augment.audioldm:AudioLDMAugmenter", True,
+              "AudioLDM SDEdit diffusion (the paper's; needs `model`)"),
+    Augmenter("specaugment", "rcmae.augment.specaugment:SpecAugment", False,
+              "random time and frequency masking (the paper's Table 3 Baseline)"),
+)}
+
+# score method -> where it comes from (report.md says which score is the paper's)
+SCORES = {
+    "mahalanobis": "rcmae extension",
+    "embedding": "rcmae extension",
+    "id_logprob": "the paper's score",
+}

@@ -1,0 +1,44 @@
+"""The `rcmae` command line, driven through `main([...])` as a user types it."""
+
+import json
+
+import pytest
+
+from rcmae.cli import main
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    for command in ("synth", "index", "augment", "pretrain", "finetune", "evaluate", "score", "baseline", "tune",
+                    "ablate", "run", "config"):
+        assert command in shown
+
+
+def test_config_writes_a_yaml_that_loads_back(tmp_path, capsys):
+    out = tmp_path / "c.yaml"
+    assert main(["config", "--preset", "tiny", "--set", "pretrain.epochs=3", "--out", str(out)]) == 0
+    assert main(["config", "--config", str(out)]) == 0
+    assert "epochs: 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["config", "--set", "pretrain.epochs=5.5"], "pretrain.epochs: 5.5 is not a valid int"),
+    (["config", "--set", "pretrain.nope=1"], "unknown config key 'pretrain.nope'"),
+    (["config", "--set", "no_equals_sign"], "SECTION.KEY=VALUE"),
+    (["index", "--data", "/no/such/folder"], "does not exist"),
+])
+def test_bad_input_is_one_line_naming_it_and_exit_code_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_synth_then_index(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["preset"] == "small"
+    assert main(["index", "--data", str(tmp_path)]) == 0
+    assert f"{len(manifest['clips'])} clips" in capsys.readouterr().out
