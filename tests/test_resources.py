@@ -43,3 +43,13 @@ def test_a_request_no_node_type_offers_is_refused_with_the_fix():
         require_feasible("training", {"CPU": 0.5, "GPU": 1}, [cpu_head])
     with pytest.raises(ResourceError, match="GPU': 2"):
         require_feasible("augmentation", {"CPU": 1, "GPU": 2}, [cpu_head, gpu_type])
+
+
+@pytest.mark.ray
+def test_on_a_cluster_without_autoscaler_a_gpu_request_fails_at_once(ray_session):
+    from rcmae.distributed.runtime import node_capacities
+
+    assert node_capacities() is not None  # the local head's monitor has no autoscaling config: nodes are all
+    with pytest.raises(ResourceError, match="no node of this cluster"):
+        require_feasible("training", {"CPU": 0.5, "GPU": 1})
+    require_feasible("training", {"CPU": 0.5})

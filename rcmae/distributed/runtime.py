@@ -86,24 +86,26 @@ def autoscaler_node_types() -> list[dict] | None:
         return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
     if _internal_kv_get(AUTOSCALER_STATUS_KEY) is None:
         return []
-    path = _monitor_config_path()  # autoscaler v1: the head's monitor process names its config file
-    if path is None:
+    monitor_args = _monitor_args()  # autoscaler v1: the head's monitor process names its config file
+    if monitor_args is None:
         return None
+    path = next((arg.split("=", 1)[1] for arg in monitor_args if arg.startswith("--autoscaling-config=")), None)
+    if path is None:  # a monitor without a config: `ray start` without autoscaling, no node can be added
+        return []
     config = yaml.safe_load(Path(path).expanduser().read_text())
     return [dict(node_type.get("resources", {})) for node_type in config.get("available_node_types", {}).values()
             if node_type.get("max_workers", 1) != 0]
 
 
-def _monitor_config_path() -> str | None:
+def _monitor_args() -> list[str] | None:
+    """The command line of the autoscaler monitor on this machine, None when it runs elsewhere."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if any(arg.endswith("monitor.py") for arg in args):
-            for arg in args:
-                if arg.startswith("--autoscaling-config="):
-                    return arg.split("=", 1)[1]
+        if any(arg.endswith("autoscaler/_private/monitor.py") for arg in args):
+            return args
     return None
 
 
