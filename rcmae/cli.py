@@ -189,6 +189,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def count(minimum: int):
+    """An argparse type: a whole number >= minimum, else a usage error naming the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcmae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -199,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--additional", action="store_true",
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "
                         "training set), so stage 2 classifies over both sets' IDs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
@@ -220,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder (with --augmenter audioldm)")
-    p.add_argument("--variants", type=int, help="augmented variants per train clip")
-    p.add_argument("--limit", type=int, help="only the first N clips (smoke runs)")
+    p.add_argument("--variants", type=count(1), help="augmented variants per train clip")
+    p.add_argument("--limit", type=count(1), help="only the first N clips (smoke runs)")
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("pretrain", help="stage 1: MAE + InfoNCE + VCR on (original, augmented) pairs")
@@ -274,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--data", required=True, type=Path, help="DCASE-layout data")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2])
     p.add_argument("--augmenter", choices=sorted(set(AUGMENTERS) - {"specaugment"}))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.set_defaults(func=cmd_ablate)

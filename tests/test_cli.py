@@ -42,3 +42,15 @@ def test_synth_then_index(tmp_path, capsys):
     assert manifest["preset"] == "small"
     assert main(["index", "--data", str(tmp_path)]) == 0
     assert f"{len(manifest['clips'])} clips" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["augment", "--data", "d", "--out", "o", "--limit", "0"], "0 is below 1"),
+    (["augment", "--data", "d", "--out", "o", "--limit", "-3"], "-3 is below 1"),
+    (["augment", "--data", "d", "--out", "o", "--variants", "two"], "'two' is not a whole number"),
+    (["synth", "--out", "o", "--seed", "-1"], "-1 is below 0"),
+])
+def test_numeric_options_are_validated_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

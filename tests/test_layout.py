@@ -42,6 +42,8 @@ def test_every_grammar_parses(tmp_path, relative, expected):
     ("dev_data/fan/train/broken_id_00_00000001.wav", "fits no known grammar"),
     ("dev_data/fan/validation/normal_id_00_00000001.wav", "cannot tell the split"),
     ("dev_data/fan/train/id_00_00000001.wav", "unlabelled file name in a train folder"),
+    ("dev_data/fan/train/anomaly_id_00_00000001.wav", "anomalous clip in a train folder"),
+    ("dev/fan/train/section_00_source_train_anomaly_0001.wav", "anomalous clip in a train folder"),
 ])
 def test_bad_names_raise_with_file_and_patterns(tmp_path, relative, fragment):
     path = touch(tmp_path, relative)

@@ -57,6 +57,23 @@ def test_resumed_run_equals_uninterrupted(toy_features, quick_config, tmp_path):
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
 
 
+def test_a_torn_checkpoint_is_passed_over_and_the_resume_equals_an_uninterrupted_run(toy_features, quick_config,
+                                                                                    tmp_path, capsys):
+    config = quick_config.override({"pretrain.epochs": 3})
+    whole = pretrain_local(config, toy_features, tmp_path / "whole", verbose=False)
+    pretrain_local(config, toy_features, tmp_path / "torn", verbose=False)
+    checkpoints = tmp_path / "torn" / "checkpoints"
+    weights = checkpoints / "epoch_0003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short by a kill
+    (checkpoints / ".epoch_0004.partial").mkdir()  # a staging folder a kill left behind
+    resumed = pretrain_local(config, toy_features, tmp_path / "torn", verbose=False)
+    assert "skipping" in capsys.readouterr().err
+    a, b = load_file(str(resumed / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+    assert [h["epoch"] for h in load_checkpoint(resumed).meta["history"]] == [1, 2, 3]
+
+
 def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
     _, _, _, model = trained
     metrics = evaluate_checkpoint(model, toy_root / "dev_data" / "fan", tmp_path)

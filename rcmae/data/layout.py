@@ -82,6 +82,9 @@ def parse_clip_name(path: Path) -> dict[str, str]:
                           f"(or source_test/, target_test/), not {split_dir!r}")
     if dir_split == "train" and row["label"] == UNKNOWN:
         raise LayoutError(f"{path}: unlabelled file name in a train folder")
+    if dir_split == "train" and row["label"] == "anomaly":
+        raise LayoutError(f"{path}: an anomalous clip in a train folder: training uses normal clips only, so it "
+                          f"is left out (move it to test/ if it belongs there)")
     return dict(path=str(path), file_name=path.name, machine_type=machine_type, split=dir_split, **row)
 
 

@@ -7,6 +7,7 @@ last checkpoint. Running again with the same run folder resumes instead of resta
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -54,6 +55,10 @@ class RaySession:
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
+
+        if self._restored is not None:  # the loop has read the restored checkpoint by now
+            shutil.rmtree(self._restored, ignore_errors=True)
+            self._restored = None
 
         # stage 1 leaves the ID head unused, stage 2 the decoder: DDP must expect unused parameters
         return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rcmae.config import Config
@@ -60,6 +61,19 @@ def read_meta(folder: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no {META})")
     return json.loads(path.read_text())
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why a training checkpoint folder cannot be resumed from (missing or unreadable parts), or None."""
+    folder = Path(folder)
+    try:
+        read_meta(folder)
+        with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
+            weights.keys()
+        torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)
+    except Exception as error:  # any damage means "do not trust"; the reason is reported
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from rcmae.data.feature_table import META_COLUMNS, stream_rows
 from rcmae.detect.apply import fit_from_rows
 from rcmae.detect.detector import save_detector
 from rcmae.features import Normalizer
+from rcmae.models.checkpoint import checkpoint_problem
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
 from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
@@ -39,9 +41,13 @@ class LocalSession:
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None:  # copied aside, then renamed into place: a kill never leaves half a folder
             target = self.checkpoints / f"epoch_{metrics['epoch']:04d}"
-            shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+            staging = self.checkpoints / f".{target.name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, staging)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
             for old in sorted(self.checkpoints.glob("epoch_*"))[:-self.keep]:
                 shutil.rmtree(old)
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
@@ -50,8 +56,14 @@ class LocalSession:
             print(epoch_line(metrics, self.epochs), flush=True)
 
     def restore(self) -> Path | None:
+        """The newest checkpoint that is whole; damaged ones are reported and passed over."""
         found = sorted(self.checkpoints.glob("epoch_*")) if self.checkpoints.exists() else []
-        return found[-1] if found else None
+        for folder in reversed(found):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder
+            print(f"resume: skipping {folder} ({problem})", file=sys.stderr, flush=True)
+        return None
 
 
 def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str | Path, normalizer: Normalizer,

@@ -31,11 +31,13 @@ class Session(Protocol):
 
     def batches(self, epoch: int) -> Iterable[dict[str, np.ndarray | torch.Tensor]]: ...
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module: ...
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Called once the loop has read `restore()`'s folder, which may then be removed."""
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
 
-    def restore(self) -> Path | None: ...
+    def restore(self) -> Path | None:
+        """The checkpoint to resume from, or None."""
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
