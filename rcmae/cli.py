@@ -184,7 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                  if v is not None}
     config = _config_from(args).override(overrides)
     result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline)
-    print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
+    if result["mean"]:
+        print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
+    else:
+        print(f"unlabelled test split: scores and decisions written, no metrics -> {result['report']}")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
@@ -33,11 +34,14 @@ def _plt():
 def plot_roc(scored: pa.Table, method: str, path: Path) -> None:
     plt = _plt()
     types = np.array(scored["machine_type"].to_pylist())
-    labels = np.array(scored["label"].to_pylist()) == "anomaly"
+    label_names = np.array(scored["label"].to_pylist())
+    labels = label_names == "anomaly"
     scores = scored[f"score_{method}"].to_numpy(zero_copy_only=False)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for machine_type in sorted(set(types)):
-        idx = types == machine_type
+        idx = (types == machine_type) & np.isin(label_names, ["normal", "anomaly"])  # labelled clips only
+        if len(set(labels[idx])) < 2:
+            continue
         fpr, tpr, _ = roc_curve(labels[idx], scores[idx])
         ax.plot(fpr, tpr, label=machine_type)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
@@ -88,6 +92,10 @@ def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
 
 
 def _metrics_table(rows: dict[str, dict]) -> str:
+    rows = {name: metrics for name, metrics in rows.items() if metrics["per_type"]}
+    if not rows:
+        return ("The test split is unlabelled (evaluation mode): no AUC or pAUC. Every clip's score and decision "
+                "are in `evaluation/anomaly_score_*.csv` and `evaluation/decision_result_*.csv`.")
     types = sorted(next(iter(rows.values()))["per_type"])
     head = "| model | " + " | ".join(f"{t} AUC / pAUC" for t in types) + " | mean AUC / pAUC |"
     lines = [head, "|" + "---|" * (len(types) + 2)]
@@ -129,7 +137,12 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     if baseline:
         rows["DCASE 2020 AE baseline"] = baseline
     methods = "\n".join(f"- `{m}` ({SCORES[m]}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
-                        for m, v in metrics["methods"].items())
+                        for m, v in metrics["methods"].items() if v)
+    unlabelled = sorted(set(machine_keys(scored.filter(pc.invert(
+        pc.is_in(scored["label"], pa.array(["normal", "anomaly"])))))))
+    if unlabelled:
+        methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
+                    f"{', '.join(unlabelled)}.")
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
 
