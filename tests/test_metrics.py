@@ -6,7 +6,15 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from rcmae.config import ScoreConfig
-from rcmae.detect.detector import Detector, Encoded, anomaly_scores, fit_gaussian, fit_scorer, gamma_threshold
+from rcmae.detect.detector import (
+    Detector,
+    Encoded,
+    anomaly_scores,
+    fit_detector,
+    fit_gaussian,
+    fit_scorer,
+    gamma_threshold,
+)
 from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
 from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
 from rcmae.evaluate.report_files import write_evaluation
@@ -128,3 +136,28 @@ def test_mahalanobis_sees_a_shift_along_a_quiet_direction():
     def score(method):
         return roc_auc_score(labels, anomaly_scores(method, encoded(test, test), ["m/00"] * 200, ["m/00"], detector))
     assert score("mahalanobis") > 0.95 and score("embedding") < 0.6
+
+
+@pytest.mark.parametrize("few_clips", [1, 2])
+def test_few_shot_ids_borrow_their_types_covariance_and_thresholds(few_clips):
+    rng = np.random.default_rng(0)
+    counts = {"a/00": few_clips, "a/01": 20, "a/02": 20}
+    centres = {key: rng.normal(size=6) * 3 for key in counts}
+    keys = [key for key, n in counts.items() for _ in range(n)]
+    pooled = np.stack([centres[k] + rng.normal(size=6) for k in keys])
+    log_probs = np.log(rng.dirichlet(np.ones(3), size=len(keys)))
+    detector = fit_detector(encoded(pooled, pooled, log_probs), keys, sorted(counts), ScoreConfig(components=2))
+    assert detector.few_shot == ["a/00"]
+    np.testing.assert_allclose(detector.gaussians["a/00"]["mean"], pooled[:few_clips].mean(axis=0))
+    assert all(np.isfinite(detector.thresholds[m]["a/00"]) for m in detector.thresholds)
+    probe = np.stack([centres["a/00"] + rng.normal(size=6) for _ in range(50)] + [centres["a/00"] + 6.0] * 50)
+    scores = anomaly_scores("mahalanobis", encoded(probe, probe), ["a/00"] * 100, sorted(counts), detector)
+    assert roc_auc_score([0] * 50 + [1] * 50, scores) > 0.95
+    restored = Detector.from_bytes(detector.to_bytes())
+    assert restored.few_shot == ["a/00"] and restored.thresholds == detector.thresholds
+
+
+def test_a_machine_type_with_too_few_clips_in_all_is_refused_by_name():
+    keys = ["b/00", "b/01"]
+    with pytest.raises(ValueError, match="machine type 'b' has 2 train clip"):
+        fit_detector(encoded(np.eye(2, 4), np.eye(2, 4)), keys, keys, ScoreConfig())

@@ -93,33 +93,3 @@ def test_ablate_writes_table_3_with_both_arms(ray_session, toy_root, tmp_path):
     results = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
     assert all(0 <= run["mean"]["auc"] <= 1 for runs in results.values() for run in runs)
 
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_a_run_with_an_unlabelled_evaluation_split_writes_csvs_and_metrics_for_the_labelled_part(ray_session,
-                                                                                                  tmp_path):
-    import shutil
-
-    from rcmae.evaluate.dcase_csv import read_scores, score_file
-
-    data = tmp_path / "data"
-    synthesize(data, preset="small", types=("fan",), additional=True)
-    unlabelled = data / "eval_data" / "fan" / "test"
-    unlabelled.mkdir(parents=True)
-    for number, clip in enumerate(sorted((data / "dev_data" / "fan" / "test").glob("*_id_00_*.wav"))[:6]):
-        shutil.copy(clip, unlabelled / f"id_01_{number:08d}.wav")  # DCASE 2020 evaluation-set names
-    args = ["run", "--data", str(data), "--out", str(tmp_path / "run"), "--no-baseline", "--set",
-            "scale.num_workers=0", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1"]
-    assert main(args) == 0
-    evaluation = tmp_path / "run" / "evaluation"
-    assert len(read_scores(score_file(evaluation, "fan", "01"))) == 6  # scored, as a submission needs
-    metrics = json.loads((evaluation / "metrics.json").read_text())
-    assert {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}  # the labelled part only
-    assert "Unlabelled test clips" in (tmp_path / "run" / "report.md").read_text()
-
-
-def test_a_wholly_unlabelled_split_gets_a_report_table_that_says_so():
-    from rcmae.evaluate.report import _metrics_table
-
-    text = _metrics_table({"RC-MAE": {"per_id": [], "per_type": {}, "mean": {}}})
-    assert "unlabelled (evaluation mode)" in text and "anomaly_score_" in text

@@ -1,6 +1,6 @@
 """Fitting the detector and scoring clips from streams of feature-table rows, in-process. The per-batch and
-per-ID steps (`TableEncoder`, `fit_machine`) are the ones `rcmae.distributed.inference` maps
-over a cluster with Ray Data; here they run one batch at a time, so memory holds a batch and one machine ID."""
+per-type steps (`TableEncoder`, `fit_machine`) are the ones `rcmae.distributed.inference` maps over a cluster
+with Ray Data; here they run one batch at a time, so memory holds a batch and one machine type's features."""
 
 from __future__ import annotations
 
@@ -19,20 +19,21 @@ from rcmae.detect.encode import TableEncoder, encoded_of
 
 
 def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig) -> Detector:
-    """The detector part of the machine IDs in `encoded` (rows of one ID, or several: each is fitted alone)."""
+    """The detector part of the machine IDs in `encoded` (the rows of one machine type: each ID is fitted on its
+    own clips, a few-shot ID with the type's pooled covariance)."""
     return fit_detector(encoded_of(encoded), machine_keys(encoded), classes, config)
 
 
 def fit_from_rows(model_dir: str | Path, train_rows: Iterable[pa.Table], classes: list[str],
                   config: ScoreConfig) -> Detector:
-    """Encode train rows batch by batch into one Parquet file per machine ID, then fit each ID from its file."""
+    """Encode train rows batch by batch into one Parquet file per machine type, then fit each type's IDs."""
     encoder = TableEncoder(model_dir)
     writers: dict[str, pq.ParquetWriter] = {}
     with tempfile.TemporaryDirectory(prefix="rcmae_detector_") as folder:
         for table in train_rows:
             encoded = encoder(table)
-            keys = pa.array(machine_keys(encoded))
-            for key in keys.unique().to_pylist():
+            keys = encoded["machine_type"]
+            for key in pc.unique(keys).to_pylist():
                 part = encoded.filter(pc.equal(keys, key))
                 if key not in writers:
                     writers[key] = pq.ParquetWriter(Path(folder) / f"{len(writers):05d}.parquet", part.schema)

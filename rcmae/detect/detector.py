@@ -27,6 +27,7 @@ from rcmae.config import SCORE_METHODS, ScoreConfig
 from rcmae.models.checkpoint import META, CheckpointError, load_detector_arrays, read_meta, save_detector_arrays
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
+MIN_OWN_CLIPS = 3  # fewest train clips for an ID's own Gaussian and threshold; fewer use the type's pooled ones
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Detector:
     centroids: dict[str, np.ndarray]             # machine key -> unit-length mean train embedding
     gaussians: dict[str, dict[str, np.ndarray]]  # machine key -> GAUSSIAN_PARTS of its pooled features
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> machine key -> threshold
+    few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array view, for a safetensors file."""
@@ -49,15 +51,19 @@ class Detector:
             arrays.update({f"{part}/{key}": np.asarray(gaussian[part], dtype=np.float32) for part in GAUSSIAN_PARTS})
         return arrays
 
+    def meta(self) -> dict:
+        """What meta.json keeps of the detector (its arrays go to detector.safetensors)."""
+        return {"thresholds": self.thresholds, "few_shot": self.few_shot}
+
     def to_bytes(self) -> bytes:
-        return safetensors.numpy.save(self.arrays(), metadata={"thresholds": json.dumps(self.thresholds)})
+        return safetensors.numpy.save(self.arrays(), metadata={"meta": json.dumps(self.meta())})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Detector":
         arrays = safetensors.numpy.load(data)
         header_size = int.from_bytes(data[:8], "little")
-        thresholds = json.loads(json.loads(data[8:8 + header_size])["__metadata__"]["thresholds"])
-        return cls.from_arrays(arrays, thresholds)
+        meta = json.loads(json.loads(data[8:8 + header_size])["__metadata__"]["meta"])
+        return cls.from_arrays(arrays, meta["thresholds"], meta["few_shot"])
 
     @classmethod
     def merge(cls, parts: list["Detector"]) -> "Detector":
@@ -68,14 +74,16 @@ class Detector:
             merged.gaussians.update(part.gaussians)
             for method, per_key in part.thresholds.items():
                 merged.thresholds.setdefault(method, {}).update(per_key)
+            merged.few_shot = sorted(merged.few_shot + part.few_shot)
         return merged
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]]) -> "Detector":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]],
+                    few_shot: list[str] | None = None) -> "Detector":
         keys = sorted(name.split("/", 1)[1] for name in arrays if name.startswith("centroid/"))
         return cls(centroids={key: arrays[f"centroid/{key}"] for key in keys},
                    gaussians={key: {part: arrays[f"{part}/{key}"] for part in GAUSSIAN_PARTS} for key in keys},
-                   thresholds=thresholds)
+                   thresholds=thresholds, few_shot=list(few_shot or []))
 
 
 def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]:
@@ -98,15 +106,46 @@ def mahalanobis(features: np.ndarray, gaussian: dict[str, np.ndarray]) -> np.nda
     return (centred ** 2).sum(axis=1) / noise + (along ** 2 * (1.0 / gaussian["variances"] - 1.0 / noise)).sum(axis=1)
 
 
+def machine_type_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
 def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig) -> Detector:
+    """Centroids and Gaussians per machine ID. An ID with fewer than MIN_OWN_CLIPS train clips (a new machine,
+    a target domain) gets its own mean with its machine type's pooled covariance: the type's clips, each
+    centred on its own ID's mean (or on the type's mean when its ID has a single clip)."""
     keys_array = np.array(keys)
-    centroids, gaussians = {}, {}
+    centroids, gaussians, few_shot = {}, {}, []
     for key in sorted(set(keys)):
         rows = keys_array == key
         mean = encoded.embeddings[rows].mean(axis=0)
         centroids[key] = (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
-        gaussians[key] = fit_gaussian(encoded.pooled[rows], config.components)
-    return Detector(centroids, gaussians)
+        if rows.sum() >= MIN_OWN_CLIPS:
+            gaussians[key] = fit_gaussian(encoded.pooled[rows], config.components)
+        else:
+            pooled = pooled_gaussian(encoded.pooled, keys_array, machine_type_of(key), config.components)
+            gaussians[key] = dict(pooled, mean=encoded.pooled[rows].mean(axis=0))
+            few_shot.append(key)
+    return Detector(centroids, gaussians, few_shot=few_shot)
+
+
+def pooled_gaussian(pooled: np.ndarray, keys: np.ndarray, machine_type: str, components: int) -> dict:
+    """A zero-mean Gaussian of the within-ID spread of one machine type's train features."""
+    of_type = np.array([machine_type_of(k) == machine_type for k in keys])
+    if of_type.sum() < MIN_OWN_CLIPS:
+        raise ValueError(f"machine type {machine_type!r} has {of_type.sum()} train clip(s) in all: the detector "
+                         f"needs at least {MIN_OWN_CLIPS} per type (one ID may hold them all)")
+    return fit_gaussian(centred_by_id(pooled[of_type], keys[of_type]), components)
+
+
+def centred_by_id(features: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Each row minus its ID's mean (minus the mean of all rows when its ID has a single row)."""
+    centred = np.empty_like(features)
+    for key in set(owners):
+        rows = owners == key
+        centre = features[rows].mean(axis=0) if rows.sum() > 1 else features.mean(axis=0)
+        centred[rows] = features[rows] - centre
+    return centred
 
 
 def anomaly_scores(method: str, encoded: Encoded, keys: list[str], classes: list[str],
@@ -141,10 +180,18 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
     """Per-ID centroids and Gaussians, and per-ID, per-method thresholds, from train-normal clips."""
     detector = fit_scorer(encoded, keys, config)
     keys_array = np.array(keys)
+    types = np.array([machine_type_of(k) for k in keys])
     for method in SCORE_METHODS:
         scores = anomaly_scores(method, encoded, keys, classes, detector)
-        detector.thresholds[method] = {key: gamma_threshold(scores[keys_array == key], config.decision_percentile)
-                                       for key in sorted(set(keys))}
+        detector.thresholds[method] = {}
+        for key in sorted(set(keys)):
+            sample = scores[keys_array == key]
+            if key in detector.few_shot:  # too few own scores for a gamma: the type's, scored the same way
+                of_type = types == machine_type_of(key)
+                sample = scores[of_type] if method != "mahalanobis" else mahalanobis(
+                    centred_by_id(encoded.pooled[of_type], keys_array[of_type]),
+                    dict(detector.gaussians[key], mean=np.zeros(encoded.pooled.shape[1])))
+            detector.thresholds[method][key] = gamma_threshold(sample, config.decision_percentile)
     return detector
 
 
@@ -154,12 +201,13 @@ def load_detector(model_dir: str | Path) -> Detector:
     if "detector" not in meta:
         raise CheckpointError(f"{model_dir}: the model has no fitted detector: pass the model folder written by "
                               f"`rcmae finetune`")
-    return Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"]["thresholds"])
+    return Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"]["thresholds"],
+                                meta["detector"].get("few_shot"))
 
 
 def save_detector(model_dir: str | Path, detector: Detector) -> None:
     save_detector_arrays(model_dir, detector.arrays())
     meta_path = Path(model_dir) / META
     meta = json.loads(meta_path.read_text())
-    meta["detector"] = {"thresholds": detector.thresholds}
+    meta["detector"] = detector.meta()
     meta_path.write_text(json.dumps(meta, indent=1))

@@ -1,5 +1,5 @@
 """Batch inference with Ray Data over the feature Parquet: the detector is fitted and the test split scored
-by a pool of model actors (GPU actors when training uses GPUs), with per-ID fitting spread over the cluster
+by a pool of model actors (GPU actors when training uses GPUs), with per-type fitting spread over the cluster
 by `groupby`. The driver only receives the fitted detector and one row of scores per test clip."""
 
 from __future__ import annotations
@@ -48,10 +48,12 @@ def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig) -> pa.Ta
 
 
 def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: list[str], config: Config) -> Detector:
-    """The detector of a fine-tuned model, fitted on the train split: encode with actors, fit per machine ID."""
+    """The detector of a fine-tuned model, fitted on the train split: encode with actors, fit per machine type."""
     encoded = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "train"), model_dir, config, False)
-    # one partition per machine ID at most: Ray's default (200) costs minutes of task overhead on small clusters
-    fitted = encoded.groupby(["machine_type", "machine_id"], num_partitions=max(1, min(len(classes), 64))).map_groups(
+    # a group per machine type (few-shot IDs borrow their type's covariance); one partition per type at most:
+    # Ray's default (200) costs minutes of task overhead on small clusters
+    types = len({key.split("/", 1)[0] for key in classes})
+    fitted = encoded.groupby("machine_type", num_partitions=max(1, min(types, 64))).map_groups(
         _fit_group, fn_kwargs=dict(classes=classes, score=config.score), batch_format="pyarrow")
     return Detector.merge([Detector.from_bytes(row["detector"]) for row in fitted.take_all()])
 

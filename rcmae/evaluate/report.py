@@ -13,6 +13,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
 from rcmae.data.feature_table import machine_keys, specs_from_column
+from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.detect.encode import encode_all
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.registry import SCORES
@@ -143,6 +144,10 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     if unlabelled:
         methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
                     f"{', '.join(unlabelled)}.")
+    few_shot = load_checkpoint(finetune_dir).meta.get("detector", {}).get("few_shot", [])
+    if few_shot:
+        methods += (f"\n\nFew-shot machines (under {MIN_OWN_CLIPS} train clips), scored with their own mean and "
+                    f"their machine type's pooled covariance and thresholds: {', '.join(few_shot)}.")
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
 

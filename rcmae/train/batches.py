@@ -3,7 +3,7 @@ Train worker its dataset shard's blocks, and both get the same batches from the 
 
 An epoch's rows arrive in pieces (files or blocks, in a new random order every epoch). A seeded shuffle
 buffer mixes them (the pipeline already writes clips in a random order, so every piece mixes machine IDs),
-only full batches are made (so every DDP worker takes the same number of steps), and `collate` turns the
+batches are full but the epoch's last (every DDP worker takes the same number of steps), and `collate` turns the
 rows into the stage's tensors: stage 1 pairs each clip with one of its variants, drawn afresh each epoch;
 stage 2 labels each clip with its machine-ID class.
 """
@@ -30,16 +30,19 @@ def stage_columns(config: Config, stage: str) -> list[str]:
 
 def shuffled(pieces: Iterable[pa.Table], batch_size: int, buffer_rows: int,
              rng: np.random.Generator) -> Iterator[pa.Table]:
-    """Full batches of `batch_size` rows drawn from a buffer of at least `buffer_rows` rows (the last rows
-    of an epoch that do not fill a batch are left for another epoch's draw)."""
+    """Batches of `batch_size` rows drawn from a buffer of at least `buffer_rows` rows; the epoch's last batch
+    holds what is left when that is 2 rows or more (the contrastive and covariance terms need two). Ray Train
+    splits the rows equally, so every DDP worker takes the same number of steps."""
     buffer: list[pa.Table] = []
     held = 0
 
-    def drain(keep: int) -> Iterator[pa.Table]:
+    def drain(keep: int, last: bool = False) -> Iterator[pa.Table]:
         nonlocal buffer, held
         pool = pa.concat_tables(buffer)
         pool = pool.take(pa.array(rng.permutation(pool.num_rows)))
         cut = ((pool.num_rows - keep) // batch_size) * batch_size
+        if last and pool.num_rows - cut >= 2:
+            cut = pool.num_rows
         for start in range(0, cut, batch_size):
             yield pool.slice(start, batch_size)
         buffer, held = [pool.slice(cut)], pool.num_rows - cut
@@ -49,8 +52,8 @@ def shuffled(pieces: Iterable[pa.Table], batch_size: int, buffer_rows: int,
         held += piece.num_rows
         if held >= buffer_rows + batch_size:
             yield from drain(keep=buffer_rows // 2)
-    if held >= batch_size:
-        yield from drain(keep=0)
+    if held >= 2:
+        yield from drain(keep=0, last=True)
 
 
 @dataclass

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from rcmae.config import Config
-from rcmae.data.feature_table import fewest_variants, stream_specs, train_classes
+from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs, train_classes
+from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import META, WEIGHTS, load_checkpoint
 from rcmae.models.mae import RCMAE
@@ -21,8 +22,28 @@ PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional trai
 log = logging.getLogger(__name__)
 
 
+def check_detector_data(features_dir: str | Path) -> list[str]:
+    """Before any training: every machine type needs MIN_OWN_CLIPS train clips for the detector fitted after
+    stage 2. Returns the few-shot IDs (fewer clips than that: scored with their type's pooled covariance)."""
+    counts = read_feature_table(features_dir, ("train",), ["machine_type", "machine_id"]).group_by(
+        ["machine_type", "machine_id"]).aggregate([([], "count_all")]).to_pylist()
+    per_type: dict[str, int] = {}
+    for row in counts:
+        per_type[row["machine_type"]] = per_type.get(row["machine_type"], 0) + row["count_all"]
+    short = sorted(t for t, n in per_type.items() if n < MIN_OWN_CLIPS)
+    if short:
+        raise ValueError(f"{features_dir}: machine type(s) {short} have fewer than {MIN_OWN_CLIPS} usable train clips "
+                         f"in all: the detector cannot be fitted; add train clips or leave those types out")
+    few = sorted(machine_key(r["machine_type"], r["machine_id"]) for r in counts if r["count_all"] < MIN_OWN_CLIPS)
+    if few:
+        log.warning("few-shot machine IDs (under %d train clips), to be scored with their type's pooled "
+                    "covariance: %s", MIN_OWN_CLIPS, ", ".join(few))
+    return few
+
+
 def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dict]:
     """A fresh model and the metadata every stage-1 checkpoint carries (the train normaliser)."""
+    check_detector_data(features_dir)
     if fewest_variants(features_dir) == 0:
         raise ValueError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
@@ -39,6 +60,7 @@ def finetune_start(config: Config, features_dir: str | Path,
         if getattr(pretrained.config, section) != getattr(config, section):
             raise ValueError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
                              f"config the model was pre-trained with (same --preset/--config)")
+    check_detector_data(features_dir)
     classes = train_classes(features_dir)
     if config.preset == "paper" and len(classes) != PAPER_CLASSES:
         log.warning("the paper's stage 2 classifies over %d machine IDs (DCASE 2020 dev + additional training "

@@ -1,0 +1,44 @@
+"""Real-data situations on toy data: an unlabelled evaluation split beside a labelled one, and machines with
+one or two train clips, in one run."""
+
+import json
+import shutil
+
+import pytest
+
+from rcmae.cli import main
+from rcmae.data.synth import synthesize
+from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.report import _metrics_table
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_unlabelled_clips_and_few_shot_machines_are_scored_and_reported(ray_session, tmp_path):
+    data = tmp_path / "data"
+    synthesize(data, preset="small", types=("fan",), additional=True)
+    train = data / "dev_data" / "fan" / "train"
+    for machine_id, keep in (("00", 1), ("02", 1), ("04", 2)):  # new machines: one or two train clips
+        for clip in sorted(train.glob(f"normal_id_{machine_id}_*.wav"))[keep:]:
+            clip.unlink()
+    unlabelled = data / "eval_data" / "fan" / "test"
+    unlabelled.mkdir(parents=True)
+    for number, clip in enumerate(sorted((data / "dev_data" / "fan" / "test").glob("*_id_00_*.wav"))[:6]):
+        shutil.copy(clip, unlabelled / f"id_01_{number:08d}.wav")  # DCASE 2020 evaluation-set names
+    args = ["run", "--data", str(data), "--out", str(tmp_path / "run"), "--no-baseline", "--set",
+            "scale.num_workers=0", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1"]
+    assert main(args) == 0
+    evaluation = tmp_path / "run" / "evaluation"
+    assert len(read_scores(score_file(evaluation, "fan", "01"))) == 6  # scored, as a submission needs
+    for machine_id in ("00", "02", "04"):
+        assert len(read_scores(score_file(evaluation, "fan", machine_id))) == 24
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}  # the labelled part only
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Unlabelled test clips" in report and "fan/01" in report
+    assert "Few-shot machines" in report and "fan/00, fan/02, fan/04" in report
+
+
+def test_a_wholly_unlabelled_split_gets_a_report_table_that_says_so():
+    text = _metrics_table({"RC-MAE": {"per_id": [], "per_type": {}, "mean": {}}})
+    assert "unlabelled (evaluation mode)" in text and "anomaly_score_" in text
