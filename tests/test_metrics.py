@@ -153,8 +153,11 @@ def test_few_shot_ids_borrow_their_types_covariance_and_thresholds(few_clips):
     probe = np.stack([centres["a/00"] + rng.normal(size=6) for _ in range(50)] + [centres["a/00"] + 6.0] * 50)
     scores = anomaly_scores("mahalanobis", encoded(probe, probe), ["a/00"] * 100, sorted(counts), detector)
     assert roc_auc_score([0] * 50 + [1] * 50, scores) > 0.95
-    restored = Detector.from_bytes(detector.to_bytes())
+    restored = Detector.from_bytes(detector.to_bytes())  # as Ray's per-type fits come back to the driver
     assert restored.few_shot == ["a/00"] and restored.thresholds == detector.thresholds
+    for key, gaussian in detector.gaussians.items():
+        for part, value in gaussian.items():
+            np.testing.assert_allclose(restored.gaussians[key][part], value, rtol=1e-6, err_msg=f"{key} {part}")
 
 
 def test_a_machine_type_with_too_few_clips_in_all_is_refused_by_name():

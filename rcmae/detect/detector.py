@@ -48,7 +48,9 @@ class Detector:
         """Flat name -> array view, for a safetensors file."""
         arrays = {f"centroid/{key}": value for key, value in self.centroids.items()}
         for key, gaussian in self.gaussians.items():
-            arrays.update({f"{part}/{key}": np.asarray(gaussian[part], dtype=np.float32) for part in GAUSSIAN_PARTS})
+            # C order: safetensors writes the buffer as it lies in memory (sklearn's PCA components are F-ordered)
+            arrays.update({f"{part}/{key}": np.ascontiguousarray(gaussian[part], dtype=np.float32)
+                           for part in GAUSSIAN_PARTS})
         return arrays
 
     def meta(self) -> dict:
