@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rcmae.config import PRESETS, SCORE_METHODS, ConfigError, describe, load_config
+from rcmae.data.run_folder import FolderBusy
 from rcmae.registry import AUGMENTERS
 
 
@@ -81,7 +82,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
                                    ("augment.variants", args.variants)) if v is not None}
     config = _config_from(args).override(overrides)
     ensure_ray()
-    run_augment(args.data, args.out, config, limit=args.limit)
+    run_augment(args.data, args.out, config, limit=args.limit, force=args.force)
     return 0
 
 
@@ -183,7 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
     config = _config_from(args).override(overrides)
-    result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline)
+    result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline,
+                     force=args.force)
     if result["mean"]:
         print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
     else:
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder (with --augmenter audioldm)")
     p.add_argument("--variants", type=count(1), help="augmented variants per train clip")
     p.add_argument("--limit", type=count(1), help="only the first N clips (smoke runs)")
+    p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("pretrain", help="stage 1: MAE + InfoNCE + VCR on (original, augmented) pairs")
@@ -303,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
+    p.add_argument("--force", action="store_true",
+                   help="redo the augmentation and stages a previous run made with other settings")
     p.set_defaults(func=cmd_run)
     return parser
 
@@ -311,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, FolderBusy) as error:
         print(f"rcmae {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ one run folder and a re-run skips the stages already finished there."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -12,20 +13,31 @@ import pyarrow.parquet as pq
 
 from rcmae.config import Config
 from rcmae.data.layout import index_clips
+from rcmae.data.run_folder import check_settings
 from rcmae.models.checkpoint import read_meta
 
+STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
+                  "finetune": ("audio", "features", "model", "pretrain", "finetune", "score")}
 
-def stage_done(model_dir: Path, stage: str, epochs: int) -> bool:
-    """A published model of this stage trained to the configured epochs."""
+
+def stage_done(model_dir: Path, stage: str, config: Config, force: bool = False) -> bool:
+    """A published model of this stage, made with this config, trained to its epochs. A model made with other
+    settings stops the run (naming them) unless `force`, which trains the stage again."""
     try:
         meta = read_meta(model_dir)
     except ValueError:
         return False
-    return meta.get("stage") == stage and meta.get("epoch") == epochs
+    if force:
+        shutil.rmtree(model_dir.parent)
+        return False
+    made = meta.get("config", {})
+    check_settings({s: made.get(s) for s in STAGE_SECTIONS[stage]},
+                   {s: config.to_dict()[s] for s in STAGE_SECTIONS[stage]}, model_dir.parent)
+    return meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
 
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
-            seed: int = 0, baseline: bool = True) -> dict:
+            seed: int = 0, baseline: bool = True, force: bool = False) -> dict:
     from rcmae.baseline import run_baseline
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
@@ -56,19 +68,19 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
 
     ensure_ray()
     started = time.time()
-    summary = run_augment(data, out / "augment", config)
+    summary = run_augment(data, out / "augment", config, force=force)
     timed("augment", started)
     features = out / "augment" / "features"
 
     started = time.time()
     pretrain_dir = out / "pretrain" / "model"
-    if not stage_done(pretrain_dir, "pretrain", config.pretrain.epochs):
+    if not stage_done(pretrain_dir, "pretrain", config, force):
         pretrain_dir = pretrain(config, features, out / "pretrain")
     timed("pretrain", started)
 
     started = time.time()
     finetune_dir = out / "finetune" / "model"
-    if not stage_done(finetune_dir, "finetune", config.finetune.epochs):
+    if not stage_done(finetune_dir, "finetune", config, force):
         finetune_dir = finetune(config, features, pretrain_dir, out / "finetune")
     timed("finetune", started)
 

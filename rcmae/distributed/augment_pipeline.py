@@ -12,8 +12,10 @@ Re-running on the same folder processes only the clips no finished shard holds y
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,12 @@ import pyarrow.parquet as pq
 
 from rcmae.config import Config
 from rcmae.data.layout import ClipIndex, index_clips
+from rcmae.data.run_folder import check_settings, owned
 from rcmae.distributed.runtime import pool_plan, require_feasible
 from rcmae.registry import AUGMENTERS
 
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
+RUNTIME_ONLY = ("batch_size", "num_actors", "use_gpu", "gpus_per_actor")  # change where, not what, is made
 
 
 def build_augmenter(config: Config, device: str = "cpu"):
@@ -71,17 +75,38 @@ def finished_paths(features_dir: Path) -> set[str]:
     return done
 
 
-def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
-                augment_splits: tuple[str, ...] = ("train",)) -> dict:
-    import ray
+def augment_settings(config: Config, limit: int | None) -> dict:
+    """What the features of a folder depend on: a re-run with other values would mix two data sets."""
+    return dict(augment={k: v for k, v in asdict(config.augment).items() if k not in RUNTIME_ONLY},
+                audio=asdict(config.audio), features=asdict(config.features), limit=limit)
 
+
+def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
+                augment_splits: tuple[str, ...] = ("train",), force: bool = False) -> dict:
+    """Augment and featurise every clip under `data_dir` into `out_dir` (one writer at a time); a re-run
+    resumes, a re-run with other settings stops unless `force` redoes the folder."""
     if config.augment.augmenter == "audioldm":
         from rcmae.augment.audioldm import require_model
 
         require_model(config.augment.model)  # before any actor starts: no silent fallback, no wasted pool
-    out_dir = Path(out_dir)
+    with owned(out_dir, "rcmae augment"):
+        summary_path = Path(out_dir) / SUMMARY
+        settings = augment_settings(config, limit)
+        if force:
+            shutil.rmtree(Path(out_dir) / FEATURES, ignore_errors=True)
+            summary_path.unlink(missing_ok=True)
+        elif summary_path.exists():
+            check_settings(json.loads(summary_path.read_text()).get("settings", {}), settings, out_dir)
+        return _augment(data_dir, Path(out_dir), config, limit, augment_splits, settings)
+
+
+def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | None,
+             augment_splits: tuple[str, ...], settings: dict) -> dict:
+    import ray
+
     features_dir = out_dir / FEATURES
     features_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SUMMARY).unlink(missing_ok=True)  # written again, last, when every clip is in
     index: ClipIndex = index_clips(data_dir, lenient=True)
     clips = index.table if limit is None else index.table.slice(0, limit)
     done = finished_paths(features_dir)
@@ -108,10 +133,11 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
             batch_size=batch, batch_format="pandas", num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"],
             compute=ray.data.ActorPoolStrategy(size=plan["size"]))
         dataset.write_parquet(str(features_dir), ray_remote_args={"num_cpus": 0.25})
-    return finalize(out_dir, index, clips, config, time.time() - started)
+    return finalize(out_dir, index, clips, config, time.time() - started, settings)
 
 
-def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, seconds: float) -> dict:
+def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, seconds: float,
+             settings: dict) -> dict:
     """rejects.parquet and summary.json from what the shards hold; checks every clip is there once."""
     table = pq.read_table(out_dir / FEATURES, columns=["path", "error", "split", "provenance"])
     paths = table["path"].to_pylist()
@@ -128,7 +154,7 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
     variants = sum(len(json.loads(p)) for p in table["provenance"].to_pylist())
     summary = dict(clips=len(paths), usable=len(paths) - failed.num_rows, rejected=len(rejects),
                    augmented_variants=variants, augmenter=config.augment.augmenter, model=config.augment.model,
-                   variants_per_clip=config.augment.variants, seconds=round(seconds, 2))
+                   variants_per_clip=config.augment.variants, seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for reject in rejects:
         print(f"augment: rejected {reject['reason']}", file=sys.stderr)

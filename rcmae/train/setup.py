@@ -12,6 +12,7 @@ import torch
 
 from rcmae.config import Config
 from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs, train_classes
+from rcmae.data.run_folder import lock_owner
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import META, WEIGHTS, load_checkpoint
@@ -20,6 +21,14 @@ from rcmae.models.mae import RCMAE
 FINAL = "model"
 PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional training set
 log = logging.getLogger(__name__)
+
+
+def require_finished(features_dir: str | Path) -> None:
+    """No stage trains on features whose augmentation is still being written."""
+    owner = lock_owner(Path(features_dir).parent)
+    if owner is not None:
+        raise ValueError(f"{features_dir}: its augmentation has not finished ({owner.get('what')} on host "
+                         f"{owner.get('host')}, pid {owner.get('pid')}, since {owner.get('started')})")
 
 
 def check_detector_data(features_dir: str | Path) -> list[str]:
@@ -43,6 +52,7 @@ def check_detector_data(features_dir: str | Path) -> list[str]:
 
 def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dict]:
     """A fresh model and the metadata every stage-1 checkpoint carries (the train normaliser)."""
+    require_finished(features_dir)
     check_detector_data(features_dir)
     if fewest_variants(features_dir) == 0:
         raise ValueError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
@@ -60,6 +70,7 @@ def finetune_start(config: Config, features_dir: str | Path,
         if getattr(pretrained.config, section) != getattr(config, section):
             raise ValueError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
                              f"config the model was pre-trained with (same --preset/--config)")
+    require_finished(features_dir)
     check_detector_data(features_dir)
     classes = train_classes(features_dir)
     if config.preset == "paper" and len(classes) != PAPER_CLASSES:
