@@ -75,10 +75,11 @@ def finished_paths(features_dir: Path) -> set[str]:
     return done
 
 
-def augment_settings(config: Config, limit: int | None) -> dict:
-    """What the features of a folder depend on: a re-run with other values would mix two data sets."""
+def augment_settings(config: Config) -> dict:
+    """What each clip's features depend on: a re-run with other values would mix two data sets. (`--limit`
+    is not one: a limited run resumed without it extends the same set.)"""
     return dict(augment={k: v for k, v in asdict(config.augment).items() if k not in RUNTIME_ONLY},
-                audio=asdict(config.audio), features=asdict(config.features), limit=limit)
+                audio=asdict(config.audio), features=asdict(config.features))
 
 
 def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
@@ -91,7 +92,7 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
         require_model(config.augment.model)  # before any actor starts: no silent fallback, no wasted pool
     with owned(out_dir, "rcmae augment"):
         summary_path = Path(out_dir) / SUMMARY
-        settings = augment_settings(config, limit)
+        settings = augment_settings(config)
         if force:
             shutil.rmtree(Path(out_dir) / FEATURES, ignore_errors=True)
             summary_path.unlink(missing_ok=True)
