@@ -123,22 +123,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+SCORE_EXIT = {"scored": 0, "anomaly": 1, "failed": 3}  # `rcmae score` exit codes (2: bad usage, as argparse)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     import csv
 
     from rcmae.evaluate.evaluate import score_recordings
 
-    rows = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
-                            args.method)
+    result = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
+                              args.method)
     handle = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.DictWriter(handle, fieldnames=["file", "machine_type", "machine_id", "score", "decision"],
                             lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(result.rows)
     if args.out:
         handle.close()
         print(f"wrote {args.out}")
-    return 0
+    for failure in result.failures:
+        print(f"not scored: {failure['file']}: {failure['reason']}", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.rows)} scored, {len(result.failures)} not scored", file=sys.stderr)
+        return SCORE_EXIT["failed"]
+    return SCORE_EXIT["anomaly"] if any(row["decision"] for row in result.rows) else SCORE_EXIT["scored"]
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -265,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=SCORE_METHODS, help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("score", help="score recordings: CSV of file, machine_type, machine_id, score, decision")
+    p = sub.add_parser("score", help="score recordings: CSV of file, machine_type, machine_id, score, decision; "
+                                     "exit 0 all scored and normal, 1 an anomaly found, 3 some not scored "
+                                     "(listed on stderr with the reason)")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("audio", nargs="+", type=Path)
     p.add_argument("--machine-type", help="for file names outside the DCASE grammar")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,11 +90,11 @@ def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
 def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_path):
     _, _, _, model = trained
     clips = sorted(str(p) for p in (toy_root / "dev_data" / "valve" / "test").glob("*.wav"))[:6]
-    before = score_recordings(model, clips)
+    before = score_recordings(model, clips).rows
     checkpoint = load_checkpoint(model)
     save_checkpoint(tmp_path / "copy", checkpoint.model, checkpoint.config, checkpoint.meta)
     save_detector_arrays(tmp_path / "copy", load_detector_arrays(model))
-    after = score_recordings(tmp_path / "copy", clips)
+    after = score_recordings(tmp_path / "copy", clips).rows
     copy = load_checkpoint(tmp_path / "copy")
     for key, value in checkpoint.model.state_dict().items():  # bit-identical weights
         assert np.array_equal(value.numpy(), copy.model.state_dict()[key].numpy()), key
@@ -121,3 +122,47 @@ def test_tiny_preset_beats_random_on_the_toy_factory(toy_root, toy_features, tmp
                for machine in ("fan", "valve")]
     mean_auc = np.mean([r["mean"]["auc"] for r in results])
     assert mean_auc > 0.55, [r["mean"] for r in results]
+
+
+def test_scoring_scores_every_readable_known_clip_and_lists_the_rest(trained, toy_root, tmp_path, capsys):
+    import shutil
+
+    from rcmae.cli import main
+
+    _, _, _, model = trained
+    good = sorted(str(p) for p in (toy_root / "dev_data" / "fan" / "test").glob("normal_*.wav"))[:2]
+    unknown = tmp_path / "fan" / "test" / "normal_id_09_00000000.wav"
+    unknown.parent.mkdir(parents=True)
+    shutil.copy(good[0], unknown)
+    broken = tmp_path / "fan" / "test" / "normal_id_00_00000099.wav"
+    broken.write_bytes(b"not audio at all")
+    odd_name = tmp_path / "recording.wav"
+    shutil.copy(good[0], odd_name)
+    paths = good + [str(unknown), str(broken), str(odd_name), str(tmp_path / "missing.wav")]
+    result = score_recordings(model, paths)
+    assert [r["file"] for r in result.rows] == good
+    reasons = {Path(f["file"]).name: f["reason"] for f in result.failures}
+    assert reasons["missing.wav"] == "not found" and "unknown machine fan/09" in reasons[unknown.name]
+    assert "--machine-id" in reasons["recording.wav"] and broken.name in reasons
+    assert main(["score", "--checkpoint", str(model), *paths]) == 3
+    assert "2 scored, 4 not scored" in capsys.readouterr().err
+    # a name outside the grammar scores with the machine given (an ID typed as a number is DCASE's "00")
+    named = score_recordings(model, [str(odd_name)], machine_type="fan", machine_id="0")
+    assert [r["machine_id"] for r in named.rows] == ["00"] and not named.failures
+    assert main(["score", "--checkpoint", str(model), *good]) in (0, 1)
+
+
+def test_a_damaged_model_file_is_one_line_naming_it(trained, toy_root, tmp_path, capsys):
+    import shutil
+
+    from rcmae.cli import main
+
+    _, _, _, model = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    clip = sorted(str(p) for p in (toy_root / "dev_data" / "fan" / "test").glob("*.wav"))[0]
+    assert main(["score", "--checkpoint", str(copy), clip]) == 2
+    err = capsys.readouterr().err
+    assert str(weights) in err and "damaged" in err and err.count("\n") == 1

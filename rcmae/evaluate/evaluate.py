@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +22,7 @@ from rcmae.augment.featurize import featurize_table
 from rcmae.config import SCORE_METHODS, Config
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
-from rcmae.data.layout import index_clips, parse_clip_name
+from rcmae.data.layout import LayoutError, index_clips, parse_clip_name
 from rcmae.detect.apply import score_rows
 from rcmae.evaluate.report_files import write_evaluation
 from rcmae.models.checkpoint import read_meta
@@ -111,29 +112,52 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None,
     return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method)
 
 
+@dataclass
+class ScoredRecordings:
+    rows: list[dict]      # file, machine_type, machine_id, score, decision: one per scored recording
+    failures: list[dict]  # file, reason: one per recording that could not be scored
+
+
 def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type: str | None = None,
-                     machine_id: str | None = None, method: str | None = None) -> list[dict]:
-    """file, machine_type, machine_id, score, decision for each recording. The machine comes from the
-    DCASE file name, or from `machine_type` / `machine_id` for other names."""
+                     machine_id: str | None = None, method: str | None = None) -> ScoredRecordings:
+    """Scores every readable recording of a machine the model knows; the others are listed with their reason
+    (not found, name outside the DCASE grammar, unreadable audio, unknown machine). The machine comes from the
+    DCASE file name, or from `machine_type` / `machine_id` (a number, zero-padded as DCASE's) for other names."""
     meta = read_meta(checkpoint_dir)
     config = Config.from_dict(meta["config"])
     method = method or config.score.method
-    rows = []
+    if machine_id is not None and machine_id.isdigit():
+        machine_id = f"{int(machine_id):02d}"
+    clips, failures = [], []
     for path in paths:
-        if machine_type and machine_id:
-            row = dict(path=str(path), file_name=Path(path).name, machine_type=machine_type,
-                       machine_id=machine_id, split="test", label="unknown", domain="unknown", attributes="")
+        if not Path(path).is_file():
+            failures.append(dict(file=str(path), reason="not found"))
+        elif machine_type and machine_id:
+            clips.append(dict(path=str(path), file_name=Path(path).name, machine_type=machine_type,
+                              machine_id=machine_id, split="test", label="unknown", domain="unknown", attributes=""))
         else:
-            row = parse_clip_name(Path(path))
-        rows.append(row)
-    readable = list(featurized_rows(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), config))
-    if not readable:
-        raise ValueError("no clip could be read")
-    scored = score_rows(checkpoint_dir, readable)
-    unknown = sorted(set(machine_keys(scored.filter(pc.is_null(scored[f"score_{method}"])))))
-    if unknown:
-        raise ValueError(f"machine IDs not seen in training: {unknown}; known: {meta.get('classes', [])}")
-    flags = decisions(scored, method, meta["detector"]["thresholds"])
-    return [dict(file=m["path"], machine_type=m["machine_type"], machine_id=m["machine_id"], score=float(s),
-                 decision=int(d))
-            for m, s, d in zip(scored.select(META_COLUMNS).to_pylist(), scored[f"score_{method}"].to_pylist(), flags)]
+            try:
+                clips.append(parse_clip_name(Path(path)))
+            except LayoutError as error:
+                failures.append(dict(file=str(path), reason=f"{error} (or pass --machine-type and --machine-id)"))
+    readable = []
+    for start in range(0, len(clips), 64):
+        table = featurize_table(pa.Table.from_pylist(clips[start:start + 64], schema=CLIP_SCHEMA), config)
+        bad = table.filter(pc.invert(pc.is_null(table["error"])))
+        failures += [dict(file=p, reason=r) for p, r in zip(bad["path"].to_pylist(), bad["error"].to_pylist())]
+        readable.append(table.filter(pc.is_null(table["error"])))
+    readable = [table for table in readable if table.num_rows]
+    rows = []
+    if readable:
+        scored = score_rows(checkpoint_dir, readable)
+        unknown = pc.is_null(scored[f"score_{method}"])
+        known_keys = ", ".join(meta.get("classes", []))
+        failures += [dict(file=p, reason=f"unknown machine {k} (this model knows {known_keys})")
+                     for p, k in zip(scored.filter(unknown)["path"].to_pylist(), machine_keys(scored.filter(unknown)))]
+        scored = scored.filter(pc.invert(unknown))
+        flags = decisions(scored, method, meta["detector"]["thresholds"])
+        rows = [dict(file=m["path"], machine_type=m["machine_type"], machine_id=m["machine_id"], score=float(s),
+                     decision=int(d))
+                for m, s, d in zip(scored.select(META_COLUMNS).to_pylist(), scored[f"score_{method}"].to_pylist(),
+                                   flags)]
+    return ScoredRecordings(rows, failures)

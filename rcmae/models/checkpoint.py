@@ -60,7 +60,10 @@ def read_meta(folder: str | Path) -> dict:
     path = Path(folder) / META
     if not path.is_file():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no {META})")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: damaged ({error})") from None
 
 
 def checkpoint_problem(folder: str | Path) -> str | None:
@@ -83,7 +86,11 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
         raise CheckpointError(f"{folder}: checkpoint has no {WEIGHTS}")
     config = Config.from_dict(meta.pop("config"))
     model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.get("classes", [])))
-    model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
+    except Exception as error:  # a truncated or foreign file: one line naming it, not a traceback
+        raise CheckpointError(f"{folder / WEIGHTS}: damaged or not this model's weights "
+                              f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
     return Checkpoint(model=model.to(device), config=config, meta=meta, folder=folder)
 
 
@@ -95,7 +102,10 @@ def load_detector_arrays(folder: str | Path) -> dict[str, np.ndarray]:
     path = Path(folder) / DETECTOR
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {DETECTOR}: pass the model folder written by `rcmae finetune`")
-    return safetensors.numpy.load_file(str(path))
+    try:
+        return safetensors.numpy.load_file(str(path))
+    except Exception as error:
+        raise CheckpointError(f"{path}: damaged ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
 
 
 def load_training_state(folder: str | Path, optimizer: torch.optim.Optimizer, scheduler=None) -> None:
