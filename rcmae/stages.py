@@ -1,5 +1,5 @@
 """Run a stage where the config says: in-process (scale.num_workers == 0) or on Ray (Train for the training
-stages, Data for batch inference)."""
+stages, Data for batch inference). A training stage holds its output folder (one writer at a time)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,33 @@ from pathlib import Path
 import pyarrow as pa
 
 from rcmae.config import Config
+from rcmae.data.run_folder import owned
 
 
 def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path) -> Path:
-    if config.scale.num_workers == 0:
-        from rcmae.train.local import pretrain_local
+    with owned(out_dir, "rcmae pretrain"):
+        if config.scale.num_workers == 0:
+            from rcmae.train.local import pretrain_local
 
-        return pretrain_local(config, features_dir, out_dir)
-    from rcmae.distributed.runtime import ensure_ray
-    from rcmae.distributed.train import pretrain_ray
+            return pretrain_local(config, features_dir, out_dir)
+        from rcmae.distributed.runtime import ensure_ray
+        from rcmae.distributed.train import pretrain_ray
 
-    ensure_ray()
-    return pretrain_ray(config, features_dir, out_dir)
+        ensure_ray()
+        return pretrain_ray(config, features_dir, out_dir)
 
 
 def finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
-    if config.scale.num_workers == 0:
-        from rcmae.train.local import finetune_local
+    with owned(out_dir, "rcmae finetune"):
+        if config.scale.num_workers == 0:
+            from rcmae.train.local import finetune_local
 
-        return finetune_local(config, features_dir, pretrained_dir, out_dir)
-    from rcmae.distributed.runtime import ensure_ray
-    from rcmae.distributed.train import finetune_ray
+            return finetune_local(config, features_dir, pretrained_dir, out_dir)
+        from rcmae.distributed.runtime import ensure_ray
+        from rcmae.distributed.train import finetune_ray
 
-    ensure_ray()
-    return finetune_ray(config, features_dir, pretrained_dir, out_dir)
+        ensure_ray()
+        return finetune_ray(config, features_dir, pretrained_dir, out_dir)
 
 
 def score_test_split(config: Config, model_dir: str | Path, features_dir: str | Path) -> pa.Table:

@@ -91,3 +91,16 @@ def test_the_lock_is_released_when_the_writer_fails(tmp_path):
         with owned(tmp_path, "test"):
             raise RuntimeError("boom")
     assert not (tmp_path / LOCK).exists()
+
+
+def test_a_training_stage_owns_its_folder(tmp_path):
+    from rcmae.stages import pretrain
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        hold_lock(tmp_path / "pretrain", owner.pid)
+        with pytest.raises(FolderBusy, match="pid"):
+            pretrain(config(**{"scale.num_workers": 0}), tmp_path / "features", tmp_path / "pretrain")
+    finally:
+        owner.kill()
+        owner.wait()
