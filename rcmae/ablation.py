@@ -63,7 +63,7 @@ def ablation_table(results: dict[str, list[dict]], method: str, seeds: tuple[int
     """Markdown: one row per arm, AUC and pAUC per machine type and their mean, mean ± std over seeds."""
     types = sorted(next(iter(results.values()))[0]["per_type"])
     lines = ["# Augmentation ablation (the paper's Table 3)\n",
-             f"Score `{method}` ({SCORES[method]}); seeds {', '.join(map(str, seeds))}; mean ± std over "
+             f"Score `{method}` ({SCORES[method].origin}); seeds {', '.join(map(str, seeds))}; mean ± std over "
              f"seeds. pAUC is the DCASE value (max_fpr 0.1).\n",
              "| augmentation | metric | " + " | ".join(types) + " | mean |",
              "|---|---|" + "---|" * (len(types) + 1)]

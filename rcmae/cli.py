@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from rcmae.config import PRESETS, SCORE_METHODS, ConfigError, describe, load_config
+from rcmae.config import PRESETS, ConfigError, describe, load_config
 from rcmae.data.run_folder import FolderBusy
-from rcmae.registry import AUGMENTERS
+from rcmae.registry import AUGMENTERS, SCORES
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--data", type=Path, help="DCASE-layout data: its test clips are read and featurised")
     test.add_argument("--features", type=Path, help="feature folder from `rcmae augment`: its test rows are scored")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--method", choices=SCORE_METHODS, help="score method (default: the model's)")
+    p.add_argument("--method", choices=sorted(SCORES), help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score recordings: CSV of file, machine_type, machine_id, score, decision; "
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", type=Path)
     p.add_argument("--machine-type", help="for file names outside the DCASE grammar")
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
-    p.add_argument("--method", choices=SCORE_METHODS)
+    p.add_argument("--method", choices=sorted(SCORES))
     p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
     p.set_defaults(func=cmd_score)
 

@@ -213,7 +213,6 @@ class FinetuneConfig(OptimizerConfig):
                "finetune: loss weights must be >= 0 with a positive sum")
 
 
-SCORE_METHODS = tuple(SCORES)
 
 
 
@@ -228,7 +227,7 @@ class ScoreConfig:
     max_fpr: float = _doc("p of pAUC.", 0.1)
 
     def __post_init__(self) -> None:
-        _check(self.method in SCORE_METHODS, f"score.method must be one of {SCORE_METHODS}, got {self.method!r}")
+        _check(self.method in SCORES, f"score.method must be one of {sorted(SCORES)}, got {self.method!r}")
         _check(self.components >= 1, "score.components must be >= 1")
         _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
         _check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")

@@ -9,6 +9,12 @@ import importlib
 from dataclasses import dataclass
 
 
+def load(target: str):
+    """The object a "module:attribute" entry names."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 @dataclass(frozen=True)
 class Augmenter:
     name: str
@@ -17,8 +23,17 @@ class Augmenter:
     doc: str
 
     def load(self) -> type:
-        module, _, attribute = self.target.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return load(self.target)
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str
+    target: str  # "module:function"; (encoded, keys, classes, detector) -> one score per clip, higher = odder
+    origin: str  # "the paper's score" or "rcmae extension": report.md says which
+
+    def load(self):
+        return load(self.target)
 
 
 AUGMENTERS = {entry.name: entry for entry in (
@@ -30,9 +45,8 @@ AUGMENTERS = {entry.name: entry for entry in (
               "random time and frequency masking (the paper's Table 3 Baseline)"),
 )}
 
-# score method -> where it comes from (report.md says which score is the paper's)
-SCORES = {
-    "mahalanobis": "rcmae extension",
-    "embedding": "rcmae extension",
-    "id_logprob": "the paper's score",
-}
+SCORES = {entry.name: entry for entry in (
+    Score("mahalanobis", "rcmae.detect.scores:mahalanobis_score", "rcmae extension"),
+    Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension"),
+    Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score"),
+)}

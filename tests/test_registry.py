@@ -36,5 +36,30 @@ def test_an_unregistered_augmenter_is_refused_by_name():
 def test_every_entry_loads_and_every_score_says_where_it_comes_from():
     for entry in registry.AUGMENTERS.values():
         assert entry.load().name == entry.name
-    assert registry.SCORES["id_logprob"] == "the paper's score"
-    assert set(registry.SCORES.values()) == {"the paper's score", "rcmae extension"}
+    assert all(callable(entry.load()) for entry in registry.SCORES.values())
+    assert registry.SCORES["id_logprob"].origin == "the paper's score"
+    assert {entry.origin for entry in registry.SCORES.values()} == {"the paper's score", "rcmae extension"}
+
+
+def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
+    import numpy as np
+
+    from rcmae.config import ScoreConfig
+    from rcmae.detect.detector import Encoded, anomaly_scores, fit_detector
+
+    # a new score: a function (here below) and one registry entry
+    monkeypatch.setitem(registry.SCORES, "norm", registry.Score("norm", f"{__name__}:pooled_norm", "rcmae extension"))
+    assert ScoreConfig(method="norm").method == "norm"
+    rng = np.random.default_rng(0)
+    pooled = rng.normal(size=(30, 3))
+    encoded = Encoded(pooled, pooled, -rng.gamma(2.0, size=(30, 1)))
+    detector = fit_detector(encoded, ["a/00"] * 30, ["a/00"], ScoreConfig(components=1))
+    np.testing.assert_allclose(anomaly_scores("norm", encoded, ["a/00"] * 30, ["a/00"], detector),
+                               np.linalg.norm(pooled, axis=1))
+    assert "norm" in detector.thresholds
+
+
+def pooled_norm(encoded, keys, classes, detector):
+    import numpy as np
+
+    return np.linalg.norm(encoded.pooled, axis=1)

@@ -6,11 +6,11 @@ import pytest
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from rcmae.config import SCORE_METHODS
 from rcmae.detect.detector import GAUSSIAN_PARTS
 from rcmae.evaluate.dcase_csv import read_scores, score_file
 from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
 from rcmae.models.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays
+from rcmae.registry import SCORES
 from rcmae.train.local import finetune_local, pretrain_local
 
 
@@ -35,7 +35,7 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert {"supcon", "ce", "loss", "accuracy", "z_std"} <= set(stage2[0])
     checkpoint = load_checkpoint(model)
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
-    assert set(checkpoint.meta["detector"]["thresholds"]) == set(SCORE_METHODS)
+    assert set(checkpoint.meta["detector"]["thresholds"]) == set(SCORES)
     arrays = load_detector_arrays(model)
     assert {f"{kind}/{key}" for kind in ("centroid", *GAUSSIAN_PARTS) for key in checkpoint.classes} == set(arrays)
     assert load_checkpoint(pretrained).meta["stage"] == "pretrain"
@@ -84,7 +84,7 @@ def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
         labels = [name.startswith("anomaly") for name in scores]
         assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
         assert row["pauc"] == pytest.approx(roc_auc_score(labels, list(scores.values()), max_fpr=0.1))
-    assert set(metrics["methods"]) == set(SCORE_METHODS)
+    assert set(metrics["methods"]) == set(SCORES)
 
 
 def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_path):

@@ -23,8 +23,9 @@ import safetensors.numpy
 import scipy.stats
 from sklearn.decomposition import PCA
 
-from rcmae.config import SCORE_METHODS, ScoreConfig
+from rcmae.config import ScoreConfig
 from rcmae.models.checkpoint import META, CheckpointError, load_detector_arrays, read_meta, save_detector_arrays
+from rcmae.registry import SCORES
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
 MIN_OWN_CLIPS = 3  # fewest train clips for an ID's own Gaussian and threshold; fewer use the type's pooled ones
@@ -70,7 +71,7 @@ class Detector:
     @classmethod
     def merge(cls, parts: list["Detector"]) -> "Detector":
         """One detector from detectors of disjoint machine IDs."""
-        merged = cls({}, {}, {method: {} for method in SCORE_METHODS})
+        merged = cls({}, {}, {method: {} for method in SCORES})
         for part in parts:
             merged.centroids.update(part.centroids)
             merged.gaussians.update(part.gaussians)
@@ -155,19 +156,9 @@ def anomaly_scores(method: str, encoded: Encoded, keys: list[str], classes: list
     unknown = sorted(set(keys) - set(classes))
     if unknown:
         raise ValueError(f"machine IDs not seen in training: {unknown}; known: {classes}")
-    if method == "id_logprob":
-        index = np.array([classes.index(k) for k in keys])
-        return -encoded.log_probs[np.arange(len(keys)), index]
-    if method == "embedding":
-        centroids = np.stack([detector.centroids[k] for k in keys])
-        return 1.0 - np.sum(encoded.embeddings * centroids, axis=1)
-    if method == "mahalanobis":
-        keys_array, scores = np.array(keys), np.empty(len(keys))
-        for key in set(keys):
-            rows = keys_array == key
-            scores[rows] = mahalanobis(encoded.pooled[rows], detector.gaussians[key])
-        return scores
-    raise ValueError(f"unknown score method {method!r}; choose from {SCORE_METHODS}")
+    if method not in SCORES:
+        raise ValueError(f"unknown score method {method!r}; choose from {sorted(SCORES)}")
+    return SCORES[method].load()(encoded, keys, classes, detector)
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float) -> float:
@@ -183,7 +174,7 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
     detector = fit_scorer(encoded, keys, config)
     keys_array = np.array(keys)
     types = np.array([machine_type_of(k) for k in keys])
-    for method in SCORE_METHODS:
+    for method in SCORES:
         scores = anomaly_scores(method, encoded, keys, classes, detector)
         detector.thresholds[method] = {}
         for key in sorted(set(keys)):

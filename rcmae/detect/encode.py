@@ -11,12 +11,12 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from rcmae.config import SCORE_METHODS
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
 from rcmae.detect.detector import Detector, Encoded, anomaly_scores, load_detector
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.models.mae import RCMAE
+from rcmae.registry import SCORES
 
 ENCODED_COLUMNS = ("pooled", "embedding", "log_probs")
 
@@ -88,7 +88,7 @@ def add_scores(table: pa.Table, encoded: Encoded, detector: Detector, classes: l
     keys = machine_keys(table)
     known = np.array([key in detector.centroids and key in classes for key in keys])
     rows = np.flatnonzero(known)
-    for method in SCORE_METHODS:
+    for method in SCORES:
         values = np.full(len(keys), np.nan)
         if rows.size:
             part = Encoded(encoded.pooled[rows], encoded.embeddings[rows], encoded.log_probs[rows])

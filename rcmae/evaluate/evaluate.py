@@ -19,13 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rcmae.augment.featurize import featurize_table
-from rcmae.config import SCORE_METHODS, Config
+from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.data.layout import LayoutError, index_clips, parse_clip_name
 from rcmae.detect.apply import score_rows
 from rcmae.evaluate.report_files import write_evaluation
 from rcmae.models.checkpoint import read_meta
+from rcmae.registry import SCORES
 
 
 def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64) -> Iterator[pa.Table]:
@@ -63,7 +64,7 @@ def feature_test_split(features_dir: str | Path, machine_type: str | None = None
 
 def known_rows(scored: pa.Table) -> pa.Table:
     """Rows whose machine the model knows; the others are reported and left out."""
-    unknown = pc.is_null(scored[f"score_{SCORE_METHODS[0]}"])
+    unknown = pc.is_null(scored[f"score_{next(iter(SCORES))}"])
     for key in sorted(set(machine_keys(scored.filter(unknown)))):
         print(f"skipped: machine {key} was not seen in training", file=sys.stderr)
     return scored.filter(pc.invert(unknown))
@@ -87,7 +88,7 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
         raise ValueError("no test clip of a machine the model knows")
     rows = scored.select(META_COLUMNS).to_pylist()
     comparison = {}
-    for other in SCORE_METHODS:
+    for other in SCORES:
         if other != method:
             comparison[other] = write_evaluation(
                 Path(out_dir) / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),

@@ -131,13 +131,13 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     histories = {stage: load_checkpoint(folder).meta.get("history", [])
                  for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
     plot_losses(histories, plots / "losses.png")
-    rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']]})": metrics}
+    rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']].origin})": metrics}
     paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
     if metrics["method"] != PAPER_SCORE and paper_file.exists():
-        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE]})"] = json.loads(paper_file.read_text())
+        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE].origin})"] = json.loads(paper_file.read_text())
     if baseline:
         rows["DCASE 2020 AE baseline"] = baseline
-    methods = "\n".join(f"- `{m}` ({SCORES[m]}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
+    methods = "\n".join(f"- `{m}` ({SCORES[m].origin}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
                         for m, v in metrics["methods"].items() if v)
     unlabelled = sorted(set(machine_keys(scored.filter(pc.invert(
         pc.is_in(scored["label"], pa.array(["normal", "anomaly"])))))))
