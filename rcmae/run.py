@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from rcmae.config import Config
+from rcmae.data.audio import cropping_note
 from rcmae.data.layout import index_clips
 from rcmae.data.run_folder import check_settings
 from rcmae.models.checkpoint import read_meta
@@ -64,6 +66,9 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
             synthesize(data, preset=synth_preset, seed=seed)
     index = index_clips(data, lenient=True)
     pq.write_table(index.table, out / "index.parquet")
+    note = cropping_note(index.table["path"].to_pylist(), config.audio)
+    if note:
+        print(f"run: warning: {note}", file=sys.stderr, flush=True)
     timed("data", started)
 
     ensure_ray()

@@ -83,3 +83,22 @@ def test_bytes_input_decodes_like_a_path(tmp_path):
     write_wav(path, sine(1.0, 16000), 16000)
     np.testing.assert_array_equal(load_clip(path.read_bytes(), AudioConfig(), label=path),
                                   load_clip(path, AudioConfig()))
+
+
+def test_clips_much_longer_than_the_crop_get_a_note_naming_the_settings_that_keep_them(tmp_path):
+    import soundfile as sf
+
+    from rcmae.config import tiny
+    from rcmae.data.audio import cropping_note
+
+    long_clips, short_clips = [], []
+    for i in range(3):
+        long_clips.append(str(tmp_path / f"long_{i}.wav"))
+        sf.write(long_clips[-1], np.zeros(160000, dtype=np.float32), 16000)  # 10 s, as DCASE
+        short_clips.append(str(tmp_path / f"short_{i}.wav"))
+        sf.write(short_clips[-1], np.zeros(32000, dtype=np.float32), 16000)  # 2 s, as the toy factory
+    note = cropping_note(long_clips, tiny().audio)
+    assert "~10.0 s" in note and "--preset paper" in note
+    assert "audio.clip_seconds=10" in note and "features.n_frames=320" in note  # 313 frames in 8x10 patches
+    assert cropping_note(short_clips, tiny().audio) is None
+    assert cropping_note(long_clips, tiny().override({"audio.clip_seconds": 10.0}).audio) is None

@@ -81,6 +81,32 @@ def load_clip(source: str | Path | bytes, config: AudioConfig, label: str | Path
     return wave.astype(np.float32)
 
 
+def cropping_note(paths: list[str], config: AudioConfig, sample: int = 20) -> str | None:
+    """What the run would silently lose: a note when the clips (a sample of them) are much longer than the
+    length every clip is cropped to, naming the settings that keep them whole. None when nothing is lost."""
+    if config.clip_seconds is None or not paths:
+        return None
+    step = max(1, len(paths) // sample)
+    lengths = []
+    for path in paths[::step][:sample]:
+        try:
+            lengths.append(sf.info(path).duration)
+        except Exception:  # unreadable clips are reported where they are read
+            continue
+    if not lengths or float(np.median(lengths)) <= 1.5 * config.clip_seconds:
+        return None
+    seconds = float(np.median(lengths))
+    return (f"the clips last ~{seconds:.1f} s but this config crops every clip to {config.clip_seconds:g} s: "
+            f"for whole clips use --preset paper (GPUs), or keep this model and set "
+            f"--set audio.clip_seconds={seconds:.0f} --set features.n_frames={frames_for(seconds)}")
+
+
+def frames_for(seconds: float, sample_rate: int = 16000, hop: int = 512, multiple: int = 10) -> int:
+    """Log-mel frames of a clip, rounded up to a whole number of `multiple`-frame patches."""
+    frames = int(seconds * sample_rate // hop) + 1
+    return -(-frames // multiple) * multiple
+
+
 def write_wav(path: str | Path, wave: np.ndarray, rate: int) -> None:
     """16-bit PCM mono, clipped to [-1, 1]."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
