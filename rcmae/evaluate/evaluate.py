@@ -29,12 +29,18 @@ from rcmae.models.checkpoint import read_meta
 from rcmae.registry import SCORES
 
 
-def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64) -> Iterator[pa.Table]:
-    """Log-mels of the clips a batch at a time; unreadable clips are reported on stderr and left out."""
+def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64,
+                    failures: list[dict] | None = None) -> Iterator[pa.Table]:
+    """Log-mels of the clips a batch at a time; unreadable clips are left out and reported: added to
+    `failures` (file, reason) when given, else printed on stderr."""
     for start in range(0, clips.num_rows, batch_rows):
         table = featurize_table(clips.slice(start, batch_rows), config)
-        for reason in table.filter(pc.invert(pc.is_null(table["error"])))["error"].to_pylist():
-            print(f"skipped: {reason}", file=sys.stderr)
+        bad = table.filter(pc.invert(pc.is_null(table["error"])))
+        for path, reason in zip(bad["path"].to_pylist(), bad["error"].to_pylist()):
+            if failures is None:
+                print(f"skipped: {reason}", file=sys.stderr)
+            else:
+                failures.append(dict(file=path, reason=reason))
         usable = table.filter(pc.is_null(table["error"]))
         if usable.num_rows:
             yield usable
@@ -141,13 +147,7 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
                 clips.append(parse_clip_name(Path(path)))
             except LayoutError as error:
                 failures.append(dict(file=str(path), reason=f"{error} (or pass --machine-type and --machine-id)"))
-    readable = []
-    for start in range(0, len(clips), 64):
-        table = featurize_table(pa.Table.from_pylist(clips[start:start + 64], schema=CLIP_SCHEMA), config)
-        bad = table.filter(pc.invert(pc.is_null(table["error"])))
-        failures += [dict(file=p, reason=r) for p, r in zip(bad["path"].to_pylist(), bad["error"].to_pylist())]
-        readable.append(table.filter(pc.is_null(table["error"])))
-    readable = [table for table in readable if table.num_rows]
+    readable = list(featurized_rows(pa.Table.from_pylist(clips, schema=CLIP_SCHEMA), config, failures=failures))
     rows = []
     if readable:
         scored = score_rows(checkpoint_dir, readable)
