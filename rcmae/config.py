@@ -140,7 +140,7 @@ class AugmentConfig:
     num_actors: int | None = _doc("Actor pool size; None picks from the cluster's resources now.", None)
     use_gpu: bool | None = _doc("Augmentation actors on GPUs: true requests them from Ray (an autoscaler adds GPU "
                                 "nodes), false keeps them on CPUs, None uses GPUs when the cluster has them now "
-                                "and the augmenter is a diffusion model.", None)
+                                "and the augmenter's registry entry needs one (AudioLDM).", None)
     gpus_per_actor: float = _doc("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).", 1.0)
 
     def __post_init__(self) -> None:
@@ -218,9 +218,9 @@ class FinetuneConfig(OptimizerConfig):
 
 @dataclass
 class ScoreConfig:
-    method: str = _doc("'mahalanobis' (distance from a Gaussian of the ID's train features), 'embedding' "
-                       "(cosine distance to the ID's train centroid) or 'id_logprob' (the paper's "
-                       "-log p(true ID | clip)).", "mahalanobis")
+    method: str = _doc("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
+                       "(distance from a Gaussian of the ID's train features) or 'embedding' (cosine distance to "
+                       "the ID's train centroid).", "mahalanobis")
     components: int = _doc("'mahalanobis': principal directions per ID with their own variance (the rest "
                            "share one); capped at the ID's train clips - 2.", 16)
     decision_percentile: float = _doc("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
