@@ -6,12 +6,15 @@ ablation.json. Without AudioLDM weights (the `tiny` preset's factory-mix), the t
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from rcmae.config import Config
 from rcmae.registry import SCORES
+
+log = logging.getLogger(__name__)
 
 MASKING = "specaugment"  # the paper's Baseline arm: random time and frequency masking
 
@@ -27,7 +30,7 @@ def arm_name(config: Config) -> str:
 def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
-    from rcmae.evaluate.evaluate import write_scored
+    from rcmae.evaluate.results import write_scored
     from rcmae.stages import finetune, pretrain, score_test_split
 
     out = Path(out).resolve()
@@ -47,11 +50,10 @@ def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple
             pretrained = pretrain(seeded, features, folder / "pretrain")
             model = finetune(seeded, features, pretrained, folder / "finetune")
             results[key].append(write_scored(score_test_split(seeded, model, features), model, folder / "evaluation"))
-            print(f"ablate: {arm_name(arm)} seed {seed}: mean AUC {results[key][-1]['mean']['auc']:.3f}", flush=True)
+            log.info(f"ablate: {arm_name(arm)} seed {seed}: mean AUC {results[key][-1]['mean']['auc']:.3f}")
     table = ablation_table({arm_name(arms[k]): v for k, v in results.items()}, config.score.method, seeds)
     (out / "ablation.md").write_text(table)
     (out / "ablation.json").write_text(json.dumps({arm_name(arms[k]): v for k, v in results.items()}, indent=1))
-    print(table)
     return out / "ablation.md"
 
 

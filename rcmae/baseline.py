@@ -22,7 +22,7 @@ from rcmae.data.feature_table import (
     stream_specs,
 )
 from rcmae.detect.detector import gamma_threshold
-from rcmae.evaluate.report_files import write_evaluation
+from rcmae.evaluate.results import write_evaluation
 from rcmae.features import Normalizer
 from rcmae.models.dcase_ae import DenseAE
 

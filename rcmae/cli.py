@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rcmae.config import PRESETS, ConfigError, describe, load_config
 from rcmae.data.run_folder import FolderBusy
+from rcmae.logs import LEVELS
+from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, SCORES
 
 
@@ -41,8 +43,7 @@ def _config_from(args: argparse.Namespace):
 def cmd_synth(args: argparse.Namespace) -> int:
     from rcmae.data.synth import synthesize
 
-    root = synthesize(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet,
-                      additional=args.additional)
+    root = synthesize(args.out, preset=args.preset, seed=args.seed, additional=args.additional)
     print(f"wrote {root} and {Path(args.out) / 'manifest.json'}")
     return 0
 
@@ -112,7 +113,7 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rcmae.evaluate.evaluate import evaluate_checkpoint
+    from rcmae.evaluate.results import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, method=args.method, features_dir=args.features)
     _print_metrics(metrics)
@@ -129,7 +130,7 @@ SCORE_EXIT = {"scored": 0, "anomaly": 1, "failed": 3}  # `rcmae score` exit code
 def cmd_score(args: argparse.Namespace) -> int:
     import csv
 
-    from rcmae.evaluate.evaluate import score_recordings
+    from rcmae.evaluate.recordings import score_recordings
 
     result = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
                               args.method)
@@ -151,7 +152,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     from rcmae.baseline import run_baseline
-    from rcmae.evaluate.evaluate import data_test_split
+    from rcmae.evaluate.test_split import data_test_split
 
     config = _config_from(args)
     metrics = run_baseline(config, args.features, lambda machine_type: data_test_split(
@@ -182,7 +183,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
-    run_ablation(_config_from(args).override(overrides), args.data, args.out, tuple(args.seeds))
+    report = run_ablation(_config_from(args).override(overrides), args.data, args.out, tuple(args.seeds))
+    print(report.read_text())
+    print(f"wrote {report}")
     return 0
 
 
@@ -217,6 +220,8 @@ def count(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcmae", description=__doc__)
+    parser.add_argument("--log-level", choices=LEVELS, default="info",
+                        help="progress and warnings shown on stderr (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="write the toy-factory data set (DCASE 2020 dev layout)")
@@ -226,7 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "
                         "training set), so stage 2 classifies over both sets' IDs")
     p.add_argument("--seed", type=count(0), default=0)
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("index", help="index a DCASE-layout data root into a clip table")
@@ -324,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     try:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError, FolderBusy) as error:

@@ -82,6 +82,7 @@ class FeatureConfig:
 
 
 POOLINGS = ("frequency", "mean")
+WEIGHT_INITS = ("mae", "torch")
 PAPER_AUDIOLDM = "cvssp/audioldm-s-full-v2"  # AudioLDM checkpoint of the `paper` preset (diffusers layout)
 
 
@@ -103,6 +104,8 @@ class ModelConfig:
     pooling: str = _doc("How encoder tokens become one clip vector: 'frequency' averages each frequency row "
                         "over time and concatenates the rows (keeps where in the spectrum energy sits), "
                         "'mean' averages all tokens.", "frequency")
+    weight_init: str = _doc("'mae': the reference MAE's Xavier-uniform linear layers; 'torch': PyTorch's layer "
+                            "defaults (see README for the comparison).", "torch")
 
     def __post_init__(self) -> None:
         _check(self.embed_dim % self.num_heads == 0,
@@ -114,6 +117,8 @@ class ModelConfig:
                f"model.mask_ratio_max must be in [mask_ratio, 1), got {self.mask_ratio_max}")
         _check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
         _check(self.pooling in POOLINGS, f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        _check(self.weight_init in WEIGHT_INITS,
+               f"model.weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
 
 
 @dataclass
@@ -306,15 +311,6 @@ class Config:
                 kwargs[f.name] = _build_section(type(getattr(PRESETS[name](), f.name)), f.name, merged[f.name],
                                                 set((data.get(f.name) or {}).keys()))
         return cls(**kwargs)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "Config":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        _check(isinstance(data, dict), f"{path}: a config file is a mapping of sections")
-        return cls.from_dict(data)
 
     def override(self, dotted: dict[str, Any]) -> "Config":
         """A copy with `{"pretrain.tau": 0.1, ...}` applied (used by CLI flags and Tune)."""

@@ -5,8 +5,8 @@ one run folder and a re-run skips the stages already finished there."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from rcmae.data.audio import cropping_note
 from rcmae.data.layout import index_clips
 from rcmae.data.run_folder import check_settings
 from rcmae.models.checkpoint import read_meta
+
+log = logging.getLogger(__name__)
 
 STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
                   "finetune": ("audio", "features", "model", "pretrain", "finetune", "score")}
@@ -43,8 +45,9 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     from rcmae.baseline import run_baseline
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
-    from rcmae.evaluate.evaluate import feature_test_split, write_scored
-    from rcmae.evaluate.report import tsne_sample, write_report
+    from rcmae.evaluate.results import write_scored
+    from rcmae.evaluate.run_report import tsne_sample, write_report
+    from rcmae.evaluate.test_split import feature_test_split
     from rcmae.stages import finetune, pretrain, score_test_split
 
     out = Path(out).resolve()
@@ -54,7 +57,7 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
 
     def timed(name: str, started: float) -> None:
         timings[name] = time.time() - started
-        print(f"run: {name} finished in {timings[name]:.0f} s", flush=True)
+        log.info(f"run: {name} finished in {timings[name]:.0f} s")
 
     started = time.time()
     if data is None:
@@ -62,13 +65,13 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
         if not (data / "manifest.json").exists():
             from rcmae.data.synth import synthesize
 
-            print(f"run: no --data given: synthesising the toy factory ({synth_preset}) in {data}", flush=True)
+            log.info(f"run: no --data given: synthesising the toy factory ({synth_preset}) in {data}")
             synthesize(data, preset=synth_preset, seed=seed)
     index = index_clips(data, lenient=True)
     pq.write_table(index.table, out / "index.parquet")
     note = cropping_note(index.table["path"].to_pylist(), config.audio)
     if note:
-        print(f"run: warning: {note}", file=sys.stderr, flush=True)
+        log.warning(f"run: warning: {note}")
     timed("data", started)
 
     ensure_ray()
@@ -107,5 +110,5 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     result = {"report": str(report), "mean": metrics["mean"],
               "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None, "timings": timings}
     (out / "run.json").write_text(json.dumps(result, indent=1))
-    print(f"run: report at {report}", flush=True)
+    log.info(f"run: report at {report}")
     return result

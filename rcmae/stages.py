@@ -41,7 +41,7 @@ def score_test_split(config: Config, model_dir: str | Path, features_dir: str | 
     """Metadata and `score_<method>` of every usable test clip in the feature Parquet."""
     if config.scale.num_workers == 0:
         from rcmae.detect.apply import score_rows
-        from rcmae.evaluate.evaluate import feature_test_split
+        from rcmae.evaluate.test_split import feature_test_split
 
         return score_rows(model_dir, feature_test_split(features_dir))
     from rcmae.distributed.inference import score_features_ray

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from rcmae.augment.audioldm import AudioLDMAugmenter, audioldm_normalized, ddim_start, load_components
-from rcmae.augment.base import clip_seed, rms
+from rcmae.augment.base import clip_seed
 from rcmae.augment.factory_mix import FactoryMix
 from rcmae.augment.prompts import EXTENDED, FAMILIES, TABLE_1, load_prompts
 from rcmae.augment.specaugment import SpecAugment
 from rcmae.config import AugmentConfig
+from rcmae.data.audio import rms
 
 
 @pytest.fixture(scope="module")

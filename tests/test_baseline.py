@@ -5,7 +5,7 @@ from sklearn.metrics import roc_auc_score
 
 from rcmae.baseline import run_baseline, train_type_model
 from rcmae.evaluate.dcase_csv import read_scores, score_file
-from rcmae.evaluate.evaluate import data_test_split
+from rcmae.evaluate.test_split import data_test_split
 from rcmae.models.dcase_ae import DenseAE
 
 

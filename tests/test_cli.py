@@ -38,7 +38,7 @@ def test_bad_input_is_one_line_naming_it_and_exit_code_2(argv, message, capsys):
 
 
 def test_synth_then_index(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["synth", "--out", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["preset"] == "small"
     assert main(["index", "--data", str(tmp_path)]) == 0

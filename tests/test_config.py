@@ -1,6 +1,6 @@
 import pytest
 
-from rcmae.config import Config, ConfigError, describe, load_config, paper, tiny
+from rcmae.config import ConfigError, describe, load_config, paper, tiny
 
 
 def test_paper_preset_has_the_papers_numbers():
@@ -15,7 +15,7 @@ def test_paper_preset_has_the_papers_numbers():
 def test_yaml_round_trip(tmp_path):
     config = tiny().override({"pretrain.tau": 0.1, "model.mask_ratio": 0.5})
     config.to_yaml(tmp_path / "c.yaml")
-    assert Config.from_yaml(tmp_path / "c.yaml") == config
+    assert load_config(path=tmp_path / "c.yaml") == config
 
 
 @pytest.mark.parametrize("override, message", [

@@ -17,7 +17,7 @@ from rcmae.detect.detector import (
 )
 from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
 from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
-from rcmae.evaluate.report_files import write_evaluation
+from rcmae.evaluate.results import write_evaluation
 
 
 def test_auc_and_pauc_equal_sklearn_on_random_inputs():

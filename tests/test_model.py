@@ -3,6 +3,7 @@ import torch
 
 from rcmae.config import tiny
 from rcmae.models.mae import RCMAE
+from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 
 
 @pytest.fixture
@@ -28,13 +29,13 @@ def test_masking_keeps_exactly_the_configured_share(ratio):
 def test_shapes_through_encoder_and_decoder(model_and_config):
     model, config = model_and_config
     specs = torch.randn(2, config.features.n_mels, config.features.n_frames)
-    latent, mask, restore = model.forward_encoder(specs, 0.75)
+    latent, mask, restore = model.encode(specs, 0.75)
     keep = int(config.features.num_patches * 0.25)
     assert latent.shape == (2, 1 + keep, config.model.embed_dim)
-    pred = model.forward_decoder(latent, restore)
+    pred = model.decode(latent, restore)
     assert pred.shape == (2, config.features.num_patches, config.features.patch_dim)
-    pooled, z = model.encode(specs)
-    assert z.shape == (2, config.model.proj_dim) and model.logits(pooled).shape == (2, 3)
+    pooled, z = model(specs)
+    assert z.shape == (2, config.model.proj_dim) and model.classify(pooled).shape == (2, 3)
 
 
 def test_paper_preset_has_512_tokens_and_vit_s():
@@ -51,17 +52,18 @@ def test_a_few_steps_lower_the_stage1_loss(model_and_config):
     torch.manual_seed(1)
     original = torch.randn(16, config.features.n_mels, config.features.n_frames)
     augmented = original + 0.3 * torch.randn_like(original)
+    objective = PretrainObjective(model, config.pretrain)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     first = None
     for _ in range(15):
         torch.manual_seed(2)  # the same mask each step: the loss change is the model's
-        terms = model("pretrain", original, augmented, config.pretrain)
+        terms = objective(original, augmented)
         first = first if first is not None else {k: v.item() for k, v in terms.items()}
         optimizer.zero_grad()
         terms["loss"].backward()
         optimizer.step()
     torch.manual_seed(2)
-    last = model("pretrain", original, augmented, config.pretrain)
+    last = objective(original, augmented)
     for name in ("loss", "contrastive", "mae"):
         assert last[name].item() < first[name], name
 
@@ -71,14 +73,15 @@ def test_a_few_steps_lower_the_stage2_loss(model_and_config):
     torch.manual_seed(3)
     specs = torch.randn(12, config.features.n_mels, config.features.n_frames)
     labels = torch.tensor([0, 1, 2] * 4)
+    objective = FinetuneObjective(model, config.finetune)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = model("finetune", specs, labels, config.finetune)
+    first = objective(specs, labels)
     for _ in range(15):
-        terms = model("finetune", specs, labels, config.finetune)
+        terms = objective(specs, labels)
         optimizer.zero_grad()
         terms["loss"].backward()
         optimizer.step()
-    last = model("finetune", specs, labels, config.finetune)
+    last = objective(specs, labels)
     assert last["loss"] < first["loss"] and last["ce"] < first["ce"] and last["supcon"] < first["supcon"]
 
 
@@ -86,7 +89,7 @@ def test_stage2_without_head_says_so():
     config = tiny()
     model = RCMAE(model=config.model, features=config.features)
     with pytest.raises(RuntimeError, match="fine-tune"):
-        model.logits(torch.zeros(1, config.model.embed_dim))
+        model.classify(torch.zeros(1, config.model.embed_dim))
 
 
 def test_frequency_pooling_averages_each_row_over_its_visible_tokens(model_and_config):
@@ -112,3 +115,17 @@ def test_mean_pooling_option():
     latent = torch.randn(2, 1 + config.features.num_patches, config.model.embed_dim)
     torch.testing.assert_close(model.pool(latent), latent[:, 1:].mean(dim=1))
     assert model.projection.in_features == config.model.embed_dim
+
+
+def test_mae_weight_init_is_xavier_with_zero_biases_and_unit_norms():
+    config = tiny().override({"model.weight_init": "mae"})
+    torch.manual_seed(0)
+    model = RCMAE(model=config.model, features=config.features, num_classes=3)
+    linear = model.patch_embed
+    bound = (6 / (linear.in_features + linear.out_features)) ** 0.5
+    assert linear.weight.abs().max() <= bound and linear.weight.abs().max() > 0.9 * bound
+    assert torch.all(linear.bias == 0) and torch.all(model.classifier.bias == 0)
+    assert torch.all(model.encoder_norm.weight == 1) and torch.all(model.encoder_norm.bias == 0)
+    torch.manual_seed(0)
+    default = RCMAE(model=tiny().model, features=config.features, num_classes=3)
+    assert not torch.all(default.patch_embed.bias == 0)  # PyTorch's default draws biases

@@ -12,6 +12,7 @@ from rcmae.config import paper
 from rcmae.data.layout import index_clips
 from rcmae.data.synth import synthesize
 from rcmae.models.mae import RCMAE
+from rcmae.models.objectives import PretrainObjective
 
 
 def test_config_shows_the_papers_method(capsys):
@@ -34,9 +35,9 @@ def test_paper_preset_without_weights_stops_before_work_with_the_fix(tmp_path):
 
 def test_mask_ratio_is_drawn_per_batch_within_the_papers_range():
     config = paper()
-    model = RCMAE(model=config.model, features=config.features)
+    objective = PretrainObjective(RCMAE(model=config.model, features=config.features), config.pretrain)
     torch.manual_seed(0)
-    ratios = [model.draw_mask_ratio() for _ in range(200)]
+    ratios = [objective.draw_mask_ratio() for _ in range(200)]
     assert 0.5 <= min(ratios) and max(ratios) <= 0.75 and np.std(ratios) > 0.05
 
 

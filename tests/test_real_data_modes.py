@@ -9,7 +9,7 @@ import pytest
 from rcmae.cli import main
 from rcmae.data.synth import synthesize
 from rcmae.evaluate.dcase_csv import read_scores, score_file
-from rcmae.evaluate.report import _metrics_table
+from rcmae.evaluate.run_report import _metrics_table
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import soundfile as sf
 
 from rcmae.data.layout import index_clips
 from rcmae.data.synth import PRESETS, synthesize
-from rcmae.evaluate.reference import evaluate_reference
+from toy_reference import evaluate_reference
 
 
 def test_layout_counts_and_format(toy_root):

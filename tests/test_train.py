@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 from rcmae.detect.detector import GAUSSIAN_PARTS
 from rcmae.evaluate.dcase_csv import read_scores, score_file
-from rcmae.evaluate.evaluate import evaluate_checkpoint, score_recordings
+from rcmae.evaluate.recordings import score_recordings
+from rcmae.evaluate.results import evaluate_checkpoint
 from rcmae.models.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays
 from rcmae.registry import SCORES
 from rcmae.train.local import finetune_local, pretrain_local
@@ -21,8 +22,8 @@ def trained(toy_features, tmp_path_factory):
     config = tiny().override({"pretrain.epochs": 2, "finetune.epochs": 2, "pretrain.batch_size": 32,
                               "finetune.batch_size": 32, "scale.num_workers": 0})
     out = tmp_path_factory.mktemp("trained")
-    pretrained = pretrain_local(config, toy_features, out / "pretrain", verbose=False)
-    model = finetune_local(config, toy_features, pretrained, out / "finetune", verbose=False)
+    pretrained = pretrain_local(config, toy_features, out / "pretrain")
+    model = finetune_local(config, toy_features, pretrained, out / "finetune")
     return config, out, pretrained, model
 
 
@@ -45,13 +46,13 @@ def test_resumed_run_equals_uninterrupted(toy_features, quick_config, tmp_path):
     import shutil
 
     config = quick_config.override({"pretrain.epochs": 3})
-    whole = pretrain_local(config, toy_features, tmp_path / "whole", verbose=False)
-    pretrain_local(config, toy_features, tmp_path / "resumed", verbose=False)
+    whole = pretrain_local(config, toy_features, tmp_path / "whole")
+    pretrain_local(config, toy_features, tmp_path / "resumed")
     # a crash during epoch 3: its checkpoint and metrics line never got written
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "epoch_0003")
     log = tmp_path / "resumed" / "metrics.jsonl"
     log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
-    resumed = pretrain_local(config, toy_features, tmp_path / "resumed", verbose=False)
+    resumed = pretrain_local(config, toy_features, tmp_path / "resumed")
     a, b = load_file(str(resumed / "model.safetensors")), load_file(str(whole / "model.safetensors"))
     for key in a:
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
@@ -61,13 +62,13 @@ def test_resumed_run_equals_uninterrupted(toy_features, quick_config, tmp_path):
 def test_a_torn_checkpoint_is_passed_over_and_the_resume_equals_an_uninterrupted_run(toy_features, quick_config,
                                                                                     tmp_path, capsys):
     config = quick_config.override({"pretrain.epochs": 3})
-    whole = pretrain_local(config, toy_features, tmp_path / "whole", verbose=False)
-    pretrain_local(config, toy_features, tmp_path / "torn", verbose=False)
+    whole = pretrain_local(config, toy_features, tmp_path / "whole")
+    pretrain_local(config, toy_features, tmp_path / "torn")
     checkpoints = tmp_path / "torn" / "checkpoints"
     weights = checkpoints / "epoch_0003" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short by a kill
     (checkpoints / ".epoch_0004.partial").mkdir()  # a staging folder a kill left behind
-    resumed = pretrain_local(config, toy_features, tmp_path / "torn", verbose=False)
+    resumed = pretrain_local(config, toy_features, tmp_path / "torn")
     assert "skipping" in capsys.readouterr().err
     a, b = load_file(str(resumed / "model.safetensors")), load_file(str(whole / "model.safetensors"))
     for key in a:
@@ -107,7 +108,7 @@ def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_pat
 def test_finetune_refuses_a_different_architecture(trained, toy_features, tmp_path):
     config, _, pretrained, _ = trained
     with pytest.raises(ValueError, match="`model` config differs"):
-        finetune_local(config.override({"model.depth": 1}), toy_features, pretrained, tmp_path, verbose=False)
+        finetune_local(config.override({"model.depth": 1}), toy_features, pretrained, tmp_path)
 
 
 @pytest.mark.slow
@@ -116,8 +117,8 @@ def test_tiny_preset_beats_random_on_the_toy_factory(toy_root, toy_features, tmp
     from rcmae.config import tiny
 
     config = tiny().override({"scale.num_workers": 0})
-    pretrained = pretrain_local(config, toy_features, tmp_path / "pretrain", verbose=False)
-    model = finetune_local(config, toy_features, pretrained, tmp_path / "finetune", verbose=False)
+    pretrained = pretrain_local(config, toy_features, tmp_path / "pretrain")
+    model = finetune_local(config, toy_features, pretrained, tmp_path / "finetune")
     results = [evaluate_checkpoint(model, toy_root / "dev_data" / machine, tmp_path / machine)
                for machine in ("fan", "valve")]
     mean_auc = np.mean([r["mean"]["auc"] for r in results])

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from rcmae.augment.base import Augmented, rms
+from rcmae.augment.base import Augmented
 from rcmae.augment.prompts import load_prompts, pick
 from rcmae.config import PAPER_AUDIOLDM, AugmentConfig
-from rcmae.data.audio import resample
+from rcmae.data.audio import resample, rms
 
 MEL = dict(sample_rate=16000, n_fft=1024, hop_length=160, n_mels=64, f_min=0.0, f_max=8000.0)
 WINDOW_SECONDS = 10.24  # AudioLDM's training clip length

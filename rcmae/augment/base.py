@@ -32,6 +32,3 @@ def clip_seed(base_seed: int, clip_key: str, variant: int) -> int:
     """A distinct, reproducible 31-bit seed per (run seed, clip, variant)."""
     return zlib.crc32(f"{base_seed}|{clip_key}|{variant}".encode()) & 0x7FFFFFFF
 
-
-def rms(wave: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))) + 1e-12)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcmae.augment.base import Augmented, rms
+from rcmae.augment.base import Augmented
 from rcmae.augment.prompts import FAMILIES, load_prompts, pick
 from rcmae.config import AugmentConfig
+from rcmae.data.audio import rms
 from rcmae.data.sound_models import band_noise, harmonic_tone, impacts, periodic_times, slow_noise
 
 

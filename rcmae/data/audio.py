@@ -16,6 +16,11 @@ import torchaudio.functional as AF
 from rcmae.config import AudioConfig
 
 
+def rms(wave: np.ndarray) -> float:
+    """Root mean square (in float64, so float32 audio gives the same figure), never exactly zero."""
+    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))) + 1e-12)
+
+
 class AudioError(ValueError):
     """A clip cannot be used; `str(error)` names the file and the reason."""
 

@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 from scipy.signal import fftconvolve
 
+from rcmae.data.audio import rms
+
 Fault = tuple[str, float] | None
 
 
@@ -60,10 +62,6 @@ def periodic_times(n: int, sr: int, period_s: float, rng: np.random.Generator, j
     start = rng.uniform(0, period_s)
     times = np.arange(start, n / sr, period_s)
     return times + rng.normal(0, jitter * period_s, times.shape)
-
-
-def rms(wave: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(wave ** 2)) + 1e-12)
 
 
 def _scaled(part: np.ndarray, reference: np.ndarray, level: float) -> np.ndarray:

@@ -10,14 +10,17 @@ training set does for its evaluation machines: the paper's stage 2 classifies ov
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rcmae.data.audio import write_wav
-from rcmae.data.sound_models import MACHINES, factory_background, rms
+from rcmae.data.audio import rms, write_wav
+from rcmae.data.sound_models import MACHINES, factory_background
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
@@ -102,7 +105,7 @@ def clip_name(label: str, machine_id: int, number: int) -> str:
 
 
 def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
-               types: tuple[str, ...] = tuple(MACHINES), progress: bool = False, additional: bool = False) -> Path:
+               types: tuple[str, ...] = tuple(MACHINES), additional: bool = False) -> Path:
     """Write the toy-factory data set under `out` (and its additional training set with `additional`);
     returns out/dev_data."""
     if preset not in PRESETS:
@@ -129,7 +132,6 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
                     relative = f"{folder}/{machine_type}/{split}/{clip_name(label, machine_id, number)}"
                     write_wav(out / relative, wave, SAMPLE_RATE)
                     manifest["clips"][relative] = record
-            if progress:
-                print(f"synth: {folder} {machine_type} id_{machine_id:02d} done", flush=True)
+            log.info(f"synth: {folder} {machine_type} id_{machine_id:02d} done")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root

@@ -29,11 +29,11 @@ def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_si
     pooled_parts, embeddings, log_probs = [], [], []
     for start in range(0, len(specs), batch_size):
         batch = torch.as_tensor(normalizer(specs[start:start + batch_size]), dtype=torch.float32, device=device)
-        pooled, z = model.encode(batch)
+        pooled, z = model(batch)
         pooled_parts.append(pooled.float().cpu().numpy())
         embeddings.append(F.normalize(z.float(), dim=1).cpu().numpy())
         if model.classifier is not None:
-            log_probs.append(F.log_softmax(model.logits(pooled).float(), dim=1).cpu().numpy())
+            log_probs.append(F.log_softmax(model.classify(pooled).float(), dim=1).cpu().numpy())
     return Encoded(np.concatenate(pooled_parts), np.concatenate(embeddings),
                    np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)))
 

@@ -12,8 +12,8 @@ Re-running on the same folder processes only the clips no finished shard holds y
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +28,8 @@ from rcmae.data.layout import ClipIndex, index_clips
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.distributed.runtime import pool_plan, require_feasible
 from rcmae.registry import AUGMENTERS
+
+log = logging.getLogger(__name__)
 
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
 RUNTIME_ONLY = ("batch_size", "num_actors", "use_gpu", "gpus_per_actor")  # change where, not what, is made
@@ -70,7 +72,7 @@ def finished_paths(features_dir: Path) -> set[str]:
         try:
             done.update(pq.read_table(shard, columns=["path"])["path"].to_pylist())
         except Exception as error:  # a partly written file: its clips are processed again
-            print(f"augment: removing unreadable shard {shard.name} ({error})", file=sys.stderr)
+            log.warning(f"augment: removing unreadable shard {shard.name} ({error})")
             shard.unlink()
     return done
 
@@ -117,11 +119,11 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
     plan = pool_plan(config.augment, ray.cluster_resources())
     require_feasible("augmentation actor", {"CPU": plan["num_cpus"], "GPU": plan["num_gpus"]})
     if config.augment.augmenter == "factory-mix":
-        print("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
-              "--augmenter audioldm --model HUB_ID_OR_DIR for diffusion augmentation)", flush=True)
+        log.info("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
+              "--augmenter audioldm --model HUB_ID_OR_DIR for diffusion augmentation)")
     started = time.time()
-    print(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process with "
-          f"{config.augment.augmenter} x{config.augment.variants} on {plan['size']} actor(s)", flush=True)
+    log.info(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process with "
+          f"{config.augment.augmenter} x{config.augment.variants} on {plan['size']} actor(s)")
     if todo.num_rows:
         batch = config.augment.batch_size
         # start once the whole pool is up, so the first actor ready (AudioLDM loads take a while) does not
@@ -158,6 +160,6 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
                    variants_per_clip=config.augment.variants, seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for reject in rejects:
-        print(f"augment: rejected {reject['reason']}", file=sys.stderr)
-    print(f"augment: {summary}", flush=True)
+        log.warning(f"augment: rejected {reject['reason']}")
+    log.info(f"augment: {summary}")
     return summary

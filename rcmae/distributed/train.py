@@ -6,6 +6,7 @@ last checkpoint. Running again with the same run folder resumes instead of resta
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,10 +19,14 @@ from rcmae.detect.detector import save_detector
 from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
+from rcmae.logs import configure as configure_logging
+from rcmae.logs import current_level
 from rcmae.models.checkpoint import WEIGHTS
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
 from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
+
+log = logging.getLogger(__name__)
 
 FAULT_ENV = "RCMAE_INJECT_FAULT"  # "MARKER_FILE:EPOCH": one worker raises once after EPOCH (chaos drills, tests)
 
@@ -60,7 +65,7 @@ class RaySession:
             shutil.rmtree(self._restored, ignore_errors=True)
             self._restored = None
 
-        # stage 1 leaves the ID head unused, stage 2 the decoder: DDP must expect unused parameters
+        # the objective wraps the whole model: stage 2 leaves the decoder unused: DDP must expect unused parameters
         return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
@@ -69,7 +74,7 @@ class RaySession:
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
         if self.rank == 0:  # Ray forwards worker output to the driver: one line per epoch, not one per worker
-            print(epoch_line(metrics, getattr(self.config, self.stage).epochs), flush=True)
+            log.info(epoch_line(metrics, getattr(self.config, self.stage).epochs))
         self._maybe_fail(metrics["epoch"])
 
     def _maybe_fail(self, epoch: int) -> None:
@@ -93,6 +98,7 @@ class RaySession:
 def _worker(loop_config: dict) -> None:
     from rcmae.models.mae import RCMAE
 
+    configure_logging(loop_config["log_level"])  # a worker process starts with the root logger's defaults
     session = RaySession(loop_config)
     config = session.config
     torch.manual_seed(config.pretrain.seed)
@@ -129,7 +135,8 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage, fault=fault),
+        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage, fault=fault,
+                               log_level=current_level()),
         torch_config=TorchConfig(backend=plan["backend"]),
         scaling_config=ScalingConfig(num_workers=plan["num_workers"], use_gpu=plan["use_gpu"],
                                      resources_per_worker=plan["resources_per_worker"]),
@@ -140,8 +147,8 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
             failure_config=FailureConfig(max_failures=config.scale.max_failures), callbacks=callbacks or []),
         datasets={"train": dataset},
     )
-    print(f"[{stage}] Ray Train: {plan['num_workers']} worker(s), {plan['backend']}, "
-          f"{'GPU' if plan['use_gpu'] else 'CPU'}, run {out_dir / 'ray_results' / run_name}", flush=True)
+    log.info(f"[{stage}] Ray Train: {plan['num_workers']} worker(s), {plan['backend']}, "
+             f"{'GPU' if plan['use_gpu'] else 'CPU'}, run {out_dir / 'ray_results' / run_name}")
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{stage}: Ray Train finished without a checkpoint ({result.error})")

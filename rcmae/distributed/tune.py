@@ -20,11 +20,14 @@ losses are not comparable across trials whose loss weights differ, so ASHA would
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import yaml
 
 from rcmae.config import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
 
 WEIGHTS = ("pretrain.lambda_con", "pretrain.lambda_vcr", "pretrain.lambda_mae")
 SAMPLERS = ("grid", "choice", "uniform", "loguniform")
@@ -80,7 +83,7 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from rcmae.distributed.train import finetune_ray, pretrain_ray
-    from rcmae.evaluate.evaluate import evaluate_checkpoint
+    from rcmae.evaluate.results import evaluate_checkpoint
 
     config = trial_config(Config.from_dict(base), params, normalize_weights)
     out = Path(ray.tune.get_context().get_trial_dir())
@@ -120,8 +123,7 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
         # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
         tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit),
         run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
-    print(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {out_dir / space['name']}",
-          flush=True)
+    log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {out_dir / space['name']}")
     results = tuner.fit()
     return export_results(results, out_dir / space["name"], list((space.get("params") or {}).keys()))
 
@@ -154,6 +156,6 @@ def export_results(results, folder: Path, params: list[str]) -> Path:
     plt.close(fig)
     best = frame.iloc[0].to_dict()
     (folder / "best.json").write_text(json.dumps(best, indent=1, default=str))
-    print(f"tune: best trial {best['trial_id']} AUC {best['auc']:.4f} pAUC {best['pauc']:.4f}; "
-          f"wrote {folder / 'trials.csv'}", flush=True)
+    log.info(f"tune: best trial {best['trial_id']} AUC {best['auc']:.4f} pAUC {best['pauc']:.4f}; "
+          f"wrote {folder / 'trials.csv'}")
     return folder

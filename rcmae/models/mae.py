@@ -1,9 +1,9 @@
-"""The RC-MAE model: a ViT masked autoencoder over log-mel patches that owns its losses.
+"""The RC-MAE model: a ViT masked autoencoder over log-mel patches.
 
-Stage 1 (`pretrain_loss`): both views (original, augmented) are masked, their visible patches encoded,
-pooled and projected to embeddings (InfoNCE between views, VCR per view); the original view is decoded
-and its masked patches reconstructed (MAE). Stage 2 (`finetune_loss`): unmasked clips, supervised
-contrastive on the embeddings plus cross-entropy of the machine-ID head.
+The model exposes its parts: `encode` (patches -> visible tokens, optionally masked), `decode` (tokens ->
+reconstructed patches), `pool` (tokens -> one vector per clip), `project` and `classify`; `forward` embeds
+whole clips for inference. The two training objectives that combine them (stage 1: MAE + InfoNCE + VCR;
+stage 2: supervised contrastive + cross-entropy) are the modules in `rcmae.models.objectives` that DDP wraps.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from rcmae import losses
-from rcmae.config import FeatureConfig, FinetuneConfig, ModelConfig, PretrainConfig
+from rcmae.config import FeatureConfig, ModelConfig
 from rcmae.features import patchify
 
 
@@ -36,6 +34,16 @@ def transformer(width: int, depth: int, heads: int, mlp_ratio: float) -> nn.Tran
     layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True)
     return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+def mae_init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class RCMAE(nn.Module):
@@ -64,15 +72,23 @@ class RCMAE(nn.Module):
         self.projection = nn.Linear(self.pooled_dim, model.proj_dim)
         self.classifier = nn.Linear(self.pooled_dim, num_classes) if num_classes else None
         self.num_patches = num_patches
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Class and mask tokens ~ N(0, 0.02) either way; with `weight_init: mae`, also the reference MAE's
+        Xavier-uniform linear layers with zero biases and unit LayerNorms (else PyTorch's layer defaults)."""
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
+        if self.model_config.weight_init == "mae":
+            self.apply(mae_init)
 
     def with_classifier(self, num_classes: int) -> "RCMAE":
         """Attach a fresh machine-ID head (stage 2 starts from stage 1's weights)."""
         self.classifier = nn.Linear(self.pooled_dim, num_classes).to(self.cls_token.device)
+        if self.model_config.weight_init == "mae":
+            mae_init(self.classifier)
         return self
 
-    # ------------------------------------------------------------ small named steps
     def patchify(self, specs: torch.Tensor) -> torch.Tensor:
         return patchify(specs, self.feature_config.patch_freq, self.feature_config.patch_time)
 
@@ -91,13 +107,16 @@ class RCMAE(nn.Module):
         mask[:, :keep] = 0
         return visible, torch.gather(mask, 1, ids_restore), ids_restore
 
-    def forward_encoder(self, specs: torch.Tensor, mask_ratio: float):
+    def encode(self, specs: torch.Tensor, mask_ratio: float = 0.0):
+        """Encoder tokens (class token first) of the visible patches, the mask (1 = hidden) and the
+        permutation that restores grid order."""
         x = self.patch_embed(self.patchify(specs)) + self.pos_embed
         x, mask, ids_restore = self.random_masking(x, mask_ratio)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         return self.encoder(torch.cat([cls, x], dim=1)), mask, ids_restore
 
-    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """Every patch of the grid predicted from the visible tokens: (batch, num_patches, patch_dim)."""
         x = self.decoder_embed(self.encoder_norm(latent))
         batch, length = ids_restore.shape
         fill = self.mask_token.expand(batch, length + 1 - x.shape[1], -1)
@@ -127,63 +146,17 @@ class RCMAE(nn.Module):
         counts = weight.reshape(batch, rows, cols).sum(dim=2).clamp(min=1.0)
         return (sums / counts[..., None]).reshape(batch, rows * width)
 
-    def reconstruction_target(self, specs: torch.Tensor) -> torch.Tensor:
-        target = self.patchify(specs)
-        if self.model_config.norm_pix_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        return target
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.projection(pooled)
 
-    # ------------------------------------------------------------ stage 1
-    def draw_mask_ratio(self) -> float:
-        """The configured share, or one drawn per batch from [mask_ratio, mask_ratio_max]."""
-        low, high = self.model_config.mask_ratio, self.model_config.mask_ratio_max
-        return low if high is None else low + (high - low) * float(torch.rand(()))
-
-    def pretrain_loss(self, original: torch.Tensor, augmented: torch.Tensor, cfg: PretrainConfig,
-                      mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
-        ratio = self.draw_mask_ratio() if mask_ratio is None else mask_ratio
-        latent_a, mask_a, restore_a = self.forward_encoder(original, ratio)
-        latent_b, _, restore_b = self.forward_encoder(augmented, ratio)
-        z_a, z_b = self.projection(self.pool(latent_a, restore_a)), self.projection(self.pool(latent_b, restore_b))
-        pred = self.forward_decoder(latent_a, restore_a)
-        z_a, z_b = losses.gather_batch(z_a), losses.gather_batch(z_b)  # the global batch under DDP
-        terms = dict(
-            contrastive=(losses.info_nce_paper if cfg.contrastive == "paper" else losses.info_nce)(z_a, z_b, cfg.tau),
-            vcr=0.5 * (losses.vcr_loss(z_a) + losses.vcr_loss(z_b)),
-            mae=losses.mae_loss(pred, self.reconstruction_target(original), mask_a),
-        )
-        terms["loss"] = losses.rcmae_loss(terms["contrastive"], terms["vcr"], terms["mae"],
-                                          cfg.lambda_con, cfg.lambda_vcr, cfg.lambda_mae)
-        terms["z_std"] = F.normalize(z_a, dim=1).std(dim=0).mean().detach()
-        return terms
-
-    def forward(self, stage: str, *args, **kwargs) -> dict[str, torch.Tensor]:
-        """Loss terms of a stage; going through forward lets DDP synchronise the gradients."""
-        if stage == "pretrain":
-            return self.pretrain_loss(*args, **kwargs)
-        if stage == "finetune":
-            return self.finetune_loss(*args, **kwargs)
-        raise ValueError(f"unknown stage {stage!r}")
-
-    # ------------------------------------------------------------ stage 2 and inference
-    def encode(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled encoder features, projected embedding) of whole (unmasked) clips."""
-        latent, _, ids_restore = self.forward_encoder(specs, 0.0)
-        pooled = self.pool(latent, ids_restore)
-        return pooled, self.projection(pooled)
-
-    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Machine-ID logits."""
         if self.classifier is None:
             raise RuntimeError("this model has no machine-ID head: fine-tune it (stage 2) first")
         return self.classifier(pooled)
 
-    def finetune_loss(self, specs: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
-        pooled, z = self.encode(specs)
-        logits = self.logits(pooled)
-        supcon = losses.supcon_loss(losses.gather_batch(z), losses.gather_batch(labels), cfg.tau)
-        terms = dict(supcon=supcon, ce=F.cross_entropy(logits, labels))
-        terms["loss"] = losses.stage2_loss(terms["supcon"], terms["ce"], cfg.lambda_scl, cfg.lambda_ce)
-        terms["accuracy"] = (logits.argmax(dim=1) == labels).float().mean().detach()
-        terms["z_std"] = F.normalize(z, dim=1).std(dim=0).mean().detach()
-        return terms
+    def forward(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled encoder features, projected embedding) of whole (unmasked) clips."""
+        latent, _, ids_restore = self.encode(specs)
+        pooled = self.pool(latent, ids_restore)
+        return pooled, self.project(pooled)

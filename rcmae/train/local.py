@@ -6,8 +6,8 @@ Re-running with the same `run_dir` resumes after the last finished epoch.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -22,15 +22,16 @@ from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
 from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
 
+log = logging.getLogger(__name__)
+
 
 class LocalSession:
     rank, world_size = 0, 1
 
-    def __init__(self, run_dir: str | Path, batches, epochs: int, keep: int = 2, device: str | None = None,
-                 verbose: bool = True):
+    def __init__(self, run_dir: str | Path, batches, epochs: int, keep: int = 2, device: str | None = None):
         self.run_dir = Path(run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
-        self._batches, self.epochs, self.keep, self.verbose = batches, epochs, keep, verbose
+        self._batches, self.epochs, self.keep = batches, epochs, keep
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def batches(self, epoch: int):
@@ -52,8 +53,7 @@ class LocalSession:
                 shutil.rmtree(old)
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
-        if self.verbose:
-            print(epoch_line(metrics, self.epochs), flush=True)
+        log.info(epoch_line(metrics, self.epochs))
 
     def restore(self) -> Path | None:
         """The newest checkpoint that is whole; damaged ones are reported and passed over."""
@@ -62,12 +62,12 @@ class LocalSession:
             problem = checkpoint_problem(folder)
             if problem is None:
                 return folder
-            print(f"resume: skipping {folder} ({problem})", file=sys.stderr, flush=True)
+            log.warning(f"resume: skipping {folder} ({problem})")
         return None
 
 
 def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str | Path, normalizer: Normalizer,
-             classes: list[str], verbose: bool) -> LocalSession:
+             classes: list[str]) -> LocalSession:
     cfg = getattr(config, stage)
     maker = BatchMaker(stage, config, normalizer, classes, cfg.batch_size)
     columns = stage_columns(config, stage)
@@ -76,22 +76,20 @@ def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str 
         rng = epoch_rng(cfg.seed, epoch, 0)
         return maker(stream_rows(features_dir, columns, ("train",), rng=rng), rng)
 
-    return LocalSession(run_dir, batches, cfg.epochs, config.scale.keep_checkpoints, verbose=verbose)
+    return LocalSession(run_dir, batches, cfg.epochs, config.scale.keep_checkpoints)
 
 
-def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path, verbose: bool = True) -> Path:
+def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path) -> Path:
     model, meta = setup.pretrain_start(config, features_dir)
-    session = _session(config, "pretrain", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [],
-                       verbose)
+    session = _session(config, "pretrain", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [])
     pretrain_loop(session, model, config, meta)
     return setup.publish(session.restore(), run_dir)
 
 
-def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path,
-                   verbose: bool = True) -> Path:
+def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path) -> Path:
     model, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
     session = _session(config, "finetune", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
-                       classes, verbose)
+                       classes)
     finetune_loop(session, model, config, meta)
     model_dir = setup.publish(session.restore(), run_dir)
     train_rows = stream_rows(features_dir, META_COLUMNS + ["features"], ("train",))

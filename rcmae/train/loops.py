@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from rcmae.config import Config, FinetuneConfig, PretrainConfig
 from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
+from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 
 
 class Session(Protocol):
@@ -63,11 +64,12 @@ def to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: dict,
+def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: dict, objective: torch.nn.Module,
               step: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]) -> list[dict]:
-    """The epoch loop shared by both stages: optimise, log each term, checkpoint every epoch, resume."""
+    """The epoch loop shared by both stages: optimise `objective` (a module around `model`, which the session
+    wraps for DDP), log each term, checkpoint the model every epoch, resume."""
     cfg: PretrainConfig | FinetuneConfig = getattr(config, stage)
-    model.to(session.device)
+    objective.to(session.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_epochs, cfg.epochs))
     start_epoch, history = 0, []
@@ -78,7 +80,7 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
             model.load_state_dict(load_file(str(Path(resume_from) / WEIGHTS)))
             load_training_state(resume_from, optimizer, scheduler)
             start_epoch, history = resumed["epoch"], resumed.get("history", [])
-    trained = session.prepare(model)
+    trained = session.prepare(objective)
     for epoch in range(start_epoch, cfg.epochs):
         started, sums, count = time.time(), defaultdict(float), 0
         seed_epoch(cfg.seed, epoch, session.rank)
@@ -129,11 +131,11 @@ def _report_epoch(session, model, config, meta, optimizer, scheduler, metrics) -
 
 def pretrain_loop(session: Session, model: RCMAE, config: Config, meta: dict) -> list[dict]:
     """Stage 1: batches of {"original", "augmented"} normalised log-mels."""
-    return run_stage(session, model, config, "pretrain", meta,
-                     lambda m, b: m("pretrain", b["original"], b["augmented"], config.pretrain))
+    return run_stage(session, model, config, "pretrain", meta, PretrainObjective(model, config.pretrain),
+                     lambda objective, b: objective(b["original"], b["augmented"]))
 
 
 def finetune_loop(session: Session, model: RCMAE, config: Config, meta: dict) -> list[dict]:
     """Stage 2: batches of {"specs", "labels"}; `model` carries stage 1's weights and a fresh ID head."""
-    return run_stage(session, model, config, "finetune", meta,
-                     lambda m, b: m("finetune", b["specs"], b["labels"], config.finetune))
+    return run_stage(session, model, config, "finetune", meta, FinetuneObjective(model, config.finetune),
+                     lambda objective, b: objective(b["specs"], b["labels"]))

@@ -1,0 +1,104 @@
+"""A model's test scores as result files: the DCASE CSVs and metrics.json (`write_evaluation`, shared by
+RC-MAE and the AE baseline), and for RC-MAE every score method's (`write_scored`).
+
+Scoring produces a small table (clip metadata and one `score_<method>` column per score method); everything
+here works from that table, whether it was scored in-process (`rcmae.detect.apply`) or by Ray Data batch
+inference (`rcmae.distributed.inference`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rcmae.config import Config
+from rcmae.data.feature_table import META_COLUMNS, machine_keys
+from rcmae.detect.apply import score_rows
+from rcmae.evaluate.dcase_csv import write_id_results
+from rcmae.evaluate.metrics import id_metrics, summarize
+from rcmae.evaluate.test_split import data_test_split, feature_test_split
+from rcmae.models.checkpoint import read_meta
+from rcmae.registry import SCORES
+
+log = logging.getLogger(__name__)
+
+
+def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, decisions: np.ndarray,
+                     max_fpr: float = 0.1, extra: dict | None = None) -> dict:
+    """`rows` hold machine_type, machine_id, file_name and label per scored clip. Writes the CSVs for every
+    ID, and metrics for every ID with both normal and anomalous clips; returns (and writes) metrics.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[(row["machine_type"], row["machine_id"])].append(i)
+    per_id = []
+    for (machine_type, machine_id), idx in sorted(groups.items()):
+        write_id_results(out, machine_type, machine_id, [rows[i]["file_name"] for i in idx],
+                         [scores[i] for i in idx], [decisions[i] for i in idx])
+        labels = np.array([rows[i]["label"] == "anomaly" for i in idx], dtype=int)
+        labelled = all(rows[i]["label"] in ("normal", "anomaly") for i in idx)
+        if labelled and 0 < labels.sum() < len(labels):
+            per_id.append(dict(machine_type=machine_type, machine_id=machine_id,
+                               **id_metrics(labels, scores[idx], max_fpr)))
+    metrics = summarize(per_id) if per_id else {"per_id": [], "per_type": {}, "mean": {}}
+    metrics.update(extra or {})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def known_rows(scored: pa.Table) -> pa.Table:
+    """Rows whose machine the model knows; the others are reported and left out."""
+    unknown = pc.is_null(scored[f"score_{next(iter(SCORES))}"])
+    for key in sorted(set(machine_keys(scored.filter(unknown)))):
+        log.warning(f"skipped: machine {key} was not seen in training")
+    return scored.filter(pc.invert(unknown))
+
+
+def decisions(scored: pa.Table, method: str, thresholds: dict[str, dict[str, float]]) -> np.ndarray:
+    per_key = thresholds[method]
+    scores = scored[f"score_{method}"].to_numpy(zero_copy_only=False)
+    return np.array([int(s > per_key[k]) for k, s in zip(machine_keys(scored), scores)])
+
+
+def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, method: str | None = None) -> dict:
+    """DCASE CSVs and metrics.json of `method` (the model's configured one by default) in `out_dir`, the
+    other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means."""
+    meta = read_meta(model_dir)
+    score_config = Config.from_dict(meta["config"]).score
+    method = method or score_config.method
+    thresholds = meta["detector"]["thresholds"]
+    scored = known_rows(scored)
+    if scored.num_rows == 0:
+        raise ValueError("no test clip of a machine the model knows")
+    rows = scored.select(META_COLUMNS).to_pylist()
+    comparison = {}
+    for other in SCORES:
+        if other != method:
+            comparison[other] = write_evaluation(
+                Path(out_dir) / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),
+                decisions(scored, other, thresholds), score_config.max_fpr)["mean"]
+    metrics = write_evaluation(out_dir, rows, scored[f"score_{method}"].to_numpy(zero_copy_only=False),
+                               decisions(scored, method, thresholds), score_config.max_fpr, extra={"method": method})
+    metrics["methods"] = {method: metrics["mean"], **comparison}
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None, out_dir: str | Path,
+                        method: str | None = None, features_dir: str | Path | None = None) -> dict:
+    """In-process: scores the test clips (from `features_dir`'s Parquet, else read from `data_dir`) and
+    writes the DCASE CSVs and metrics.json to `out_dir`."""
+    if features_dir is not None:
+        rows = feature_test_split(features_dir)
+    elif data_dir is not None:
+        rows = data_test_split(data_dir, Config.from_dict(read_meta(checkpoint_dir)["config"]))
+    else:
+        raise ValueError("evaluate needs test clips: a data folder or a feature folder")
+    return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method)

@@ -1,0 +1,59 @@
+"""Test clips as log-mel rows, a batch at a time: from the feature Parquet that `rcmae augment` wrote
+(`feature_test_split`) or read from a data folder (`data_test_split`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rcmae.augment.featurize import featurize_table
+from rcmae.config import Config
+from rcmae.data.feature_table import META_COLUMNS, stream_rows
+from rcmae.data.layout import index_clips
+
+log = logging.getLogger(__name__)
+
+
+def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64,
+                    failures: list[dict] | None = None) -> Iterator[pa.Table]:
+    """Log-mels of the clips a batch at a time; unreadable clips are left out and reported: added to
+    `failures` (file, reason) when given, else logged as warnings."""
+    for start in range(0, clips.num_rows, batch_rows):
+        table = featurize_table(clips.slice(start, batch_rows), config)
+        bad = table.filter(pc.invert(pc.is_null(table["error"])))
+        for path, reason in zip(bad["path"].to_pylist(), bad["error"].to_pylist()):
+            if failures is None:
+                log.warning(f"skipped: {reason}")
+            else:
+                failures.append(dict(file=path, reason=reason))
+        usable = table.filter(pc.is_null(table["error"]))
+        if usable.num_rows:
+            yield usable
+
+
+def data_test_split(data_dir: str | Path, config: Config, machine_type: str | None = None) -> Iterator[pa.Table]:
+    """Features of every readable test clip (of one machine type when given) under `data_dir` (names outside
+    the grammar are reported)."""
+    index = index_clips(data_dir, lenient=True)
+    for _, reason in index.skipped:
+        log.warning(f"skipped: {reason}")
+    clips = index.table.filter(pc.field("split") == "test")
+    if clips.num_rows == 0:
+        raise ValueError(f"{data_dir}: no test clips to evaluate")
+    if machine_type is not None:
+        clips = clips.filter(pc.field("machine_type") == machine_type)
+    return featurized_rows(clips, config)
+
+
+def feature_test_split(features_dir: str | Path, machine_type: str | None = None,
+                            batch_rows: int = 256) -> Iterator[pa.Table]:
+    """The test clips' log-mels (of one machine type when given) that the augmentation pipeline wrote."""
+    only_type = None if machine_type is None else pc.field("machine_type") == machine_type
+    return stream_rows(features_dir, META_COLUMNS + ["features"], ("test",), extra_filter=only_type,
+                       batch_rows=batch_rows)
+
+
