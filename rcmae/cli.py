@@ -91,7 +91,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from rcmae.stages import pretrain
 
     config = _config_from(args)
-    model_dir = pretrain(config, args.features, args.out)
+    model_dir = pretrain(config, args.features, args.out, force=args.force)
     print(f"stage 1 done: {model_dir}")
     return 0
 
@@ -100,7 +100,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from rcmae.stages import finetune
 
     config = _config_from(args)
-    model_dir = finetune(config, args.features, args.pretrained, args.out)
+    model_dir = finetune(config, args.features, args.pretrained, args.out, force=args.force)
     print(f"stage 2 done: {model_dir} (pass it to `rcmae evaluate --checkpoint` / `rcmae score --checkpoint`)")
     return 0
 
@@ -259,13 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--features", required=True, type=Path, help="feature folder written by `rcmae augment`")
     p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes it)")
+    p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="stage 2: supervised contrastive + cross-entropy over machine IDs")
     _add_config_args(p)
     p.add_argument("--features", required=True, type=Path)
     p.add_argument("--pretrained", required=True, type=Path, help="stage-1 model folder (PRETRAIN_OUT/model)")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes it)")
+    p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a test split: DCASE CSVs and metrics.json")

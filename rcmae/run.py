@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -15,30 +14,8 @@ import pyarrow.parquet as pq
 from rcmae.config import Config
 from rcmae.data.audio import cropping_note
 from rcmae.data.layout import index_clips
-from rcmae.data.run_folder import check_settings
-from rcmae.models.checkpoint import read_meta
 
 log = logging.getLogger(__name__)
-
-STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
-                  "finetune": ("audio", "features", "model", "pretrain", "finetune", "score")}
-
-
-def stage_done(model_dir: Path, stage: str, config: Config, force: bool = False) -> bool:
-    """A published model of this stage, made with this config, trained to its epochs. A model made with other
-    settings stops the run (naming them) unless `force`, which trains the stage again."""
-    try:
-        meta = read_meta(model_dir)
-    except ValueError:
-        return False
-    if force:
-        shutil.rmtree(model_dir.parent)
-        return False
-    made = meta.get("config", {})
-    check_settings({s: made.get(s) for s in STAGE_SECTIONS[stage]},
-                   {s: config.to_dict()[s] for s in STAGE_SECTIONS[stage]}, model_dir.parent)
-    return meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
-
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
             seed: int = 0, baseline: bool = True, force: bool = False) -> dict:
@@ -81,15 +58,11 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     features = out / "augment" / "features"
 
     started = time.time()
-    pretrain_dir = out / "pretrain" / "model"
-    if not stage_done(pretrain_dir, "pretrain", config, force):
-        pretrain_dir = pretrain(config, features, out / "pretrain")
+    pretrain_dir = pretrain(config, features, out / "pretrain", force=force)
     timed("pretrain", started)
 
     started = time.time()
-    finetune_dir = out / "finetune" / "model"
-    if not stage_done(finetune_dir, "finetune", config, force):
-        finetune_dir = finetune(config, features, pretrain_dir, out / "finetune")
+    finetune_dir = finetune(config, features, pretrain_dir, out / "finetune", force=force)
     timed("finetune", started)
 
     started = time.time()

@@ -1,18 +1,66 @@
 """Run a stage where the config says: in-process (scale.num_workers == 0) or on Ray (Train for the training
-stages, Data for batch inference). A training stage holds its output folder (one writer at a time)."""
+stages, Data for batch inference).
+
+A training stage holds its output folder (one writer at a time) and remembers the settings that made it
+(`settings.json`): a re-run with the same settings resumes from its checkpoints (or returns the finished
+model at once), a re-run with others stops naming them unless `force`, which clears the folder first.
+Raising `epochs` is not a change of settings: it continues training.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 
 from rcmae.config import Config
-from rcmae.data.run_folder import owned
+from rcmae.data.run_folder import check_settings, owned
+from rcmae.models.checkpoint import read_meta
+
+STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
+                  "finetune": ("audio", "features", "model", "pretrain", "finetune", "score")}
+SETTINGS = "settings.json"
+MADE_HERE = ("checkpoints", "ray_results", "model", "metrics.jsonl", SETTINGS)
 
 
-def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path) -> Path:
+def stage_settings(made: dict, stage: str) -> dict:
+    """The config sections a stage's model depends on (`made`: a config as a dict), epochs left out."""
+    sections = {s: dict(made.get(s) or {}) for s in STAGE_SECTIONS[stage]}
+    sections[stage].pop("epochs", None)
+    return sections
+
+
+def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None:
+    """Check (or, with `force`, clear) what `out_dir` holds, record this run's settings, and return the
+    stage's finished model when it is already there."""
+    wanted = json.loads(json.dumps(stage_settings(config.to_dict(), stage)))  # as read back: lists, not tuples
+    model_dir = out_dir / "model"
+    if force:
+        for name in MADE_HERE:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    recorded = out_dir / SETTINGS
+    meta = None
+    try:
+        meta = read_meta(model_dir)
+    except ValueError:
+        pass
+    if recorded.exists():
+        check_settings(json.loads(recorded.read_text()), wanted, out_dir)
+    elif meta is not None:  # a folder from before settings.json: its model's config says what made it
+        check_settings(stage_settings(meta.get("config", {}), stage), wanted, out_dir)
+    recorded.write_text(json.dumps(wanted, indent=1))
+    done = meta is not None and meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
+    return model_dir if done else None
+
+
+def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     with owned(out_dir, "rcmae pretrain"):
+        finished = claim(Path(out_dir), "pretrain", config, force)
+        if finished is not None:
+            return finished
         if config.scale.num_workers == 0:
             from rcmae.train.local import pretrain_local
 
@@ -24,8 +72,12 @@ def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path) -> P
         return pretrain_ray(config, features_dir, out_dir)
 
 
-def finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path) -> Path:
+def finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
+             force: bool = False) -> Path:
     with owned(out_dir, "rcmae finetune"):
+        finished = claim(Path(out_dir), "finetune", config, force)
+        if finished is not None:
+            return finished
         if config.scale.num_workers == 0:
             from rcmae.train.local import finetune_local
 

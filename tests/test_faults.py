@@ -11,6 +11,7 @@ import pytest
 
 from rcmae.config import tiny
 from rcmae.data.run_folder import LOCK, FolderBusy, SettingsChanged, owned
+from rcmae.models.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.ray]
 
@@ -70,20 +71,32 @@ def test_a_rerun_with_other_settings_stops_naming_them_and_force_redoes(ray_sess
     assert run_augment(small_data, tmp_path / "out", config(**{"augment.variants": 2}))["clips"] == 162
 
 
-def test_a_stage_made_with_other_settings_is_not_reused_silently(tmp_path):
-    from rcmae.models.checkpoint import save_checkpoint
-    from rcmae.models.mae import RCMAE
-    from rcmae.run import stage_done
+def test_a_stage_made_with_other_settings_is_not_reused_silently(toy_features, quick_config, tmp_path):
+    from rcmae.stages import pretrain
 
-    made = tiny()
-    model_dir = tmp_path / "pretrain" / "model"
-    save_checkpoint(model_dir, RCMAE(model=made.model, features=made.features), made,
-                    {"stage": "pretrain", "epoch": made.pretrain.epochs})
-    assert stage_done(model_dir, "pretrain", made)
-    with pytest.raises(SettingsChanged, match="pretrain"):
-        stage_done(model_dir, "pretrain", made.override({"pretrain.tau": 0.2}))
-    assert not stage_done(model_dir, "pretrain", made.override({"pretrain.tau": 0.2}), force=True)
-    assert not model_dir.exists()
+    made = quick_config.override({"pretrain.epochs": 1})
+    model_dir = pretrain(made, toy_features, tmp_path)
+    weights = (model_dir / "model.safetensors").read_bytes()
+    assert pretrain(made, toy_features, tmp_path) == model_dir  # finished: returned as it is
+    assert (model_dir / "model.safetensors").read_bytes() == weights
+    with pytest.raises(SettingsChanged, match=r"pretrain: .*'tau': 0.05.*'tau': 0.2.*--force"):
+        pretrain(made.override({"pretrain.tau": 0.2}), toy_features, tmp_path)
+    assert (model_dir / "model.safetensors").read_bytes() == weights  # nothing touched
+    redone = pretrain(made.override({"pretrain.tau": 0.2}), toy_features, tmp_path, force=True)
+    assert load_checkpoint(redone).config.pretrain.tau == 0.2
+    longer = pretrain(made.override({"pretrain.tau": 0.2, "pretrain.epochs": 2}), toy_features, tmp_path)
+    assert [h["epoch"] for h in load_checkpoint(longer).meta["history"]] == [1, 2]  # more epochs: continued
+
+
+def test_standalone_stage_commands_name_the_change_and_take_force(toy_features, tmp_path, capsys):
+    from rcmae.cli import main
+
+    base = ["pretrain", "--features", str(toy_features), "--out", str(tmp_path), "--set", "scale.num_workers=0",
+            "--set", "pretrain.epochs=1", "--set", "pretrain.batch_size=32"]
+    assert main(base) == 0
+    assert main(base + ["--set", "model.mask_ratio=0.5"]) == 2
+    assert "mask_ratio" in capsys.readouterr().err
+    assert main(base + ["--set", "model.mask_ratio=0.5", "--force"]) == 0
 
 
 def test_the_lock_is_released_when_the_writer_fails(tmp_path):
