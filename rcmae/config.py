@@ -105,7 +105,7 @@ class ModelConfig:
                         "over time and concatenates the rows (keeps where in the spectrum energy sits), "
                         "'mean' averages all tokens.", "frequency")
     weight_init: str = _doc("'mae': the reference MAE's Xavier-uniform linear layers; 'torch': PyTorch's layer "
-                            "defaults (see README for the comparison).", "torch")
+                            "defaults (README compares them over three seeds).", "torch")
 
     def __post_init__(self) -> None:
         _check(self.embed_dim % self.num_heads == 0,

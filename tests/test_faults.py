@@ -3,11 +3,16 @@ readers that wait for a finished augmentation."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
+import pyarrow.parquet as pq
 import pytest
+import torch
 
 from rcmae.config import tiny
 from rcmae.data.run_folder import LOCK, FolderBusy, SettingsChanged, owned
@@ -117,3 +122,124 @@ def test_a_training_stage_owns_its_folder(tmp_path):
     finally:
         owner.kill()
         owner.wait()
+
+
+# ---------------------------------------------------------------- chaos drill: processes killed mid-run
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
+
+
+def our_ray_processes(title: str) -> list[int]:
+    """Live processes of this test's Ray instance whose title (Ray sets `ray::<actor class>`) names `title`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if command.startswith("ray::") and title in command and descends_from(int(entry), os.getpid()):
+            found.append(int(entry))
+    return found
+
+
+class KillWhen(threading.Thread):
+    """SIGKILLs one process titled `title` as soon as `ready()` holds: a crash in the middle of a run."""
+
+    def __init__(self, title: str, ready):
+        super().__init__(daemon=True)
+        self.title, self.ready, self.killed, self.done = title, ready, None, threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            pids = our_ray_processes(self.title) if self.ready() else []
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                self.killed = pids[0]
+                return
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
+
+
+def sorted_rows(out):
+    return pq.read_table(out / "features").sort_by("path").to_pylist()
+
+
+@pytest.mark.slow
+def test_chaos_an_augmentation_actor_killed_mid_run_loses_and_repeats_nothing(ray_session, small_data, tmp_path):
+    from rcmae.distributed.augment_pipeline import run_augment
+
+    drill = config(**{"augment.batch_size": 2})
+    whole = run_augment(small_data, tmp_path / "whole", drill)
+    shards = tmp_path / "chaos" / "features"
+    with KillWhen("AugmentActor", lambda: shards.exists() and any(shards.glob("*.parquet"))) as killer:
+        chaos = run_augment(small_data, tmp_path / "chaos", drill)
+    assert killer.killed is not None  # the actor did die mid-run
+    assert {k: v for k, v in chaos.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
+    a, b = sorted_rows(tmp_path / "whole"), sorted_rows(tmp_path / "chaos")
+    assert [r["path"] for r in a] == [r["path"] for r in b]  # every clip once: nothing lost, nothing twice
+    for x, y in zip(a, b):
+        assert x["features"] == y["features"] and x["augmented"] == y["augmented"] and x["error"] == y["error"]
+
+
+@pytest.mark.slow
+def test_chaos_a_ray_train_worker_killed_mid_run_is_replaced_and_the_run_ends_at_its_epochs(
+        ray_session, toy_features, quick_config, tmp_path):
+    from rcmae.distributed.train import pretrain_ray
+
+    drill = quick_config.override({"scale.num_workers": 2, "scale.cpus_per_worker": 0.5, "pretrain.epochs": 3})
+    results = tmp_path / "ray_results"
+    with KillWhen("RayTrainWorker", lambda: any(results.rglob("checkpoint_*"))) as killer:
+        model = pretrain_ray(drill, toy_features, tmp_path)
+    assert killer.killed is not None
+    history = load_checkpoint(model).meta["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # resumed from its checkpoint: no epoch lost or repeated
+
+
+@pytest.mark.slow
+def test_chaos_a_trainer_killed_mid_run_then_rerun_equals_an_uninterrupted_run(toy_features, tmp_path):
+    """The in-process trainer is deterministic, so the resumed model must be the uninterrupted one bit for bit,
+    and the evaluation from it the same."""
+    from rcmae.cli import main
+
+    def command(out):
+        return [sys.executable, "-m", "rcmae.cli", "--log-level", "warning", "pretrain", "--features",
+                str(toy_features), "--out", str(out), "--set", "scale.num_workers=0", "--set", "pretrain.epochs=3",
+                "--set", "pretrain.batch_size=32"]
+
+    subprocess.run(command(tmp_path / "whole"), check=True)
+    trainer = subprocess.Popen(command(tmp_path / "chaos"))
+    first = tmp_path / "chaos" / "checkpoints" / "epoch_0001"
+    while not first.exists() and trainer.poll() is None:
+        time.sleep(0.05)
+    trainer.send_signal(signal.SIGKILL)
+    assert trainer.wait() == -signal.SIGKILL  # killed before it finished
+    assert not (tmp_path / "chaos" / "model").exists()
+    subprocess.run(command(tmp_path / "chaos"), check=True)  # the re-run resumes after epoch 1
+    whole, chaos = load_checkpoint(tmp_path / "whole" / "model"), load_checkpoint(tmp_path / "chaos" / "model")
+    assert [h["epoch"] for h in chaos.meta["history"]] == [1, 2, 3]
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, chaos.model.state_dict()[name]), name
+    for out in ("whole", "chaos"):
+        assert main(["finetune", "--features", str(toy_features), "--pretrained", str(tmp_path / out / "model"),
+                     "--out", str(tmp_path / out / "ft"), "--set", "scale.num_workers=0", "--set",
+                     "finetune.epochs=1", "--set", "finetune.batch_size=32"]) == 0
+        assert main(["evaluate", "--checkpoint", str(tmp_path / out / "ft" / "model"), "--features",
+                     str(toy_features), "--out", str(tmp_path / out / "eval")]) == 0
+    metrics = [json.loads((tmp_path / out / "eval" / "metrics.json").read_text())["mean"] for out in ("whole", "chaos")]
+    assert metrics[0] == pytest.approx(metrics[1], abs=1e-9)
