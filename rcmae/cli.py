@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from rcmae.config import PRESETS, ConfigError, describe, load_config
+from rcmae.data.download import DATASETS as DOWNLOADABLE
+from rcmae.data.download import ZENODO, DownloadError
 from rcmae.data.run_folder import FolderBusy
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
@@ -45,6 +47,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     root = synthesize(args.out, preset=args.preset, seed=args.seed, additional=args.additional)
     print(f"wrote {root} and {Path(args.out) / 'manifest.json'}")
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from rcmae.data.download import DATASETS, download
+
+    dataset = DATASETS[args.dataset]
+    types = tuple(args.types.split(",")) if args.types else dataset.types
+    folders = download(dataset, args.out, tuple(args.sets.split(",")), types, base_url=args.base_url,
+                       progress=not args.no_progress, keep_archives=args.keep_archives)
+    for folder in folders:
+        print(f"wrote {folder}")
+    print(f"next: rcmae run --data {args.out}")
     return 0
 
 
@@ -233,6 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=count(0), default=0)
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("data", help="get real data: `rcmae data download dcase2020 --out DIR`")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    d = data_sub.add_parser("download", help="download, verify (md5) and unpack a DCASE data set from Zenodo "
+                                             "into the layout rcmae reads; an interrupted download resumes")
+    d.add_argument("dataset", choices=sorted(DOWNLOADABLE))
+    d.add_argument("--out", required=True, type=Path)
+    d.add_argument("--sets", default="dev,additional,eval",
+                   help="comma-separated parts: dev (development train+test), additional (more train IDs), "
+                        "eval (evaluation test, unlabelled); default: %(default)s")
+    d.add_argument("--types", help="comma-separated machine types (default: all)")
+    d.add_argument("--base-url", default=ZENODO, help="Zenodo or a mirror with its /records/ID/files/NAME paths")
+    d.add_argument("--keep-archives", action="store_true", help="keep the zips after unpacking")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_data_download)
+
     p = sub.add_parser("index", help="index a DCASE-layout data root into a clip table")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", type=Path, help="write the table as Parquet")
@@ -333,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, FolderBusy) as error:
+    except (ConfigError, ValueError, FileNotFoundError, FolderBusy, DownloadError) as error:
         print(f"rcmae {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,190 @@
+"""Download a DCASE data set from Zenodo into the layout `rcmae.data.layout` reads.
+
+Each data set is one `DataSet` entry: its machine types, one Zenodo record per part (`dev`, `additional`,
+`eval`) with the archive name pattern and the folder it unpacks into, and the md5 of every archive. A later
+year is one more entry in `DATASETS`.
+
+Per archive: the download goes to `OUT/.downloads/NAME.part` and resumes from its length (an HTTP range
+request) after an interruption; the finished file's md5 must match the table, or it is removed and the error
+names both sums. Unpacking goes to a scratch folder first and each `<type>/<split>` folder is then renamed
+into place, so a kill leaves every split folder either complete or absent, and a re-run redoes what is
+missing (`NAME.done` marks an archive unpacked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ZENODO = "https://zenodo.org"
+CHUNK = 1 << 20
+DCASE2020_TYPES = ("fan", "pump", "slider", "ToyCar", "ToyConveyor", "valve")
+
+
+class DownloadError(RuntimeError):
+    """A download or unpacking step failed; the message names the archive and what to do."""
+
+
+@dataclass(frozen=True)
+class Part:
+    record: str   # Zenodo record id
+    pattern: str  # archive name, with {type} for the machine type
+    into: str     # folder under --out that the archive's <type>/<split>/ folders go to
+
+
+@dataclass(frozen=True)
+class DataSet:
+    types: tuple[str, ...]
+    parts: dict[str, Part]
+    md5: dict[str, str]  # archive name -> md5
+
+    def archives(self, sets: tuple[str, ...], types: tuple[str, ...]) -> list[tuple[str, Part]]:
+        unknown_sets = set(sets) - set(self.parts)
+        unknown_types = set(types) - set(self.types)
+        if unknown_sets or unknown_types:
+            raise ValueError(f"unknown {'sets ' + str(sorted(unknown_sets)) if unknown_sets else ''}"
+                             f"{' and ' if unknown_sets and unknown_types else ''}"
+                             f"{'machine types ' + str(sorted(unknown_types)) if unknown_types else ''}: "
+                             f"choose sets from {list(self.parts)} and types from {list(self.types)}")
+        return [(self.parts[s].pattern.format(type=t), self.parts[s]) for s in sets for t in types]
+
+
+DATASETS = {
+    "dcase2020": DataSet(
+        types=DCASE2020_TYPES,
+        parts={"dev": Part("3678171", "dev_data_{type}.zip", "dev_data"),
+               "additional": Part("3727685", "eval_data_train_{type}.zip", "eval_data"),
+               "eval": Part("3841772", "eval_data_test_{type}.zip", "eval_data")},
+        md5={
+            "dev_data_fan.zip": "649bdfc06263ae7a838963f43b6641e6",
+            "dev_data_pump.zip": "90e7091ef722b7238a7f1009365779cd",
+            "dev_data_slider.zip": "da24a757719f0d94d5aa2d646bbfdc86",
+            "dev_data_ToyCar.zip": "4dec75ca8d9f666aa9e4c1894a740501",
+            "dev_data_ToyConveyor.zip": "03b6aa1bfd09a39d53af0ba39f71fa91",
+            "dev_data_valve.zip": "34d2672f55bb041589ef79c10dc89934",
+            "eval_data_train_fan.zip": "567798854130c8019df8b664c095ed1e",
+            "eval_data_train_pump.zip": "4e33ae9c0db5cc88437675f5e317caee",
+            "eval_data_train_slider.zip": "f84f186f4295fc23754abcdd1b0580a7",
+            "eval_data_train_ToyCar.zip": "a5d4ccd498af70b04dd74b644b820006",
+            "eval_data_train_ToyConveyor.zip": "0e808ac0b761e9fb13d5e0c65caff00d",
+            "eval_data_train_valve.zip": "057cdd560caffb8305449541afd28c6d",
+            "eval_data_test_fan.zip": "1eb9356a768cadfd0f2e59a5c57e578b",
+            "eval_data_test_pump.zip": "23a8f8f924be218c69df67fe07360348",
+            "eval_data_test_slider.zip": "0193c769073840332ce3aad84b1ccaa2",
+            "eval_data_test_ToyCar.zip": "bea2bdd612f616be8f2b8eb087b32c7c",
+            "eval_data_test_ToyConveyor.zip": "ccfcc9847c7d3404d7ee9d6d9e0b2ba2",
+            "eval_data_test_valve.zip": "f69c551d2088691050d20cccca9d631c",
+        }),
+}
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(url: str, part: Path, progress: bool = True) -> None:
+    """Download `url` to `part`, continuing from the bytes `part` already holds."""
+    from tqdm import tqdm
+
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # the range starts at the end: the file is whole already
+            return
+        raise DownloadError(f"{url}: the server answered {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DownloadError(f"cannot reach {url} ({getattr(error, 'reason', error)}): check the network or "
+                            f"--base-url; a re-run resumes") from None
+    with response:
+        if have and response.status != 206:  # the server ignored the range: start over
+            have = 0
+        expected = response.headers.get("Content-Length")
+        total = have + int(expected) if expected is not None else None
+        received = 0
+        with open(part, "ab" if have else "wb") as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                              desc=part.name[:-len(".part")], disable=not progress,
+                                                              leave=False) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as error:
+                raise DownloadError(f"{url}: transfer interrupted after {have + received} bytes ({error}): "
+                                    f"re-run to resume") from None
+    if expected is not None and received < int(expected):
+        raise DownloadError(f"{url}: transfer interrupted after {have + received} of {total} bytes: re-run to "
+                            f"resume")
+
+
+def unpack(archive: Path, into: Path) -> list[str]:
+    """Move the archive's `<type>/<split>/` folders into `into`, each whole or not at all."""
+    scratch = archive.with_name(archive.name + ".unpacking")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise DownloadError(f"{archive.name}: unsafe member path {member!r}; nothing unpacked")
+            zipped.extractall(scratch)
+    except zipfile.BadZipFile as error:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise DownloadError(f"{archive.name}: not a readable zip ({error}); remove it and re-run") from None
+    splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in ("train", "test"))
+    if not splits:
+        shutil.rmtree(scratch)
+        raise DownloadError(f"{archive.name}: no <type>/train or <type>/test folder inside")
+    moved = []
+    for split in splits:
+        target = into / split.parent.name / split.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)  # a folder from an earlier, unfinished unpack
+        split.rename(target)
+        moved.append(f"{split.parent.name}/{split.name}")
+    shutil.rmtree(scratch)
+    return moved
+
+
+def download(dataset: DataSet, out: str | Path, sets: tuple[str, ...], types: tuple[str, ...],
+             base_url: str = ZENODO, progress: bool = True, keep_archives: bool = False) -> list[Path]:
+    """Fetch, verify and unpack the chosen parts of `dataset` under `out`; returns the folders filled."""
+    out = Path(out)
+    downloads = out / ".downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    filled = []
+    for name, part in dataset.archives(sets, types):
+        archive, done = downloads / name, downloads / f"{name}.done"
+        filled.append(out / part.into)
+        if done.exists():
+            log.info(f"download: {name} already unpacked")
+            continue
+        if not archive.exists():
+            staging = downloads / f"{name}.part"
+            fetch(f"{base_url.rstrip('/')}/records/{part.record}/files/{name}?download=1", staging, progress)
+            got, expected = md5_of(staging), dataset.md5[name]
+            if got != expected:
+                staging.unlink()
+                raise DownloadError(f"{name}: checksum mismatch (md5 {got}, expected {expected}); the file was "
+                                    f"removed: re-run to download it again")
+            staging.rename(archive)
+        moved = unpack(archive, out / part.into)
+        done.write_text("\n".join(moved) + "\n")
+        if not keep_archives:
+            archive.unlink()
+        log.info(f"download: {name} -> {out / part.into} ({', '.join(moved)})")
+    return sorted(set(filled))
