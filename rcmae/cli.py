@@ -45,7 +45,8 @@ def _config_from(args: argparse.Namespace):
 def cmd_synth(args: argparse.Namespace) -> int:
     from rcmae.data.synth import synthesize
 
-    root = synthesize(args.out, preset=args.preset, seed=args.seed, additional=args.additional)
+    root = synthesize(args.out, preset=args.preset, seed=args.seed, additional=args.additional, layout=args.layout,
+                      clip_seconds=args.clip_seconds)
     print(f"wrote {root} and {Path(args.out) / 'manifest.json'}")
     return 0
 
@@ -239,9 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="progress and warnings shown on stderr (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("synth", help="write the toy-factory data set (DCASE 2020 dev layout)")
+    p = sub.add_parser("synth", help="write the toy-factory data set (DCASE 2020 dev layout, or 2021+ with a "
+                                     "target domain)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--preset", default="small", choices=["small", "full"])
+    p.add_argument("--layout", default="dcase2020", choices=["dcase2020", "dcase2021"],
+                   help="dcase2021: DCASE 2021-2025 names, one section per machine, a source and a shifted "
+                        "target domain (3 target train clips per section)")
+    p.add_argument("--clip-seconds", type=float, help="clip length (default: the preset's, small 2 s, full 10 s)")
     p.add_argument("--additional", action="store_true",
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "
                         "training set), so stage 2 classifies over both sets' IDs")

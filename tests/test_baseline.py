@@ -3,8 +3,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from dcase_files import read_scores
 from rcmae.baseline import run_baseline, train_type_model
-from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.test_split import data_test_split
 from rcmae.models.dcase_ae import DenseAE
 

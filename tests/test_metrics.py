@@ -5,6 +5,7 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
+from dcase_files import read_scores
 from rcmae.config import ScoreConfig
 from rcmae.detect.detector import (
     Detector,
@@ -15,8 +16,14 @@ from rcmae.detect.detector import (
     fit_scorer,
     gamma_threshold,
 )
-from rcmae.evaluate.dcase_csv import decision_file, read_scores, score_file
-from rcmae.evaluate.metrics import id_metrics, pauc_eq12, summarize
+from rcmae.evaluate.dcase_csv import decision_file, score_file
+from rcmae.evaluate.metrics import (
+    id_metrics,
+    pauc_eq12,
+    section_domain_metrics,
+    summarize,
+    summarize_domains,
+)
 from rcmae.evaluate.results import write_evaluation
 
 
@@ -164,3 +171,29 @@ def test_a_machine_type_with_too_few_clips_in_all_is_refused_by_name():
     keys = ["b/00", "b/01"]
     with pytest.raises(ValueError, match="machine type 'b' has 2 train clip"):
         fit_detector(encoded(np.eye(2, 4), np.eye(2, 4)), keys, keys, ScoreConfig())
+
+
+def test_per_domain_scores_follow_the_dcase_2021_to_2025_evaluators():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    domains = np.array(["source", "source", "target", "target", "source", "target"])
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.5, 0.9])
+    row = section_domain_metrics(labels, scores, domains, max_fpr=0.1)
+    assert row["auc_source"] == 1.0  # both source normals below both anomalies
+    assert row["auc_target"] == 0.75  # 0.8 beats the 0.5 anomaly: 3 of 4 pairs ranked right
+    assert row["pauc"] == pytest.approx(roc_auc_score(labels, scores, max_fpr=0.1))  # over the whole section
+    summary = summarize_domains([dict(machine_type="fan", machine_id="00", **row)])
+    assert summary["mean"]["hmean"] == pytest.approx(3 / (1 / 1.0 + 1 / 0.75 + 1 / row["pauc"]))
+
+
+def test_sectioned_files_get_the_dcase_2021_to_2025_csv_names_and_domain_metrics(tmp_path):
+    clips = [(d, "normal", 0.1 * (i + 1)) for d in ("source", "target") for i in range(6)]
+    clips += [("source", "anomaly", 0.9), ("target", "anomaly", 0.95)]
+    rows = [dict(machine_type="fan", machine_id="00", file_name=f"section_00_{d}_test_{label}_{i:04d}.wav",
+                 label=label, domain=d) for i, (d, label, _) in enumerate(clips)]
+    metrics = write_evaluation(tmp_path, rows, np.array([c[2] for c in clips]), np.zeros(len(clips), int))
+    written = read_scores(tmp_path / "anomaly_score_fan_section_00_test.csv")
+    assert written["section_00_source_test_normal_0000.wav"] == pytest.approx(0.1)
+    assert (tmp_path / "decision_result_fan_section_00_test.csv").exists()
+    assert not list(tmp_path.glob("*_id_*.csv"))
+    section = metrics["domains"]["per_section"][0]
+    assert section["auc_source"] == 1.0 and section["auc_target"] == 1.0 and metrics["domains"]["mean"]["hmean"] == 1.0

@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 
+from dcase_files import read_scores
 from rcmae.cli import main
 from rcmae.data.synth import synthesize
-from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.run_report import _metrics_table
 
 
@@ -42,3 +43,26 @@ def test_unlabelled_clips_and_few_shot_machines_are_scored_and_reported(ray_sess
 def test_a_wholly_unlabelled_split_gets_a_report_table_that_says_so():
     text = _metrics_table({"RC-MAE": {"per_id": [], "per_type": {}, "mean": {}}})
     assert "unlabelled (evaluation mode)" in text and "anomaly_score_" in text
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_dcase2021_layout_gets_section_csvs_and_per_domain_scores(ray_session, tmp_path):
+    data = tmp_path / "data"
+    synthesize(data, preset="small", types=("fan", "valve"), layout="dcase2021")
+    args = ["run", "--data", str(data), "--out", str(tmp_path / "run"), "--no-baseline", "--set",
+            "scale.num_workers=0", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1"]
+    assert main(args) == 0
+    evaluation = tmp_path / "run" / "evaluation"
+    for machine_type in ("fan", "valve"):
+        for section in ("00", "01", "02"):
+            scores = read_scores(evaluation / f"anomaly_score_{machine_type}_section_{section}_test.csv")
+            assert len(scores) == 24 and all(name.startswith(f"section_{section}_") for name in scores)
+            assert (evaluation / f"decision_result_{machine_type}_section_{section}_test.csv").exists()
+    assert not list(evaluation.glob("*_id_*.csv"))
+    domains = json.loads((evaluation / "metrics.json").read_text())["domains"]
+    assert len(domains["per_section"]) == 6
+    assert all({"auc_source", "auc_target", "pauc"} <= set(row) for row in domains["per_section"])
+    assert set(domains["per_type"]) == {"fan", "valve"} and 0 < domains["mean"]["hmean"] <= 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Domain shift (DCASE 2021-2025 scores)" in report and f"{domains['mean']['hmean']:.3f}" in report

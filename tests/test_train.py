@@ -6,8 +6,9 @@ import pytest
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
+from dcase_files import read_scores
 from rcmae.detect.detector import GAUSSIAN_PARTS
-from rcmae.evaluate.dcase_csv import read_scores, score_file
+from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.recordings import score_recordings
 from rcmae.evaluate.results import evaluate_checkpoint
 from rcmae.models.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays

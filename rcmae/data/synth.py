@@ -1,10 +1,15 @@
-"""The toy factory: a DCASE 2020 dev-layout data set synthesised from the sound models.
+"""The toy factory: a DCASE-layout data set synthesised from the sound models.
 
 `synthesize(out, preset, seed)` writes out/dev_data/<type>/{train,test}/{normal,anomaly}_id_XX_NNNNNNNN.wav
 (16 kHz mono 16-bit PCM) and out/manifest.json (every ID's parameters, every clip's SNR and every
 anomaly's family and severity). The same seed gives byte-identical files. With `additional`, it also
 writes out/eval_data/<type>/train/ for other machines of each type (odd IDs), as DCASE 2020's additional
 training set does for its evaluation machines: the paper's stage 2 classifies over both sets' IDs.
+
+`layout="dcase2021"` writes the DCASE 2021-2025 names instead (one section per machine,
+section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN.wav) with a target domain: a shifted recording
+condition (the machine run at other settings, in louder background) with only a few train clips, as
+those years give.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +84,23 @@ def id_params(seed: int, machine_type: str, machine_id: int) -> dict:
                  ID_SPREAD)
 
 
+LAYOUTS = ("dcase2020", "dcase2021")
+TARGET_TRAIN_PER_SECTION = 3  # the target domain's few train clips (DCASE 2022-2025: 10 of ~1000)
+TARGET_SHIFT = 0.5            # how far the target condition moves a machine's parameters
+TARGET_SNR_DROP_DB = 4.0      # and how much louder its background is
+
+
+def target_params(seed: int, machine_type: str, machine_id: int, params: dict) -> dict:
+    """The same machine under the target domain's condition (other speed, load, ...)."""
+    draw = MACHINES[machine_type]["params"]
+    return blend(params, draw(_rng(seed, "target", machine_type, machine_id)), TARGET_SHIFT)
+
+
 def render_clip(seed: int, machine_type: str, machine_id: int, params: dict, preset: SynthPreset,
-                split: str, label: str, number: int) -> tuple[np.ndarray, dict]:
+                split: str, label: str, number: int, domain: str = "source") -> tuple[np.ndarray, dict]:
     """One clip's samples (peak <= 0.9) and its manifest record."""
-    rng = _rng(seed, "clip", machine_type, machine_id, split, label, number)
+    keys = ("clip", machine_type, machine_id, split, label, number) + (("target",) if domain == "target" else ())
+    rng = _rng(seed, *keys)
     n = int(preset.clip_seconds * SAMPLE_RATE)
     fault = None
     record: dict = {}
@@ -92,7 +110,7 @@ def render_clip(seed: int, machine_type: str, machine_id: int, params: dict, pre
         fault = (family, severity)
         record.update(family=family, severity=round(severity, 4))
     machine = MACHINES[machine_type]["render"](params, n, SAMPLE_RATE, rng, fault)
-    snr_db = float(rng.uniform(*preset.snr_db))
+    snr_db = float(rng.uniform(*preset.snr_db)) - (TARGET_SNR_DROP_DB if domain == "target" else 0.0)
     noise = factory_background(n, SAMPLE_RATE, rng) * rms(machine) / (10 ** (snr_db / 20))
     wave = machine + noise
     wave = wave / np.max(np.abs(wave)) * rng.uniform(0.3, 0.9)
@@ -104,32 +122,59 @@ def clip_name(label: str, machine_id: int, number: int) -> str:
     return f"{label}_id_{machine_id:02d}_{number:08d}.wav"
 
 
+def section_clip_name(domain: str, split: str, label: str, section: int, number: int) -> str:
+    return f"section_{section:02d}_{domain}_{split}_{label}_{number:04d}.wav"
+
+
+def clip_plan(spec: SynthPreset, layout: str, evaluation: bool) -> list[tuple[str, str, str, int]]:
+    """(domain, split, label, count) per machine."""
+    if layout == "dcase2020":
+        tests = [("source", "test", "normal", spec.test_normal_per_id),
+                 ("source", "test", "anomaly", spec.test_anomaly_per_id)]
+        return [("source", "train", "normal", spec.train_per_id)] + ([] if evaluation else tests)
+    plan = [("source", "train", "normal", spec.train_per_id), ("target", "train", "normal", TARGET_TRAIN_PER_SECTION)]
+    for domain in ("source", "target"):
+        plan += [(domain, "test", "normal", max(1, spec.test_normal_per_id // 2)),
+                 (domain, "test", "anomaly", max(1, spec.test_anomaly_per_id // 2))]
+    return plan
+
+
 def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
-               types: tuple[str, ...] = tuple(MACHINES), additional: bool = False) -> Path:
-    """Write the toy-factory data set under `out` (and its additional training set with `additional`);
-    returns out/dev_data."""
+               types: tuple[str, ...] = tuple(MACHINES), additional: bool = False, layout: str = "dcase2020",
+               clip_seconds: float | None = None) -> Path:
+    """Write the toy-factory data set under `out` (and its additional training set with `additional`), with
+    the preset's clip length or `clip_seconds`; returns out/dev_data."""
     if preset not in PRESETS:
         raise ValueError(f"unknown synth preset {preset!r}; choose from {sorted(PRESETS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
+    if additional and layout != "dcase2020":
+        raise ValueError("--additional is DCASE 2020's additional training set: use it with the dcase2020 layout")
+    if clip_seconds is not None and not 0.5 <= clip_seconds <= 60:
+        raise ValueError(f"clip length must be between 0.5 and 60 s, got {clip_seconds}")
     unknown = set(types) - set(MACHINES)
     if unknown:
         raise ValueError(f"unknown machine types {sorted(unknown)}; known: {sorted(MACHINES)}")
-    spec = PRESETS[preset]
+    spec = PRESETS[preset] if clip_seconds is None else replace(PRESETS[preset], clip_seconds=clip_seconds)
     out = Path(out)
     root = out / "dev_data"
-    manifest: dict = dict(preset=preset, seed=seed, sample_rate=SAMPLE_RATE, spec=asdict(spec),
+    manifest: dict = dict(preset=preset, seed=seed, sample_rate=SAMPLE_RATE, spec=asdict(spec), layout=layout,
                           machines={}, clips={})
     sets = [("dev_data", False)] + ([("eval_data", True)] if additional else [])
     for (folder, evaluation), machine_type in ((s, t) for s in sets for t in types):
         manifest["machines"].setdefault(machine_type, {})
-        for machine_id in machine_ids(machine_type, spec, evaluation):
+        for section, machine_id in enumerate(machine_ids(machine_type, spec, evaluation)):
             params = id_params(seed, machine_type, machine_id)
             manifest["machines"][machine_type][f"{machine_id:02d}"] = params
-            plan = [("train", "normal", spec.train_per_id)] + ([] if evaluation else [
-                ("test", "normal", spec.test_normal_per_id), ("test", "anomaly", spec.test_anomaly_per_id)])
-            for split, label, count in plan:
+            shifted = target_params(seed, machine_type, machine_id, params) if layout == "dcase2021" else None
+            for domain, split, label, count in clip_plan(spec, layout, evaluation):
                 for number in range(count):
-                    wave, record = render_clip(seed, machine_type, machine_id, params, spec, split, label, number)
-                    relative = f"{folder}/{machine_type}/{split}/{clip_name(label, machine_id, number)}"
+                    wave, record = render_clip(seed, machine_type, machine_id,
+                                               shifted if domain == "target" else params, spec, split, label,
+                                               number, domain)
+                    name = (clip_name(label, machine_id, number) if layout == "dcase2020"
+                            else section_clip_name(domain, split, label, section, number))
+                    relative = f"{folder}/{machine_type}/{split}/{name}"
                     write_wav(out / relative, wave, SAMPLE_RATE)
                     manifest["clips"][relative] = record
             log.info(f"synth: {folder} {machine_type} id_{machine_id:02d} done")

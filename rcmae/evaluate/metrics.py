@@ -1,4 +1,5 @@
-"""DCASE metrics: AUC and pAUC per machine ID, averaged per type, then over types.
+"""DCASE metrics: AUC and pAUC per machine ID, averaged per type, then over types (DCASE 2020); for data with
+a source and a target domain, DCASE 2021-2025's per-section scores and their harmonic mean (`domain_metrics`).
 
 `pauc` is what the DCASE evaluators compute: sklearn's `roc_auc_score(y, s, max_fpr=p)`, McClish-
 standardised so that a random detector scores 0.5 and a perfect one 1. `pauc_eq12` is the paper's
@@ -12,6 +13,7 @@ import math
 from collections import defaultdict
 
 import numpy as np
+from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
 
 
@@ -57,3 +59,38 @@ def summarize(per_id: list[dict]) -> dict:
     mean = {k: float(np.mean([v[k] for v in per_type.values()])) for k in keys
             if all(k in v for v in per_type.values())}
     return {"per_id": per_id, "per_type": per_type, "mean": mean}
+
+
+DOMAINS = ("source", "target")
+
+
+def section_domain_metrics(labels: np.ndarray, scores: np.ndarray, domains: np.ndarray,
+                           max_fpr: float = 0.1) -> dict:
+    """One section, as the DCASE 2021-2025 evaluators score it: AUC per domain from that domain's normal clips
+    against all of the section's anomalous clips, and pAUC over the whole section."""
+    labels, scores, domains = np.asarray(labels).astype(int), np.asarray(scores, float), np.asarray(domains)
+    row = dict(pauc=pauc_dcase(labels, scores, max_fpr))
+    for domain in DOMAINS:
+        keep = (domains == domain) | (labels == 1)
+        if (labels[keep] == 0).any():
+            row[f"auc_{domain}"] = auc(labels[keep], scores[keep])
+            row[f"n_normal_{domain}"] = int(((domains == domain) & (labels == 0)).sum())
+    return row
+
+
+def summarize_domains(per_section: list[dict]) -> dict:
+    """Per machine type and overall: the harmonic mean of every section's source AUC, target AUC and pAUC
+    (the DCASE 2021-2025 official score), and the harmonic mean of each of the three alone."""
+    keys = ("auc_source", "auc_target", "pauc")
+
+    def means(rows: list[dict]) -> dict:
+        values = {k: [r[k] for r in rows if k in r] for k in keys}
+        out = {k: float(hmean(v)) for k, v in values.items() if v}
+        out["hmean"] = float(hmean([x for v in values.values() for x in v]))
+        return out
+
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for row in per_section:
+        by_type[row["machine_type"]].append(row)
+    return {"per_section": per_section, "per_type": {t: means(rows) for t, rows in sorted(by_type.items())},
+            "mean": means(per_section)}

@@ -21,7 +21,7 @@ from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, machine_keys
 from rcmae.detect.apply import score_rows
 from rcmae.evaluate.dcase_csv import write_id_results
-from rcmae.evaluate.metrics import id_metrics, summarize
+from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize, summarize_domains
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
 from rcmae.models.checkpoint import read_meta
 from rcmae.registry import SCORES
@@ -31,23 +31,29 @@ log = logging.getLogger(__name__)
 
 def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, decisions: np.ndarray,
                      max_fpr: float = 0.1, extra: dict | None = None) -> dict:
-    """`rows` hold machine_type, machine_id, file_name and label per scored clip. Writes the CSVs for every
-    ID, and metrics for every ID with both normal and anomalous clips; returns (and writes) metrics.json."""
+    """`rows` hold machine_type, machine_id, file_name, label and domain per scored clip. Writes the CSVs for
+    every ID (or section), and metrics for every one with both normal and anomalous clips; for data with a
+    target domain also DCASE 2021-2025's per-domain scores (`domains`). Returns (and writes) metrics.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         groups[(row["machine_type"], row["machine_id"])].append(i)
-    per_id = []
+    per_id, per_section = [], []
     for (machine_type, machine_id), idx in sorted(groups.items()):
         write_id_results(out, machine_type, machine_id, [rows[i]["file_name"] for i in idx],
                          [scores[i] for i in idx], [decisions[i] for i in idx])
         labels = np.array([rows[i]["label"] == "anomaly" for i in idx], dtype=int)
         labelled = all(rows[i]["label"] in ("normal", "anomaly") for i in idx)
         if labelled and 0 < labels.sum() < len(labels):
-            per_id.append(dict(machine_type=machine_type, machine_id=machine_id,
-                               **id_metrics(labels, scores[idx], max_fpr)))
+            key = dict(machine_type=machine_type, machine_id=machine_id)
+            per_id.append(dict(key, **id_metrics(labels, scores[idx], max_fpr)))
+            domains = np.array([rows[i].get("domain", "source") for i in idx])
+            if "target" in domains:
+                per_section.append(dict(key, **section_domain_metrics(labels, scores[idx], domains, max_fpr)))
     metrics = summarize(per_id) if per_id else {"per_id": [], "per_type": {}, "mean": {}}
+    if per_section:
+        metrics["domains"] = summarize_domains(per_section)
     metrics.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

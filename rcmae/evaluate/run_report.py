@@ -107,6 +107,28 @@ def _metrics_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _domain_table(rows: dict[str, dict]) -> str:
+    """DCASE 2021-2025's scores, for data with a target domain: per machine type the harmonic means over its
+    sections of the source AUC, the target AUC and the pAUC, and the official score (their harmonic mean)."""
+    rows = {name: metrics["domains"] for name, metrics in rows.items() if metrics.get("domains")}
+    if not rows:
+        return ""
+    types = sorted(next(iter(rows.values()))["per_type"])
+
+    def cell(values: dict) -> str:
+        return " / ".join(f"{values[k]:.3f}" if k in values else "-" for k in ("auc_source", "auc_target", "pauc"))
+
+    lines = ["## Domain shift (DCASE 2021-2025 scores)", "",
+             "Per machine type: source AUC / target AUC / pAUC (harmonic means over its sections; a domain's AUC "
+             "uses that domain's normal clips against all of the section's anomalies). The official score is the "
+             "harmonic mean of all of them. Per section: `domains` in `evaluation/metrics.json`.", "",
+             "| model | " + " | ".join(types) + " | official score (harmonic mean) |", "|" + "---|" * (len(types) + 2)]
+    for name, domains in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(domains["per_type"][t]) for t in types)
+                     + f" | **{domains['mean']['hmean']:.3f}** |")
+    return "\n".join(lines) + "\n"
+
+
 def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     """A uniform sample of up to `limit` rows from a stream of feature-table batches: each row gets a random
     key and the `limit` smallest keys are kept (bottom-k sampling), so memory holds `limit` rows and a batch."""
@@ -158,6 +180,7 @@ the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
 
 {_metrics_table(rows)}
 
+{_domain_table(rows)}
 Score methods of the same model (the paper's is `id_logprob`, -log p(true machine ID | clip), Section 2.5.2;
 the others are rcmae extensions):
 {methods}
