@@ -206,8 +206,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rcmae.run import run_all
+    from rcmae.run import preset_for_data, run_all
 
+    if args.preset is None and args.config is None and args.data is not None:
+        args.preset = preset_for_data(args.data)
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
     config = _config_from(args).override(overrides)

@@ -12,10 +12,24 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from rcmae.config import Config
-from rcmae.data.audio import cropping_note
+from rcmae.data.audio import cropping_note, typical_seconds
 from rcmae.data.layout import index_clips
 
 log = logging.getLogger(__name__)
+
+LONG_CLIP_SECONDS = 5.0  # clips this long lose most of themselves to tiny's 2 s crop
+
+
+def preset_for_data(data: str | Path) -> str:
+    """The preset `rcmae run --data` uses when none is named: `cpu` for clips of 5 s or more (DCASE's 10 s clips
+    kept whole), else `tiny`."""
+    seconds = typical_seconds(index_clips(data, lenient=True).table["path"].to_pylist())
+    if seconds is not None and seconds >= LONG_CLIP_SECONDS:
+        log.info(f"run: the clips last ~{seconds:.1f} s: using --preset cpu, which keeps 10 s whole (tiny crops to "
+                 f"2 s; --preset chooses)")
+        return "cpu"
+    return "tiny"
+
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
             seed: int = 0, baseline: bool = True, force: bool = False) -> dict:

@@ -98,7 +98,27 @@ def test_clips_much_longer_than_the_crop_get_a_note_naming_the_settings_that_kee
         short_clips.append(str(tmp_path / f"short_{i}.wav"))
         sf.write(short_clips[-1], np.zeros(32000, dtype=np.float32), 16000)  # 2 s, as the toy factory
     note = cropping_note(long_clips, tiny().audio)
-    assert "~10.0 s" in note and "--preset paper" in note
+    assert "~10.0 s" in note and "--preset cpu" in note and "--preset paper" in note
     assert "audio.clip_seconds=10" in note and "features.n_frames=320" in note  # 313 frames in 8x10 patches
     assert cropping_note(short_clips, tiny().audio) is None
     assert cropping_note(long_clips, tiny().override({"audio.clip_seconds": 10.0}).audio) is None
+
+
+def test_run_picks_the_cpu_preset_for_long_clips_and_keeps_them_whole(tmp_path):
+    import soundfile as sf
+
+    from rcmae.config import cpu
+    from rcmae.data.audio import cropping_note, frames_for
+    from rcmae.run import preset_for_data
+
+    for seconds, root in ((10, tmp_path / "long"), (2, tmp_path / "short")):
+        folder = root / "fan" / "train"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            sf.write(folder / f"normal_id_00_{i:08d}.wav", np.zeros(16000 * seconds, dtype=np.float32), 16000)
+    assert preset_for_data(tmp_path / "long") == "cpu" and preset_for_data(tmp_path / "short") == "tiny"
+    config = cpu()
+    long_clips = [str(p) for p in (tmp_path / "long").rglob("*.wav")]
+    assert cropping_note(long_clips, config.audio) is None
+    assert config.features.n_frames >= frames_for(10.0)  # every frame of a 10 s clip fits
+    assert config.features.num_patches == 128

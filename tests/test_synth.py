@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from rcmae.data.layout import index_clips
@@ -44,3 +45,11 @@ def test_difficulty_is_calibrated(toy_root, tiny_config):
     """A per-ID Gaussian on mean log-mel must detect anomalies, but not perfectly."""
     result = evaluate_reference(index_clips(toy_root).table, tiny_config.audio, tiny_config.features)
     assert 0.6 <= result["mean"]["auc"] <= 0.9, result["mean"]
+
+
+def test_clip_length_can_be_chosen(tmp_path):
+    synthesize(tmp_path, preset="small", types=("valve",), clip_seconds=10.0)
+    clip = next((tmp_path / "dev_data" / "valve" / "train").glob("*.wav"))
+    assert sf.info(clip).duration == 10.0
+    with pytest.raises(ValueError, match="between 0.5 and 60"):
+        synthesize(tmp_path / "bad", clip_seconds=0.1)

@@ -86,11 +86,8 @@ def load_clip(source: str | Path | bytes, config: AudioConfig, label: str | Path
     return wave.astype(np.float32)
 
 
-def cropping_note(paths: list[str], config: AudioConfig, sample: int = 20) -> str | None:
-    """What the run would silently lose: a note when the clips (a sample of them) are much longer than the
-    length every clip is cropped to, naming the settings that keep them whole. None when nothing is lost."""
-    if config.clip_seconds is None or not paths:
-        return None
+def typical_seconds(paths: list[str], sample: int = 20) -> float | None:
+    """The median length of a sample of the clips (None when none is readable)."""
     step = max(1, len(paths) // sample)
     lengths = []
     for path in paths[::step][:sample]:
@@ -98,12 +95,20 @@ def cropping_note(paths: list[str], config: AudioConfig, sample: int = 20) -> st
             lengths.append(sf.info(path).duration)
         except Exception:  # unreadable clips are reported where they are read
             continue
-    if not lengths or float(np.median(lengths)) <= 1.5 * config.clip_seconds:
+    return float(np.median(lengths)) if lengths else None
+
+
+def cropping_note(paths: list[str], config: AudioConfig) -> str | None:
+    """What the run would silently lose: a note when the clips are much longer than the length every clip is
+    cropped to, naming the settings that keep them whole. None when nothing is lost."""
+    if config.clip_seconds is None or not paths:
         return None
-    seconds = float(np.median(lengths))
+    seconds = typical_seconds(paths)
+    if seconds is None or seconds <= 1.5 * config.clip_seconds:
+        return None
     return (f"the clips last ~{seconds:.1f} s but this config crops every clip to {config.clip_seconds:g} s: "
-            f"for whole clips use --preset paper (GPUs), or keep this model and set "
-            f"--set audio.clip_seconds={seconds:.0f} --set features.n_frames={frames_for(seconds)}")
+            f"for whole clips use --preset cpu (10 s clips on a CPU) or --preset paper (GPUs), or keep this model "
+            f"and set --set audio.clip_seconds={seconds:.0f} --set features.n_frames={frames_for(seconds)}")
 
 
 def frames_for(seconds: float, sample_rate: int = 16000, hop: int = 512, multiple: int = 10) -> int:
