@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a toy-factory data set and a peak-memory sampler over all processes."""
+"""Shared by the benchmarks: a toy-factory data set, its features, and a peak-memory sampler over all processes."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def toy_data(folder: Path, copies: int = 1) -> Path:
             for type_dir in (source / "dev_data").iterdir():
                 shutil.copytree(type_dir, root / f"{type_dir.name}{copy}")
     return root
+
+
+def toy_features(folder: Path) -> Path:
+    """The small toy factory augmented with the tiny preset (factory-mix) on Ray: its feature folder."""
+    from rcmae.config import tiny
+    from rcmae.distributed.augment_pipeline import run_augment
+
+    run_augment(toy_data(folder), folder / "augment", tiny())
+    return folder / "augment" / "features"
 
 
 class PeakMemory:

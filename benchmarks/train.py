@@ -11,10 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import start_ray, toy_data
+from common import start_ray, toy_features
 from rcmae.config import tiny
 from rcmae.data.feature_table import read_feature_table
-from rcmae.distributed.augment_pipeline import run_augment
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.stages import pretrain
 
@@ -31,8 +30,7 @@ def main() -> None:
     start_ray()
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        run_augment(toy_data(folder), folder / "augment", tiny())
-        features = folder / "augment" / "features"
+        features = toy_features(folder)
         clips = read_feature_table(features, ("train",), columns=["path"]).num_rows
         print(f"stage 1, tiny preset, {clips} train clips, batch {tiny().pretrain.batch_size}, 2 CPUs")
         for name, workers in (("in-process", 0), ("Ray Train, 1 worker", 1), ("Ray Train, 2 workers", 2)):

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import start_ray, toy_data
+from common import start_ray, toy_features
 from rcmae.config import tiny
-from rcmae.distributed.augment_pipeline import run_augment
 from rcmae.evaluate.results import write_scored
 from rcmae.stages import finetune, pretrain, score_test_split
 
@@ -28,8 +27,7 @@ def main() -> None:
     start_ray()
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        run_augment(toy_data(folder), folder / "augment", tiny())
-        features = folder / "augment" / "features"
+        features = toy_features(folder)
         print(f"toy factory (small), tiny preset, {args.epochs} epochs per stage, in-process")
         results: dict[str, list[tuple[float, ...]]] = {}
         for init in ("torch", "mae"):
