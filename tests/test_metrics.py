@@ -197,3 +197,10 @@ def test_sectioned_files_get_the_dcase_2021_to_2025_csv_names_and_domain_metrics
     assert not list(tmp_path.glob("*_id_*.csv"))
     section = metrics["domains"]["per_section"][0]
     assert section["auc_source"] == 1.0 and section["auc_target"] == 1.0 and metrics["domains"]["mean"]["hmean"] == 1.0
+
+
+def test_the_gaussian_fit_is_the_same_every_time_for_wide_features():
+    features = np.random.default_rng(0).normal(size=(40, 768))  # wide: sklearn's "auto" would go randomized
+    first, second = fit_gaussian(features, 16), fit_gaussian(features, 16)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
