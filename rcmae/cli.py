@@ -52,9 +52,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    from rcmae.data.download import DATASETS, download
+    from rcmae.data.download import download
 
-    dataset = DATASETS[args.dataset]
+    dataset = DOWNLOADABLE[args.dataset]
     types = tuple(args.types.split(",")) if args.types else dataset.types
     folders = download(dataset, args.out, tuple(args.sets.split(",")), types, base_url=args.base_url,
                        progress=not args.no_progress, keep_archives=args.keep_archives)

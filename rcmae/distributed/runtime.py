@@ -36,7 +36,10 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=True, logging_level="warning")
+        # with the dashboard: it serves Ray's state API, which Ray Train polls (and complains about without)
+        context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                           configure_logging=True, logging_level="warning")
+        log.info(f"ray: a local instance; dashboard at http://{context.dashboard_url}")
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = os.environ.get("RCMAE_PROGRESS", "1") == "1"

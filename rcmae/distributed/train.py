@@ -19,7 +19,6 @@ from rcmae.detect.detector import save_detector
 from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
-from rcmae.logs import configure as configure_logging
 from rcmae.logs import current_level
 from rcmae.models.checkpoint import WEIGHTS
 from rcmae.train import setup
@@ -65,7 +64,7 @@ class RaySession:
             shutil.rmtree(self._restored, ignore_errors=True)
             self._restored = None
 
-        # the objective wraps the whole model: stage 2 leaves the decoder unused: DDP must expect unused parameters
+        # stage 2 leaves the decoder unused: DDP must expect unused parameters
         return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
@@ -98,7 +97,13 @@ class RaySession:
 def _worker(loop_config: dict) -> None:
     from rcmae.models.mae import RCMAE
 
-    configure_logging(loop_config["log_level"])  # a worker process starts with the root logger's defaults
+    # Ray Train gives the worker's root logger a console handler: rcmae's lines go through it (once), and Ray
+    # Train's own line per report shows only at --log-level debug
+    logging.getLogger("rcmae").setLevel(loop_config["log_level"])
+    if loop_config["log_level"] > logging.DEBUG:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # (Ray 2.60 names it by its path)
     session = RaySession(loop_config)
     config = session.config
     torch.manual_seed(config.pretrain.seed)
