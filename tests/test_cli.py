@@ -39,6 +39,8 @@ def test_bad_input_is_one_line_naming_it_and_exit_code_2(argv, message, capsys):
 
 def test_synth_then_index(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path)]) == 0
+    shown = capsys.readouterr()
+    assert "wrote" in shown.out and "synth: dev_data fan id_00 done" in shown.err  # result: stdout; progress: stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["preset"] == "small"
     assert main(["index", "--data", str(tmp_path)]) == 0
@@ -55,3 +57,22 @@ def test_numeric_options_are_validated_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_log_level_chooses_what_reaches_stderr(capsys):
+    import logging
+
+    from rcmae.logs import configure
+
+    log = logging.getLogger("rcmae.some.module")
+    try:
+        configure("warning")
+        log.info("progress line")
+        log.warning("a warning")
+        err = capsys.readouterr().err
+        assert "a warning" in err and "progress line" not in err
+        configure("info")
+        log.info("progress line")
+        assert capsys.readouterr().err.count("progress line") == 1  # one handler, however often configured
+    finally:
+        configure("info")
