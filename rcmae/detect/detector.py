@@ -95,8 +95,8 @@ def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]
     count, width = features.shape
     if count < 3:
         raise ValueError(f"a Gaussian per machine ID needs at least 3 train clips, got {count}")
-    # the exact SVD: sklearn's "auto" picks a randomized one for wide inputs, which differs run to run
-    pca = PCA(n_components=min(components, count - 2, width - 1), svd_solver="full").fit(features.astype(np.float64))
+    # seeded: for wide inputs sklearn picks a randomized SVD, which would differ run to run
+    pca = PCA(n_components=min(components, count - 2, width - 1), random_state=0).fit(features.astype(np.float64))
     noise = max(float(pca.noise_variance_), 1e-12 * float(pca.explained_variance_[0]) + 1e-30)
     return dict(mean=pca.mean_, components=pca.components_, variances=pca.explained_variance_,
                 noise=np.array([noise]))
