@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="redo the augmentation and stages a previous run made with other settings")
     p.set_defaults(func=cmd_run)
+
+    for command in [*sub.choices.values(), *data_sub.choices.values()]:  # also after the command (jobs/*.py)
+        command.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS, help="as before the command")
     return parser
 
 

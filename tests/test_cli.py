@@ -59,6 +59,14 @@ def test_numeric_options_are_validated_before_any_work(argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_log_level_is_taken_before_or_after_the_command():
+    from rcmae.cli import build_parser
+
+    assert build_parser().parse_args(["--log-level", "error", "config"]).log_level == "error"
+    assert build_parser().parse_args(["config", "--log-level", "error"]).log_level == "error"  # as jobs/*.py pass it
+    assert build_parser().parse_args(["config"]).log_level == "info"
+
+
 def test_log_level_chooses_what_reaches_stderr(capsys):
     import logging
 
