@@ -1,7 +1,8 @@
 """Configuration: one validated dataclass per stage, presets, YAML in and out.
 
 Every field carries its meaning in `field(metadata={"doc": ...})`; `describe()` prints them.
-Presets: `tiny` fits a 2-core CPU machine in minutes, `paper` is the paper's numbers.
+Presets: `tiny` fits a 2-core CPU machine in minutes (2 s crops), `cpu` keeps 10 s clips whole on a CPU,
+`paper` is the paper's numbers.
 """
 
 from __future__ import annotations

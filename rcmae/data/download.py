@@ -48,13 +48,12 @@ class DataSet:
     md5: dict[str, str]  # archive name -> md5
 
     def archives(self, sets: tuple[str, ...], types: tuple[str, ...]) -> list[tuple[str, Part]]:
-        unknown_sets = set(sets) - set(self.parts)
-        unknown_types = set(types) - set(self.types)
-        if unknown_sets or unknown_types:
-            raise ValueError(f"unknown {'sets ' + str(sorted(unknown_sets)) if unknown_sets else ''}"
-                             f"{' and ' if unknown_sets and unknown_types else ''}"
-                             f"{'machine types ' + str(sorted(unknown_types)) if unknown_types else ''}: "
-                             f"choose sets from {list(self.parts)} and types from {list(self.types)}")
+        unknown = [f"{what} {sorted(names)}" for what, names in (("sets", set(sets) - set(self.parts)),
+                                                                   ("machine types", set(types) - set(self.types)))
+                   if names]
+        if unknown:
+            raise ValueError(f"unknown {' and '.join(unknown)}: choose sets from {list(self.parts)} and types from "
+                             f"{list(self.types)}")
         return [(self.parts[s].pattern.format(type=t), self.parts[s]) for s in sets for t in types]
 
 
