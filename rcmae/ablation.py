@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import Config
+from rcmae.config import Config, ConfigError
 from rcmae.registry import SCORES
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple
 
     out = Path(out).resolve()
     if config.augment.augmenter == MASKING:
-        raise ValueError("the ablation compares an augmenter against time/frequency masking: configure "
+        raise ConfigError("the ablation compares an augmenter against time/frequency masking: configure "
                          "augment.augmenter as audioldm (or factory-mix to stand in for it)")
     arms = {"augmented": config, "masking": config.override({"augment.augmenter": MASKING})}
     ensure_ray()

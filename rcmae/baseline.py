@@ -21,7 +21,9 @@ from rcmae.data.feature_table import (
     stream_rows,
     stream_specs,
 )
+from rcmae.data.run_folder import written_aside
 from rcmae.detect.detector import gamma_threshold
+from rcmae.errors import DataError
 from rcmae.evaluate.results import write_evaluation
 from rcmae.features import Normalizer
 from rcmae.models.dcase_ae import DenseAE
@@ -63,7 +65,7 @@ def run_baseline(config: Config, features_dir: str | Path, test_rows: Callable[[
             for t in stream_rows(features_dir, ["features"], ("train",), extra_filter=only_type)]))
         model = train_type_model(train, config, config.baseline.seed + i)
         threshold = gamma_threshold(model.clip_scores(torch.from_numpy(train)).numpy(),
-                                    config.score.decision_percentile)
+                                    config.score.decision_percentile).value
         del train
         for table in test_rows(machine_type):
             type_scores = model.clip_scores(torch.from_numpy(normalizer(specs_from_column(table["features"], *shape))))
@@ -71,6 +73,7 @@ def run_baseline(config: Config, features_dir: str | Path, test_rows: Callable[[
             scores += type_scores.tolist()
             decisions += (type_scores.numpy() > threshold).astype(int).tolist()
     if not rows:
-        raise ValueError(f"baseline: no test clips of the trained machine types {train_types}")
-    return write_evaluation(out_dir, rows, np.array(scores), np.array(decisions), config.score.max_fpr,
-                            extra={"method": "dcase2020_ae", "train_seconds": time.time() - started})
+        raise DataError(f"baseline: no test clips of the trained machine types {train_types}")
+    with written_aside(out_dir, replace_whole=False) as staging:
+        return write_evaluation(staging, rows, np.array(scores), np.array(decisions), config.score.max_fpr,
+                                extra={"method": "dcase2020_ae", "train_seconds": time.time() - started})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from rcmae.config import PRESETS, ConfigError, describe, load_config
 from rcmae.data.download import DATASETS as DOWNLOADABLE
-from rcmae.data.download import ZENODO, DownloadError
-from rcmae.data.run_folder import FolderBusy
+from rcmae.data.download import ZENODO
+from rcmae.errors import EXIT, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, SCORES
@@ -140,9 +141,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-SCORE_EXIT = {"scored": 0, "anomaly": 1, "failed": 3}  # `rcmae score` exit codes (2: bad usage, as argparse)
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     import csv
 
@@ -162,8 +160,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"not scored: {failure['file']}: {failure['reason']}", file=sys.stderr)
     if result.failures:
         print(f"{len(result.rows)} scored, {len(result.failures)} not scored", file=sys.stderr)
-        return SCORE_EXIT["failed"]
-    return SCORE_EXIT["anomaly"] if any(row["decision"] for row in result.rows) else SCORE_EXIT["scored"]
+        return EXIT.not_all_scored
+    return EXIT.anomaly_found if any(row["decision"] for row in result.rows) else EXIT.ok
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -223,6 +221,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+EXIT_STATUS = (f"exit status, every command: {EXIT.ok} done; {EXIT.anomaly_found} an anomaly found (score); "
+               f"{EXIT.user_error} a user error (bad usage, config, data, folders, downloads, checkpoints, missing "
+               f"weights, a full disk: one line, the traceback with --log-level debug); {EXIT.not_all_scored} some "
+               f"inputs not scored (score, listed with the reason); {EXIT.internal_error} an internal error (a bug: "
+               f"the traceback is printed)")
 def count(minimum: int):
     """An argparse type: a whole number >= minimum, else a usage error naming the value."""
     def parse(text: str) -> int:
@@ -237,7 +240,7 @@ def count(minimum: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rcmae", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rcmae", description=__doc__, epilog=EXIT_STATUS)
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="progress and warnings shown on stderr (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -374,9 +377,24 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, FolderBusy, DownloadError) as error:
-        print(f"rcmae {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"rcmae {args.command}: interrupted (re-run the same command to continue)", file=sys.stderr)
+        return 130
+    except Exception as error:  # every failure ends here: one line for a user error, the traceback for a bug
+        return report_failure(args.command, error, debug=args.log_level == "debug")
+
+
+def report_failure(command: str, error: BaseException, debug: bool) -> int:
+    fixable = user_error(error)
+    if fixable is None:
+        traceback.print_exception(error)
+        print(f"rcmae {command}: internal error ({type(error).__name__}): this is a bug in rcmae; please report "
+              f"it with the traceback above", file=sys.stderr)
+        return EXIT.internal_error
+    if debug:
+        traceback.print_exception(error)
+    print(f"rcmae {command}: error: {one_line(fixable)}", file=sys.stderr)
+    return EXIT.user_error
 
 
 if __name__ == "__main__":

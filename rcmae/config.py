@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
+from rcmae.errors import RcmaeError
 from rcmae.registry import AUGMENTERS, SCORES
 
 
-class ConfigError(ValueError):
+class ConfigError(RcmaeError):
     """A configuration value is out of range or inconsistent."""
 
 

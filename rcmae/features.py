@@ -16,6 +16,7 @@ import torch
 import torchaudio
 
 from rcmae.config import FeatureConfig
+from rcmae.errors import DataError
 
 LOG_FLOOR = 1e-10
 
@@ -77,7 +78,7 @@ class Normalizer:
             squares = batch_squares if squares is None else squares + batch_squares
             count += values.shape[0] * values.shape[2]
         if not count:
-            raise ValueError("cannot fit a normaliser on no data")
+            raise DataError("cannot fit a normaliser on no data")
         mean = total / count
         std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
         return cls(mean=mean.astype(np.float32), std=np.maximum(std, 1e-3).astype(np.float32))

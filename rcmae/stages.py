@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from rcmae.config import Config
 from rcmae.data.run_folder import check_settings, owned
-from rcmae.models.checkpoint import read_meta
+from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
 
 STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
                   "finetune": ("audio", "features", "model", "pretrain", "finetune", "score")}
@@ -45,7 +45,7 @@ def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None
     meta = None
     try:
         meta = read_meta(model_dir)
-    except ValueError:
+    except CheckpointError:
         pass
     if recorded.exists():
         check_settings(json.loads(recorded.read_text()), wanted, out_dir)
@@ -53,6 +53,8 @@ def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None
         check_settings(stage_settings(meta.get("config", {}), stage), wanted, out_dir)
     recorded.write_text(json.dumps(wanted, indent=1))
     done = meta is not None and meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
+    if done and stage == "finetune":  # a model folder from before whole-folder publishing may lack its detector
+        done = "detector" in meta and (model_dir / DETECTOR).is_file()
     return model_dir if done else None
 
 

@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 import torch
 
-from rcmae.augment.audioldm import AudioLDMAugmenter, audioldm_normalized, ddim_start, load_components
+from rcmae.augment.audioldm import (
+    AudioLDMAugmenter,
+    WeightsUnavailable,
+    audioldm_normalized,
+    ddim_start,
+    load_components,
+)
 from rcmae.augment.base import clip_seed
 from rcmae.augment.factory_mix import FactoryMix
 from rcmae.augment.prompts import EXTENDED, FAMILIES, TABLE_1, load_prompts
@@ -103,7 +109,7 @@ def test_long_clip_is_windowed_and_restored(augmenter):
 
 
 def test_loader_errors_name_the_source(tmp_path):
-    with pytest.raises(OSError, match="cannot load AudioLDM"):
+    with pytest.raises(WeightsUnavailable, match="cannot load AudioLDM"):
         load_components(str(tmp_path / "missing"))
 
 

@@ -16,6 +16,7 @@ import torch
 
 from rcmae.config import tiny
 from rcmae.data.run_folder import LOCK, FolderBusy, SettingsChanged, owned
+from rcmae.errors import DataError
 from rcmae.models.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.ray]
@@ -61,7 +62,7 @@ def test_training_refuses_features_whose_augmentation_is_still_running(small_dat
 
     hold_lock(tmp_path / "augment", os.getpid())
     (tmp_path / "augment" / "features").mkdir()
-    with pytest.raises(ValueError, match="augmentation has not finished"):
+    with pytest.raises(DataError, match="augmentation has not finished"):
         pretrain_start(config(), tmp_path / "augment" / "features")
 
 

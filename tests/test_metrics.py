@@ -16,6 +16,7 @@ from rcmae.detect.detector import (
     fit_scorer,
     gamma_threshold,
 )
+from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import decision_file, score_file
 from rcmae.evaluate.metrics import (
     id_metrics,
@@ -42,8 +43,10 @@ def test_eq12_hand_computed():
     labels = np.array([0] * 10 + [1] * 3)
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.5, 0.9])
     assert pauc_eq12(labels, scores, 0.1) == pytest.approx((1 + 0 + 0.5) / 3)
-    with pytest.raises(ValueError, match="floor"):
-        pauc_eq12(labels[:5], scores[:5], 0.1)
+    assert pauc_eq12(labels[:9].tolist() + [1], scores[:10], 0.1) is None  # 9 normals: floor(0.9) = 0
+    row = id_metrics(np.array([0] * 9 + [1]), scores[:10], 0.1)
+    assert row["pauc_eq12"] is None and "at least 10 normal clips" in row["note"]
+    assert row["pauc"] == pytest.approx(roc_auc_score([0] * 9 + [1], scores[:10], max_fpr=0.1))
 
 
 def test_summary_means_per_type_then_over_types():
@@ -83,7 +86,7 @@ def test_csvs_read_back_to_the_same_scores_and_metrics_reproduce(tmp_path):
 
 def test_gamma_threshold_sits_at_the_percentile():
     scores = np.random.default_rng(2).gamma(3.0, 2.0, 5000)
-    threshold = gamma_threshold(scores, 0.9)
+    threshold = gamma_threshold(scores, 0.9).value
     assert np.mean(scores <= threshold) == pytest.approx(0.9, abs=0.02)
 
 
@@ -117,9 +120,9 @@ def test_score_methods_against_hand_computation():
     log_probs = np.log(np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5], [0.2, 0.8]]))
     paper = anomaly_scores("id_logprob", encoded(test, log_probs=log_probs), test_keys, ["a/00", "a/01"], detector)
     np.testing.assert_allclose(paper, -np.log([0.9, 0.7, 0.5, 0.2]))
-    with pytest.raises(ValueError, match="not seen in training"):
+    with pytest.raises(DataError, match="not seen in training"):
         anomaly_scores("mahalanobis", encoded(test), ["b/00"] * 4, ["a/00", "a/01"], detector)
-    restored = Detector.from_arrays(detector.arrays(), {})
+    restored = Detector.from_arrays(detector.arrays(), {"thresholds": {}})
     np.testing.assert_allclose(anomaly_scores("mahalanobis", encoded(test), test_keys, ["a/00", "a/01"], restored),
                                found, rtol=1e-5)
 
@@ -169,7 +172,7 @@ def test_few_shot_ids_borrow_their_types_covariance_and_thresholds(few_clips):
 
 def test_a_machine_type_with_too_few_clips_in_all_is_refused_by_name():
     keys = ["b/00", "b/01"]
-    with pytest.raises(ValueError, match="machine type 'b' has 2 train clip"):
+    with pytest.raises(DataError, match="machine type 'b' has 2 train clip"):
         fit_detector(encoded(np.eye(2, 4), np.eye(2, 4)), keys, keys, ScoreConfig())
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rcmae.config import tiny
+from rcmae.errors import RcmaeError
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 
@@ -88,7 +89,7 @@ def test_a_few_steps_lower_the_stage2_loss(model_and_config):
 def test_stage2_without_head_says_so():
     config = tiny()
     model = RCMAE(model=config.model, features=config.features)
-    with pytest.raises(RuntimeError, match="fine-tune"):
+    with pytest.raises(RcmaeError, match="fine-tune"):
         model.classify(torch.zeros(1, config.model.embed_dim))
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from rcmae.augment.audioldm import WeightsUnavailable
 from rcmae.cli import main
 from rcmae.config import paper
 from rcmae.data.layout import index_clips
@@ -28,7 +29,7 @@ def test_paper_preset_without_weights_stops_before_work_with_the_fix(tmp_path):
     from rcmae.distributed.augment_pipeline import run_augment
 
     config = paper().override({"augment.model": str(tmp_path / "no_weights")})
-    with pytest.raises(OSError, match="huggingface-cli download .* --model DIR"):
+    with pytest.raises(WeightsUnavailable, match="huggingface-cli download .* --model DIR"):
         run_augment(tmp_path / "data", tmp_path / "out", config)
     assert not (tmp_path / "out").exists()
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from rcmae.config import ConfigError
 from rcmae.data.layout import index_clips
 from rcmae.data.synth import PRESETS, synthesize
 from toy_reference import evaluate_reference
@@ -51,5 +52,5 @@ def test_clip_length_can_be_chosen(tmp_path):
     synthesize(tmp_path, preset="small", types=("valve",), clip_seconds=10.0)
     clip = next((tmp_path / "dev_data" / "valve" / "train").glob("*.wav"))
     assert sf.info(clip).duration == 10.0
-    with pytest.raises(ValueError, match="between 0.5 and 60"):
+    with pytest.raises(ConfigError, match="between 0.5 and 60"):
         synthesize(tmp_path / "bad", clip_seconds=0.1)

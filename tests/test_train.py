@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
 from dcase_files import read_scores
+from rcmae.config import ConfigError
 from rcmae.detect.detector import GAUSSIAN_PARTS
 from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.recordings import score_recordings
@@ -108,7 +109,7 @@ def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_pat
 
 def test_finetune_refuses_a_different_architecture(trained, toy_features, tmp_path):
     config, _, pretrained, _ = trained
-    with pytest.raises(ValueError, match="`model` config differs"):
+    with pytest.raises(ConfigError, match="`model` config differs"):
         finetune_local(config.override({"model.depth": 1}), toy_features, pretrained, tmp_path)
 
 

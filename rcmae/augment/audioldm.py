@@ -34,6 +34,7 @@ from rcmae.augment.base import Augmented
 from rcmae.augment.prompts import load_prompts, pick
 from rcmae.config import PAPER_AUDIOLDM, AugmentConfig
 from rcmae.data.audio import resample, rms
+from rcmae.errors import RcmaeError
 
 MEL = dict(sample_rate=16000, n_fft=1024, hop_length=160, n_mels=64, f_min=0.0, f_max=8000.0)
 WINDOW_SECONDS = 10.24  # AudioLDM's training clip length
@@ -49,6 +50,10 @@ class Components:
     vocoder: torch.nn.Module
 
 
+class WeightsUnavailable(RcmaeError):
+    """AudioLDM's weights cannot be loaded here (none given, not a diffusers folder, no hub access)."""
+
+
 SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "vocoder")
 
 
@@ -59,19 +64,19 @@ def require_model(source: str | None) -> None:
            f"and copy DIR here, then pass --model DIR (or --set augment.model=DIR); or choose a weight-free "
            f"augmenter (--augmenter factory-mix or specaugment)")
     if not source:
-        raise OSError(f"augmenter 'audioldm' needs a model (a hub id or a diffusers folder): {fix}")
+        raise WeightsUnavailable(f"augmenter 'audioldm' needs a model (a hub id or a diffusers folder): {fix}")
     path = Path(source).expanduser()
     if path.exists() or source.startswith((".", "/", "~")):
         missing = [name for name in SUBFOLDERS if not (path / name).is_dir()]
         if missing:
-            raise OSError(f"{path}: not an AudioLDM diffusers folder (missing {', '.join(missing)}): {fix}")
+            raise WeightsUnavailable(f"{path}: not an AudioLDM diffusers folder (missing {', '.join(missing)}): {fix}")
         return
     from huggingface_hub import hf_hub_download
 
     try:
         hf_hub_download(source, "model_index.json")
     except Exception as error:
-        raise OSError(f"AudioLDM weights {source!r} cannot be loaded from this machine "
+        raise WeightsUnavailable(f"AudioLDM weights {source!r} cannot be loaded from this machine "
                       f"({type(error).__name__}): {fix}") from None
 
 
@@ -92,7 +97,7 @@ def load_components(source: str, device: str | torch.device = "cpu", dtype: torc
             vocoder=SpeechT5HifiGan.from_pretrained(source, subfolder="vocoder", torch_dtype=dtype),
         )
     except (OSError, ValueError) as error:
-        raise OSError(f"cannot load AudioLDM from {source!r}: {error}. Pass a local diffusers-format folder "
+        raise WeightsUnavailable(f"cannot load AudioLDM from {source!r}: {error}. Pass a local diffusers-format folder "
                       f"(vae/, text_encoder/, tokenizer/, unet/, scheduler/, vocoder/) or a hub id reachable "
                       f"from this machine; `python -m rcmae.augment.tiny --out DIR` builds a tiny one.") from None
     for module in (parts.vae, parts.text_encoder, parts.unet, parts.vocoder):
@@ -122,7 +127,7 @@ class AudioLDMAugmenter:
     def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str | None = None,
                  components: Components | None = None):
         if components is None and not config.model:
-            raise ValueError("augmenter 'audioldm' needs a model: --model HUB_ID_OR_FOLDER")
+            raise WeightsUnavailable("augmenter 'audioldm' needs a model: --model HUB_ID_OR_FOLDER")
         self.config, self.sample_rate = config, sample_rate
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.parts = components or load_components(config.model, self.device)
@@ -136,7 +141,8 @@ class AudioLDMAugmenter:
         self.window_frames = self.frame_multiple * math.ceil(WINDOW_SECONDS * 100 / self.frame_multiple)
         hop = int(np.prod(self.parts.vocoder.config.upsample_rates))
         if hop != MEL["hop_length"]:
-            raise ValueError(f"vocoder upsample rates multiply to {hop}, not the mel hop {MEL['hop_length']}")
+            raise WeightsUnavailable(f"{config.model}: vocoder upsample rates multiply to {hop}, not the mel hop "
+                                     f"{MEL['hop_length']}")
 
     # ------------------------------------------------------------ steps
     def mel_of(self, waves: torch.Tensor) -> torch.Tensor:

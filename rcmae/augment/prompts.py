@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rcmae.config import ConfigError
+
 FAMILIES = ("saw", "press", "crusher", "moulding", "woodworking", "pneumatic")
 
 
@@ -78,7 +80,7 @@ def load_prompts(spec: str = "extended") -> tuple[Prompt, ...]:
         return LIBRARIES[spec]
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: prompt file not found")
+        raise ConfigError(f"{path}: prompt file not found")
     prompts = []
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -90,7 +92,7 @@ def load_prompts(spec: str = "extended") -> tuple[Prompt, ...]:
         else:
             prompts.append(Prompt("custom", line))
     if not prompts:
-        raise ValueError(f"{path}: no prompts in the file")
+        raise ConfigError(f"{path}: no prompts in the file")
     return tuple(prompts)
 
 

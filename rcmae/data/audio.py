@@ -14,6 +14,7 @@ import torch
 import torchaudio.functional as AF
 
 from rcmae.config import AudioConfig
+from rcmae.errors import RcmaeError
 
 
 def rms(wave: np.ndarray) -> float:
@@ -21,7 +22,7 @@ def rms(wave: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))) + 1e-12)
 
 
-class AudioError(ValueError):
+class AudioError(RcmaeError):
     """A clip cannot be used; `str(error)` names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rcmae.errors import RcmaeError
+
 log = logging.getLogger(__name__)
 
 ZENODO = "https://zenodo.org"
@@ -30,7 +32,7 @@ CHUNK = 1 << 20
 DCASE2020_TYPES = ("fan", "pump", "slider", "ToyCar", "ToyConveyor", "valve")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RcmaeError):
     """A download or unpacking step failed; the message names the archive and what to do."""
 
 
@@ -52,7 +54,7 @@ class DataSet:
                                                                    ("machine types", set(types) - set(self.types)))
                    if names]
         if unknown:
-            raise ValueError(f"unknown {' and '.join(unknown)}: choose sets from {list(self.parts)} and types from "
+            raise DownloadError(f"unknown {' and '.join(unknown)}: choose sets from {list(self.parts)} and types from "
                              f"{list(self.types)}")
         return [(self.parts[s].pattern.format(type=t), self.parts[s]) for s in sets for t in types]
 

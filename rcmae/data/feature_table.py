@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
+from rcmae.errors import DataError
 
 FEATURE_SCHEMA = pa.schema(list(CLIP_SCHEMA) + [
     pa.field("error", pa.string()),
@@ -62,7 +63,7 @@ def machine_keys(table: pa.Table | pa.RecordBatch) -> list[str]:
 def feature_dataset(folder: str | Path) -> ds.Dataset:
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"{folder}: feature folder not found (run `rcmae augment` first)")
+        raise DataError(f"{folder}: feature folder not found (run `rcmae augment` first)")
     return ds.dataset(str(folder), format="parquet")
 
 
@@ -104,7 +105,7 @@ def pick_variants(column: pa.ChunkedArray | pa.Array, rng: np.random.Generator, 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     counts = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     if counts.size and counts.min() == 0:
-        raise ValueError("a clip has no augmented variant to pair with (run `rcmae augment` with --variants >= 1)")
+        raise DataError("a clip has no augmented variant to pair with (run `rcmae augment` with --variants >= 1)")
     starts = column.offsets.to_numpy()[:-1]
     chosen = column.values.take(pa.array(starts + np.floor(rng.random(len(counts)) * counts).astype(np.int64)))
     return specs_from_column(chosen, n_mels, n_frames)
@@ -114,7 +115,7 @@ def feature_shape(folder: str | Path) -> tuple[int, int]:
     """(n_mels, n_frames) of the folder's log-mels."""
     for table in stream_rows(folder, ["n_mels", "n_frames"], batch_rows=1):
         return int(table["n_mels"][0].as_py()), int(table["n_frames"][0].as_py())
-    raise ValueError(f"{folder}: no usable clips")
+    raise DataError(f"{folder}: no usable clips")
 
 
 def stream_specs(folder: str | Path, splits: tuple[str, ...] = ("train",), batch_rows: int = 256):
@@ -138,7 +139,7 @@ def fewest_variants(folder: str | Path, splits: tuple[str, ...] = ("train",)) ->
         counts = [len(json.loads(p)) for p in table["provenance"].to_pylist()]
         fewest = min(counts + ([fewest] if fewest is not None else []))
     if fewest is None:
-        raise ValueError(f"{folder}: no usable clips in splits {splits}")
+        raise DataError(f"{folder}: no usable clips in splits {splits}")
     return fewest
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rcmae.errors import RcmaeError
+
 UNKNOWN = "unknown"
 SPLITS = ("train", "test")
 
@@ -45,7 +47,7 @@ SCHEMA = pa.schema([
 ])
 
 
-class LayoutError(ValueError):
+class LayoutError(RcmaeError):
     """The data root or one of its file names does not fit a DCASE layout."""
 
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from rcmae.errors import RcmaeError
+
 LOCK = ".rcmae.lock"
 
 
-class FolderBusy(RuntimeError):
+class FolderBusy(RcmaeError):
     """Another process writes to this run folder."""
 
 
-class SettingsChanged(ValueError):
+class SettingsChanged(RcmaeError):
     """A folder made with other settings than this run's."""
 
 
@@ -83,3 +86,34 @@ def check_settings(recorded: dict, wanted: dict, folder: str | Path) -> None:
         lines = "; ".join(f"{key}: {old!r} there, {new!r} now" for key, (old, new) in sorted(changed.items()))
         raise SettingsChanged(f"{folder} was made with other settings ({lines}): use a new --out, or --force to "
                               f"redo it with this run's settings")
+
+
+@contextmanager
+def written_aside(target: str | Path, replace_whole: bool = True) -> Iterator[Path]:
+    """A scratch folder beside `target` to write a set of outputs into; when the block ends without an error
+    the set takes `target`'s place, else the scratch folder is removed: a failure (a full disk, a crash, a kill
+    before the rename) leaves the previous complete set or nothing, never a part. `replace_whole=False` keeps
+    what else `target` holds (a user's --out folder) and replaces only the entries written."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed writer
+    staging.mkdir()
+    try:
+        yield staging
+        if replace_whole or not target.exists():
+            _remove(target)
+            staging.rename(target)
+        else:
+            for entry in sorted(staging.iterdir()):
+                _remove(target / entry.name)
+                entry.rename(target / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

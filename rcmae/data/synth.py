@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rcmae.config import ConfigError
 from rcmae.data.audio import rms, write_wav
 from rcmae.data.sound_models import MACHINES, factory_background
 
@@ -145,16 +146,16 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
     """Write the toy-factory data set under `out` (and its additional training set with `additional`), with
     the preset's clip length or `clip_seconds`; returns out/dev_data."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown synth preset {preset!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown synth preset {preset!r}; choose from {sorted(PRESETS)}")
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
+        raise ConfigError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
     if additional and layout != "dcase2020":
-        raise ValueError("--additional is DCASE 2020's additional training set: use it with the dcase2020 layout")
+        raise ConfigError("--additional is DCASE 2020's additional training set: use it with the dcase2020 layout")
     if clip_seconds is not None and not 0.5 <= clip_seconds <= 60:
-        raise ValueError(f"clip length must be between 0.5 and 60 s, got {clip_seconds}")
+        raise ConfigError(f"clip length must be between 0.5 and 60 s, got {clip_seconds}")
     unknown = set(types) - set(MACHINES)
     if unknown:
-        raise ValueError(f"unknown machine types {sorted(unknown)}; known: {sorted(MACHINES)}")
+        raise ConfigError(f"unknown machine types {sorted(unknown)}; known: {sorted(MACHINES)}")
     spec = PRESETS[preset] if clip_seconds is None else replace(PRESETS[preset], clip_seconds=clip_seconds)
     out = Path(out)
     root = out / "dev_data"

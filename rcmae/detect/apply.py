@@ -16,12 +16,14 @@ from rcmae.config import ScoreConfig
 from rcmae.data.feature_table import machine_keys
 from rcmae.detect.detector import Detector, fit_detector
 from rcmae.detect.encode import TableEncoder, encoded_of
+from rcmae.errors import DataError
 
 
 def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig) -> Detector:
     """The detector part of the machine IDs in `encoded` (the rows of one machine type: each ID is fitted on its
     own clips, a few-shot ID with the type's pooled covariance)."""
-    return fit_detector(encoded_of(encoded), machine_keys(encoded), classes, config)
+    return fit_detector(encoded_of(encoded), machine_keys(encoded), classes, config,
+                        paths=encoded.column("path").to_pylist())
 
 
 def fit_from_rows(model_dir: str | Path, train_rows: Iterable[pa.Table], classes: list[str],
@@ -49,5 +51,5 @@ def score_rows(model_dir: str | Path, rows: Iterable[pa.Table]) -> pa.Table:
     scorer = TableEncoder(model_dir, with_scores=True, keep_encoded=False)
     parts = [scorer(table) for table in rows]
     if not parts:
-        raise ValueError("no clips to score")
+        raise DataError("no clips to score")
     return pa.concat_tables(parts)

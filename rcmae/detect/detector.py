@@ -15,6 +15,8 @@ only (`fit_detector` on one ID's rows), so fitting runs per ID in parallel and `
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +26,14 @@ import scipy.stats
 from sklearn.decomposition import PCA
 
 from rcmae.config import ScoreConfig
+from rcmae.errors import DataError
 from rcmae.models.checkpoint import META, CheckpointError, load_detector_arrays, read_meta, save_detector_arrays
 from rcmae.registry import SCORES
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
 MIN_OWN_CLIPS = 3  # fewest train clips for an ID's own Gaussian and threshold; fewer use the type's pooled ones
+MIN_GAMMA_SCORES = 5  # fewest scores a gamma is fitted to; fewer take the empirical percentile
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Detector:
     gaussians: dict[str, dict[str, np.ndarray]]  # machine key -> GAUSSIAN_PARTS of its pooled features
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> machine key -> threshold
     few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
+    threshold_methods: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> key -> how fitted
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array view, for a safetensors file."""
@@ -56,7 +62,7 @@ class Detector:
 
     def meta(self) -> dict:
         """What meta.json keeps of the detector (its arrays go to detector.safetensors)."""
-        return {"thresholds": self.thresholds, "few_shot": self.few_shot}
+        return {"thresholds": self.thresholds, "threshold_methods": self.threshold_methods, "few_shot": self.few_shot}
 
     def to_bytes(self) -> bytes:
         return safetensors.numpy.save(self.arrays(), metadata={"meta": json.dumps(self.meta())})
@@ -66,27 +72,30 @@ class Detector:
         arrays = safetensors.numpy.load(data)
         header_size = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8:8 + header_size])["__metadata__"]["meta"])
-        return cls.from_arrays(arrays, meta["thresholds"], meta["few_shot"])
+        return cls.from_arrays(arrays, meta)
 
     @classmethod
     def merge(cls, parts: list["Detector"]) -> "Detector":
         """One detector from detectors of disjoint machine IDs."""
-        merged = cls({}, {}, {method: {} for method in SCORES})
+        merged = cls({}, {}, {method: {} for method in SCORES}, threshold_methods={method: {} for method in SCORES})
         for part in parts:
             merged.centroids.update(part.centroids)
             merged.gaussians.update(part.gaussians)
             for method, per_key in part.thresholds.items():
                 merged.thresholds.setdefault(method, {}).update(per_key)
+            for method, per_key in part.threshold_methods.items():
+                merged.threshold_methods.setdefault(method, {}).update(per_key)
             merged.few_shot = sorted(merged.few_shot + part.few_shot)
         return merged
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]],
-                    few_shot: list[str] | None = None) -> "Detector":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Detector":
+        """From `arrays()` and `meta()` as stored."""
         keys = sorted(name.split("/", 1)[1] for name in arrays if name.startswith("centroid/"))
         return cls(centroids={key: arrays[f"centroid/{key}"] for key in keys},
                    gaussians={key: {part: arrays[f"{part}/{key}"] for part in GAUSSIAN_PARTS} for key in keys},
-                   thresholds=thresholds, few_shot=list(few_shot or []))
+                   thresholds=meta["thresholds"], few_shot=list(meta.get("few_shot") or []),
+                   threshold_methods=meta.get("threshold_methods") or {})
 
 
 def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]:
@@ -97,8 +106,11 @@ def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]
         raise ValueError(f"a Gaussian per machine ID needs at least 3 train clips, got {count}")
     # seeded: for wide inputs sklearn picks a randomized SVD, which would differ run to run
     pca = PCA(n_components=min(components, count - 2, width - 1), random_state=0).fit(features.astype(np.float64))
-    noise = max(float(pca.noise_variance_), 1e-12 * float(pca.explained_variance_[0]) + 1e-30)
-    return dict(mean=pca.mean_, components=pca.components_, variances=pca.explained_variance_,
+    # identical train clips have no spread at all: a floor relative to the features' size keeps every
+    # variance positive, so the distances stay finite (and huge off the clips, as they should be)
+    floor = 1e-12 * max(float(pca.explained_variance_[0]), float(np.mean(features.astype(np.float64) ** 2))) + 1e-30
+    noise = max(float(pca.noise_variance_), floor)
+    return dict(mean=pca.mean_, components=pca.components_, variances=np.maximum(pca.explained_variance_, noise),
                 noise=np.array([noise]))
 
 
@@ -137,7 +149,7 @@ def pooled_gaussian(pooled: np.ndarray, keys: np.ndarray, machine_type: str, com
     """A zero-mean Gaussian of the within-ID spread of one machine type's train features."""
     of_type = np.array([machine_type_of(k) == machine_type for k in keys])
     if of_type.sum() < MIN_OWN_CLIPS:
-        raise ValueError(f"machine type {machine_type!r} has {of_type.sum()} train clip(s) in all: the detector "
+        raise DataError(f"machine type {machine_type!r} has {of_type.sum()} train clip(s) in all: the detector "
                          f"needs at least {MIN_OWN_CLIPS} per type (one ID may hold them all)")
     return fit_gaussian(centred_by_id(pooled[of_type], keys[of_type]), components)
 
@@ -156,28 +168,74 @@ def anomaly_scores(method: str, encoded: Encoded, keys: list[str], classes: list
                    detector: Detector) -> np.ndarray:
     unknown = sorted(set(keys) - set(classes))
     if unknown:
-        raise ValueError(f"machine IDs not seen in training: {unknown}; known: {classes}")
+        raise DataError(f"machine IDs not seen in training: {unknown}; known: {classes}")
     if method not in SCORES:
         raise ValueError(f"unknown score method {method!r}; choose from {sorted(SCORES)}")
     return SCORES[method].load()(encoded, keys, classes, detector)
 
 
-def gamma_threshold(scores: np.ndarray, percentile: float) -> float:
-    """The `percentile` point of a gamma fitted to train-normal scores (as the DCASE 2020 baseline)."""
+THRESHOLD_METHODS = ("gamma", "percentile", "constant")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    method: str  # one of THRESHOLD_METHODS: how `value` was found
+
+
+def gamma_threshold(scores: np.ndarray, percentile: float) -> Threshold:
+    """The `percentile` point of a gamma fitted to train-normal scores (as the DCASE 2020 baseline). Where the
+    fit fails or lands outside what the scores allow, the empirical percentile; constant scores (degenerate
+    train data: identical clips, a single machine ID's certain classifier) get a threshold just above them."""
     scores = np.asarray(scores, dtype=float)
-    shift = min(0.0, float(scores.min())) - 1e-9  # gamma needs positive support
-    shape, loc, scale = scipy.stats.gamma.fit(scores - shift)
-    return float(scipy.stats.gamma.ppf(percentile, shape, loc=loc, scale=scale) + shift)
+    if scores.size == 0 or not np.isfinite(scores).all():
+        raise ValueError(f"a threshold needs finite scores, got {scores.size} with "
+                         f"{int((~np.isfinite(scores)).sum())} non-finite")  # callers check first: a bug
+    low, high = float(scores.min()), float(scores.max())
+    scale = max(abs(low), abs(high), 1e-12)
+    if high - low <= 1e-9 * scale:
+        return Threshold(high + 1e-6 * scale, "constant")
+    empirical = float(np.quantile(scores, percentile))
+    if scores.size < MIN_GAMMA_SCORES:
+        return Threshold(empirical, "percentile")
+    shift = low - 1e-9 * scale  # gamma needs positive support
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            shape, loc, scale_fit = scipy.stats.gamma.fit(scores - shift)
+            value = float(scipy.stats.gamma.ppf(percentile, shape, loc=loc, scale=scale_fit) + shift)
+    except (scipy.stats.FitError, ValueError, RuntimeError, FloatingPointError):
+        return Threshold(empirical, "percentile")
+    # a fit that puts the point below the data or far beyond it describes them badly
+    if not np.isfinite(value) or value < low or value > high + 10 * (high - low):
+        return Threshold(empirical, "percentile")
+    return Threshold(value, "gamma")
 
 
-def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: ScoreConfig) -> Detector:
-    """Per-ID centroids and Gaussians, and per-ID, per-method thresholds, from train-normal clips."""
+def check_finite(name: str, values: np.ndarray, keys: list[str], paths: list[str] | None) -> None:
+    """Stop, naming the clips and their IDs, when any row of `values` holds NaN or infinity."""
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if bad.size:
+        named = [f"{paths[i] if paths else f'row {i}'} ({keys[i]})" for i in bad[:3]]
+        raise DataError(f"{bad.size} train clip(s) give non-finite {name}, e.g. {', '.join(named)}: the model or "
+                        f"these clips are broken (a diverged training stage, or clips of NaN/inf samples); "
+                        f"retrain with a lower learning rate, or remove the clips")
+
+
+def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: ScoreConfig,
+                 paths: list[str] | None = None) -> Detector:
+    """Per-ID centroids and Gaussians, and per-ID, per-method thresholds, from train-normal clips (`paths`
+    name them in errors)."""
+    for name, values in (("encoder features", encoded.pooled), ("embeddings", encoded.embeddings),
+                         ("ID log-probabilities", encoded.log_probs)):
+        check_finite(name, values, keys, paths)
     detector = fit_scorer(encoded, keys, config)
     keys_array = np.array(keys)
     types = np.array([machine_type_of(k) for k in keys])
     for method in SCORES:
         scores = anomaly_scores(method, encoded, keys, classes, detector)
-        detector.thresholds[method] = {}
+        check_finite(f"{method} scores", scores, keys, paths)
+        detector.thresholds[method], detector.threshold_methods[method] = {}, {}
         for key in sorted(set(keys)):
             sample = scores[keys_array == key]
             if key in detector.few_shot:  # too few own scores for a gamma: the type's, scored the same way
@@ -185,8 +243,25 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
                 sample = scores[of_type] if method != "mahalanobis" else mahalanobis(
                     centred_by_id(encoded.pooled[of_type], keys_array[of_type]),
                     dict(detector.gaussians[key], mean=np.zeros(encoded.pooled.shape[1])))
-            detector.thresholds[method][key] = gamma_threshold(sample, config.decision_percentile)
+            threshold = gamma_threshold(sample, config.decision_percentile)
+            detector.thresholds[method][key] = threshold.value
+            detector.threshold_methods[method][key] = threshold.method
+    _warn_fallbacks(detector)
     return detector
+
+
+def _warn_fallbacks(detector: Detector) -> None:
+    """One line per kind of fallback, naming the IDs."""
+    for kind, meaning in (("constant", "their train scores are all equal (near-identical train clips, or one "
+                                       "machine ID alone): the threshold sits just above them and may flag most "
+                                       "test clips"),
+                          ("percentile", "a gamma does not fit their train scores: the threshold is the empirical "
+                                         "percentile")):
+        found = sorted({f"{key} ({method})" for method, per_key in detector.threshold_methods.items()
+                        for key, used in per_key.items() if used == kind})
+        if found:
+            log.warning("detector thresholds: %d ID/method pair(s) where %s: %s", len(found), meaning,
+                        ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else ""))
 
 
 def load_detector(model_dir: str | Path) -> Detector:
@@ -195,8 +270,7 @@ def load_detector(model_dir: str | Path) -> Detector:
     if "detector" not in meta:
         raise CheckpointError(f"{model_dir}: the model has no fitted detector: pass the model folder written by "
                               f"`rcmae finetune`")
-    return Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"]["thresholds"],
-                                meta["detector"].get("few_shot"))
+    return Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"])
 
 
 def save_detector(model_dir: str | Path, detector: Detector) -> None:

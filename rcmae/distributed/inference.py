@@ -14,6 +14,7 @@ from rcmae.detect.apply import fit_machine
 from rcmae.detect.detector import Detector
 from rcmae.detect.encode import TableEncoder
 from rcmae.distributed.runtime import require_feasible, scaling_plan
+from rcmae.errors import DataError
 
 ENCODE_BATCH = 64
 
@@ -65,5 +66,5 @@ def score_features_ray(model_dir: str | Path, features_dir: str | Path, config: 
     scored = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "test"), model_dir, config, True)
     parts = ray.get(scored.to_arrow_refs())
     if not parts:
-        raise ValueError(f"{features_dir}: no usable test clips to score")
+        raise DataError(f"{features_dir}: no usable test clips to score")
     return pa.concat_tables(parts, promote_options="default")

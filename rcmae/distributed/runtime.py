@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from rcmae.config import AugmentConfig, ScaleConfig
+from rcmae.errors import RcmaeError
 from rcmae.registry import AUGMENTERS
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ AUTOSCALER_STATUS_KEY = "__autoscaling_status"  # the key an autoscaler's monito
 
 
 
-class ResourceError(RuntimeError):
+class ResourceError(RcmaeError):
     """A resource request that no node of the cluster, or of its autoscaler's node types, can hold."""
 
 

@@ -11,10 +11,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from rcmae.config import Config
+from rcmae.data.feature_table import read_feature_table
 from rcmae.detect.detector import save_detector
 from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.runtime import require_feasible, scaling_plan
@@ -129,13 +131,17 @@ def train_dataset(config: Config, stage: str, features_dir: str | Path):
 
 
 def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
-         callbacks: list | None = None):
+         callbacks: list | None = None, finish: Callable[[Path], None] | None = None) -> Path:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
     require_feasible(f"{stage} (Ray Train)", plan["resources_per_worker"])
+    clips = read_feature_table(features_dir, ("train",), ["machine_type"]).num_rows
+    if clips < 2 * plan["num_workers"]:  # a worker with one clip has no batch (the batch losses need two)
+        log.warning(f"[{stage}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan['num_workers']}")
+        plan = dict(plan, num_workers=max(1, clips // 2))
     dataset = train_dataset(config, stage, features_dir)
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
@@ -158,7 +164,7 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
     if result.checkpoint is None:
         raise RuntimeError(f"{stage}: Ray Train finished without a checkpoint ({result.error})")
     with result.checkpoint.as_directory() as folder:
-        return setup.publish(folder, out_dir)
+        return setup.publish(folder, out_dir, finish)
 
 
 def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain",
@@ -171,8 +177,10 @@ def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, 
 def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
                  run_name: str = "finetune", callbacks: list | None = None) -> Path:
     _, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
-    model_dir = _fit(config, "finetune", Path(features_dir), Path(out_dir),
-                     dict(meta=meta, normalizer=meta["normalizer"], classes=classes,
-                          pretrained=str(Path(pretrained_dir).resolve())), run_name, callbacks)
-    save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config))
-    return model_dir
+
+    def fit(model_dir: Path) -> None:
+        save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config))
+
+    return _fit(config, "finetune", Path(features_dir), Path(out_dir),
+                dict(meta=meta, normalizer=meta["normalizer"], classes=classes,
+                     pretrained=str(Path(pretrained_dir).resolve())), run_name, callbacks, fit)

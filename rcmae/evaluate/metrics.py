@@ -25,26 +25,36 @@ def pauc_dcase(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.1) -> 
     return float(roc_auc_score(labels, scores, max_fpr=max_fpr))
 
 
-def pauc_eq12(labels: np.ndarray, scores: np.ndarray, p: float = 0.1) -> float:
+def pauc_eq12(labels: np.ndarray, scores: np.ndarray, p: float = 0.1) -> float | None:
     """Eq. 12: mean over the floor(p*N-) top-scoring normals x_i- and all anomalies x_j+ of
-    H(A(x_j+) - A(x_i-)), with H(0) = 1/2 for ties."""
+    H(A(x_j+) - A(x_i-)), with H(0) = 1/2 for ties. None where it is undefined: floor(p*N-) = 0 (fewer than
+    1/p normal clips) or no anomaly."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=float)
     normals = np.sort(scores[~labels])[::-1]
     anomalies = scores[labels]
     count = math.floor(p * len(normals))
     if count == 0 or len(anomalies) == 0:
-        raise ValueError(f"Eq. 12 needs floor(p*N-) >= 1 and N+ >= 1; got N-={len(normals)}, p={p}, "
-                         f"N+={len(anomalies)}")
+        return None
     diff = anomalies[None, :] - normals[:count, None]
     return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
 
 
 def id_metrics(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.1) -> dict:
     labels = np.asarray(labels).astype(int)
-    return dict(auc=auc(labels, scores), pauc=pauc_dcase(labels, scores, max_fpr),
-                pauc_eq12=pauc_eq12(labels, scores, max_fpr),
-                n_normal=int((labels == 0).sum()), n_anomaly=int((labels == 1).sum()))
+    row = dict(auc=auc(labels, scores), pauc=pauc_dcase(labels, scores, max_fpr),
+               pauc_eq12=pauc_eq12(labels, scores, max_fpr),
+               n_normal=int((labels == 0).sum()), n_anomaly=int((labels == 1).sum()))
+    if row["pauc_eq12"] is None:
+        row["note"] = (f"pauc_eq12 undefined: Eq. 12 needs at least {math.ceil(1 / max_fpr)} normal clips "
+                       f"(floor(p * N-) >= 1), this ID has {row['n_normal']}")
+    return row
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of the defined values (None when none is)."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def summarize(per_id: list[dict]) -> dict:
@@ -54,10 +64,9 @@ def summarize(per_id: list[dict]) -> dict:
     for row in per_id:
         by_type[row["machine_type"]].append(row)
     keys = ("auc", "pauc", "pauc_eq12")
-    per_type = {t: {k: float(np.mean([r[k] for r in rows])) for k in keys if k in rows[0]}
+    per_type = {t: {k: _mean([r[k] for r in rows]) for k in keys if k in rows[0]}
                 for t, rows in sorted(by_type.items())}
-    mean = {k: float(np.mean([v[k] for v in per_type.values()])) for k in keys
-            if all(k in v for v in per_type.values())}
+    mean = {k: _mean([v[k] for v in per_type.values()]) for k in keys if all(k in v for v in per_type.values())}
     return {"per_id": per_id, "per_type": per_type, "mean": mean}
 
 

@@ -19,7 +19,9 @@ import pyarrow.compute as pc
 
 from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, machine_keys
+from rcmae.data.run_folder import written_aside
 from rcmae.detect.apply import score_rows
+from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import write_id_results
 from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize, summarize_domains
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
@@ -82,18 +84,20 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
     thresholds = meta["detector"]["thresholds"]
     scored = known_rows(scored)
     if scored.num_rows == 0:
-        raise ValueError("no test clip of a machine the model knows")
+        raise DataError("no test clip of a machine the model knows")
     rows = scored.select(META_COLUMNS).to_pylist()
     comparison = {}
-    for other in SCORES:
-        if other != method:
-            comparison[other] = write_evaluation(
-                Path(out_dir) / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),
-                decisions(scored, other, thresholds), score_config.max_fpr)["mean"]
-    metrics = write_evaluation(out_dir, rows, scored[f"score_{method}"].to_numpy(zero_copy_only=False),
-                               decisions(scored, method, thresholds), score_config.max_fpr, extra={"method": method})
-    metrics["methods"] = {method: metrics["mean"], **comparison}
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    with written_aside(out_dir, replace_whole=False) as staging:
+        for other in SCORES:
+            if other != method:
+                comparison[other] = write_evaluation(
+                    staging / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),
+                    decisions(scored, other, thresholds), score_config.max_fpr)["mean"]
+        metrics = write_evaluation(staging, rows, scored[f"score_{method}"].to_numpy(zero_copy_only=False),
+                                   decisions(scored, method, thresholds), score_config.max_fpr,
+                                   extra={"method": method})
+        metrics["methods"] = {method: metrics["mean"], **comparison}
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -106,5 +110,5 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None,
     elif data_dir is not None:
         rows = data_test_split(data_dir, Config.from_dict(read_meta(checkpoint_dir)["config"]))
     else:
-        raise ValueError("evaluate needs test clips: a data folder or a feature folder")
+        raise DataError("evaluate needs test clips: a data folder or a feature folder")
     return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method)

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_curve
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.detect.encode import encode_all
+from rcmae.errors import DataError
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.registry import SCORES
 
@@ -139,7 +140,7 @@ def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
         if pool.num_rows > limit:
             pool = pool.take(pa.array(np.argsort(pool["_key"].to_numpy())[:limit]))
     if pool is None:
-        raise ValueError("no test clips to plot")
+        raise DataError("no test clips to plot")
     return pool.drop_columns(["_key"])
 
 

@@ -14,6 +14,7 @@ from rcmae.augment.featurize import featurize_table
 from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, stream_rows
 from rcmae.data.layout import index_clips
+from rcmae.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def data_test_split(data_dir: str | Path, config: Config, machine_type: str | No
         log.warning(f"skipped: {reason}")
     clips = index.table.filter(pc.field("split") == "test")
     if clips.num_rows == 0:
-        raise ValueError(f"{data_dir}: no test clips to evaluate")
+        raise DataError(f"{data_dir}: no test clips to evaluate")
     if machine_type is not None:
         clips = clips.filter(pc.field("machine_type") == machine_type)
     return featurized_rows(clips, config)

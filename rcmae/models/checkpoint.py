@@ -17,13 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rcmae.config import Config
+from rcmae.errors import RcmaeError
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
 
 WEIGHTS, META, OPTIMIZER, DETECTOR = "model.safetensors", "meta.json", "optimizer.pt", "detector.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RcmaeError):
     """A checkpoint folder is missing or incomplete."""
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from rcmae.config import FeatureConfig, ModelConfig
+from rcmae.errors import RcmaeError
 from rcmae.features import patchify
 
 
@@ -152,7 +153,7 @@ class RCMAE(nn.Module):
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """Machine-ID logits."""
         if self.classifier is None:
-            raise RuntimeError("this model has no machine-ID head: fine-tune it (stage 2) first")
+            raise RcmaeError("this model has no machine-ID head: fine-tune it (stage 2) first")
         return self.classifier(pooled)
 
     def forward(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -91,7 +91,9 @@ def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str
     session = _session(config, "finetune", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
                        classes)
     finetune_loop(session, model, config, meta)
-    model_dir = setup.publish(session.restore(), run_dir)
-    train_rows = stream_rows(features_dir, META_COLUMNS + ["features"], ("train",))
-    save_detector(model_dir, fit_from_rows(model_dir, train_rows, classes, config.score))
-    return model_dir
+
+    def fit(model_dir: Path) -> None:
+        train_rows = stream_rows(features_dir, META_COLUMNS + ["features"], ("train",))
+        save_detector(model_dir, fit_from_rows(model_dir, train_rows, classes, config.score))
+
+    return setup.publish(session.restore(), run_dir, finish=fit)

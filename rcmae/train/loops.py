@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from rcmae.config import Config, FinetuneConfig, PretrainConfig
+from rcmae.errors import DataError
 from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
@@ -100,7 +101,7 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
                 sums[name] += float(value.detach())
             count += 1
         if count == 0:
-            raise ValueError(f"{stage}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
+            raise DataError(f"{stage}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
         scheduler.step()
         metrics = {name: total / count for name, total in sums.items()}
         metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,

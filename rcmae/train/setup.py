@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from rcmae.config import Config
+from rcmae.config import Config, ConfigError
 from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs, train_classes
-from rcmae.data.run_folder import lock_owner
+from rcmae.data.run_folder import lock_owner, written_aside
 from rcmae.detect.detector import MIN_OWN_CLIPS
+from rcmae.errors import DataError
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import META, WEIGHTS, load_checkpoint
 from rcmae.models.mae import RCMAE
@@ -27,7 +29,7 @@ def require_finished(features_dir: str | Path) -> None:
     """No stage trains on features whose augmentation is still being written."""
     owner = lock_owner(Path(features_dir).parent)
     if owner is not None:
-        raise ValueError(f"{features_dir}: its augmentation has not finished ({owner.get('what')} on host "
+        raise DataError(f"{features_dir}: its augmentation has not finished ({owner.get('what')} on host "
                          f"{owner.get('host')}, pid {owner.get('pid')}, since {owner.get('started')})")
 
 
@@ -41,7 +43,7 @@ def check_detector_data(features_dir: str | Path) -> list[str]:
         per_type[row["machine_type"]] = per_type.get(row["machine_type"], 0) + row["count_all"]
     short = sorted(t for t, n in per_type.items() if n < MIN_OWN_CLIPS)
     if short:
-        raise ValueError(f"{features_dir}: machine type(s) {short} have fewer than {MIN_OWN_CLIPS} usable train clips "
+        raise DataError(f"{features_dir}: machine type(s) {short} have fewer than {MIN_OWN_CLIPS} usable train clips "
                          f"in all: the detector cannot be fitted; add train clips or leave those types out")
     few = sorted(machine_key(r["machine_type"], r["machine_id"]) for r in counts if r["count_all"] < MIN_OWN_CLIPS)
     if few:
@@ -55,7 +57,7 @@ def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dic
     require_finished(features_dir)
     check_detector_data(features_dir)
     if fewest_variants(features_dir) == 0:
-        raise ValueError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
+        raise DataError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
     normalizer = Normalizer.fit_stream(stream_specs(features_dir))
     torch.manual_seed(config.pretrain.seed)
@@ -68,7 +70,7 @@ def finetune_start(config: Config, features_dir: str | Path,
     pretrained = load_checkpoint(pretrained_dir)
     for section in ("model", "features", "audio"):
         if getattr(pretrained.config, section) != getattr(config, section):
-            raise ValueError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
+            raise ConfigError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
                              f"config the model was pre-trained with (same --preset/--config)")
     require_finished(features_dir)
     check_detector_data(features_dir)
@@ -84,12 +86,14 @@ def finetune_start(config: Config, features_dir: str | Path,
     return model, meta, classes
 
 
-def publish(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
-    """Copy a run's last checkpoint to `out_dir/model` (without optimizer state) for the next stage."""
+def publish(checkpoint_dir: str | Path, out_dir: str | Path, finish: Callable[[Path], None] | None = None) -> Path:
+    """`out_dir/model` for the next stage: a run's last checkpoint (without optimizer state) and what `finish`
+    adds to that folder (stage 2: the fitted detector), written aside and renamed into place whole, so that an
+    interrupted or failed fit leaves no model that looks finished."""
     final = Path(out_dir) / FINAL
-    if final.exists():
-        shutil.rmtree(final)
-    final.mkdir(parents=True)
-    for name in (WEIGHTS, META):
-        shutil.copy2(Path(checkpoint_dir) / name, final / name)
+    with written_aside(final) as staging:
+        for name in (WEIGHTS, META):
+            shutil.copy2(Path(checkpoint_dir) / name, staging / name)
+        if finish is not None:
+            finish(staging)
     return final
