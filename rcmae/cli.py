@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from rcmae.config import PRESETS, ConfigError, describe, load_config
+from rcmae.config import PRESETS, ConfigError, describe, load_config, load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
 from rcmae.errors import EXIT, one_line, user_error
@@ -25,14 +25,12 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from(args: argparse.Namespace):
-    import yaml
-
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml(value, f"--set {key}")
         if isinstance(parsed, str):  # YAML 1.1 reads "3e-4" as a string
             try:
                 parsed = float(parsed)

@@ -8,18 +8,42 @@ Presets: `tiny` fits a 2-core CPU machine in minutes (2 s crops), `cpu` keeps 10
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rcmae.errors import RcmaeError
+from rcmae.errors import RcmaeError, bounded
 from rcmae.registry import AUGMENTERS, SCORES
 
 
 class ConfigError(RcmaeError):
     """A configuration value is out of range or inconsistent."""
+
+
+YAML_NODES_MAX = 100_000  # a config, --set value or search space holds far fewer values, counted with aliases expanded
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load`, refusing a document whose aliases expand past YAML_NODES_MAX values (an "alias bomb":
+    a few hundred bytes that repr, copy or validation would expand to gigabytes)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(error).split())[:200]})") from None
+    pending, count = [data], 0
+    while pending:
+        value = pending.pop()
+        count += 1
+        _check(count <= YAML_NODES_MAX, f"{source}: refused: its aliases expand to more than {YAML_NODES_MAX:,} "
+                                        f"values")
+        if isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            pending += value
+    return data
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -42,9 +66,10 @@ class AudioConfig:
     min_seconds: float = _doc("Clips shorter than this are rejected.", 0.25)
 
     def __post_init__(self) -> None:
-        _check(self.sample_rate > 0, f"audio.sample_rate must be > 0, got {self.sample_rate}")
-        _check(self.clip_seconds is None or self.clip_seconds > 0,
-               f"audio.clip_seconds must be > 0 or None, got {self.clip_seconds}")
+        _check(1000 <= self.sample_rate <= 384000, f"audio.sample_rate must be in [1000, 384000] Hz, got "
+                                                    f"{self.sample_rate}")
+        _check(self.clip_seconds is None or 0 < self.clip_seconds <= 600,
+               f"audio.clip_seconds must be in (0, 600] or None, got {self.clip_seconds}")
         _check(self.pad_mode in ("zeros", "repeat"),
                f"audio.pad_mode must be 'zeros' or 'repeat', got {self.pad_mode!r}")
         _check(self.min_seconds >= 0, f"audio.min_seconds must be >= 0, got {self.min_seconds}")
@@ -62,7 +87,10 @@ class FeatureConfig:
     patch_time: int = _doc("Patch width in frames.", 10)
 
     def __post_init__(self) -> None:
-        _check(self.n_fft > 0 and self.hop_length > 0, "features.n_fft and hop_length must be > 0")
+        _check(0 < self.n_fft <= 65536 and 0 < self.hop_length <= self.n_fft,
+               f"features: need 0 < hop_length <= n_fft <= 65536, got {self.hop_length}, {self.n_fft}")
+        _check(1 <= self.n_mels <= 1024 and 1 <= self.n_frames <= 100000,
+               f"features: n_mels in [1, 1024] and n_frames in [1, 100000], got {self.n_mels}, {self.n_frames}")
         _check(0 <= self.f_min < self.f_max, f"features: need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
         _check(self.n_mels % self.patch_freq == 0,
                f"features.n_mels ({self.n_mels}) must be a multiple of patch_freq ({self.patch_freq})")
@@ -179,9 +207,10 @@ class OptimizerConfig:
     seed: int = _doc("Seed for weights, masking and batch order.", 0)
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
+        name = type(self).__name__.removesuffix("Config").lower()  # the section: pretrain, finetune
         _check(self.epochs >= 1 and self.batch_size >= 2, f"{name}: epochs >= 1 and batch_size >= 2")
-        _check(self.lr > 0 and self.tau > 0, f"{name}: lr and tau must be > 0")
+        _check(0 < self.lr <= 1, f"{name}.lr must be in (0, 1], got {self.lr}")
+        _check(self.tau > 0, f"{name}.tau must be > 0, got {self.tau}")
         _check(self.warmup_epochs >= 0 and self.grad_clip >= 0, f"{name}: warmup_epochs and grad_clip must be >= 0")
 
 
@@ -235,7 +264,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _check(self.method in SCORES, f"score.method must be one of {sorted(SCORES)}, got {self.method!r}")
-        _check(self.components >= 1, "score.components must be >= 1")
+        _check(1 <= self.components <= 4096, f"score.components must be in [1, 4096], got {self.components}")
         _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
         _check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
 
@@ -341,18 +370,18 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
             return value
         if kind == "int" and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
             return int(value)
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind == "float" and isinstance(value, str):
+        if kind == "float" and isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
-                pass
+                number = float(value)
+            except (ValueError, OverflowError):
+                continue
+            _check(math.isfinite(number), f"{key}: {bounded(value)} is not a finite number")
+            return number
         if kind == "str" and isinstance(value, str):
             return value
         if kind.startswith(("list", "dict")) and isinstance(value, (list, dict)):
             return value
-    raise ConfigError(f"{key}: {value!r} is not a valid {annotation}")
+    raise ConfigError(f"{key}: {bounded(value)} is not a valid {annotation}")
 
 
 def _build_section(section_cls: type, name: str, values: dict[str, Any], given: set[str]) -> Any:
@@ -412,7 +441,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text(), str(path)) or {}
         _check(isinstance(data, dict), f"{path}: a config file is a mapping of sections")
         named = data.get("preset")
         _check(preset is None or named is None or named == preset,

@@ -105,7 +105,8 @@ def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]
     if count < 3:
         raise ValueError(f"a Gaussian per machine ID needs at least 3 train clips, got {count}")
     # seeded: for wide inputs sklearn picks a randomized SVD, which would differ run to run
-    pca = PCA(n_components=min(components, count - 2, width - 1), random_state=0).fit(features.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):  # identical clips: sklearn's explained ratio is 0 / 0
+        pca = PCA(n_components=min(components, count - 2, width - 1), random_state=0).fit(features.astype(np.float64))
     # identical train clips have no spread at all: a floor relative to the features' size keeps every
     # variance positive, so the distances stay finite (and huge off the clips, as they should be)
     floor = 1e-12 * max(float(pca.explained_variance_[0]), float(np.mean(features.astype(np.float64) ** 2))) + 1e-30

@@ -21,27 +21,33 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
-import yaml
-
-from rcmae.config import Config, ConfigError, load_config
+from rcmae.config import Config, ConfigError, load_config, load_yaml
+from rcmae.errors import RcmaeError, bounded, one_line
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = ("pretrain.lambda_con", "pretrain.lambda_vcr", "pretrain.lambda_mae")
 SAMPLERS = ("grid", "choice", "uniform", "loguniform")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def load_space(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search space not found")
-    space = yaml.safe_load(path.read_text()) or {}
+    space = load_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(space, dict):
+        raise ConfigError(f"{path}: a search space is a mapping (name, preset, params, ...)")
     for key, spec in (space.get("params") or {}).items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
-            raise ConfigError(f"{path}: param {key!r} must be one of {SAMPLERS} with its values, got {spec!r}")
+            raise ConfigError(f"{path}: param {key!r} must be one of {SAMPLERS} with its values, got {bounded(spec)}")
     space.setdefault("name", path.stem)
+    if not isinstance(space["name"], str) or not PLAIN_NAME.fullmatch(space["name"]):
+        raise ConfigError(f"{path}: name {bounded(space['name'])} must be a plain name (letters, digits, '.', '_', "
+                          f"'-'; no path): it names the sweep's folder under --out")
     base_config(space)  # validates preset / fixed overrides early
     return space
 
@@ -87,9 +93,15 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
 
     config = trial_config(Config.from_dict(base), params, normalize_weights)
     out = Path(ray.tune.get_context().get_trial_dir())
-    callbacks = [TuneReportCallback()]
-    pretrained = pretrain_ray(config, features_dir, out / "pretrain", callbacks=callbacks)
-    model = finetune_ray(config, features_dir, pretrained, out / "finetune", callbacks=callbacks)
+    if config.scale.num_workers == 0:  # in the trial's own process: the epochs report to Tune directly
+        from rcmae.train.local import finetune_local, pretrain_local
+
+        pretrained = pretrain_local(config, features_dir, out / "pretrain", on_epoch=ray.tune.report)
+        model = finetune_local(config, features_dir, pretrained, out / "finetune", on_epoch=ray.tune.report)
+    else:
+        callbacks = [TuneReportCallback()]
+        pretrained = pretrain_ray(config, features_dir, out / "pretrain", callbacks=callbacks)
+        model = finetune_ray(config, features_dir, pretrained, out / "finetune", callbacks=callbacks)
     metrics = evaluate_checkpoint(model, data_dir, out / "evaluation")
     ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=str(model)))
 
@@ -133,13 +145,31 @@ def export_results(results, folder: Path, params: list[str]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    frame = results.get_dataframe()
-    keep = ["trial_id"] + [f"config/{p}" for p in params] + [c for c in frame.columns
-                                                              if c.startswith(("auc", "pauc"))] + ["model"]
-    frame = frame[[c for c in keep if c in frame.columns]].sort_values("auc", ascending=False)
+    rows = []
+    for result in results:  # one row per trial, failed ones with their error
+        metrics = result.metrics or {}
+        row = {"trial_id": metrics.get("trial_id") or Path(result.path).name}
+        row.update({f"config/{p}": (result.config or {}).get(p) for p in params})
+        row.update({k: v for k, v in metrics.items() if k.startswith(("auc", "pauc")) or k == "model"})
+        row["error"] = one_line(result.error) if result.error is not None else None
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "auc" not in frame.columns:
+        frame["auc"] = float("nan")
+    frame = frame.sort_values("auc", ascending=False, na_position="last")
+    folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "trials.csv", index=False)
     frame.to_parquet(folder / "trials.parquet", index=False)
+    failed = frame["error"].notna()
+    if failed.any():
+        log.warning(f"tune: {int(failed.sum())} of {len(frame)} trial(s) failed; their errors are in "
+                    f"{folder / 'trials.csv'}")
+    frame = frame[frame["auc"].notna()]
+    if frame.empty:
+        raise RcmaeError(f"every trial failed ({len(rows)}); the first: {rows[0]['error']}; all errors in "
+                         f"{folder / 'trials.csv'}")
     labels = [", ".join(f"{p.split('.')[-1]}={row[f'config/{p}']:.3g}" for p in params
                         if f"config/{p}" in frame.columns) or row["trial_id"] for _, row in frame.iterrows()]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(frame) + 1.5))

@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 class LocalSession:
     rank, world_size = 0, 1
 
-    def __init__(self, run_dir: str | Path, batches, epochs: int, keep: int = 2, device: str | None = None):
+    def __init__(self, run_dir: str | Path, batches, epochs: int, keep: int = 2, device: str | None = None,
+                 on_epoch: Callable[[dict], None] | None = None):
         self.run_dir = Path(run_dir)
+        self.on_epoch = on_epoch  # also told every epoch's metrics (a Tune trial reports them)
         self.checkpoints = self.run_dir / "checkpoints"
         self._batches, self.epochs, self.keep = batches, epochs, keep
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -54,6 +57,8 @@ class LocalSession:
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
         log.info(epoch_line(metrics, self.epochs))
+        if self.on_epoch is not None:
+            self.on_epoch(metrics)
 
     def restore(self) -> Path | None:
         """The newest checkpoint that is whole; damaged ones are reported and passed over."""
@@ -67,7 +72,7 @@ class LocalSession:
 
 
 def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str | Path, normalizer: Normalizer,
-             classes: list[str]) -> LocalSession:
+             classes: list[str], on_epoch: Callable[[dict], None] | None) -> LocalSession:
     cfg = getattr(config, stage)
     maker = BatchMaker(stage, config, normalizer, classes, cfg.batch_size)
     columns = stage_columns(config, stage)
@@ -76,20 +81,23 @@ def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str 
         rng = epoch_rng(cfg.seed, epoch, 0)
         return maker(stream_rows(features_dir, columns, ("train",), rng=rng), rng)
 
-    return LocalSession(run_dir, batches, cfg.epochs, config.scale.keep_checkpoints)
+    return LocalSession(run_dir, batches, cfg.epochs, config.scale.keep_checkpoints, on_epoch=on_epoch)
 
 
-def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path) -> Path:
+def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path,
+                   on_epoch: Callable[[dict], None] | None = None) -> Path:
     model, meta = setup.pretrain_start(config, features_dir)
-    session = _session(config, "pretrain", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [])
+    session = _session(config, "pretrain", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [],
+                       on_epoch)
     pretrain_loop(session, model, config, meta)
     return setup.publish(session.restore(), run_dir)
 
 
-def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path) -> Path:
+def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path,
+                   on_epoch: Callable[[dict], None] | None = None) -> Path:
     model, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
     session = _session(config, "finetune", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
-                       classes)
+                       classes, on_epoch)
     finetune_loop(session, model, config, meta)
 
     def fit(model_dir: Path) -> None:

@@ -24,6 +24,7 @@ from rcmae.errors import DataError
 from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
+from rcmae.train.batches import PATHS
 
 
 class Session(Protocol):
@@ -87,11 +88,14 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
         seed_epoch(cfg.seed, epoch, session.rank)
         trained.train()
         samples = 0
-        for batch in session.batches(epoch):
+        for step_index, batch in enumerate(session.batches(epoch)):
+            paths = batch.pop(PATHS)
             batch = to_device(batch, session.device)
-            samples += len(next(iter(batch.values())))
+            samples += len(paths)
             with autocast(session.device):
                 terms = step(trained, batch)
+            if not torch.isfinite(terms["loss"].detach()):  # stop before the step: the last checkpoint stays good
+                raise DataError(non_finite_loss(stage, epoch, step_index, terms, paths))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if cfg.grad_clip > 0:
@@ -110,6 +114,14 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
         _report_epoch(session, model, config, dict(meta, stage=stage, epoch=epoch + 1, history=history),
                       optimizer, scheduler, metrics)
     return history
+
+
+def non_finite_loss(stage: str, epoch: int, step: int, terms: dict[str, torch.Tensor], paths: list[str]) -> str:
+    values = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in terms.items())
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return (f"{stage}: the loss is not finite at epoch {epoch + 1}, step {step + 1} ({values}); batch clips: {shown}. "
+            f"Training stopped; the last checkpoint is kept. Lower the learning rate ({stage}.lr) or check "
+            f"these clips")
 
 
 def epoch_line(metrics: dict, epochs: int) -> str:

@@ -1,0 +1,211 @@
+"""The fault matrix: hostile and degenerate inputs a user meets, each checked for its exit code, its one-line
+message and what it leaves on disk (README, "What happens when")."""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from rcmae.cli import main
+from rcmae.data.synth import synthesize
+from rcmae.errors import EXIT
+from rcmae.models.checkpoint import DETECTOR, read_meta
+
+QUICK = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", "--set", "augment.variants=1"]
+ALIAS_BOMB = "[" + ",".join(["&a0 [x,x,x,x,x,x,x,x,x]"] + [
+    f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]) + "]"
+
+
+def degenerate_layout(out: Path, train_clips: dict[str, list[int]], test_normals: int | None = None) -> Path:
+    """The toy factory with each ID's train clips replaced by N near-identical copies of one clip (N from
+    `train_clips[type]`, ID by ID) and, optionally, `test_normals` normal test clips per ID."""
+    synthesize(out, preset="small", seed=0, types=tuple(train_clips))
+    rng = np.random.default_rng(0)
+    for machine_type, counts in train_clips.items():
+        folder = out / "dev_data" / machine_type
+        ids = sorted({path.name.split("_")[2] for path in (folder / "train").glob("*.wav")})
+        for machine_id, count in zip(ids, counts):
+            clips = sorted((folder / "train").glob(f"normal_id_{machine_id}_*.wav"))
+            wave, rate = sf.read(clips[0])
+            for clip in clips:
+                clip.unlink()
+            for clip in clips[:count]:
+                sf.write(clip, wave + 1e-5 * rng.standard_normal(len(wave)), rate)
+            if test_normals is not None:
+                for clip in sorted((folder / "test").glob(f"normal_id_{machine_id}_*.wav"))[test_normals:]:
+                    clip.unlink()
+    return out
+
+
+def last_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------- degenerate data: every fit has a fallback
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ids_of_one_to_four_near_identical_train_clips_are_all_scored(ray_session, tmp_path):
+    data = degenerate_layout(tmp_path / "data", {"fan": [1, 2, 4], "valve": [3, 3, 3]}, test_normals=5)
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(data), "--out", str(out), "--no-baseline", *QUICK]) == EXIT.ok
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert {(r["machine_type"], r["machine_id"]) for r in metrics["per_id"]} == {
+        (t, i) for t in ("fan", "valve") for i in ("00", "02", "04")}
+    assert all(r["pauc_eq12"] is None and "at least 10 normal clips" in r["note"] for r in metrics["per_id"])
+    assert all(0 <= r["auc"] <= 1 and 0 <= r["pauc"] <= 1 for r in metrics["per_id"])
+    detector = read_meta(out / "finetune" / "model")["detector"]
+    methods = {used for per_key in detector["threshold_methods"].values() for used in per_key.values()}
+    assert methods <= {"gamma", "percentile", "constant"} and "percentile" in methods
+    assert all(np.isfinite(v) for per_key in detector["thresholds"].values() for v in per_key.values())
+    assert detector["few_shot"] == ["fan/00", "fan/02"]
+    for machine_id in ("00", "02", "04"):
+        scores = pd.read_csv(out / "evaluation" / f"anomaly_score_fan_id_{machine_id}.csv", header=None)
+        assert len(scores) == 5 + 12 and np.isfinite(scores[1]).all()
+
+
+@pytest.mark.slow
+def test_a_single_machine_id_is_trained_and_scored_in_process(tmp_path, capsys):
+    data = tmp_path / "data"
+    synthesize(data, preset="small", seed=1, types=("valve",))
+    for clip in (data / "dev_data" / "valve").rglob("*_id_0[24]_*.wav"):
+        clip.unlink()
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(data), "--out", str(out), "--no-baseline", *QUICK,
+                 "--set", "scale.num_workers=0"]) == EXIT.ok
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert [(r["machine_type"], r["machine_id"]) for r in metrics["per_id"]] == [("valve", "00")]
+    # one class: the ID head is certain of every clip, so its score is constant and its threshold the fallback
+    assert read_meta(out / "finetune" / "model")["detector"]["threshold_methods"]["id_logprob"] == {
+        "valve/00": "constant"}
+    assert "train scores are all equal" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a stage is finished only when all of it is there
+def test_an_interrupted_detector_fit_leaves_no_model_and_the_rerun_redoes_it(toy_features, quick_config, tmp_path,
+                                                                            monkeypatch):
+    from rcmae import stages
+    from rcmae.train import local
+
+    pretrained = stages.pretrain(quick_config, toy_features, tmp_path / "pretrain")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a Ctrl-C or a kill during the fit
+
+    monkeypatch.setattr(local, "fit_from_rows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
+    assert not (tmp_path / "finetune" / "model").exists()
+    assert not list((tmp_path / "finetune").glob(".*.partial"))
+    monkeypatch.undo()
+    model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
+    assert "detector" in read_meta(model) and (model / DETECTOR).is_file()
+
+
+def test_a_model_folder_without_its_detector_is_not_taken_as_finished(toy_features, quick_config, tmp_path):
+    from rcmae import stages
+
+    pretrained = stages.pretrain(quick_config, toy_features, tmp_path / "pretrain")
+    model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
+    (model / DETECTOR).unlink()  # a folder published before the fit, by an older rcmae
+    meta = read_meta(model)
+    del meta["detector"]
+    (model / "meta.json").write_text(json.dumps(meta))
+    assert stages.claim(tmp_path / "finetune", "finetune", quick_config, force=False) is None
+    model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
+    assert "detector" in read_meta(model)
+
+
+# ---------------------------------------------------------------- bad values: one line, exit 2
+@pytest.mark.parametrize("value", ["nan", "inf", "-.inf", "1e400", "10"])
+def test_a_non_finite_or_absurd_learning_rate_is_refused_by_name(value, capsys):
+    assert main(["config", "--set", f"pretrain.lr={value}"]) == EXIT.user_error
+    line = last_line(capsys)
+    assert line.startswith("rcmae config: error: pretrain") and "lr" in line
+
+
+def test_an_alias_bomb_is_refused_quickly_from_set_file_and_space(tmp_path, capsys):
+    started = time.time()
+    assert main(["config", "--set", f"pretrain.lr={ALIAS_BOMB}"]) == EXIT.user_error
+    assert "aliases expand" in last_line(capsys)
+    config = tmp_path / "bomb.yaml"
+    config.write_text(f"pretrain:\n  lr: {ALIAS_BOMB}\n")
+    assert main(["config", "--config", str(config)]) == EXIT.user_error
+    assert "bomb.yaml: refused" in last_line(capsys)
+    space = tmp_path / "space.yaml"
+    space.write_text(f"name: x\nparams:\n  pretrain.lr: {{choice: {ALIAS_BOMB}}}\n")
+    assert main(["tune", "--space", str(space), "--data", str(tmp_path), "--features", str(tmp_path)]) == 2
+    assert "space.yaml: refused" in last_line(capsys)
+    assert time.time() - started < 20
+
+
+def test_a_space_name_that_is_a_path_is_refused(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("name: ../outside\nparams:\n  model.mask_ratio: {grid: [0.5]}\n")
+    assert main(["tune", "--space", str(space), "--data", str(tmp_path), "--features", str(tmp_path),
+                 "--out", str(tmp_path / "out")]) == EXIT.user_error
+    assert "must be a plain name" in last_line(capsys)
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_step_and_clips(toy_features, quick_config, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rcmae import stages
+    from rcmae.errors import DataError
+
+    broken = tmp_path / "features"
+    broken.mkdir()
+    for part in sorted(toy_features.glob("*.parquet")):
+        table = pq.read_table(part)
+        flat = table["features"].combine_chunks()
+        values = flat.values.to_numpy(zero_copy_only=False).copy()
+        values[: len(values) // len(flat)] = np.nan  # the first clip of every file
+        table = table.set_column(table.column_names.index("features"), "features",
+                                 pa.ListArray.from_arrays(flat.offsets, pa.array(values)))
+        pq.write_table(table, broken / part.name)
+    with pytest.raises(DataError, match=r"not finite at epoch 1, step 1 .* batch clips: .*\.wav"):
+        stages.pretrain(quick_config, broken, tmp_path / "pretrain")
+    assert not (tmp_path / "pretrain" / "model").exists()
+
+
+def test_paper_augmentation_without_weights_is_one_line(tmp_path, capsys):
+    synthesize(tmp_path / "data", preset="small", seed=0, types=("valve",))
+    capsys.readouterr()
+    code = main(["augment", "--preset", "paper", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                 "--set", f"augment.model={tmp_path / 'no_weights'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT.user_error and len(err) == 1
+    assert err[0].startswith("rcmae augment: error: ") and "huggingface-cli download" in err[0]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_a_bug_prints_its_traceback_and_says_it_is_one(monkeypatch, capsys):
+    from rcmae import cli
+
+    def broken(args):
+        raise KeyError("threshold")
+
+    monkeypatch.setattr(cli, "cmd_config", broken)
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["config"].set_defaults(func=broken)
+    assert main(["config"]) == EXIT.internal_error
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError" in err and err.strip().splitlines()[-1].endswith(
+        "this is a bug in rcmae; please report it with the traceback above")
+
+
+def test_a_user_error_shows_its_traceback_only_at_debug(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    assert main(["config", "--config", str(missing)]) == EXIT.user_error
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--log-level", "debug", "config", "--config", str(missing)]) == EXIT.user_error
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.strip().splitlines()[-1] == f"rcmae config: error: {missing}: config file not found"
