@@ -47,3 +47,25 @@ def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_f
     assert (folder / "comparison.png").stat().st_size > 0
     assert "auc_valve" in trials.columns
     assert json.loads((folder / "best.json").read_text())["auc"] == trials["auc"].max()
+
+
+def test_in_process_trials_run_and_a_sweep_whose_trials_all_fail_says_so(ray_session, toy_root, toy_features,
+                                                                         tmp_path, capsys):
+    from rcmae.cli import main
+
+    space = tmp_path / "inprocess.yaml"
+    space.write_text("name: inprocess\npreset: tiny\nset:\n  pretrain.epochs: 1\n  finetune.epochs: 1\n"
+                     "  scale.num_workers: 0\nparams:\n  model.mask_ratio: {grid: [0.6]}\n")
+    assert main(["tune", "--space", str(space), "--features", str(toy_features), "--data",
+                 str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "ok")]) == 0
+    trials = pd.read_csv(tmp_path / "ok" / "inprocess" / "trials.csv")
+    assert len(trials) == 1 and trials["auc"].between(0, 1).all() and trials["error"].isna().all()
+    capsys.readouterr()
+    empty = tmp_path / "no_test_clips"
+    empty.mkdir()
+    assert main(["tune", "--space", str(space), "--features", str(toy_features), "--data", str(empty),
+                 "--out", str(tmp_path / "failed")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("rcmae tune: error: every trial failed (1)") and "trials.csv" in line
+    failed = pd.read_csv(tmp_path / "failed" / "inprocess" / "trials.csv")
+    assert len(failed) == 1 and "no DCASE-layout .wav clips found" in failed["error"][0]
