@@ -66,11 +66,11 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from rcmae.data.layout import index_clips
+    from rcmae.data.layout import index_clips, reject_summary
 
     index = index_clips(args.data, lenient=args.lenient)
-    for _, reason in index.skipped:
-        print(f"skipped: {reason}", file=sys.stderr)
+    for line in reject_summary(index.skipped):
+        print(f"skipped: {line}", file=sys.stderr)
     if args.out:
         pq.write_table(index.table, args.out)
     counts = index.table.group_by(["machine_type", "split", "label"]).aggregate([("path", "count")])

@@ -209,3 +209,72 @@ def test_a_user_error_shows_its_traceback_only_at_debug(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" in err
     assert err.strip().splitlines()[-1] == f"rcmae config: error: {missing}: config file not found"
+
+
+# ---------------------------------------------------------------- nothing skipped silently
+def non_utf8_copy(toy_root: Path, tmp_path: Path) -> Path:
+    """The toy valve clips under a folder whose name is Latin-1 bytes, one clip renamed to a Latin-1 name that
+    fits no grammar."""
+    import os
+    import shutil
+
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/f\xe4brik"))
+    shutil.copytree(toy_root / "dev_data" / "valve", root / "dev_data" / "valve")
+    first = sorted((root / "dev_data" / "valve" / "train").glob("*.wav"))[0]
+    first.rename(first.parent / os.fsdecode(b"normal_id_00_m\xfchle.wav"))
+    return root
+
+
+def test_non_utf8_names_are_indexed_and_rejected_by_their_escaped_name(toy_root, tmp_path, capsys):
+    root = non_utf8_copy(toy_root, tmp_path)
+    assert main(["index", "--data", str(root), "--lenient", "--out", str(tmp_path / "index.parquet")]) == EXIT.ok
+    captured = capsys.readouterr()
+    assert "1 skipped" in captured.out and "f\\xe4brik" in captured.err and "m\\xfchle.wav" in captured.err
+    import pyarrow.parquet as pq
+
+    from rcmae.config import tiny
+    from rcmae.data.audio import load_clip
+    from rcmae.data.paths import path_of
+
+    paths = pq.read_table(tmp_path / "index.parquet")["path"].to_pylist()
+    assert len(paths) == 161 and all("f\\xe4brik" in p for p in paths)
+    assert path_of(paths[0]).is_file() and load_clip(paths[0], tiny().audio).dtype == np.float32
+
+
+@pytest.mark.ray
+def test_non_utf8_names_pass_the_augmentation_with_every_clip_accounted_for(ray_session, toy_root, tmp_path):
+    import pyarrow.parquet as pq
+
+    from rcmae.config import tiny
+    from rcmae.distributed.augment_pipeline import run_augment
+
+    root = non_utf8_copy(toy_root, tmp_path)
+    out = tmp_path / "augment"
+    config = tiny().override({"augment.augmenter": "specaugment", "augment.variants": 1})
+    summary = run_augment(root, out, config)
+    assert summary["clips"] == 161 and summary["usable"] == 161 and summary["rejected"] == 1
+    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    assert rejects[0]["path"].endswith("m\\xfchle.wav") and "fits no known grammar" in rejects[0]["reason"]
+    again = run_augment(root, out, config)  # the re-run finds everything done
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def test_an_unreadable_folder_is_reported_not_skipped_silently(toy_root, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(toy_root / "dev_data" / "valve", tmp_path / "dev_data" / "valve")
+    locked = tmp_path / "dev_data" / "valve" / "test"
+    locked.chmod(0o000)
+    # root reads any folder: the check runs without the capabilities that let it (CI runs as root)
+    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        done = subprocess.run([*drop, sys.executable, "-m", "rcmae.cli", "index", "--data", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == EXIT.ok, done.stderr
+    assert f"1 x folder cannot be read: {locked}" in done.stderr
+    assert "90 clips, 1 skipped" in done.stdout

@@ -14,6 +14,7 @@ import torch
 import torchaudio.functional as AF
 
 from rcmae.config import AudioConfig
+from rcmae.data.paths import path_of
 from rcmae.errors import RcmaeError
 
 
@@ -35,8 +36,9 @@ def decode(source: str | Path | bytes, label: str | Path | None = None) -> tuple
     """(samples [channels, n] float32, sample rate) from a path or the file's bytes."""
     name = label if label is not None else (source if not isinstance(source, bytes) else "<bytes>")
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else source
-        data, rate = sf.read(handle, dtype="float32", always_2d=True)
+        # an open file rather than a name: soundfile encodes names as strict UTF-8, which non-UTF-8 names are not
+        with io.BytesIO(source) if isinstance(source, bytes) else open(path_of(source), "rb") as handle:
+            data, rate = sf.read(handle, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for corrupt input
         raise AudioError(name, f"unreadable or truncated audio ({type(error).__name__}: {error})") from None
     return data.T, int(rate)
@@ -93,7 +95,8 @@ def typical_seconds(paths: list[str], sample: int = 20) -> float | None:
     lengths = []
     for path in paths[::step][:sample]:
         try:
-            lengths.append(sf.info(path).duration)
+            with open(path_of(path), "rb") as handle:
+                lengths.append(sf.info(handle).duration)
         except Exception:  # unreadable clips are reported where they are read
             continue
     return float(np.median(lengths)) if lengths else None

@@ -9,12 +9,14 @@ Recognised file names (the directory above the split folder names the machine ty
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
+from rcmae.data.paths import path_text
 from rcmae.errors import RcmaeError
 
 UNKNOWN = "unknown"
@@ -77,17 +79,18 @@ def parse_clip_name(path: Path) -> dict[str, str]:
     elif match := _DCASE2021_UNLABELLED.match(stem):
         row = dict(machine_id=match["id"], label=UNKNOWN, domain=match["domain"] or UNKNOWN, attributes="")
     if row is None:
-        raise LayoutError(f"{path}: file name fits no known grammar; expected one of: "
+        raise LayoutError(f"{path_text(path)}: file name fits no known grammar; expected one of: "
                           + "; ".join(EXPECTED_PATTERNS))
     if dir_split is None:
-        raise LayoutError(f"{path}: cannot tell the split; the clip must sit in a train/ or test/ folder "
+        raise LayoutError(f"{path_text(path)}: cannot tell the split; the clip must sit in a train/ or test/ folder "
                           f"(or source_test/, target_test/), not {split_dir!r}")
     if dir_split == "train" and row["label"] == UNKNOWN:
-        raise LayoutError(f"{path}: unlabelled file name in a train folder")
+        raise LayoutError(f"{path_text(path)}: unlabelled file name in a train folder")
     if dir_split == "train" and row["label"] == "anomaly":
-        raise LayoutError(f"{path}: an anomalous clip in a train folder: training uses normal clips only, so it "
-                          f"is left out (move it to test/ if it belongs there)")
-    return dict(path=str(path), file_name=path.name, machine_type=machine_type, split=dir_split, **row)
+        raise LayoutError(f"{path_text(path)}: an anomalous clip in a train folder: training uses normal clips only, "
+                          f"so it is left out (move it to test/ if it belongs there)")
+    return dict(path=path_text(path), file_name=path_text(path.name), machine_type=path_text(machine_type),
+                split=dir_split, **row)
 
 
 def _split_from_dir(name: str) -> str | None:
@@ -103,26 +106,45 @@ def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
 
     `root` may be a data set root (holding dev_data/ and eval_data/), a dev_data folder, or a single
     machine type folder. With `lenient`, names that fit no grammar are skipped and listed in
-    `ClipIndex.skipped`; otherwise the first one raises LayoutError.
+    `ClipIndex.skipped`; otherwise the first one raises LayoutError. Folders that cannot be read are always
+    listed there (never passed over silently). Paths are kept as `path_text` (non-UTF-8 bytes as \\xNN).
     """
     root = Path(root)
     if not root.exists():
-        raise LayoutError(f"{root}: data root does not exist")
+        raise LayoutError(f"{path_text(root)}: data root does not exist")
     if not root.is_dir():
-        raise LayoutError(f"{root}: data root is not a directory")
+        raise LayoutError(f"{path_text(root)}: data root is not a directory")
     rows, skipped = [], []
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() != ".wav" or not path.is_file():
-            continue
-        try:
-            rows.append(parse_clip_name(path))
-        except LayoutError as error:
-            if not lenient:
-                raise
-            skipped.append((str(path), str(error)))
+
+    def unreadable(error: OSError) -> None:
+        skipped.append((path_text(error.filename), f"{path_text(error.filename)}: folder cannot be read "
+                                                   f"({error.strerror}): its clips are left out"))
+
+    for folder, subfolders, files in os.walk(root, onerror=unreadable, followlinks=True):
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.suffix.lower() != ".wav" or not path.is_file():
+                continue
+            try:
+                rows.append(parse_clip_name(path))
+            except LayoutError as error:
+                if not lenient:
+                    raise
+                skipped.append((path_text(path), str(error)))
     if not rows:
-        raise LayoutError(f"{root}: no DCASE-layout .wav clips found"
-                          + (f" ({len(skipped)} file(s) skipped for their names)" if skipped else ""))
+        raise LayoutError(f"{path_text(root)}: no DCASE-layout .wav clips found"
+                          + (f" ({len(skipped)} file(s) or folder(s) skipped: {skipped[0][1]})" if skipped else ""))
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     return ClipIndex(table=table, skipped=skipped)
 
+
+def reject_summary(rejects: list[tuple[str, str]], shown: int = 3) -> list[str]:
+    """One line per kind of reason, with its count and the first few paths (a reason is "path: why")."""
+    kinds: dict[str, list[str]] = {}
+    for path, reason in rejects:
+        why = reason.removeprefix(f"{path}: ")
+        kinds.setdefault(re.split(r" \(|; |: ", why, maxsplit=1)[0], []).append(path)
+    return [f"{len(paths)} x {kind}: {', '.join(paths[:shown])}" + (f" and {len(paths) - shown} more"
+                                                                    if len(paths) > shown else "")
+            for kind, paths in sorted(kinds.items(), key=lambda item: -len(item[1]))]

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rcmae.config import Config
-from rcmae.data.layout import ClipIndex, index_clips
+from rcmae.data.layout import ClipIndex, index_clips, reject_summary
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.distributed.runtime import pool_plan, require_feasible
 from rcmae.registry import AUGMENTERS
@@ -159,7 +159,7 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
                    augmented_variants=variants, augmenter=config.augment.augmenter, model=config.augment.model,
                    variants_per_clip=config.augment.variants, seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
-    for reject in rejects:
-        log.warning(f"augment: rejected {reject['reason']}")
+    for line in reject_summary([(reject["path"], reject["reason"]) for reject in rejects]):
+        log.warning(f"augment: rejected {line} (all in {out_dir / REJECTS})")
     log.info(f"augment: {summary}")
     return summary
