@@ -10,7 +10,7 @@ from pathlib import Path
 from rcmae.config import PRESETS, ConfigError, describe, load_config, load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
-from rcmae.errors import EXIT, one_line, user_error
+from rcmae.errors import EXIT, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, SCORES
@@ -144,6 +144,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from rcmae.evaluate.recordings import score_recordings
 
+    if args.out is not None and args.out.is_dir():
+        raise RcmaeError(f"--out {args.out} is a folder: name the CSV file to write")
     result = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
                               args.method)
     handle = open(args.out, "w", newline="") if args.out else sys.stdout

@@ -278,3 +278,87 @@ def test_an_unreadable_folder_is_reported_not_skipped_silently(toy_root, tmp_pat
     assert done.returncode == EXIT.ok, done.stderr
     assert f"1 x folder cannot be read: {locked}" in done.stderr
     assert "90 clips, 1 skipped" in done.stdout
+
+
+# ---------------------------------------------------------------- rcmae score: exit codes that mean what they say
+@pytest.fixture(scope="module")
+def model_copy(toy_features, tmp_path_factory):
+    """A fine-tuned model (in-process, 1 epoch per stage) and a way to get a fresh copy to damage."""
+    import shutil
+
+    from rcmae import stages
+    from rcmae.config import tiny
+
+    config = tiny().override({"pretrain.epochs": 1, "finetune.epochs": 1, "scale.num_workers": 0,
+                              "pretrain.batch_size": 32, "finetune.batch_size": 32})
+    folder = tmp_path_factory.mktemp("model")
+    pretrained = stages.pretrain(config, toy_features, folder / "pretrain")
+    model = stages.finetune(config, toy_features, pretrained, folder / "finetune")
+
+    def fresh(tmp_path: Path) -> Path:
+        return Path(shutil.copytree(model, tmp_path / "model"))
+    return fresh
+
+
+def valve_clips(toy_root: Path, count: int = 2) -> list[str]:
+    return [str(p) for p in sorted((toy_root / "dev_data" / "valve" / "test").glob("*.wav"))[:count]]
+
+
+def test_score_exit_codes_scored_anomaly_and_not_all_scored(model_copy, toy_root, tmp_path, capsys):
+    model = model_copy(tmp_path)
+    clips = valve_clips(toy_root, 24)
+    code = main(["score", "--checkpoint", str(model), *clips])
+    rows = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(rows) == 24 and code == (EXIT.anomaly_found if rows["decision"].any() else EXIT.ok)
+    assert main(["score", "--checkpoint", str(model), clips[0], str(tmp_path / "gone.wav")]) == EXIT.not_all_scored
+    assert "not scored: " in capsys.readouterr().err
+
+
+def test_a_folder_given_to_score_stands_for_its_clips(model_copy, toy_root, tmp_path, capsys):
+    import shutil
+
+    model = model_copy(tmp_path)
+    folder = tmp_path / "recordings"
+    (folder / "valve" / "test").mkdir(parents=True)  # DCASE 2020 names the machine type by the folder
+    for clip in valve_clips(toy_root, 3):
+        shutil.copy(clip, folder / "valve" / "test")
+    main(["score", "--checkpoint", str(model), str(folder)])
+    rows = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert sorted(Path(f).name for f in rows["file"]) == sorted(Path(c).name for c in valve_clips(toy_root, 3))
+
+
+def test_score_into_a_folder_is_one_line(model_copy, toy_root, tmp_path, capsys):
+    model = model_copy(tmp_path)
+    assert main(["score", "--checkpoint", str(model), "--out", str(tmp_path), *valve_clips(toy_root)]) == 2
+    assert last_line(capsys) == f"rcmae score: error: --out {tmp_path} is a folder: name the CSV file to write"
+
+
+def test_a_deleted_threshold_names_meta_json(model_copy, toy_root, tmp_path, capsys):
+    model = model_copy(tmp_path)
+    meta = json.loads((model / "meta.json").read_text())
+    del meta["detector"]["thresholds"]["mahalanobis"]["valve/00"]
+    (model / "meta.json").write_text(json.dumps(meta))
+    assert main(["score", "--checkpoint", str(model), *valve_clips(toy_root)]) == EXIT.user_error
+    line = last_line(capsys)
+    assert f"{model / 'meta.json'}: decision thresholds missing for mahalanobis valve/00" in line
+
+
+def test_a_detector_from_another_model_is_named(model_copy, toy_root, tmp_path, capsys):
+    from rcmae.detect.detector import Detector, load_detector, save_detector
+
+    model = model_copy(tmp_path)
+    detector = load_detector(model)
+    save_detector(model, Detector({k: v for k, v in detector.centroids.items() if k.startswith("fan")},
+                                  {k: v for k, v in detector.gaussians.items() if k.startswith("fan")},
+                                  detector.thresholds, threshold_methods=detector.threshold_methods))
+    assert main(["score", "--checkpoint", str(model), *valve_clips(toy_root)]) == EXIT.user_error
+    assert "not this model's detector" in last_line(capsys)
+
+
+def test_an_edited_meta_json_is_blamed_on_itself_too(model_copy, toy_root, tmp_path, capsys):
+    model = model_copy(tmp_path)
+    meta = json.loads((model / "meta.json").read_text())
+    meta["config"]["model"]["depth"] = 1
+    (model / "meta.json").write_text(json.dumps(meta))
+    assert main(["score", "--checkpoint", str(model), *valve_clips(toy_root)]) == EXIT.user_error
+    assert "config was edited" in last_line(capsys)

@@ -271,7 +271,19 @@ def load_detector(model_dir: str | Path) -> Detector:
     if "detector" not in meta:
         raise CheckpointError(f"{model_dir}: the model has no fitted detector: pass the model folder written by "
                               f"`rcmae finetune`")
-    return Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"])
+    detector = Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"])
+    classes = set(meta.get("classes", []))
+    if set(detector.centroids) != classes:
+        raise CheckpointError(f"{Path(model_dir) / 'detector.safetensors'}: not this model's detector: it holds "
+                              f"{len(detector.centroids)} machine IDs, {META} names {len(classes)} others (files "
+                              f"copied between model folders?): refit it with `rcmae finetune --force`")
+    missing = sorted(f"{method} {key}" for method in SCORES for key in classes
+                     if key not in detector.thresholds.get(method, {}))
+    if missing:
+        raise CheckpointError(f"{Path(model_dir) / META}: decision thresholds missing for {', '.join(missing[:4])}"
+                              + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+                              + " (was it edited?): refit with `rcmae finetune --force`")
+    return detector
 
 
 def save_detector(model_dir: str | Path, detector: Detector) -> None:

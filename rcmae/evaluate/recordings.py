@@ -24,10 +24,22 @@ class ScoredRecordings:
     failures: list[dict]  # file, reason: one per recording that could not be scored
 
 
+def recordings(paths: list[str]) -> list[str]:
+    """The paths given, a folder standing for the .wav files under it."""
+    found = []
+    for path in paths:
+        if Path(path).is_dir():
+            found += sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
+        else:
+            found.append(path)
+    return found
+
+
 def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type: str | None = None,
                      machine_id: str | None = None, method: str | None = None) -> ScoredRecordings:
     """Scores every readable recording of a machine the model knows; the others are listed with their reason
-    (not found, name outside the DCASE grammar, unreadable audio, unknown machine). The machine comes from the
+    (not found, name outside the DCASE grammar, unreadable audio, unknown machine); a folder stands for its .wav
+    files. The machine comes from the
     DCASE file name, or from `machine_type` / `machine_id` (a number, zero-padded as DCASE's) for other names."""
     meta = read_meta(checkpoint_dir)
     config = Config.from_dict(meta["config"])
@@ -35,7 +47,7 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
     if machine_id is not None and machine_id.isdigit():
         machine_id = f"{int(machine_id):02d}"
     clips, failures = [], []
-    for path in paths:
+    for path in recordings(paths):
         if not Path(path).is_file():
             failures.append(dict(file=str(path), reason="not found"))
         elif machine_type and machine_id:

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from rcmae.augment.featurize import featurize_table
 from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, stream_rows
-from rcmae.data.layout import index_clips
+from rcmae.data.layout import index_clips, reject_summary
 from rcmae.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -23,25 +23,27 @@ def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64,
                     failures: list[dict] | None = None) -> Iterator[pa.Table]:
     """Log-mels of the clips a batch at a time; unreadable clips are left out and reported: added to
     `failures` (file, reason) when given, else logged as warnings."""
+    unusable = []
     for start in range(0, clips.num_rows, batch_rows):
         table = featurize_table(clips.slice(start, batch_rows), config)
         bad = table.filter(pc.invert(pc.is_null(table["error"])))
-        for path, reason in zip(bad["path"].to_pylist(), bad["error"].to_pylist()):
-            if failures is None:
-                log.warning(f"skipped: {reason}")
-            else:
-                failures.append(dict(file=path, reason=reason))
+        unusable += zip(bad["path"].to_pylist(), bad["error"].to_pylist())
         usable = table.filter(pc.is_null(table["error"]))
         if usable.num_rows:
             yield usable
+    if failures is not None:
+        failures += [dict(file=path, reason=reason) for path, reason in unusable]
+    else:
+        for line in reject_summary(unusable):
+            log.warning(f"skipped: {line}")
 
 
 def data_test_split(data_dir: str | Path, config: Config, machine_type: str | None = None) -> Iterator[pa.Table]:
     """Features of every readable test clip (of one machine type when given) under `data_dir` (names outside
     the grammar are reported)."""
     index = index_clips(data_dir, lenient=True)
-    for _, reason in index.skipped:
-        log.warning(f"skipped: {reason}")
+    for line in reject_summary(index.skipped):
+        log.warning(f"skipped: {line}")
     clips = index.table.filter(pc.field("split") == "test")
     if clips.num_rows == 0:
         raise DataError(f"{data_dir}: no test clips to evaluate")

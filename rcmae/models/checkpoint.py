@@ -90,7 +90,8 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
     except Exception as error:  # a truncated or foreign file: one line naming it, not a traceback
-        raise CheckpointError(f"{folder / WEIGHTS}: damaged or not this model's weights "
+        raise CheckpointError(f"{folder / WEIGHTS} does not fit the model {META} describes: the weights are damaged "
+                              f"or from another model, or {META}'s config was edited "
                               f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
     return Checkpoint(model=model.to(device), config=config, meta=meta, folder=folder)
 
