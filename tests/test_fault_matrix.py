@@ -362,3 +362,93 @@ def test_an_edited_meta_json_is_blamed_on_itself_too(model_copy, toy_root, tmp_p
     (model / "meta.json").write_text(json.dumps(meta))
     assert main(["score", "--checkpoint", str(model), *valve_clips(toy_root)]) == EXIT.user_error
     assert "config was edited" in last_line(capsys)
+
+
+# ---------------------------------------------------------------- bounded inputs, full disks
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB file system (tmpfs) to fill: a real full disk, not a simulated error."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def serve_archive(name: str, data: bytes):
+    import hashlib
+
+    from rcmae.data.download import DataSet, Part
+    from test_download import Server
+
+    dataset = DataSet(types=("fan",), md5={name: hashlib.md5(data).hexdigest()},
+                      parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data")})
+    return dataset, Server({name: data})
+
+
+def zipped(members: dict[str, bytes], method: int) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_bomb_is_refused_before_unpacking(tmp_path):
+    import zipfile
+
+    from rcmae.data.download import DownloadError, download
+
+    bomb = zipped({"fan/train/normal_id_00_00000000.wav": bytes(300 * 2**20)}, zipfile.ZIP_DEFLATED)
+    assert len(bomb) < 2**20
+    dataset, server = serve_archive("dev_data_fan.zip", bomb)
+    try:
+        with pytest.raises(DownloadError, match="over 20 times its own size"):
+            download(dataset, tmp_path / "data", ("dev",), ("fan",), base_url=server.url, progress=False)
+    finally:
+        server.close()
+    assert not list((tmp_path / "data" / ".downloads").glob("*.unpacking"))
+    assert not (tmp_path / "data" / "dev_data").exists()
+
+
+def test_an_unpack_the_disk_has_no_room_for_is_one_line_naming_the_space(small_disk, capsys, monkeypatch):
+    import zipfile
+
+    from rcmae import cli
+    from rcmae.data import download as download_module
+
+    archive = zipped({"fan/train/normal_id_00_00000000.wav": np.random.default_rng(0).bytes(600 * 2**10)},
+                     zipfile.ZIP_STORED)
+    dataset, server = serve_archive("dev_data_fan.zip", archive)
+    monkeypatch.setitem(download_module.DATASETS, "dcase2020", dataset)
+    monkeypatch.setitem(cli.DOWNLOADABLE, "dcase2020", dataset)
+    try:
+        code = main(["data", "download", "dcase2020", "--out", str(small_disk), "--sets", "dev", "--types", "fan",
+                     "--base-url", server.url, "--no-progress"])
+    finally:
+        server.close()
+    assert code == EXIT.user_error
+    line = last_line(capsys)
+    assert line.startswith(f"rcmae data: error: {small_disk / '.downloads'}: 630.") and "KiB free" in line
+    assert not list((small_disk / ".downloads").glob("*.unpacking"))
+
+
+def test_evaluation_on_a_full_disk_is_one_line_and_leaves_no_partial_files(model_copy, toy_features, tmp_path,
+                                                                            small_disk, capsys):
+    model = model_copy(tmp_path)
+    (small_disk / "filler").write_bytes(bytes(1024 * 1024 - 8192))  # leaves two pages
+    out = small_disk / "evaluation"
+    code = main(["evaluate", "--checkpoint", str(model), "--features", str(toy_features), "--out", str(out)])
+    assert code == EXIT.user_error
+    line = last_line(capsys)
+    assert line.startswith("rcmae evaluate: error: ") and "No space left on device" in line
+    assert not out.exists() or not any(out.iterdir())
+    assert not list(small_disk.glob(".*.partial"))

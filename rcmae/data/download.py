@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rcmae.errors import RcmaeError
+from rcmae.errors import DiskFull, RcmaeError, bounded
 
 log = logging.getLogger(__name__)
 
@@ -133,32 +133,60 @@ def fetch(url: str, part: Path, progress: bool = True) -> None:
                             f"resume")
 
 
+MAX_RATIO = 20  # unpacked bytes per archive byte: audio barely compresses, a zip bomb compresses thousands-fold
+SPACE_MARGIN = 1.05  # free space asked for beyond the unpacked size
+
+
+def size_text(count: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def check_archive(archive: Path, zipped: zipfile.ZipFile) -> int:
+    """Refuse unsafe member paths, a zip bomb and an unpack the disk has no room for; returns the unpacked size
+    (zipfile reads no member past the size its header declares, so the sum bounds what is written)."""
+    for member in zipped.namelist():
+        if member.startswith("/") or ".." in Path(member).parts:
+            raise DownloadError(f"{archive.name}: unsafe member path {bounded(member)}; nothing unpacked")
+    unpacked = sum(info.file_size for info in zipped.infolist())
+    if unpacked > MAX_RATIO * max(archive.stat().st_size, 1):
+        raise DownloadError(f"{archive.name}: refused: it would unpack to {unpacked:,} bytes, over {MAX_RATIO} "
+                            f"times its own size (a zip bomb, or not a DCASE archive); nothing unpacked")
+    free = shutil.disk_usage(archive.parent).free
+    if unpacked * SPACE_MARGIN > free:
+        raise DiskFull(f"{archive.parent}: {size_text(unpacked * SPACE_MARGIN)} needed to unpack {archive.name}, "
+                       f"{size_text(free)} free: free some space and re-run (it resumes)")
+    return unpacked
+
+
 def unpack(archive: Path, into: Path) -> list[str]:
-    """Move the archive's `<type>/<split>/` folders into `into`, each whole or not at all."""
+    """Move the archive's `<type>/<split>/` folders into `into`, each whole or not at all; the scratch folder is
+    removed whatever happens."""
     scratch = archive.with_name(archive.name + ".unpacking")
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        with zipfile.ZipFile(archive) as zipped:
-            for member in zipped.namelist():
-                if member.startswith("/") or ".." in Path(member).parts:
-                    raise DownloadError(f"{archive.name}: unsafe member path {member!r}; nothing unpacked")
-            zipped.extractall(scratch)
-    except zipfile.BadZipFile as error:
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                check_archive(archive, zipped)
+                zipped.extractall(scratch)
+        except zipfile.BadZipFile as error:
+            raise DownloadError(f"{archive.name}: not a readable zip ({error}); remove it and re-run") from None
+        splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in ("train", "test"))
+        if not splits:
+            raise DownloadError(f"{archive.name}: no <type>/train or <type>/test folder inside")
+        moved = []
+        for split in splits:
+            target = into / split.parent.name / split.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)  # a folder from an earlier, unfinished unpack
+            split.rename(target)
+            moved.append(f"{split.parent.name}/{split.name}")
+        return moved
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        raise DownloadError(f"{archive.name}: not a readable zip ({error}); remove it and re-run") from None
-    splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in ("train", "test"))
-    if not splits:
-        shutil.rmtree(scratch)
-        raise DownloadError(f"{archive.name}: no <type>/train or <type>/test folder inside")
-    moved = []
-    for split in splits:
-        target = into / split.parent.name / split.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)  # a folder from an earlier, unfinished unpack
-        split.rename(target)
-        moved.append(f"{split.parent.name}/{split.name}")
-    shutil.rmtree(scratch)
-    return moved
 
 
 def download(dataset: DataSet, out: str | Path, sets: tuple[str, ...], types: tuple[str, ...],
