@@ -452,3 +452,61 @@ def test_evaluation_on_a_full_disk_is_one_line_and_leaves_no_partial_files(model
     assert line.startswith("rcmae evaluate: error: ") and "No space left on device" in line
     assert not out.exists() or not any(out.iterdir())
     assert not list(small_disk.glob(".*.partial"))
+
+
+# ---------------------------------------------------------------- rcmae's own local Ray: loopback, token auth
+LOCAL_RAY = """
+import sys, time
+from rcmae.distributed.runtime import ensure_ray
+ensure_ray(num_cpus=1)
+import ray
+ray.get(ray.remote(lambda: 1).remote())  # a worker process too
+print(ray._private.worker.global_worker.node.address_info["webui_url"], flush=True)
+sys.stdin.readline()
+"""
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = set(), [pid]
+    while pending:
+        current = pending.pop()
+        found.add(current)
+        pending += children.get(current, [])
+    return found
+
+
+@pytest.mark.ray
+def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth():
+    import re
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    driver = subprocess.Popen([sys.executable, "-c", LOCAL_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        dashboard = driver.stdout.readline().strip()
+        assert dashboard.startswith("127.0.0.1:")
+        ours = descendants(driver.pid)
+        listeners = []
+        for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
+            pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+            if pids & ours:
+                listeners.append(line.split()[3])
+        assert len(listeners) >= 8  # GCS, raylet (2), worker, dashboard, its agent (3), runtime-env agent, ...
+        beyond = [address for address in listeners if not address.rsplit(":", 1)[0].strip("[]").endswith("127.0.0.1")]
+        assert beyond == [], f"listening beyond loopback: {beyond}"
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"http://{dashboard}/api/jobs/", timeout=10)
+    finally:
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        driver.wait(timeout=60)

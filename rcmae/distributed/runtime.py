@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -28,6 +30,32 @@ class ResourceError(RcmaeError):
     """A resource request that no node of the cluster, or of its autoscaler's node types, can hold."""
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Keep a local Ray instance on 127.0.0.1. Ray 2.60's `ray.init` turns `_node_ip_address="127.0.0.1"` into
+    the machine's address, and its servers bind the node address (GCS, raylet and worker gRPC on every
+    interface); only its "no cluster" mode (what it uses on macOS and Windows, set by this variable, read by the
+    driver and inherited by every Ray process it starts) takes loopback as the node address, and then GCS,
+    raylet, workers, the dashboard, its agent, the runtime-env agent and the metrics exporters all listen on
+    127.0.0.1 (measured with `ss -ltnp`; `tests/test_fault_matrix.py` checks it). Token auth stays on. The
+    variable is set while the instance starts (its processes keep it), not for later subprocesses (`ray start`)."""
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: set again for a Ray imported before this call
+    before = os.environ.get(LOOPBACK_ENV)
+    os.environ[LOOPBACK_ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[LOOPBACK_ENV]
+        else:
+            os.environ[LOOPBACK_ENV] = before
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     import ray
 
@@ -38,8 +66,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(address=address)
     else:
         # with the dashboard: it serves Ray's state API, which Ray Train polls (and complains about without)
-        context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                           configure_logging=True, logging_level="warning")
+        with loopback_only():
+            context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                               configure_logging=True, logging_level="warning")
         log.info(f"ray: a local instance; dashboard at http://{context.dashboard_url}")
     import ray.data
 
