@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "rcmae"
 # a module may import its own package and any lower layer, never a higher one or a sibling of its layer
 LAYERS = [
-    {"registry", "logs"},
+    {"registry", "logs", "errors"},
     {"config"},
     {"losses", "features"},
     {"data", "models"},
