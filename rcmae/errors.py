@@ -9,6 +9,7 @@ with a line saying so, and the exit code is `EXIT.internal_error`.
 from __future__ import annotations
 
 import errno
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -72,12 +73,33 @@ def user_error(error: BaseException) -> RcmaeError | OSError | None:
 def one_line(error: BaseException) -> str:
     """A user error as one line: an OSError as "path: reason" (with the space hint for a full disk)."""
     if isinstance(error, OSError) and not isinstance(error, RcmaeError) and error.errno is not None:
-        where = f"{error.filename}: " if error.filename else ""
-        text = f"{where}{error.strerror or error}"
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        path = error.filename2 if full and error.filename2 else error.filename  # a copy names its source first
+        where = f"{path}: " if path else ""
+        text = f"{where}{error.strerror or ' '.join(str(error).split())}"
+        if full:
             text += " (free some space there, or point --out at a disk with room)"
         return text
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether a full disk (or quota) is behind `error`, also through Ray's wrappers and Arrow's messages."""
+    return any(isinstance(cause, OSError) and (cause.errno in (errno.ENOSPC, errno.EDQUOT)
+                                               or "[errno 28]" in str(cause).lower()) for cause in causes(error))
+
+
+@contextmanager
+def disk_full_named(folder: object, doing: str) -> Iterator[None]:
+    """A full disk while the block writes under `folder` becomes one `DiskFull` naming the folder (the error a
+    library raises from deep inside, e.g. Ray Data's Parquet writers, names neither)."""
+    try:
+        yield
+    except Exception as error:
+        if is_disk_full(error):
+            raise DiskFull(f"{folder}: no space left on device while {doing}: free some space there, or point "
+                           f"--out at a disk with room") from error
+        raise
 
 
 def bounded(value: object, limit: int = 80) -> str:

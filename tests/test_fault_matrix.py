@@ -510,3 +510,28 @@ def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth(
         driver.stdin.write("\n")
         driver.stdin.flush()
         driver.wait(timeout=60)
+
+
+def test_training_on_a_full_disk_is_one_line_and_leaves_no_scratch(toy_features, tmp_path, small_disk, capsys):
+    out = small_disk / "pretrain"
+    code = main(["pretrain", "--features", str(toy_features), "--out", str(out), "--set", "pretrain.epochs=1",
+                 "--set", "scale.num_workers=0"])
+    assert code == EXIT.user_error
+    line = last_line(capsys)
+    assert line.startswith(f"rcmae pretrain: error: {out / 'checkpoints'}") and "No space left on device" in line
+    assert not list(out.rglob("*.partial")) and not (out / "model").exists()
+
+
+@pytest.mark.ray
+def test_augmentation_on_a_full_disk_is_one_line(ray_session, toy_root, small_disk, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_root / "dev_data" / "valve", data / "dev_data" / "valve")
+    code = main(["augment", "--data", str(data), "--out", str(small_disk / "augment"), "--augmenter", "specaugment",
+                 "--variants", "1"])
+    assert code == EXIT.user_error
+    line = last_line(capsys)
+    assert line == (f"rcmae augment: error: {small_disk / 'augment' / 'features'}: no space left on device while "
+                    f"writing features (a re-run keeps the shards already written): free some space there, or point "
+                    f"--out at a disk with room")

@@ -49,7 +49,13 @@ class LocalSession:
             target = self.checkpoints / f"epoch_{metrics['epoch']:04d}"
             staging = self.checkpoints / f".{target.name}.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, staging)
+            try:
+                staging.mkdir(parents=True)
+                for part in Path(checkpoint_dir).iterdir():  # a flat folder; a full disk raises at once, by name
+                    shutil.copy2(part, staging / part.name)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
             for old in sorted(self.checkpoints.glob("epoch_*"))[:-self.keep]:
