@@ -16,6 +16,7 @@ from rcmae.augment.base import clip_seed
 from rcmae.augment.factory_mix import FactoryMix
 from rcmae.augment.prompts import EXTENDED, FAMILIES, TABLE_1, load_prompts
 from rcmae.augment.specaugment import SpecAugment
+from rcmae.config import ConfigError
 from rcmae.config import AugmentConfig
 from rcmae.data.audio import rms
 
@@ -45,7 +46,7 @@ def test_prompt_file(tmp_path):
     expected = [("saw", "add a saw"), ("custom", "add a forklift horn")]
     assert [(p.family, p.text) for p in load_prompts(str(path))] == expected
     assert load_prompts("paper") == TABLE_1 and load_prompts("extended") == EXTENDED
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(ConfigError, match="nope.txt: prompt file not found"):
         load_prompts(str(tmp_path / "nope.txt"))
 
 

@@ -19,6 +19,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import safetensors.numpy
@@ -49,7 +50,7 @@ class Detector:
     gaussians: dict[str, dict[str, np.ndarray]]  # machine key -> GAUSSIAN_PARTS of its pooled features
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> machine key -> threshold
     few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
-    threshold_methods: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> key -> how fitted
+    threshold_methods: dict[str, dict[str, ThresholdMethod]] = field(default_factory=dict)  # method -> key -> how
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array view, for a safetensors file."""
@@ -175,13 +176,14 @@ def anomaly_scores(method: str, encoded: Encoded, keys: list[str], classes: list
     return SCORES[method].load()(encoded, keys, classes, detector)
 
 
-THRESHOLD_METHODS = ("gamma", "percentile", "constant")
+ThresholdMethod = Literal["gamma", "percentile", "constant"]
+THRESHOLD_METHODS: tuple[ThresholdMethod, ...] = get_args(ThresholdMethod)
 
 
 @dataclass(frozen=True)
 class Threshold:
     value: float
-    method: str  # one of THRESHOLD_METHODS: how `value` was found
+    method: ThresholdMethod  # how `value` was found
 
 
 def gamma_threshold(scores: np.ndarray, percentile: float) -> Threshold:
@@ -199,7 +201,7 @@ def gamma_threshold(scores: np.ndarray, percentile: float) -> Threshold:
     empirical = float(np.quantile(scores, percentile))
     if scores.size < MIN_GAMMA_SCORES:
         return Threshold(empirical, "percentile")
-    shift = low - 1e-9 * scale  # gamma needs positive support
+    shift = min(0.0, low) - 1e-9  # gamma needs positive support
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
