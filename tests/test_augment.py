@@ -16,8 +16,7 @@ from rcmae.augment.base import clip_seed
 from rcmae.augment.factory_mix import FactoryMix
 from rcmae.augment.prompts import EXTENDED, FAMILIES, TABLE_1, load_prompts
 from rcmae.augment.specaugment import SpecAugment
-from rcmae.config import ConfigError
-from rcmae.config import AugmentConfig
+from rcmae.config import AugmentConfig, ConfigError
 from rcmae.data.audio import rms
 
 
