@@ -92,12 +92,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     from rcmae.distributed.augment_pipeline import run_augment
-    from rcmae.distributed.runtime import ensure_ray
 
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model),
                                    ("augment.variants", args.variants)) if v is not None}
     config = _config_from(args).override(overrides)
-    ensure_ray()
     run_augment(args.data, args.out, config, limit=args.limit, force=args.force)
     return 0
 

@@ -20,6 +20,7 @@ subfolders vae/, text_encoder/, tokenizer/, unet/, scheduler/, vocoder/.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -73,11 +74,19 @@ def require_model(source: str | None) -> None:
         return
     from huggingface_hub import hf_hub_download
 
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings: the error below says what they would
     try:
-        hf_hub_download(source, "model_index.json")
+        try:
+            hf_hub_download(source, "model_index.json", local_files_only=True)  # cached: no network needed
+        except Exception:
+            hf_hub_download(source, "model_index.json")
     except Exception as error:
         raise WeightsUnavailable(f"AudioLDM weights {source!r} cannot be loaded from this machine "
-                      f"({type(error).__name__}): {fix}") from None
+                                 f"({type(error).__name__}): {fix}") from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def load_components(source: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Components:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from rcmae.config import Config
 from rcmae.data.layout import ClipIndex, index_clips, reject_summary
 from rcmae.data.run_folder import check_settings, owned
-from rcmae.distributed.runtime import pool_plan, require_feasible
+from rcmae.distributed.runtime import ensure_ray, pool_plan, require_feasible
 from rcmae.errors import disk_full_named
 from rcmae.registry import AUGMENTERS
 
@@ -92,7 +92,8 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
     if config.augment.augmenter == "audioldm":
         from rcmae.augment.audioldm import require_model
 
-        require_model(config.augment.model)  # before any actor starts: no silent fallback, no wasted pool
+        require_model(config.augment.model)  # before Ray and any actor start: no silent fallback, no wasted pool
+    ensure_ray()
     with owned(out_dir, "rcmae augment"):
         summary_path = Path(out_dir) / SUMMARY
         settings = augment_settings(config)
