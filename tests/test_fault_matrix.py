@@ -535,3 +535,21 @@ def test_augmentation_on_a_full_disk_is_one_line(ray_session, toy_root, small_di
     assert line == (f"rcmae augment: error: {small_disk / 'augment' / 'features'}: no space left on device while "
                     f"writing features (a re-run keeps the shards already written): free some space there, or point "
                     f"--out at a disk with room")
+
+
+def test_an_unreadable_meta_json_is_one_line_naming_it(model_copy, toy_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    model = model_copy(tmp_path)
+    (model / "meta.json").chmod(0o000)
+    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        done = subprocess.run([*drop, sys.executable, "-m", "rcmae.cli", "score", "--checkpoint", str(model),
+                               *valve_clips(toy_root)], capture_output=True, text=True, timeout=300)
+    finally:
+        (model / "meta.json").chmod(0o644)
+    assert done.returncode == EXIT.user_error, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"rcmae score: error: {model / 'meta.json'}: Permission denied"
+    assert "Traceback" not in done.stderr
