@@ -1,5 +1,6 @@
-"""Train and evaluate the DCASE 2020 AE baseline (one model per machine type, as the official baseline)
-through the same features, thresholds and evaluation files as RC-MAE."""
+"""The references RC-MAE is compared with, through the same features, thresholds and evaluation files: the
+DCASE 2020 AE baseline (one model per machine type, as the official baseline) and the floor (a per-ID Gaussian
+on each clip's log-mel mean and standard deviation, `rcmae.detect.floor`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rcmae.config import Config
 from rcmae.data.feature_table import (
     META_COLUMNS,
     feature_shape,
+    machine_keys,
     read_feature_table,
     specs_from_column,
     stream_rows,
@@ -23,10 +25,12 @@ from rcmae.data.feature_table import (
 )
 from rcmae.data.run_folder import written_aside
 from rcmae.detect.detector import gamma_threshold
+from rcmae.detect.floor import fit_floor, floor_scores
 from rcmae.errors import DataError
 from rcmae.evaluate.results import write_evaluation
 from rcmae.features import Normalizer
 from rcmae.models.dcase_ae import DenseAE
+from rcmae.registry import REFERENCES
 
 
 def train_type_model(specs: np.ndarray, config: Config, seed: int) -> DenseAE:
@@ -47,11 +51,28 @@ def train_type_model(specs: np.ndarray, config: Config, seed: int) -> DenseAE:
     return model
 
 
-def run_baseline(config: Config, features_dir: str | Path, test_rows: Callable[[str], Iterable[pa.Table]],
-                 out_dir: str | Path) -> dict:
-    """Trains one AE per machine type on the train split of `features_dir` (one type's log-mels in memory at
-    a time, no augmented variants), scores `test_rows(machine_type)` (feature-table batches of that type's
-    test clips), writes CSVs and metrics.json."""
+Scorer = Callable[[np.ndarray, list[str]], np.ndarray]  # normalised log-mels (N, F, T), machine keys -> scores
+
+
+def fit_ae(train: np.ndarray, keys: list[str], config: Config, seed: int) -> Scorer:
+    model = train_type_model(train, config, seed)
+    return lambda specs, keys: model.clip_scores(torch.from_numpy(specs)).numpy()
+
+
+def fit_floor_scorer(train: np.ndarray, keys: list[str], config: Config, seed: int) -> Scorer:
+    gaussians = fit_floor(train, keys)
+    return lambda specs, keys: floor_scores(gaussians, specs, keys)
+
+
+def run_reference(name: str, config: Config, features_dir: str | Path,
+                  test_rows: Callable[[str], Iterable[pa.Table]], out_dir: str | Path,
+                  families: dict[str, str] | None = None) -> dict:
+    """Fits `rcmae.registry.REFERENCES[name]` per machine type on the train split of `features_dir` (one type's
+    log-mels in memory at a time, no augmented variants), scores `test_rows(machine_type)` (feature-table batches
+    of that type's test clips), writes CSVs and metrics.json (with per-family results when `families` names
+    them)."""
+    reference = REFERENCES[name]
+    fit = reference.load()
     started = time.time()
     normalizer = Normalizer.fit_stream(stream_specs(features_dir))
     shape = feature_shape(features_dir)
@@ -60,20 +81,25 @@ def run_baseline(config: Config, features_dir: str | Path, test_rows: Callable[[
     rows, scores, decisions = [], [], []
     for i, machine_type in enumerate(train_types):
         only_type = pc.field("machine_type") == machine_type
-        train = normalizer(np.concatenate([
-            specs_from_column(t["features"], *shape)
-            for t in stream_rows(features_dir, ["features"], ("train",), extra_filter=only_type)]))
-        model = train_type_model(train, config, config.baseline.seed + i)
-        threshold = gamma_threshold(model.clip_scores(torch.from_numpy(train)).numpy(),
-                                    config.score.decision_percentile).value
+        tables = list(stream_rows(features_dir, ["features", "machine_type", "machine_id"], ("train",),
+                                  extra_filter=only_type))
+        train = normalizer(np.concatenate([specs_from_column(t["features"], *shape) for t in tables]))
+        keys = [key for t in tables for key in machine_keys(t)]
+        scorer = fit(train, keys, config, config.baseline.seed + i)
+        train_scores, keys_array = scorer(train, keys), np.array(keys)
+        groups = sorted(set(keys)) if reference.threshold_per_id else [None]
+        thresholds = {key: gamma_threshold(train_scores if key is None else train_scores[keys_array == key],
+                                           config.score.decision_percentile).value for key in groups}
         del train
         for table in test_rows(machine_type):
-            type_scores = model.clip_scores(torch.from_numpy(normalizer(specs_from_column(table["features"], *shape))))
+            test_keys = machine_keys(table)
+            type_scores = scorer(normalizer(specs_from_column(table["features"], *shape)), test_keys)
             rows += table.select(META_COLUMNS).to_pylist()
             scores += type_scores.tolist()
-            decisions += (type_scores.numpy() > threshold).astype(int).tolist()
+            decisions += [int(s > thresholds[k if reference.threshold_per_id else None])
+                          for s, k in zip(type_scores, test_keys)]
     if not rows:
-        raise DataError(f"baseline: no test clips of the trained machine types {train_types}")
+        raise DataError(f"{name}: no test clips of the trained machine types {train_types}")
     with written_aside(out_dir, replace_whole=False) as staging:
         return write_evaluation(staging, rows, np.array(scores), np.array(decisions), config.score.max_fpr,
-                                extra={"method": "dcase2020_ae", "train_seconds": time.time() - started})
+                                extra={"method": name, "train_seconds": time.time() - started}, families=families)

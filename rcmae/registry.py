@@ -1,7 +1,7 @@
-"""The pluggable kinds and their members, by name: augmenters and score methods. Config validation, the CLI's
-choices, the actor-pool plan and the augmenter factory all read these tables, so a new augmenter is its
-module, one entry here and its test. Entries name their implementation as "module:attribute" and load it
-only when used, so this table (the bottom layer) imports nothing of rcmae."""
+"""The pluggable kinds and their members, by name: augmenters, score methods and the reference detectors.
+Config validation, the CLI's choices, the actor-pool plan and the augmenter factory all read these tables, so
+a new augmenter is its module, one entry here and its test. Entries name their implementation as
+"module:attribute" and load it only when used, so this table (the bottom layer) imports nothing of rcmae."""
 
 from __future__ import annotations
 
@@ -49,4 +49,24 @@ SCORES = {entry.name: entry for entry in (
     Score("mahalanobis", "rcmae.detect.scores:mahalanobis_score", "rcmae extension"),
     Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension"),
     Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score"),
+)}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A detector RC-MAE is compared with, fitted on one machine type's train clips at a time."""
+
+    name: str              # its name in metrics.json and report.md
+    target: str            # "module:function"; (train log-mels, machine keys, Config, seed) -> scorer(specs, keys)
+    threshold_per_id: bool  # decision thresholds per machine ID (else one per type, as the official AE baseline)
+    doc: str
+
+    def load(self):
+        return load(self.target)
+
+
+REFERENCES = {entry.name: entry for entry in (
+    Reference("dcase2020_ae", "rcmae.baseline:fit_ae", False, "the DCASE 2020 dense autoencoder baseline"),
+    Reference("floor", "rcmae.baseline:fit_floor_scorer", True,
+              "a per-ID Gaussian on each clip's log-mel mean and standard deviation over time"),
 )}

@@ -1,5 +1,5 @@
 """The main job: data -> index -> augment (Ray Data) -> stage 1 -> stage 2 (Ray Train) -> evaluate ->
-AE baseline -> report.md. With no data it synthesises the toy factory first. Every stage writes into
+the floor and the AE baseline -> report.md. With no data it synthesises the toy factory first. Every stage writes into
 one run folder and a re-run skips the stages already finished there."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rcmae.data.layout import index_clips
 
 log = logging.getLogger(__name__)
 
+REFERENCE_FOLDERS = {"floor": "floor", "dcase2020_ae": "baseline"}  # run-folder names of the references
 LONG_CLIP_SECONDS = 5.0  # clips this long lose most of themselves to tiny's 2 s crop
 
 
@@ -33,9 +34,10 @@ def preset_for_data(data: str | Path) -> str:
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
             seed: int = 0, baseline: bool = True, force: bool = False) -> dict:
-    from rcmae.baseline import run_baseline
+    from rcmae.baseline import run_reference
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
+    from rcmae.evaluate.families import fault_families
     from rcmae.evaluate.results import write_scored
     from rcmae.evaluate.run_report import tsne_sample, write_report
     from rcmae.evaluate.test_split import feature_test_split
@@ -80,22 +82,25 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     timed("finetune", started)
 
     started = time.time()
+    families = fault_families(data)
     scored = score_test_split(config, finetune_dir, features)
-    metrics = write_scored(scored, finetune_dir, out / "evaluation")
+    metrics = write_scored(scored, finetune_dir, out / "evaluation", families=families)
     timed("evaluate", started)
 
-    baseline_metrics = None
-    if baseline:
+    references = {}
+    for name in ("floor", "dcase2020_ae") if baseline else ("floor",):
         started = time.time()
-        baseline_metrics = run_baseline(config, features, lambda machine_type: feature_test_split(
-            features, machine_type=machine_type), out / "baseline")
-        timed("baseline", started)
+        references[name] = run_reference(name, config, features, lambda machine_type: feature_test_split(
+            features, machine_type=machine_type), out / REFERENCE_FOLDERS[name], families)
+        timed(REFERENCE_FOLDERS[name], started)
+    baseline_metrics = references.get("dcase2020_ae")
 
     tsne_rows = tsne_sample(feature_test_split(features), seed=seed)
-    report = write_report(out, scored, tsne_rows, metrics, baseline_metrics, pretrain_dir, finetune_dir, summary,
+    report = write_report(out, scored, tsne_rows, metrics, references, pretrain_dir, finetune_dir, summary,
                           timings)
     result = {"report": str(report), "mean": metrics["mean"],
-              "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None, "timings": timings}
+              "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None,
+              "floor_mean": references["floor"]["mean"], "timings": timings}
     (out / "run.json").write_text(json.dumps(result, indent=1))
     log.info(f"run: report at {report}")
     return result

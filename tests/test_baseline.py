@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from dcase_files import read_scores
-from rcmae.baseline import run_baseline, train_type_model
+from rcmae.baseline import run_reference, train_type_model
 from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.test_split import data_test_split
 from rcmae.models.dcase_ae import DenseAE
@@ -36,13 +36,20 @@ def test_training_lowers_reconstruction_error(quick_config):
         assert after.loss(vectors) < before.loss(vectors)
 
 
-def test_baseline_writes_dcase_files_that_reproduce_its_metrics(toy_root, toy_features, quick_config, tmp_path):
+@pytest.mark.parametrize("reference", ["dcase2020_ae", "floor"])
+def test_a_reference_writes_dcase_files_that_reproduce_its_metrics(reference, toy_root, toy_features, quick_config,
+                                                                   tmp_path):
+    from rcmae.evaluate.families import fault_families
+
     config = quick_config.override({"baseline.epochs": 2})
-    metrics = run_baseline(config, toy_features, lambda machine_type: data_test_split(
-        toy_root / "dev_data" / "valve", config, machine_type=machine_type), tmp_path)
-    assert metrics["method"] == "dcase2020_ae" and {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
+    data = toy_root / "dev_data" / "valve"
+    metrics = run_reference(reference, config, toy_features, lambda machine_type: data_test_split(
+        data, config, machine_type=machine_type), tmp_path, fault_families(data))
+    assert metrics["method"] == reference and {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
     for row in metrics["per_id"]:
         scores = read_scores(score_file(tmp_path, "valve", row["machine_id"]))
         labels = [name.startswith("anomaly") for name in scores]
         assert len(scores) == row["n_normal"] + row["n_anomaly"]
         assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
+    assert {r["family"] for r in metrics["families"]["per_family"]} <= {"missing_clicks", "extra_clicks",
+                                                                       "contamination"}

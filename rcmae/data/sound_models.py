@@ -279,6 +279,15 @@ MACHINES: dict[str, dict] = {
 }
 
 
+# how each fault shows: "timing" faults change when or how regularly the machine sounds (a modulation, a stalled
+# or surging flow, strokes missing or added), "added-sound" faults add a sound of their own
+FAULT_KINDS = {
+    "imbalance": "timing", "clogging": "timing", "missing_clicks": "timing", "extra_clicks": "timing",
+    "bearing_damage": "added-sound", "rubbing": "added-sound", "cavitation": "added-sound",
+    "gear_tooth_fault": "added-sound", "rattle": "added-sound", "contamination": "added-sound",
+}
+
+
 def factory_background(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Plant noise: pinkish broadband, mains hum with harmonics, distant random clunks; unit RMS."""
     pink = band_noise(n, sr, rng, 20, sr / 2 - 1, tilt=-3)

@@ -23,6 +23,7 @@ from rcmae.data.run_folder import written_aside
 from rcmae.detect.apply import score_rows
 from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import write_id_results
+from rcmae.evaluate.families import family_metrics, fault_families
 from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize, summarize_domains
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
 from rcmae.models.checkpoint import read_meta
@@ -32,10 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, decisions: np.ndarray,
-                     max_fpr: float = 0.1, extra: dict | None = None) -> dict:
-    """`rows` hold machine_type, machine_id, file_name, label and domain per scored clip. Writes the CSVs for
-    every ID (or section), and metrics for every one with both normal and anomalous clips; for data with a
-    target domain also DCASE 2021-2025's per-domain scores (`domains`). Returns (and writes) metrics.json."""
+                     max_fpr: float = 0.1, extra: dict | None = None, families: dict[str, str] | None = None) -> dict:
+    """`rows` hold path, machine_type, machine_id, file_name, label and domain per scored clip. Writes the CSVs
+    for every ID (or section), and metrics for every one with both normal and anomalous clips; for data with a
+    target domain also DCASE 2021-2025's per-domain scores (`domains`); with `families` (clip path -> fault
+    family), results per fault family (`families`). Returns (and writes) metrics.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -56,6 +58,10 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
     metrics = summarize(per_id) if per_id else {"per_id": [], "per_type": {}, "mean": {}}
     if per_section:
         metrics["domains"] = summarize_domains(per_section)
+    if families:
+        by_family = family_metrics(rows, np.asarray(scores, dtype=float), families, max_fpr)
+        if by_family["per_family"]:
+            metrics["families"] = by_family
     metrics.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -75,9 +81,11 @@ def decisions(scored: pa.Table, method: str, thresholds: dict[str, dict[str, flo
     return np.array([int(s > per_key[k]) for k, s in zip(machine_keys(scored), scores)])
 
 
-def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, method: str | None = None) -> dict:
+def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, method: str | None = None,
+                 families: dict[str, str] | None = None) -> dict:
     """DCASE CSVs and metrics.json of `method` (the model's configured one by default) in `out_dir`, the
-    other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means."""
+    other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means (and, with
+    `families`, every method's results per fault family)."""
     meta = read_meta(model_dir)
     score_config = Config.from_dict(meta["config"]).score
     method = method or score_config.method
@@ -92,10 +100,10 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
             if other != method:
                 comparison[other] = write_evaluation(
                     staging / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),
-                    decisions(scored, other, thresholds), score_config.max_fpr)["mean"]
+                    decisions(scored, other, thresholds), score_config.max_fpr, families=families)["mean"]
         metrics = write_evaluation(staging, rows, scored[f"score_{method}"].to_numpy(zero_copy_only=False),
                                    decisions(scored, method, thresholds), score_config.max_fpr,
-                                   extra={"method": method})
+                                   extra={"method": method}, families=families)
         metrics["methods"] = {method: metrics["mean"], **comparison}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -104,11 +112,12 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None, out_dir: str | Path,
                         method: str | None = None, features_dir: str | Path | None = None) -> dict:
     """In-process: scores the test clips (from `features_dir`'s Parquet, else read from `data_dir`) and
-    writes the DCASE CSVs and metrics.json to `out_dir`."""
+    writes the DCASE CSVs and metrics.json to `out_dir` (with per-family results for labelled faults)."""
     if features_dir is not None:
         rows = feature_test_split(features_dir)
     elif data_dir is not None:
         rows = data_test_split(data_dir, Config.from_dict(read_meta(checkpoint_dir)["config"]))
     else:
         raise DataError("evaluate needs test clips: a data folder or a feature folder")
-    return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method)
+    return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method,
+                        families=fault_families(data_dir))

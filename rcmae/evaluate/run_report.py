@@ -130,6 +130,33 @@ def _domain_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _family_table(rows: dict[str, dict]) -> str:
+    """AUC per machine type and fault family for every model with per-family results, then the means per kind
+    of fault; the floor's column is what the others must beat."""
+    rows = {name: metrics["families"] for name, metrics in rows.items() if metrics.get("families")}
+    if not rows:
+        return ""
+    names = list(rows)
+    cells = {name: {(r["machine_type"], r["family"]): r for r in families["per_family"]}
+             for name, families in rows.items()}
+    keys = sorted({key for per_name in cells.values() for key in per_name}, key=lambda k: (k[0].lower(), k[1]))
+    lines = ["## Per fault family", "",
+             "AUC of each fault family's anomalies against the ID's normal test clips, averaged over the type's IDs "
+             "(AUC / pAUC per family: `families` in each metrics.json). Timing faults change when or how regularly "
+             "the machine sounds; added-sound faults add a sound of their own.", "",
+             "| machine type | family | kind | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    for machine_type, family in keys:
+        kind = next(c[(machine_type, family)]["kind"] for c in cells.values() if (machine_type, family) in c)
+        values = [f"{c[(machine_type, family)]['auc']:.3f}" if (machine_type, family) in c else "-"
+                  for c in cells.values()]
+        lines.append(f"| {machine_type} | {family} | {kind} | " + " | ".join(values) + " |")
+    for kind in sorted({kind for families in rows.values() for kind in families["per_kind"]}):
+        values = [f"**{families['per_kind'][kind]['auc']:.3f}**" if kind in families["per_kind"] else "-"
+                  for families in rows.values()]
+        lines.append(f"| mean | {kind} | | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     """A uniform sample of up to `limit` rows from a stream of feature-table batches: each row gets a random
     key and the `limit` smallest keys are kept (bottom-k sampling), so memory holds `limit` rows and a batch."""
@@ -144,8 +171,9 @@ def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     return pool.drop_columns(["_key"])
 
 
-def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict, baseline: dict | None,
+def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict, references: dict[str, dict],
                  pretrain_dir: Path, finetune_dir: Path, summary: dict, timings: dict) -> Path:
+    """report.md: RC-MAE's results beside the references' (`references`: reference name -> metrics.json)."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     plot_roc(scored, metrics["method"], plots / "roc.png")
@@ -158,8 +186,10 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
     if metrics["method"] != PAPER_SCORE and paper_file.exists():
         rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE].origin})"] = json.loads(paper_file.read_text())
-    if baseline:
-        rows["DCASE 2020 AE baseline"] = baseline
+    for name, label in (("dcase2020_ae", "DCASE 2020 AE baseline"), ("floor", "floor: per-ID Gaussian on log-mel "
+                                                                             "mean + std")):
+        if name in references:
+            rows[label] = references[name]
     methods = "\n".join(f"- `{m}` ({SCORES[m].origin}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
                         for m, v in metrics["methods"].items() if v)
     unlabelled = sorted(set(machine_keys(scored.filter(pc.invert(
@@ -182,6 +212,7 @@ the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
 {_metrics_table(rows)}
 
 {_domain_table(rows)}
+{_family_table(rows)}
 Score methods of the same model (the paper's is `id_logprob`, -log p(true machine ID | clip), Section 2.5.2;
 the others are rcmae extensions):
 {methods}
