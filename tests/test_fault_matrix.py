@@ -482,9 +482,37 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def listening_addresses(pids: set[int]) -> list[str]:
+    """"ip:port" of every TCP socket the processes listen on, read from /proc (as `ss -ltnp` does)."""
+    import ipaddress
+    import os
+
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            host, port = fields[1].split(":")
+            raw = bytes.fromhex(host)
+            # /proc writes each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+            address = ipaddress.ip_address(raw)
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            found.append(f"{address}:{int(port, 16)}")
+    return found
+
+
 @pytest.mark.ray
 def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth():
-    import re
     import subprocess
     import sys
     import urllib.error
@@ -495,14 +523,9 @@ def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth(
     try:
         dashboard = driver.stdout.readline().strip()
         assert dashboard.startswith("127.0.0.1:")
-        ours = descendants(driver.pid)
-        listeners = []
-        for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
-            pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
-            if pids & ours:
-                listeners.append(line.split()[3])
-        assert len(listeners) >= 8  # GCS, raylet (2), worker, dashboard, its agent (3), runtime-env agent, ...
-        beyond = [address for address in listeners if not address.rsplit(":", 1)[0].strip("[]").endswith("127.0.0.1")]
+        listeners = listening_addresses(descendants(driver.pid))
+        assert len(listeners) >= 8 and dashboard in listeners  # GCS, raylet, worker, dashboard, its agents, ...
+        beyond = [address for address in listeners if not address.startswith("127.0.0.1:")]
         assert beyond == [], f"listening beyond loopback: {beyond}"
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(f"http://{dashboard}/api/jobs/", timeout=10)
