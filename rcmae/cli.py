@@ -10,6 +10,7 @@ from pathlib import Path
 from rcmae.config import PRESETS, ConfigError, describe, load_config, load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
+from rcmae.data.synth import PRESETS as SYNTH_PRESETS
 from rcmae.errors import EXIT, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
@@ -247,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write the toy-factory data set (DCASE 2020 dev layout, or 2021+ with a "
                                      "target domain)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--preset", default="small", choices=["small", "full"])
+    p.add_argument("--preset", default="small", choices=sorted(SYNTH_PRESETS),
+                   help="small: 2 s clips, 3 IDs per type; full: 10 s, DCASE-sized IDs; hard: 4 s clips whose faults "
+                        "sound 0.2-2 s from a random onset, over louder impulsive background (default: %(default)s)")
     p.add_argument("--layout", default="dcase2020", choices=["dcase2020", "dcase2021"],
                    help="dcase2021: DCASE 2021-2025 names, one section per machine, a source and a shifted "
                         "target domain (3 target train clips per section)")
@@ -360,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--data", type=Path, help="DCASE-layout data (default: synthesise the toy factory)")
     p.add_argument("--out", type=Path, default=Path("runs/main"), help="run folder (default: %(default)s)")
-    p.add_argument("--synth-preset", default="small", choices=["small", "full"])
+    p.add_argument("--synth-preset", default="small", choices=sorted(SYNTH_PRESETS))
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")

@@ -74,3 +74,53 @@ def test_clip_length_can_be_chosen(tmp_path):
     assert sf.info(clip).duration == 10.0
     with pytest.raises(ConfigError, match="between 0.5 and 60"):
         synthesize(tmp_path / "bad", clip_seconds=0.1)
+
+
+# the small preset's files as they were before fault regions and the hard preset existed (seed 0)
+GOLDEN_MD5 = {"fan/test/anomaly_id_00_00000003.wav": "b8b831fa7bd4759df948feb6365de274",
+              "valve/train/normal_id_02_00000007.wav": "2398e51ebca2137e83f79175c655260f",
+              "ToyCar/test/anomaly_id_04_00000011.wav": "552bd05b23efa8fe52596d9a083ad8a7"}
+
+
+def test_the_small_presets_clips_keep_their_bytes(toy_root):
+    import hashlib
+
+    for name, md5 in GOLDEN_MD5.items():
+        assert hashlib.md5((toy_root / "dev_data" / name).read_bytes()).hexdigest() == md5, name
+
+
+def test_every_anomaly_records_where_and_in_which_band_its_fault_sounds(toy_root):
+    manifest = json.loads((toy_root / "manifest.json").read_text())
+    anomalies = {k: v for k, v in manifest["clips"].items() if "family" in v}
+    for name, record in anomalies.items():
+        spans, band = record["region"]["spans"], record["region"]["band_hz"]
+        assert all(0 <= start < end <= 2.0 for start, end in spans), name
+        assert band is None and not spans or 0 <= band[0] <= band[1] <= 8000, name
+    # continuous faults sound over the whole clip (a belt's bearing pulses with the belt), clicks only at strokes
+    whole = [r["region"]["spans"] for name, r in anomalies.items()
+             if r["family"] == "bearing_damage" and "ToyConveyor" not in name]
+    assert all(spans == [[0.0, 1.984]] for spans in whole)
+    clicks = [r["region"]["spans"] for r in anomalies.values() if r["family"] == "extra_clicks"]
+    assert all(sum(end - start for start, end in spans) < 1.0 for spans in clicks)
+
+
+def test_fault_region_finds_a_burst_in_time_and_frequency():
+    from rcmae.data.synth import fault_region
+
+    sr, n = 16000, 32000
+    part = np.zeros(n)
+    t = np.arange(4000) / sr
+    part[8000:12000] = np.sin(2 * np.pi * 1000 * t)  # 0.5-0.75 s, 1 kHz
+    region = fault_region(part, sr)
+    assert region["spans"] == [[0.48, 0.768]]  # the frames of 512 samples that hold the burst
+    assert 950 <= region["band_hz"][0] <= region["band_hz"][1] <= 1050
+    assert fault_region(np.zeros(n), sr) == {"spans": [], "band_hz": None}
+
+
+def test_the_hard_preset_makes_faults_brief_over_impulsive_background(tmp_path):
+    synthesize(tmp_path, preset="hard", seed=0, types=("pump",))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    anomalies = [v for v in manifest["clips"].values() if "family" in v]
+    extents = [r["region"]["spans"][-1][1] - r["region"]["spans"][0][0] for r in anomalies if r["region"]["spans"]]
+    assert len(extents) >= 30 and max(extents) <= 2.1 and min(extents) < 1.0  # 0.2-2 s windows
+    assert sf.info(next((tmp_path / "dev_data" / "pump" / "train").glob("*.wav"))).duration == 4.0

@@ -2,7 +2,9 @@
 
 `synthesize(out, preset, seed)` writes out/dev_data/<type>/{train,test}/{normal,anomaly}_id_XX_NNNNNNNN.wav
 (16 kHz mono 16-bit PCM) and out/manifest.json (every ID's parameters, every clip's SNR and every
-anomaly's family and severity). The same seed gives byte-identical files. With `additional`, it also
+anomaly's family, severity and `region`: the time spans and the frequency band in which its fault sounds).
+The same seed gives byte-identical files. The `hard` preset makes faults brief (0.2-2 s from a random onset)
+over louder, impulsive background. With `additional`, it also
 writes out/eval_data/<type>/train/ for other machines of each type (odd IDs), as DCASE 2020's additional
 training set does for its evaluation machines: the paper's stage 2 classifies over both sets' IDs.
 
@@ -14,6 +16,7 @@ those years give.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import zlib
@@ -24,7 +27,7 @@ import numpy as np
 
 from rcmae.config import ConfigError
 from rcmae.data.audio import rms, write_wav
-from rcmae.data.sound_models import MACHINES, factory_background
+from rcmae.data.sound_models import MACHINES, factory_background, impacts
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class SynthPreset:
     test_anomaly_per_id: int
     snr_db: tuple[float, float]
     severity: tuple[float, float]
+    fault_seconds: tuple[float, float] | None = None  # a fault sounds this long, from a random onset (None: all clip)
+    impulses_db: float | None = None  # extra impulsive background (door slams, drops) at this level to the machine
 
 
 PRESETS = {
@@ -50,7 +55,13 @@ PRESETS = {
     "full": SynthPreset(clip_seconds=10.0, ids_per_type=7, ids_toyconveyor=6, train_per_id=300,
                         test_normal_per_id=60, test_anomaly_per_id=60, snr_db=(-3.0, 12.0),
                         severity=(0.02, 0.55)),
+    # brief, intermittent faults anywhere in the clip, over louder and impulsive background
+    "hard": SynthPreset(clip_seconds=4.0, ids_per_type=3, ids_toyconveyor=3, train_per_id=30,
+                        test_normal_per_id=12, test_anomaly_per_id=12, snr_db=(-3.0, 9.0),
+                        severity=(0.1, 0.7), fault_seconds=(0.2, 2.0), impulses_db=-6.0),
 }
+REGION_FRAME = 512  # samples per frame when locating where a fault sounds (32 ms at 16 kHz)
+REGION_SHARE = 0.1  # a frame belongs to the fault when its fault energy is this share of the loudest frame's
 
 
 def machine_ids(machine_type: str, preset: SynthPreset, evaluation: bool = False) -> list[int]:
@@ -110,13 +121,70 @@ def render_clip(seed: int, machine_type: str, machine_id: int, params: dict, pre
         severity = float(rng.uniform(*preset.severity))
         fault = (family, severity)
         record.update(family=family, severity=round(severity, 4))
-    machine = MACHINES[machine_type]["render"](params, n, SAMPLE_RATE, rng, fault)
+    render = MACHINES[machine_type]["render"]
+    # the same draws without the fault: every sound model draws its normal sound first (a copy, so the clip's own
+    # draws, and with them every file of the presets without gating, stay as they were)
+    normal = render(params, n, SAMPLE_RATE, copy.deepcopy(rng), None) if fault is not None else None
+    machine = render(params, n, SAMPLE_RATE, rng, fault)
+    if fault is not None:
+        if preset.fault_seconds is not None:
+            gate = fault_gate(n, preset.fault_seconds, _rng(seed, "gate", *keys))
+            machine = normal + gate * (machine - normal)
+        record["region"] = fault_region(machine - normal, SAMPLE_RATE)
     snr_db = float(rng.uniform(*preset.snr_db)) - (TARGET_SNR_DROP_DB if domain == "target" else 0.0)
     noise = factory_background(n, SAMPLE_RATE, rng) * rms(machine) / (10 ** (snr_db / 20))
+    if preset.impulses_db is not None:
+        noise = noise + impulsive_background(n, SAMPLE_RATE, _rng(seed, "impulses", *keys)) * rms(machine) * (
+            10 ** (preset.impulses_db / 20))
     wave = machine + noise
     wave = wave / np.max(np.abs(wave)) * rng.uniform(0.3, 0.9)
     record["snr_db"] = round(snr_db, 3)
     return wave, record
+
+
+def fault_gate(n: int, seconds: tuple[float, float], rng: np.random.Generator, fade_s: float = 0.02) -> np.ndarray:
+    """1 while a brief fault sounds (a random length in `seconds`, a random onset), 0 elsewhere, with short fades."""
+    length = min(n, int(rng.uniform(*seconds) * SAMPLE_RATE))
+    start = int(rng.integers(0, n - length + 1))
+    gate = np.zeros(n)
+    gate[start:start + length] = 1.0
+    fade = min(int(fade_s * SAMPLE_RATE), length // 2)
+    if fade:
+        ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, fade))
+        gate[start:start + fade] = ramp
+        gate[start + length - fade:start + length] = ramp[::-1]
+    return gate
+
+
+def fault_region(fault_part: np.ndarray, sr: int) -> dict:
+    """Where and in which band a fault sounds, from what it adds to the clip (the clip minus the same clip without
+    it): `spans`, [start, end] seconds of the frames holding at least REGION_SHARE of the loudest frame's fault
+    energy, and `band_hz`, the frequencies holding the middle 90 % of its energy."""
+    frames = len(fault_part) // REGION_FRAME
+    energy = (fault_part[:frames * REGION_FRAME].reshape(frames, REGION_FRAME) ** 2).sum(axis=1)
+    if energy.max() <= 0:  # a fault too slight to change a sample (no stroke dropped at this severity)
+        return {"spans": [], "band_hz": None}
+    active = energy >= REGION_SHARE * energy.max()
+    spans, start = [], None
+    for i, on in enumerate([*active, False]):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            spans.append([round(start * REGION_FRAME / sr, 3), round(i * REGION_FRAME / sr, 3)])
+            start = None
+    power = np.abs(np.fft.rfft(fault_part)) ** 2
+    share = np.cumsum(power) / float(power.sum())
+    freqs = np.fft.rfftfreq(len(fault_part), 1 / sr)
+    band = [float(freqs[min(np.searchsorted(share, q), len(freqs) - 1)]) for q in (0.05, 0.95)]
+    return {"spans": spans, "band_hz": [round(band[0], 1), round(band[1], 1)]}
+
+
+def impulsive_background(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Loud, sparse knocks and slams of the plant (not of the machine), unit RMS."""
+    count = max(1, int(n / sr * rng.uniform(0.5, 2.0)))
+    knocks = impacts(rng.uniform(0, n / sr, count), n, sr, rng.uniform(150, 2500), 0.02,
+                     rng.uniform(0.5, 1.0, count))
+    return knocks / rms(knocks)
 
 
 def clip_name(label: str, machine_id: int, number: int) -> str:
