@@ -10,6 +10,16 @@ def test_paper_preset_has_the_papers_numbers():
     assert (config.pretrain.lambda_con, config.pretrain.lambda_vcr, config.pretrain.lambda_mae) == (0.3, 0.3, 0.4)
     assert config.pretrain.tau == 0.05 and config.pretrain.lr == 1e-4 and config.pretrain.batch_size == 128
     assert config.augment.guidance_scale == 2.5 and (config.augment.steps_min, config.augment.steps_max) == (10, 50)
+    for stage in (config.pretrain, config.finetune):  # "Adam, learning rate 0.0001": no schedule, no clipping
+        assert (stage.schedule, stage.warmup_epochs, stage.grad_clip) == ("constant", 0, 0.0)
+
+
+def test_the_learning_rate_schedules():
+    from rcmae.train.loops import lr_factor
+
+    assert [lr_factor("constant", 0, 4)(e) for e in range(4)] == [1.0] * 4
+    cosine = lr_factor("cosine", 1, 5)
+    assert cosine(0) == 0.5 and cosine(1) == 1.0 and cosine(3) == pytest.approx(0.5) and cosine(5) == 0.0
 
 
 def test_yaml_round_trip(tmp_path):
@@ -25,6 +35,8 @@ def test_yaml_round_trip(tmp_path):
     ({"augment.steps_min": 60}, "steps_min"),
     ({"pretrain.lambda_mae": -1.0}, "loss weights"),
     ({"nope.key": 1}, "unknown config key"),
+    ({"pretrain.schedule": "step"}, "pretrain.schedule"),
+    ({"finetune.schedule": "constant", "finetune.warmup_epochs": 2}, "warmup_epochs needs schedule 'cosine'"),
 ])
 def test_validation_names_the_field(override, message):
     with pytest.raises(ConfigError, match=message):

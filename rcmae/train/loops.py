@@ -48,7 +48,11 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
-def warmup_cosine(warmup_epochs: int, epochs: int) -> Callable[[int], float]:
+def lr_factor(schedule: str, warmup_epochs: int, epochs: int) -> Callable[[int], float]:
+    """The learning rate's factor per epoch: 1 throughout ('constant'), or a linear warm-up then a cosine decay."""
+    if schedule == "constant":
+        return lambda epoch: 1.0
+
     def factor(epoch: int) -> float:
         if epoch < warmup_epochs:
             return (epoch + 1) / (warmup_epochs + 1)
@@ -73,7 +77,7 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
     cfg: PretrainConfig | FinetuneConfig = getattr(config, stage)
     objective.to(session.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_epochs, cfg.epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.warmup_epochs, cfg.epochs))
     start_epoch, history = 0, []
     resume_from = session.restore()
     if resume_from is not None:
