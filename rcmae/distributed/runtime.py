@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -72,7 +73,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         log.info(f"ray: a local instance; dashboard at http://{context.dashboard_url}")
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = os.environ.get("RCMAE_PROGRESS", "1") == "1"
+    # bars on a terminal; in a log (a file, `ray job logs`, CI) they are fragments and escape codes
+    wanted = os.environ.get("RCMAE_PROGRESS", "1" if sys.stderr.isatty() else "0")
+    ray.data.DataContext.get_current().enable_progress_bars = wanted == "1"
 
 
 def scaling_plan(scale: ScaleConfig, resources: dict) -> dict:
