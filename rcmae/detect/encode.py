@@ -21,6 +21,16 @@ from rcmae.registry import SCORES
 ENCODED_COLUMNS = ("pooled", "embedding", "log_probs")
 
 
+def score_column(method: str) -> str:
+    """The column of a scored table holding `method`'s scores (null for machines the model does not know)."""
+    return f"score_{method}"
+
+
+def score_values(table: pa.Table, method: str) -> np.ndarray:
+    """`method`'s scores as floats (NaN where null)."""
+    return table[score_column(method)].to_numpy(zero_copy_only=False).astype(float)
+
+
 @torch.no_grad()
 def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_size: int = 64,
                device: str | torch.device = "cpu") -> Encoded:
@@ -93,5 +103,5 @@ def add_scores(table: pa.Table, encoded: Encoded, detector: Detector, classes: l
         if rows.size:
             part = Encoded(encoded.pooled[rows], encoded.embeddings[rows], encoded.log_probs[rows])
             values[rows] = anomaly_scores(method, part, [keys[i] for i in rows], classes, detector)
-        table = table.append_column(f"score_{method}", pa.array(values, mask=~known))
+        table = table.append_column(score_column(method), pa.array(values, mask=~known))
     return table

@@ -13,6 +13,7 @@ from rcmae.data.feature_table import META_COLUMNS, machine_keys
 from rcmae.data.layout import SCHEMA as CLIP_SCHEMA
 from rcmae.data.layout import LayoutError, parse_clip_name
 from rcmae.detect.apply import score_rows
+from rcmae.detect.encode import score_column, score_values
 from rcmae.evaluate.results import decisions
 from rcmae.evaluate.test_split import featurized_rows
 from rcmae.models.checkpoint import read_meta
@@ -62,7 +63,7 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
     rows = []
     if readable:
         scored = score_rows(checkpoint_dir, readable)
-        unknown = pc.is_null(scored[f"score_{method}"])
+        unknown = pc.is_null(scored[score_column(method)])
         known_keys = ", ".join(meta.get("classes", []))
         failures += [dict(file=p, reason=f"unknown machine {k} (this model knows {known_keys})")
                      for p, k in zip(scored.filter(unknown)["path"].to_pylist(), machine_keys(scored.filter(unknown)))]
@@ -70,6 +71,6 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
         flags = decisions(scored, method, meta["detector"]["thresholds"])
         rows = [dict(file=m["path"], machine_type=m["machine_type"], machine_id=m["machine_id"], score=float(s),
                      decision=int(d))
-                for m, s, d in zip(scored.select(META_COLUMNS).to_pylist(), scored[f"score_{method}"].to_pylist(),
+                for m, s, d in zip(scored.select(META_COLUMNS).to_pylist(), score_values(scored, method),
                                    flags)]
     return ScoredRecordings(rows, failures)

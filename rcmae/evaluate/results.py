@@ -21,6 +21,7 @@ from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, machine_keys
 from rcmae.data.run_folder import written_aside
 from rcmae.detect.apply import score_rows
+from rcmae.detect.encode import score_column, score_values
 from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import write_id_results
 from rcmae.evaluate.families import family_metrics, fault_families
@@ -69,7 +70,10 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
 
 def known_rows(scored: pa.Table) -> pa.Table:
     """Rows whose machine the model knows; the others are reported and left out."""
-    unknown = pc.is_null(scored[f"score_{next(iter(SCORES))}"])
+    nulls = [pc.is_null(scored[score_column(method)]) for method in SCORES]
+    unknown = nulls[0]
+    for null in nulls[1:]:
+        unknown = pc.and_(unknown, null)
     for key in sorted(set(machine_keys(scored.filter(unknown)))):
         log.warning(f"skipped: machine {key} was not seen in training")
     return scored.filter(pc.invert(unknown))
@@ -77,7 +81,7 @@ def known_rows(scored: pa.Table) -> pa.Table:
 
 def decisions(scored: pa.Table, method: str, thresholds: dict[str, dict[str, float]]) -> np.ndarray:
     per_key = thresholds[method]
-    scores = scored[f"score_{method}"].to_numpy(zero_copy_only=False)
+    scores = score_values(scored, method)
     return np.array([int(s > per_key[k]) for k, s in zip(machine_keys(scored), scores)])
 
 
@@ -99,9 +103,9 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
         for other in SCORES:
             if other != method:
                 comparison[other] = write_evaluation(
-                    staging / "other_methods" / other, rows, scored[f"score_{other}"].to_numpy(zero_copy_only=False),
+                    staging / "other_methods" / other, rows, score_values(scored, other),
                     decisions(scored, other, thresholds), score_config.max_fpr, families=families)["mean"]
-        metrics = write_evaluation(staging, rows, scored[f"score_{method}"].to_numpy(zero_copy_only=False),
+        metrics = write_evaluation(staging, rows, score_values(scored, method),
                                    decisions(scored, method, thresholds), score_config.max_fpr,
                                    extra={"method": method}, families=families)
         metrics["methods"] = {method: metrics["mean"], **comparison}

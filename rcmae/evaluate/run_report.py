@@ -14,7 +14,7 @@ from sklearn.metrics import roc_curve
 
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.detector import MIN_OWN_CLIPS
-from rcmae.detect.encode import encode_all
+from rcmae.detect.encode import encode_all, score_values
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.registry import SCORES
@@ -38,7 +38,7 @@ def plot_roc(scored: pa.Table, method: str, path: Path) -> None:
     types = np.array(scored["machine_type"].to_pylist())
     label_names = np.array(scored["label"].to_pylist())
     labels = label_names == "anomaly"
-    scores = scored[f"score_{method}"].to_numpy(zero_copy_only=False)
+    scores = score_values(scored, method)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for machine_type in sorted(set(types)):
         idx = (types == machine_type) & np.isin(label_names, ["normal", "anomaly"])  # labelled clips only
