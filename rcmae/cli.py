@@ -145,8 +145,15 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.out.is_dir():
         raise RcmaeError(f"--out {args.out} is a folder: name the CSV file to write")
+    if args.windows is not None and args.windows.is_dir():
+        raise RcmaeError(f"--windows {args.windows} is a folder: name the CSV file to write")
     result = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
-                              args.method)
+                              args.method, aggregate=args.aggregate)
+    if args.windows is not None:
+        with open(args.windows, "w", newline="") as handle:
+            windows = csv.DictWriter(handle, fieldnames=["file", "start_s", "end_s", "score"], lineterminator="\n")
+            windows.writeheader()
+            windows.writerows(result.windows)
     handle = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.DictWriter(handle, fieldnames=["file", "machine_type", "machine_id", "score", "decision"],
                             lineterminator="\n")
@@ -221,6 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+WINDOW_AGGREGATES = ("max", "mean")  # rcmae.evaluate.recordings.AGGREGATES, named without importing torch
 EXIT_STATUS = (f"exit status, every command: {EXIT.ok} done; {EXIT.anomaly_found} an anomaly found (score); "
                f"{EXIT.user_error} a user error (bad usage, config, data, folders, downloads, checkpoints, missing "
                f"weights, a full disk: one line, the traceback with --log-level debug); {EXIT.not_all_scored} some "
@@ -322,15 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=sorted(SCORES), help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("score", help="score recordings: CSV of file, machine_type, machine_id, score, decision; "
-                                     "exit 0 all scored and normal, 1 an anomaly found, 3 some not scored "
-                                     "(listed on stderr with the reason)")
+    p = sub.add_parser("score", help="score recordings of any length (folders: their .wav files): CSV of file, "
+                                     "machine_type, machine_id, score, decision; exit 0 all scored and normal, 1 an "
+                                     "anomaly found, 3 some not scored (listed on stderr with the reason)")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("audio", nargs="+", type=Path)
     p.add_argument("--machine-type", help="for file names outside the DCASE grammar")
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
     p.add_argument("--method", choices=sorted(SCORES))
     p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
+    p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="max",
+                   help="a recording longer than the model's clip is scored in clip-long windows half a clip apart; "
+                        "its score is their max (a brief fault counts) or mean (default: %(default)s)")
+    p.add_argument("--windows", type=Path, help="also write every window's score: file, start_s, end_s, score")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("baseline", help="fit + evaluate a reference: the DCASE 2020 dense AE baseline, or the floor "

@@ -576,3 +576,42 @@ def test_an_unreadable_meta_json_is_one_line_naming_it(model_copy, toy_root, tmp
     assert done.returncode == EXIT.user_error, done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"rcmae score: error: {model / 'meta.json'}: Permission denied"
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- long recordings: every second is heard
+def test_window_starts_cover_a_recording_to_its_end():
+    from rcmae.evaluate.recordings import window_starts
+
+    assert window_starts(100, 40, 20) == [0, 20, 40, 60]
+    assert window_starts(100, 40, 25) == [0, 25, 50, 60]
+    assert window_starts(35, 40, 20) == [0]
+
+
+def test_a_long_recording_is_scored_window_by_window(model_copy, toy_root, tmp_path, capsys):
+    model = model_copy(tmp_path)
+    folder = toy_root / "dev_data" / "valve" / "test"
+    anomaly = folder / "anomaly_id_00_00000000.wav"
+    normals = sorted(folder.glob("normal_id_00_*.wav"))[:2]
+    wave = np.concatenate([sf.read(p)[0] for p in [anomaly, *normals]])  # 6 s: the fault in the first 2 s
+    long = tmp_path / "valve" / "test" / "normal_id_00_99999999.wav"
+    long.parent.mkdir(parents=True)
+    sf.write(long, wave, 16000, subtype="PCM_16")
+    windows = tmp_path / "windows.csv"
+    main(["score", "--checkpoint", str(model), "--windows", str(windows), str(long), str(anomaly)])
+    rows = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out)).set_index("file")
+    per_window = pd.read_csv(windows)
+    mine = per_window[per_window["file"] == str(long)]
+    assert mine[["start_s", "end_s"]].values.tolist() == [[0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]
+    assert rows.loc[str(long), "score"] == pytest.approx(mine["score"].max())
+    # the first window is the anomalous clip itself, featurised and scored as when it is scored alone
+    assert mine["score"].iloc[0] == pytest.approx(rows.loc[str(anomaly), "score"], rel=1e-5)
+    main(["score", "--checkpoint", str(model), "--aggregate", "mean", str(long)])
+    mean = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))["score"][0]
+    assert mean == pytest.approx(mine["score"].mean())
+
+
+def test_the_cli_names_the_aggregates_of_the_scorer():
+    from rcmae.cli import WINDOW_AGGREGATES
+    from rcmae.evaluate.recordings import AGGREGATES
+
+    assert set(WINDOW_AGGREGATES) == set(AGGREGATES)
