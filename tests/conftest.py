@@ -72,6 +72,19 @@ def toy_features(toy_root, tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def finetuned_model(toy_features, tmp_path_factory):
+    """A fine-tuned model folder (in-process, 1 epoch per stage) on `toy_features`: copy it before changing it."""
+    from rcmae import stages
+    from rcmae.config import tiny
+
+    config = tiny().override({"pretrain.epochs": 1, "finetune.epochs": 1, "scale.num_workers": 0,
+                              "pretrain.batch_size": 32, "finetune.batch_size": 32})
+    folder = tmp_path_factory.mktemp("model")
+    pretrained = stages.pretrain(config, toy_features, folder / "pretrain")
+    return stages.finetune(config, toy_features, pretrained, folder / "finetune")
+
+
 @pytest.fixture
 def quick_config():
     """tiny, in-process, two short epochs per stage."""

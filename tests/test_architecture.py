@@ -22,7 +22,7 @@ LAYERS = [
     {"train", "evaluate"},
     {"distributed"},
     {"stages", "baseline"},
-    {"ablation", "run"},
+    {"ablation", "run", "api"},
     {"cli"},
 ]
 

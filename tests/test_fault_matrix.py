@@ -281,22 +281,13 @@ def test_an_unreadable_folder_is_reported_not_skipped_silently(toy_root, tmp_pat
 
 
 # ---------------------------------------------------------------- rcmae score: exit codes that mean what they say
-@pytest.fixture(scope="module")
-def model_copy(toy_features, tmp_path_factory):
-    """A fine-tuned model (in-process, 1 epoch per stage) and a way to get a fresh copy to damage."""
+@pytest.fixture
+def model_copy(finetuned_model):
+    """A fresh copy of the session's fine-tuned model, to damage."""
     import shutil
 
-    from rcmae import stages
-    from rcmae.config import tiny
-
-    config = tiny().override({"pretrain.epochs": 1, "finetune.epochs": 1, "scale.num_workers": 0,
-                              "pretrain.batch_size": 32, "finetune.batch_size": 32})
-    folder = tmp_path_factory.mktemp("model")
-    pretrained = stages.pretrain(config, toy_features, folder / "pretrain")
-    model = stages.finetune(config, toy_features, pretrained, folder / "finetune")
-
     def fresh(tmp_path: Path) -> Path:
-        return Path(shutil.copytree(model, tmp_path / "model"))
+        return Path(shutil.copytree(finetuned_model, tmp_path / "model"))
     return fresh
 
 

@@ -81,7 +81,13 @@ def load_clip(source: str | Path | bytes, config: AudioConfig, label: str | Path
     """A validated mono float32 wave at config.sample_rate, padded/cropped to config.clip_seconds."""
     name = label if label is not None else source
     samples, rate = decode(source, label=name)
-    wave = to_mono(samples)
+    return prepare(samples, rate, config, name)
+
+
+def prepare(samples: np.ndarray, rate: int, config: AudioConfig, name: str | Path) -> np.ndarray:
+    """Samples ([channels, n] or [n]) as training prepared every clip: mono, validated, at config.sample_rate,
+    padded/cropped to config.clip_seconds (kept whole when that is None)."""
+    wave = to_mono(np.asarray(samples, dtype=np.float32))
     validate(wave, rate, config, name)
     wave = resample(wave, rate, config.sample_rate)
     if config.clip_seconds is not None:

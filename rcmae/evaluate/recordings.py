@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from rcmae.augment.featurize import Featurizer
-from rcmae.config import AudioConfig, Config
+from rcmae.config import Config
 from rcmae.data.audio import AudioError, fit_length, load_clip
 from rcmae.data.feature_table import machine_key
 from rcmae.data.layout import LayoutError, parse_clip_name
-from rcmae.detect.apply import score_rows
-from rcmae.detect.encode import score_values
+from rcmae.detect.encode import TableEncoder, score_values
+from rcmae.errors import RcmaeError
 from rcmae.models.checkpoint import read_meta
 
 BATCH = 64  # windows featurised and scored at a time
@@ -50,33 +50,61 @@ def window_starts(samples: int, length: int, hop: int) -> list[int]:
     return starts if starts[-1] == samples - length else starts + [samples - length]
 
 
-def recording_windows(clip: dict, audio: AudioConfig) -> list[dict]:
-    """A recording as the rows `Featurizer` reads: one per window, each a clip's length (the whole recording
-    when the model keeps every clip's own length)."""
-    wave = load_clip(clip["path"], replace(audio, clip_seconds=None))
-    if audio.clip_seconds is None:
-        return [dict(clip, wave=wave, error=None, start_s=0.0, end_s=len(wave) / audio.sample_rate)]
-    length = int(round(audio.clip_seconds * audio.sample_rate))
-    rows = []
-    for start in window_starts(len(wave), length, max(1, int(length * WINDOW_HOP))):
-        piece = fit_length(wave[start:start + length], length, audio.pad_mode).astype(np.float32)
-        rows.append(dict(clip, wave=piece, error=None, start_s=start / audio.sample_rate,
-                         end_s=min(start + length, len(wave)) / audio.sample_rate))
-    return rows
+class RecordingScorer:
+    """A fine-tuned model loaded once, scoring recordings of any length: each is cut into clip-long windows half
+    a clip apart (the whole recording when the model keeps every clip's own length, padded as training padded
+    when shorter than a clip), the windows featurised and scored in batches, and the recording scored by the
+    `aggregate` of its windows' scores, against the machine's decision threshold."""
+
+    def __init__(self, model_dir: str | Path, method: str | None = None, aggregate: str = "max"):
+        if aggregate not in AGGREGATES:
+            raise RcmaeError(f"aggregate {aggregate!r}: choose from {sorted(AGGREGATES)}")
+        self.meta = read_meta(model_dir)
+        self.config = Config.from_dict(self.meta["config"])
+        self.method = method or self.config.score.method
+        self.aggregate = aggregate
+        self.encoder = TableEncoder(model_dir, with_scores=True, keep_encoded=False)
+        self.featurizer = Featurizer(self.config, augmenter=None)
+        self.thresholds = self.meta["detector"]["thresholds"][self.method]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes", []))
+
+    def windows(self, clip: dict, wave: np.ndarray) -> list[dict]:
+        """The rows `Featurizer` reads for one prepared recording (mono, at the model's sample rate)."""
+        audio = self.config.audio
+        if audio.clip_seconds is None:
+            return [dict(clip, wave=wave, error=None, start_s=0.0, end_s=len(wave) / audio.sample_rate)]
+        length = int(round(audio.clip_seconds * audio.sample_rate))
+        rows = []
+        for start in window_starts(len(wave), length, max(1, int(length * WINDOW_HOP))):
+            piece = fit_length(wave[start:start + length], length, audio.pad_mode).astype(np.float32)
+            rows.append(dict(clip, wave=piece, error=None, start_s=start / audio.sample_rate,
+                             end_s=min(start + length, len(wave)) / audio.sample_rate))
+        return rows
+
+    def window_scores(self, windows: list[dict]) -> np.ndarray:
+        """One score per window (NaN for a machine the model does not know)."""
+        parts = [score_values(self.encoder(self.featurizer(pd.DataFrame(windows[start:start + BATCH]))),
+                              self.method) for start in range(0, len(windows), BATCH)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def verdict(self, key: str, scores: np.ndarray) -> tuple[float, float, bool]:
+        """(score, threshold, decision) of a recording of machine `key` from its windows' scores."""
+        score = float(AGGREGATES[self.aggregate](scores))
+        threshold = float(self.thresholds[key])
+        return score, threshold, score > threshold
 
 
 def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type: str | None = None,
                      machine_id: str | None = None, method: str | None = None,
                      aggregate: str = "max") -> ScoredRecordings:
-    """Scores every readable recording of a machine the model knows; the others are listed with their reason
-    (not found, name outside the DCASE grammar, unreadable audio, unknown machine); a folder stands for its .wav
-    files. The machine comes from the DCASE file name, or from `machine_type` / `machine_id` (a number,
-    zero-padded as DCASE's) for other names. A recording longer than the model's clip is scored window by
-    window (clip-long windows, half a clip apart, covering all of it) and gets the `aggregate` of its windows'
-    scores; its decision compares that with the machine's threshold."""
-    meta = read_meta(checkpoint_dir)
-    config = Config.from_dict(meta["config"])
-    method = method or config.score.method
+    """Scores every readable recording of a machine the model knows (`RecordingScorer`); the others are listed
+    with their reason (not found, name outside the DCASE grammar, unreadable audio, unknown machine); a folder
+    stands for its .wav files. The machine comes from the DCASE file name, or from `machine_type` / `machine_id`
+    (a number, zero-padded as DCASE's) for other names."""
+    scorer = RecordingScorer(checkpoint_dir, method, aggregate)
     if machine_id is not None and machine_id.isdigit():
         machine_id = f"{int(machine_id):02d}"
     clips, failures = [], []
@@ -94,28 +122,24 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
     windows = []
     for clip in clips:
         try:
-            windows += recording_windows(clip, config.audio)
+            wave = load_clip(clip["path"], replace(scorer.config.audio, clip_seconds=None))
         except AudioError as error:
             failures.append(dict(file=clip["path"], reason=str(error)))
-    if not windows:
-        return ScoredRecordings([], failures)
-    featurizer = Featurizer(config, augmenter=None)
-    tables = [featurizer(pd.DataFrame(windows[start:start + BATCH])) for start in range(0, len(windows), BATCH)]
-    scored = score_rows(checkpoint_dir, tables)
-    values, known = score_values(scored, method), ~np.isnan(score_values(scored, method))
-    classes = ", ".join(meta.get("classes", []))
-    thresholds = meta["detector"]["thresholds"][method]
+            continue
+        windows += scorer.windows(clip, wave)
+    values = scorer.window_scores(windows)
     rows, kept = [], []
     for path in dict.fromkeys(w["path"] for w in windows):  # each recording once, in the order given
         mine = [i for i, w in enumerate(windows) if w["path"] == path]
         clip = windows[mine[0]]
         key = machine_key(clip["machine_type"], clip["machine_id"])
-        if not known[mine[0]]:
-            failures.append(dict(file=path, reason=f"unknown machine {key} (this model knows {classes})"))
+        if np.isnan(values[mine[0]]):
+            failures.append(dict(file=path, reason=f"unknown machine {key} (this model knows "
+                                                   f"{', '.join(scorer.classes)})"))
             continue
-        score = float(AGGREGATES[aggregate](values[mine]))
+        score, _, decision = scorer.verdict(key, values[mine])
         rows.append(dict(file=path, machine_type=clip["machine_type"], machine_id=clip["machine_id"], score=score,
-                         decision=int(score > thresholds[key])))
+                         decision=int(decision)))
         kept += [dict(file=path, start_s=round(windows[i]["start_s"], 3), end_s=round(windows[i]["end_s"], 3),
                       score=float(values[i])) for i in mine]
     return ScoredRecordings(rows, failures, kept)
