@@ -23,7 +23,7 @@ from rcmae.evaluate.recordings import RecordingScorer
 
 @dataclass(frozen=True)
 class Result:
-    score: float                # the recording's score: the aggregate of its windows' scores (higher = odder)
+    score: float                # the recording's score: the mean (or max) of its windows' scores (higher = odder)
     decision: bool              # score > threshold: anomalous
     threshold: float            # the machine's decision threshold (fitted on its train-normal clips)
     method: str                 # the score method
@@ -38,7 +38,7 @@ class Detector:
         self._scorer = scorer
 
     @classmethod
-    def load(cls, model_dir: str | Path, method: str | None = None, aggregate: str = "max") -> "Detector":
+    def load(cls, model_dir: str | Path, method: str | None = None, aggregate: str = "mean") -> "Detector":
         return cls(RecordingScorer(model_dir, method, aggregate))
 
     @property

@@ -339,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
     p.add_argument("--method", choices=sorted(SCORES))
     p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
-    p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="max",
+    p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="mean",
                    help="a recording longer than the model's clip is scored in clip-long windows half a clip apart; "
-                        "its score is their max (a brief fault counts) or mean (default: %(default)s)")
+                        "its score is their mean or max (default: %(default)s; benchmarks/long_recordings.py "
+                        "compares them)")
     p.add_argument("--windows", type=Path, help="also write every window's score: file, start_s, end_s, score")
     p.set_defaults(func=cmd_score)
 

@@ -53,7 +53,7 @@ def test_scores_equal_the_cli_and_in_memory_waves_equal_files(finetuned_model, t
 
 
 def test_a_long_wave_is_windowed_and_an_unknown_machine_is_one_error(finetuned_model, toy_root):
-    detector = Detector.load(finetuned_model, aggregate="mean")
+    detector = Detector.load(finetuned_model)  # the default aggregate: the mean
     wave, rate = sf.read(clip(toy_root), dtype="float32")
     result = detector.score(np.concatenate([wave, wave, wave]), rate, "valve", "00")  # 6 s with a 2 s model
     assert result.window_starts_s == (0.0, 1.0, 2.0, 3.0, 4.0)

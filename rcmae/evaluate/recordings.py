@@ -20,7 +20,10 @@ from rcmae.models.checkpoint import read_meta
 
 BATCH = 64  # windows featurised and scored at a time
 WINDOW_HOP = 0.5  # windows of a long recording start this share of a clip apart
-AGGREGATES = {"max": np.max, "mean": np.mean}  # a recording's score from its windows' scores
+# a recording's score from its windows' scores; mean is the default: on 60 s toy recordings with a 2 s fault
+# it scored AUC 0.718 with the fault in the middle or in the first 5 s, max 0.723 / 0.696 (more windows, more
+# chances for a normal recording's highest window to pass a fault's), a centre crop 0.686 / 0.537
+AGGREGATES = {"max": np.max, "mean": np.mean}
 
 
 @dataclass
@@ -56,7 +59,7 @@ class RecordingScorer:
     when shorter than a clip), the windows featurised and scored in batches, and the recording scored by the
     `aggregate` of its windows' scores, against the machine's decision threshold."""
 
-    def __init__(self, model_dir: str | Path, method: str | None = None, aggregate: str = "max"):
+    def __init__(self, model_dir: str | Path, method: str | None = None, aggregate: str = "mean"):
         if aggregate not in AGGREGATES:
             raise RcmaeError(f"aggregate {aggregate!r}: choose from {sorted(AGGREGATES)}")
         self.meta = read_meta(model_dir)
@@ -99,7 +102,7 @@ class RecordingScorer:
 
 def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type: str | None = None,
                      machine_id: str | None = None, method: str | None = None,
-                     aggregate: str = "max") -> ScoredRecordings:
+                     aggregate: str = "mean") -> ScoredRecordings:
     """Scores every readable recording of a machine the model knows (`RecordingScorer`); the others are listed
     with their reason (not found, name outside the DCASE grammar, unreadable audio, unknown machine); a folder
     stands for its .wav files. The machine comes from the DCASE file name, or from `machine_type` / `machine_id`
