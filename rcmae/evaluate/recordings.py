@@ -122,27 +122,36 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
                 clips.append(parse_clip_name(Path(path)))
             except LayoutError as error:
                 failures.append(dict(file=str(path), reason=f"{error} (or pass --machine-type and --machine-id)"))
-    windows = []
-    for clip in clips:
+    pending: list[dict] = []  # windows, with their samples, waiting for a batch
+    scored: dict[str, list[tuple[dict, float]]] = {}  # path -> its windows (without samples) and their scores
+
+    def score_pending() -> None:
+        for window, value in zip(pending, scorer.window_scores(pending)):
+            scored.setdefault(window["path"], []).append((dict(window, wave=None), float(value)))
+        pending.clear()
+
+    for clip in clips:  # a batch of windows in memory at a time, however many recordings there are
         try:
             wave = load_clip(clip["path"], replace(scorer.config.audio, clip_seconds=None))
         except AudioError as error:
             failures.append(dict(file=clip["path"], reason=str(error)))
             continue
-        windows += scorer.windows(clip, wave)
-    values = scorer.window_scores(windows)
+        pending += scorer.windows(clip, wave)
+        if len(pending) >= BATCH:
+            score_pending()
+    score_pending()
     rows, kept = [], []
-    for path in dict.fromkeys(w["path"] for w in windows):  # each recording once, in the order given
-        mine = [i for i, w in enumerate(windows) if w["path"] == path]
-        clip = windows[mine[0]]
+    for path, mine in scored.items():  # each recording once, in the order given
+        clip = mine[0][0]
         key = machine_key(clip["machine_type"], clip["machine_id"])
-        if np.isnan(values[mine[0]]):
+        values = np.array([value for _, value in mine])
+        if np.isnan(values[0]):
             failures.append(dict(file=path, reason=f"unknown machine {key} (this model knows "
                                                    f"{', '.join(scorer.classes)})"))
             continue
-        score, _, decision = scorer.verdict(key, values[mine])
+        score, _, decision = scorer.verdict(key, values)
         rows.append(dict(file=path, machine_type=clip["machine_type"], machine_id=clip["machine_id"], score=score,
                          decision=int(decision)))
-        kept += [dict(file=path, start_s=round(windows[i]["start_s"], 3), end_s=round(windows[i]["end_s"], 3),
-                      score=float(values[i])) for i in mine]
+        kept += [dict(file=path, start_s=round(window["start_s"], 3), end_s=round(window["end_s"], 3), score=value)
+                 for window, value in mine]
     return ScoredRecordings(rows, failures, kept)
