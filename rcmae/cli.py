@@ -233,7 +233,7 @@ EXIT_STATUS = (f"exit status, every command: {EXIT.ok} done; {EXIT.anomaly_found
                f"{EXIT.user_error} a user error (bad usage, config, data, folders, downloads, checkpoints, missing "
                f"weights, a full disk: one line, the traceback with --log-level debug); {EXIT.not_all_scored} some "
                f"inputs not scored (score, listed with the reason); {EXIT.internal_error} an internal error (a bug: "
-               f"the traceback is printed)")
+               f"the traceback is printed); 130 interrupted")
 def count(minimum: int):
     """An argparse type: a whole number >= minimum, else a usage error naming the value."""
     def parse(text: str) -> int:
