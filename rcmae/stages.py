@@ -32,6 +32,14 @@ def stage_settings(made: dict, stage: str) -> dict:
     return sections
 
 
+def with_later_fields(recorded: dict, stage: str) -> dict:
+    """Settings an older rcmae recorded, with every field added since at its dataclass default: a field is
+    added with the default that keeps what rcmae did before it existed, so an old folder is not taken for one
+    made with other settings."""
+    defaults = json.loads(json.dumps(stage_settings(Config().to_dict(), stage)))
+    return {section: {**defaults.get(section, {}), **(values or {})} for section, values in recorded.items()}
+
+
 def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None:
     """Check (or, with `force`, clear) what `out_dir` holds, record this run's settings, and return the
     stage's finished model when it is already there."""
@@ -48,9 +56,9 @@ def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None
     except CheckpointError:
         pass
     if recorded.exists():
-        check_settings(json.loads(recorded.read_text()), wanted, out_dir)
+        check_settings(with_later_fields(json.loads(recorded.read_text()), stage), wanted, out_dir)
     elif meta is not None:  # a folder from before settings.json: its model's config says what made it
-        check_settings(stage_settings(meta.get("config", {}), stage), wanted, out_dir)
+        check_settings(with_later_fields(stage_settings(meta.get("config", {}), stage), stage), wanted, out_dir)
     recorded.write_text(json.dumps(wanted, indent=1))
     done = meta is not None and meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
     if done and stage == "finetune":  # a model folder from before whole-folder publishing may lack its detector

@@ -607,3 +607,19 @@ def test_the_cli_names_the_aggregates_of_the_scorer():
     from rcmae.evaluate.recordings import AGGREGATES
 
     assert set(WINDOW_AGGREGATES) == set(AGGREGATES)
+
+
+def test_a_folder_from_before_a_field_existed_is_not_taken_for_other_settings(toy_features, quick_config, tmp_path):
+    from rcmae import stages
+    from rcmae.data.run_folder import SettingsChanged
+
+    out = tmp_path / "pretrain"
+    stages.pretrain(quick_config, toy_features, out)
+    recorded = json.loads((out / stages.SETTINGS).read_text())
+    del recorded["pretrain"]["schedule"]  # as an rcmae before `schedule` wrote it (it ran the cosine default)
+    (out / stages.SETTINGS).write_text(json.dumps(recorded))
+    assert stages.claim(out, "pretrain", quick_config, force=False) is not None  # finished, same settings
+    (out / stages.SETTINGS).write_text(json.dumps(recorded))
+    with pytest.raises(SettingsChanged, match="schedule"):  # the paper's constant rate is a real change
+        stages.claim(out, "pretrain", quick_config.override({"pretrain.schedule": "constant",
+                                                             "pretrain.warmup_epochs": 0}), force=False)
