@@ -2,6 +2,7 @@
 message and what it leaves on disk (README, "What happens when")."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def degenerate_layout(out: Path, train_clips: dict[str, list[int]], test_normals
                 for clip in sorted((folder / "test").glob(f"normal_id_{machine_id}_*.wav"))[test_normals:]:
                     clip.unlink()
     return out
+
+
+# root reads any file: permission checks run without the capabilities that let it (CI runs as root)
+UNPRIVILEGED = (["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+                if os.geteuid() == 0 else [])
 
 
 def last_line(capsys) -> str:
@@ -260,7 +266,6 @@ def test_non_utf8_names_pass_the_augmentation_with_every_clip_accounted_for(ray_
 
 
 def test_an_unreadable_folder_is_reported_not_skipped_silently(toy_root, tmp_path):
-    import os
     import shutil
     import subprocess
     import sys
@@ -268,10 +273,8 @@ def test_an_unreadable_folder_is_reported_not_skipped_silently(toy_root, tmp_pat
     shutil.copytree(toy_root / "dev_data" / "valve", tmp_path / "dev_data" / "valve")
     locked = tmp_path / "dev_data" / "valve" / "test"
     locked.chmod(0o000)
-    # root reads any folder: the check runs without the capabilities that let it (CI runs as root)
-    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     try:
-        done = subprocess.run([*drop, sys.executable, "-m", "rcmae.cli", "index", "--data", str(tmp_path)],
+        done = subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "rcmae.cli", "index", "--data", str(tmp_path)],
                               capture_output=True, text=True, timeout=120)
     finally:
         locked.chmod(0o755)
@@ -552,15 +555,13 @@ def test_augmentation_on_a_full_disk_is_one_line(ray_session, toy_root, small_di
 
 
 def test_an_unreadable_meta_json_is_one_line_naming_it(model_copy, toy_root, tmp_path):
-    import os
     import subprocess
     import sys
 
     model = model_copy(tmp_path)
     (model / "meta.json").chmod(0o000)
-    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     try:
-        done = subprocess.run([*drop, sys.executable, "-m", "rcmae.cli", "score", "--checkpoint", str(model),
+        done = subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "rcmae.cli", "score", "--checkpoint", str(model),
                                *valve_clips(toy_root)], capture_output=True, text=True, timeout=300)
     finally:
         (model / "meta.json").chmod(0o644)

@@ -19,6 +19,11 @@ from rcmae.evaluate.metrics import auc, pauc_dcase
 MANIFEST = "manifest.json"
 
 
+def clip_key(path: str | Path) -> str:
+    """One spelling of a clip's path for the manifest's clips and the scored rows alike."""
+    return path_text(os.path.normpath(Path(path).resolve()))
+
+
 def fault_families(data_dir: str | Path | None) -> dict[str, str]:
     """Absolute clip path -> fault family for every anomalous clip the data's manifest labels; empty for data
     without one (real recordings). The manifest sits at the data root, at or above `data_dir`."""
@@ -28,7 +33,7 @@ def fault_families(data_dir: str | Path | None) -> dict[str, str]:
     for root in [folder, *folder.parents][:4]:
         if (root / MANIFEST).is_file():
             clips = json.loads((root / MANIFEST).read_text()).get("clips", {})
-            return {path_text(os.path.normpath(root / relative)): record["family"]
+            return {clip_key(root / relative): record["family"]
                     for relative, record in clips.items() if "family" in record}
     return {}
 
@@ -44,7 +49,7 @@ def family_metrics(rows: list[dict], scores: np.ndarray, families: dict[str, str
         normals = [i for i in idx if rows[i]["label"] == "normal"]
         found = defaultdict(list)
         for i in idx:
-            family = families.get(path_text(os.path.normpath(Path(rows[i]["path"]).resolve())))
+            family = families.get(clip_key(rows[i]["path"]))
             if rows[i]["label"] == "anomaly" and family is not None:
                 found[family].append(i)
         for family, anomalies in found.items():
