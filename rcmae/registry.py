@@ -49,6 +49,9 @@ SCORES = {entry.name: entry for entry in (
     Score("mahalanobis", "rcmae.detect.scores:mahalanobis_score", "rcmae extension"),
     Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension"),
     Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score"),
+    Score("rhythm", "rcmae.detect.scores:rhythm_score", "rcmae extension"),
+    Score("patch", "rcmae.detect.scores:patch_score", "rcmae extension"),
+    Score("combined", "rcmae.detect.scores:combined_score", "rcmae extension"),
 )}
 
 

@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from rcmae.data.sound_models import FAULT_KINDS, MACHINES
-from rcmae.detect.floor import SHRINKAGE, FloorGaussian, clip_statistics, fit_floor, floor_scores
+from rcmae.detect.floor import clip_statistics, fit_floor, floor_scores
+from rcmae.detect.shrunk import SHRINKAGE, ShrunkGaussian
 from rcmae.evaluate.families import family_metrics, fault_families
 from rcmae.evaluate.results import write_evaluation
 
@@ -20,7 +21,7 @@ def test_clip_statistics_are_each_bands_mean_then_std_over_time():
 def test_the_floor_gaussian_is_a_shrunk_mahalanobis_distance():
     rng = np.random.default_rng(0)
     train = rng.normal(size=(30, 4)) * [1.0, 2.0, 0.5, 1.0]
-    gaussian = FloorGaussian.fit(train)
+    gaussian = ShrunkGaussian.fit(train)
     covariance = np.cov(train, rowvar=False)
     shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * np.trace(covariance) / 4 * np.eye(4)
     probe = rng.normal(size=(3, 4))

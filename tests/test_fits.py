@@ -7,8 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from encoded_values import encoded as make_encoded
 from rcmae.config import ScoreConfig
-from rcmae.detect.detector import THRESHOLD_METHODS, Encoded, anomaly_scores, fit_detector, gamma_threshold
+from rcmae.detect.detector import THRESHOLD_METHODS, anomaly_scores, fit_detector, gamma_threshold
 
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
 samples = st.one_of(
@@ -57,11 +58,11 @@ def test_a_detector_fit_on_degenerate_train_clips_is_finite(counts, kind, seed):
     embeddings = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     classes = sorted(set(keys))
     log_probs = np.log(np.full((len(keys), len(classes)), 1.0 / len(classes)))
-    encoded = Encoded(pooled, embeddings, log_probs)
+    encoded = make_encoded(pooled, embeddings, log_probs)
     detector = fit_detector(encoded, keys, classes, ScoreConfig(components=4))
     for method, per_key in detector.thresholds.items():
         assert set(per_key) == set(classes) and all(np.isfinite(v) for v in per_key.values()), method
-        probe = Encoded(pooled + rng.normal(size=pooled.shape), embeddings, log_probs)
+        probe = make_encoded(pooled + rng.normal(size=pooled.shape), embeddings, log_probs)
         assert np.isfinite(anomaly_scores(method, probe, keys, classes, detector)).all(), method
 
 
@@ -70,6 +71,6 @@ def test_non_finite_features_name_the_clips():
 
     pooled = np.ones((4, 3))
     pooled[2, 1] = np.nan
-    encoded = Encoded(pooled, np.ones((4, 3)) / np.sqrt(3), np.zeros((4, 1)))
+    encoded = make_encoded(pooled, np.ones((4, 3)) / np.sqrt(3), np.zeros((4, 1)))
     with pytest.raises(DataError, match=r"1 train clip\(s\) give non-finite encoder features, e\.g\. c\.wav \(m/00\)"):
         fit_detector(encoded, ["m/00"] * 4, ["m/00"], ScoreConfig(), paths=["a.wav", "b.wav", "c.wav", "d.wav"])

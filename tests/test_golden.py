@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from encoded_values import encoded as make_encoded
 from rcmae.config import ScoreConfig, tiny
-from rcmae.detect.detector import Encoded, anomaly_scores, fit_detector
+from rcmae.detect.detector import anomaly_scores, fit_detector
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 
@@ -40,10 +41,11 @@ def test_a_seeded_forward_pass_and_each_term_of_both_objectives():
 def test_one_detector_fit_and_score():
     rng = np.random.default_rng(0)
     train = rng.normal(size=(20, 6))
-    encoded = Encoded(train, train / np.linalg.norm(train, axis=1, keepdims=True), np.zeros((20, 1)))
+    encoded = make_encoded(train, log_probs=np.zeros((20, 1)))
     detector = fit_detector(encoded, ["a/00"] * 20, ["a/00"], ScoreConfig(components=3))
     probe = rng.normal(size=(2, 6))
-    scores = anomaly_scores("mahalanobis", Encoded(probe, probe, np.zeros((2, 1))), ["a/00"] * 2, ["a/00"], detector)
+    probe_encoded = make_encoded(probe, probe, np.zeros((2, 1)))
+    scores = anomaly_scores("mahalanobis", probe_encoded, ["a/00"] * 2, ["a/00"], detector)
     assert scores.tolist() == pytest.approx([4.7735652, 4.4270586], **TOL)
     assert detector.thresholds["mahalanobis"]["a/00"] == pytest.approx(8.7611077, **TOL)
     assert detector.thresholds["embedding"]["a/00"] == pytest.approx(0.9890015, **TOL)

@@ -6,10 +6,10 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from dcase_files import read_scores
+from encoded_values import encoded
 from rcmae.config import ScoreConfig
 from rcmae.detect.detector import (
     Detector,
-    Encoded,
     anomaly_scores,
     fit_detector,
     fit_gaussian,
@@ -88,13 +88,6 @@ def test_gamma_threshold_sits_at_the_percentile():
     scores = np.random.default_rng(2).gamma(3.0, 2.0, 5000)
     threshold = gamma_threshold(scores, 0.9).value
     assert np.mean(scores <= threshold) == pytest.approx(0.9, abs=0.02)
-
-
-def encoded(pooled, embeddings=None, log_probs=None):
-    count = len(pooled)
-    return Encoded(np.asarray(pooled, dtype=float),
-                   np.zeros((count, 2)) if embeddings is None else np.asarray(embeddings, dtype=float),
-                   np.zeros((count, 0)) if log_probs is None else np.asarray(log_probs))
 
 
 def test_score_methods_against_hand_computation():

@@ -44,15 +44,16 @@ def test_every_entry_loads_and_every_score_says_where_it_comes_from():
 def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
     import numpy as np
 
+    from encoded_values import encoded as make_encoded
     from rcmae.config import ScoreConfig
-    from rcmae.detect.detector import Encoded, anomaly_scores, fit_detector
+    from rcmae.detect.detector import anomaly_scores, fit_detector
 
     # a new score: a function (here below) and one registry entry
     monkeypatch.setitem(registry.SCORES, "norm", registry.Score("norm", f"{__name__}:pooled_norm", "rcmae extension"))
     assert ScoreConfig(method="norm").method == "norm"
     rng = np.random.default_rng(0)
     pooled = rng.normal(size=(30, 3))
-    encoded = Encoded(pooled, pooled, -rng.gamma(2.0, size=(30, 1)))
+    encoded = make_encoded(pooled, pooled, -rng.gamma(2.0, size=(30, 1)))
     detector = fit_detector(encoded, ["a/00"] * 30, ["a/00"], ScoreConfig(components=1))
     np.testing.assert_allclose(anomaly_scores("norm", encoded, ["a/00"] * 30, ["a/00"], detector),
                                np.linalg.norm(pooled, axis=1))

@@ -19,10 +19,10 @@ from rcmae.detect.encode import TableEncoder, encoded_of
 from rcmae.errors import DataError
 
 
-def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig) -> Detector:
-    """The detector part of the machine IDs in `encoded` (the rows of one machine type: each ID is fitted on its
-    own clips, a few-shot ID with the type's pooled covariance)."""
-    return fit_detector(encoded_of(encoded), machine_keys(encoded), classes, config,
+def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig, grid: tuple[int, int]) -> Detector:
+    """The detector part of the machine IDs in `encoded` (the rows of one machine type, encoded by a model of this
+    patch grid: each ID is fitted on its own clips, a few-shot ID with the type's pooled covariance)."""
+    return fit_detector(encoded_of(encoded, grid), machine_keys(encoded), classes, config,
                         paths=encoded.column("path").to_pylist())
 
 
@@ -42,7 +42,8 @@ def fit_from_rows(model_dir: str | Path, train_rows: Iterable[pa.Table], classes
                 writers[key].write_table(part)
         for writer in writers.values():
             writer.close()
-        return Detector.merge([fit_machine(pq.read_table(Path(folder) / f"{i:05d}.parquet"), classes, config)
+        grid = encoder.checkpoint.config.features.grid
+        return Detector.merge([fit_machine(pq.read_table(Path(folder) / f"{i:05d}.parquet"), classes, config, grid)
                                for i in range(len(writers))])
 
 

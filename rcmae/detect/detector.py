@@ -14,6 +14,7 @@ only (`fit_detector` on one ID's rows), so fitting runs per ID in parallel and `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -27,6 +28,8 @@ import scipy.stats
 from sklearn.decomposition import PCA
 
 from rcmae.config import ScoreConfig
+from rcmae.detect.patches import PatchModel
+from rcmae.detect.shrunk import ShrunkGaussian
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import META, CheckpointError, load_detector_arrays, read_meta, save_detector_arrays
 from rcmae.registry import SCORES
@@ -42,12 +45,22 @@ class Encoded:
     pooled: np.ndarray      # (N, pooled_dim) encoder features
     embeddings: np.ndarray  # (N, proj_dim) unit-length projections
     log_probs: np.ndarray   # (N, classes) ID-head log-probabilities, (N, 0) without a head
+    rhythm: np.ndarray      # (N, rhythm_dim) envelope autocorrelation of the log-mel (`rcmae.detect.rhythm`)
+    patches: np.ndarray     # (N, rows, cols, PATCH_DIMS) projected patch tokens (`rcmae.detect.patches`)
+
+    def select(self, rows: np.ndarray) -> "Encoded":
+        """The clips at `rows` (indices or a mask)."""
+        return Encoded(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
 
 @dataclass
 class Detector:
     centroids: dict[str, np.ndarray]             # machine key -> unit-length mean train embedding
     gaussians: dict[str, dict[str, np.ndarray]]  # machine key -> GAUSSIAN_PARTS of its pooled features
+    rhythms: dict[str, ShrunkGaussian] = field(default_factory=dict)  # machine key -> Gaussian of its rhythm
+    patch_models: dict[str, PatchModel] = field(default_factory=dict)  # machine key -> its normal patches
+    # method -> machine key -> (mean, std) of held-out train log-scores: what `combined` standardises by
+    calibration: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> machine key -> threshold
     few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
     threshold_methods: dict[str, dict[str, ThresholdMethod]] = field(default_factory=dict)  # method -> key -> how
@@ -59,11 +72,18 @@ class Detector:
             # C order: safetensors writes the buffer as it lies in memory (sklearn's PCA components are F-ordered)
             arrays.update({f"{part}/{key}": np.ascontiguousarray(gaussian[part], dtype=np.float32)
                            for part in GAUSSIAN_PARTS})
+        for key, rhythm in self.rhythms.items():
+            arrays.update({f"rhythm_mean/{key}": rhythm.mean.astype(np.float32),
+                           f"rhythm_inverse/{key}": np.ascontiguousarray(rhythm.inverse, dtype=np.float32)})
+        for key, model in self.patch_models.items():
+            arrays.update({f"patch_{part}/{key}": value for part, value in model.arrays().items()})
         return arrays
 
     def meta(self) -> dict:
         """What meta.json keeps of the detector (its arrays go to detector.safetensors)."""
-        return {"thresholds": self.thresholds, "threshold_methods": self.threshold_methods, "few_shot": self.few_shot}
+        return {"thresholds": self.thresholds, "threshold_methods": self.threshold_methods, "few_shot": self.few_shot,
+                "calibration": {method: {key: list(stats) for key, stats in per_key.items()}
+                                for method, per_key in self.calibration.items()}}
 
     def to_bytes(self) -> bytes:
         return safetensors.numpy.save(self.arrays(), metadata={"meta": json.dumps(self.meta())})
@@ -78,14 +98,16 @@ class Detector:
     @classmethod
     def merge(cls, parts: list["Detector"]) -> "Detector":
         """One detector from detectors of disjoint machine IDs."""
-        merged = cls({}, {}, {method: {} for method in SCORES}, threshold_methods={method: {} for method in SCORES})
+        merged = cls({}, {})
         for part in parts:
             merged.centroids.update(part.centroids)
             merged.gaussians.update(part.gaussians)
-            for method, per_key in part.thresholds.items():
-                merged.thresholds.setdefault(method, {}).update(per_key)
-            for method, per_key in part.threshold_methods.items():
-                merged.threshold_methods.setdefault(method, {}).update(per_key)
+            merged.rhythms.update(part.rhythms)
+            merged.patch_models.update(part.patch_models)
+            for mine, theirs in ((merged.calibration, part.calibration), (merged.thresholds, part.thresholds),
+                                 (merged.threshold_methods, part.threshold_methods)):
+                for method, per_key in theirs.items():
+                    mine.setdefault(method, {}).update(per_key)
             merged.few_shot = sorted(merged.few_shot + part.few_shot)
         return merged
 
@@ -93,8 +115,18 @@ class Detector:
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Detector":
         """From `arrays()` and `meta()` as stored."""
         keys = sorted(name.split("/", 1)[1] for name in arrays if name.startswith("centroid/"))
+        missing = [key for key in keys if f"rhythm_mean/{key}" not in arrays or f"patch_mean/{key}" not in arrays]
+        if missing:
+            raise CheckpointError(f"the detector has no rhythm or patch model for {', '.join(missing[:4])}: it was "
+                                  f"fitted by an older rcmae; refit it with `rcmae finetune --force`")
         return cls(centroids={key: arrays[f"centroid/{key}"] for key in keys},
                    gaussians={key: {part: arrays[f"{part}/{key}"] for part in GAUSSIAN_PARTS} for key in keys},
+                   rhythms={key: ShrunkGaussian(arrays[f"rhythm_mean/{key}"].astype(np.float64),
+                                                arrays[f"rhythm_inverse/{key}"].astype(np.float64)) for key in keys},
+                   patch_models={key: PatchModel.from_arrays({part: arrays[f"patch_{part}/{key}"]
+                                                              for part in PatchModel.PARTS}) for key in keys},
+                   calibration={method: {key: (float(stats[0]), float(stats[1])) for key, stats in per_key.items()}
+                                for method, per_key in (meta.get("calibration") or {}).items()},
                    thresholds=meta["thresholds"], few_shot=list(meta.get("few_shot") or []),
                    threshold_methods=meta.get("threshold_methods") or {})
 
@@ -129,30 +161,48 @@ def machine_type_of(key: str) -> str:
 
 
 def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig) -> Detector:
-    """Centroids and Gaussians per machine ID. An ID with fewer than MIN_OWN_CLIPS train clips (a new machine,
-    a target domain) gets its own mean with its machine type's pooled covariance: the type's clips, each
-    centred on its own ID's mean (or on the type's mean when its ID has a single clip)."""
+    """Centroids, Gaussians, rhythm and patch models per machine ID. An ID with fewer than MIN_OWN_CLIPS train
+    clips (a new machine, a target domain) gets its own mean with its machine type's pooled spread: the type's
+    clips, each centred on its own ID's mean (or on the type's mean when its ID has a single clip)."""
     keys_array = np.array(keys)
-    centroids, gaussians, few_shot = {}, {}, []
+    detector = Detector({}, {})
     for key in sorted(set(keys)):
         rows = keys_array == key
         mean = encoded.embeddings[rows].mean(axis=0)
-        centroids[key] = (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
+        detector.centroids[key] = (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
         if rows.sum() >= MIN_OWN_CLIPS:
-            gaussians[key] = fit_gaussian(encoded.pooled[rows], config.components)
+            sample = encoded.select(rows)
+            detector.gaussians[key] = fit_gaussian(sample.pooled, config.components)
         else:
+            sample = type_sample(encoded, keys_array, key)
             pooled = pooled_gaussian(encoded.pooled, keys_array, machine_type_of(key), config.components)
-            gaussians[key] = dict(pooled, mean=encoded.pooled[rows].mean(axis=0))
-            few_shot.append(key)
-    return Detector(centroids, gaussians, few_shot=few_shot)
+            detector.gaussians[key] = dict(pooled, mean=encoded.pooled[rows].mean(axis=0))
+            detector.few_shot.append(key)
+        detector.rhythms[key] = ShrunkGaussian.fit(sample.rhythm)
+        detector.patch_models[key] = PatchModel.fit(sample.patches)
+    return detector
+
+
+def type_sample(encoded: Encoded, keys: np.ndarray, key: str) -> Encoded:
+    """The clips of `key`'s machine type with their pooled features, rhythm and patches moved to `key`'s mean:
+    the spread of the type around the few clips of one ID (embeddings and ID log-probabilities as they are)."""
+    of_type = np.array([machine_type_of(k) == machine_type_of(key) for k in keys])
+    if of_type.sum() < MIN_OWN_CLIPS:
+        raise DataError(f"machine type {machine_type_of(key)!r} has {of_type.sum()} train clip(s) in all: the "
+                        f"detector needs at least {MIN_OWN_CLIPS} per type (one ID may hold them all)")
+    sample, own = encoded.select(of_type), keys[of_type] == key
+
+    def moved(values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(len(values), -1)
+        return (centred_by_id(flat, keys[of_type]) + flat[own].mean(axis=0)).reshape(values.shape)
+
+    return dataclasses.replace(sample, pooled=moved(sample.pooled), rhythm=moved(sample.rhythm),
+                               patches=moved(sample.patches))
 
 
 def pooled_gaussian(pooled: np.ndarray, keys: np.ndarray, machine_type: str, components: int) -> dict:
     """A zero-mean Gaussian of the within-ID spread of one machine type's train features."""
     of_type = np.array([machine_type_of(k) == machine_type for k in keys])
-    if of_type.sum() < MIN_OWN_CLIPS:
-        raise DataError(f"machine type {machine_type!r} has {of_type.sum()} train clip(s) in all: the detector "
-                         f"needs at least {MIN_OWN_CLIPS} per type (one ID may hold them all)")
     return fit_gaussian(centred_by_id(pooled[of_type], keys[of_type]), components)
 
 
@@ -225,28 +275,81 @@ def check_finite(name: str, values: np.ndarray, keys: list[str], paths: list[str
                         f"retrain with a lower learning rate, or remove the clips")
 
 
+COMBINED_MEMBERS = ("mahalanobis", "rhythm")  # the scores `combined` takes the largest standardised one of
+
+
+def combine(scores: dict[str, np.ndarray], keys: list[str], detector: Detector) -> np.ndarray:
+    """The `combined` score: per clip, the largest of its members' log-scores, each standardised by its ID's
+    held-out train log-scores (so a score that overfits its train clips does not dominate)."""
+    standardised = []
+    for method in COMBINED_MEMBERS:
+        stats = np.array([detector.calibration[method][key] for key in keys]).reshape(len(keys), 2)
+        standardised.append((np.log(np.maximum(scores[method], 1e-300)) - stats[:, 0]) / stats[:, 1])
+    return np.max(standardised, axis=0)
+
+
+HELD_OUT_FOLDS = 5  # folds of an ID's train clips for its held-out scores (what `combined` is calibrated on)
+
+
+def held_out_scores(encoded: Encoded, key: str, classes: list[str], config: ScoreConfig,
+                    methods: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Each method's scores of one ID's train clips, each clip scored by a detector fitted without its fold (None
+    when the ID has too few clips to leave a fold out)."""
+    count = len(encoded.pooled)
+    folds = min(HELD_OUT_FOLDS, count // MIN_OWN_CLIPS)
+    if folds < 2:
+        return None
+    fold = np.arange(count) % folds
+    scores = {method: np.empty(count) for method in methods}
+    for part in range(folds):
+        fitted = fit_scorer(encoded.select(fold != part), [key] * int((fold != part).sum()), config)
+        held = encoded.select(fold == part)
+        for method in methods:
+            scores[method][fold == part] = anomaly_scores(method, held, [key] * len(held.pooled), classes, fitted)
+    return scores
+
+
+def calibrate(detector: Detector, method: str, key: str, scores: np.ndarray) -> None:
+    """Keep the mean and spread of an ID's log-scores under `method` (the scale `combined` standardises by)."""
+    logs = np.log(np.maximum(scores, 1e-300))
+    detector.calibration.setdefault(method, {})[key] = (float(logs.mean()), float(max(logs.std(), 1e-6)))
+
+
 def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: ScoreConfig,
                  paths: list[str] | None = None) -> Detector:
-    """Per-ID centroids and Gaussians, and per-ID, per-method thresholds, from train-normal clips (`paths`
-    name them in errors)."""
+    """Per-ID centroids, Gaussians, rhythm and patch models, and per-ID, per-method thresholds, from train-normal
+    clips (`paths` name them in errors). `combined` is calibrated, and its threshold set, on held-out scores:
+    in-sample ones would understate how far a new normal clip lies."""
     for name, values in (("encoder features", encoded.pooled), ("embeddings", encoded.embeddings),
-                         ("ID log-probabilities", encoded.log_probs)):
+                         ("ID log-probabilities", encoded.log_probs), ("rhythm", encoded.rhythm),
+                         ("patch tokens", encoded.patches)):
         check_finite(name, values, keys, paths)
     detector = fit_scorer(encoded, keys, config)
     keys_array = np.array(keys)
     types = np.array([machine_type_of(k) for k in keys])
+    samples = {key: (encoded.select(keys_array == key) if key not in detector.few_shot
+                     else type_sample(encoded, keys_array, key)) for key in sorted(set(keys))}
+    members = COMBINED_MEMBERS
+    held_out = {}
+    for key, sample in samples.items():
+        held_out[key] = held_out_scores(sample, key, classes, config, members) if key not in detector.few_shot else None
+        for method in members:
+            calibrate(detector, method, key, held_out[key][method] if held_out[key] is not None else
+                      anomaly_scores(method, sample, [key] * len(sample.pooled), classes, detector))
     for method in SCORES:
         scores = anomaly_scores(method, encoded, keys, classes, detector)
         check_finite(f"{method} scores", scores, keys, paths)
         detector.thresholds[method], detector.threshold_methods[method] = {}, {}
-        for key in sorted(set(keys)):
-            sample = scores[keys_array == key]
-            if key in detector.few_shot:  # too few own scores for a gamma: the type's, scored the same way
-                of_type = types == machine_type_of(key)
-                sample = scores[of_type] if method != "mahalanobis" else mahalanobis(
-                    centred_by_id(encoded.pooled[of_type], keys_array[of_type]),
-                    dict(detector.gaussians[key], mean=np.zeros(encoded.pooled.shape[1])))
-            threshold = gamma_threshold(sample, config.decision_percentile)
+        for key, sample in samples.items():
+            if method == "combined" and held_out[key] is not None:
+                values = combine(held_out[key], [key] * len(sample.pooled), detector)
+            elif key in detector.few_shot and method in ("embedding", "id_logprob"):
+                values = scores[types == machine_type_of(key)]  # the type's clips, each against its own ID
+            elif key in detector.few_shot:  # the type's spread around this ID's few clips, scored as this ID
+                values = anomaly_scores(method, sample, [key] * len(sample.pooled), classes, detector)
+            else:
+                values = scores[keys_array == key]
+            threshold = gamma_threshold(values, config.decision_percentile)
             detector.thresholds[method][key] = threshold.value
             detector.threshold_methods[method][key] = threshold.method
     _warn_fallbacks(detector)

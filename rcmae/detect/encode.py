@@ -13,12 +13,14 @@ import torch.nn.functional as F
 
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
 from rcmae.detect.detector import Detector, Encoded, anomaly_scores, load_detector
+from rcmae.detect.patches import PATCH_DIMS, project_tokens
+from rcmae.detect.rhythm import envelope_autocorrelation
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.registry import SCORES
 
-ENCODED_COLUMNS = ("pooled", "embedding", "log_probs")
+ENCODED_COLUMNS = ("pooled", "embedding", "log_probs", "rhythm", "patches")
 
 
 def score_column(method: str) -> str:
@@ -34,18 +36,22 @@ def score_values(table: pa.Table, method: str) -> np.ndarray:
 @torch.no_grad()
 def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_size: int = 64,
                device: str | torch.device = "cpu") -> Encoded:
-    """Pooled features, embeddings and ID log-probabilities of raw log-mels (N, F, T)."""
+    """Pooled features, embeddings, ID log-probabilities, the rhythm and the projected patch tokens of raw
+    log-mels (N, F, T)."""
     model.eval().to(device)
-    pooled_parts, embeddings, log_probs = [], [], []
+    pooled_parts, embeddings, log_probs, patches = [], [], [], []
+    rows, cols = model.feature_config.grid
     for start in range(0, len(specs), batch_size):
         batch = torch.as_tensor(normalizer(specs[start:start + batch_size]), dtype=torch.float32, device=device)
-        pooled, z = model(batch)
+        pooled, z, tokens = model.embed(batch)
         pooled_parts.append(pooled.float().cpu().numpy())
         embeddings.append(F.normalize(z.float(), dim=1).cpu().numpy())
+        patches.append(project_tokens(tokens.float().cpu().numpy()).reshape(len(batch), rows, cols, -1))
         if model.classifier is not None:
             log_probs.append(F.log_softmax(model.classify(pooled).float(), dim=1).cpu().numpy())
     return Encoded(np.concatenate(pooled_parts), np.concatenate(embeddings),
-                   np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)))
+                   np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)),
+                   envelope_autocorrelation(specs), np.concatenate(patches))
 
 
 def _list_column(values: np.ndarray) -> pa.Array:
@@ -60,10 +66,12 @@ def _matrix(column: pa.ChunkedArray | pa.Array, width: int | None = None) -> np.
     return flat.reshape(len(column), -1 if width is None else width)
 
 
-def encoded_of(table: pa.Table) -> Encoded:
-    """The `Encoded` arrays of a table that `TableEncoder` wrote."""
+def encoded_of(table: pa.Table, grid: tuple[int, int]) -> Encoded:
+    """The `Encoded` arrays of a table that `TableEncoder` wrote for a model of this patch grid."""
     return Encoded(_matrix(table["pooled"]).astype(np.float64), _matrix(table["embedding"]),
-                   _matrix(table["log_probs"], len(table["log_probs"][0]) if table.num_rows else 0))
+                   _matrix(table["log_probs"], len(table["log_probs"][0]) if table.num_rows else 0),
+                   _matrix(table["rhythm"]).astype(np.float64),
+                   _matrix(table["patches"]).reshape(table.num_rows, *grid, PATCH_DIMS))
 
 
 class TableEncoder:
@@ -88,6 +96,8 @@ class TableEncoder:
         out = meta.append_column("pooled", _list_column(encoded.pooled))
         out = out.append_column("embedding", _list_column(encoded.embeddings))
         out = out.append_column("log_probs", _list_column(encoded.log_probs))
+        out = out.append_column("rhythm", _list_column(encoded.rhythm))
+        out = out.append_column("patches", _list_column(encoded.patches.reshape(len(encoded.patches), -1)))
         if self.detector is not None:
             out = add_scores(out, encoded, self.detector, self.checkpoint.classes)
         return out if self.keep_encoded else out.drop_columns(list(ENCODED_COLUMNS))
@@ -101,7 +111,6 @@ def add_scores(table: pa.Table, encoded: Encoded, detector: Detector, classes: l
     for method in SCORES:
         values = np.full(len(keys), np.nan)
         if rows.size:
-            part = Encoded(encoded.pooled[rows], encoded.embeddings[rows], encoded.log_probs[rows])
-            values[rows] = anomaly_scores(method, part, [keys[i] for i in rows], classes, detector)
+            values[rows] = anomaly_scores(method, encoded.select(rows), [keys[i] for i in rows], classes, detector)
         table = table.append_column(score_column(method), pa.array(values, mask=~known))
     return table

@@ -6,11 +6,9 @@ what a deep model adds is what it scores above this."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-SHRINKAGE = 0.1  # weight of the scaled identity in each ID's covariance: well posed with few clips
+from rcmae.detect.shrunk import ShrunkGaussian
 
 
 def clip_statistics(specs: np.ndarray) -> np.ndarray:
@@ -19,34 +17,13 @@ def clip_statistics(specs: np.ndarray) -> np.ndarray:
     return np.concatenate([specs.mean(axis=2), specs.std(axis=2)], axis=1)
 
 
-@dataclass
-class FloorGaussian:
-    mean: np.ndarray     # (2F,)
-    inverse: np.ndarray  # (2F, 2F) inverse of the shrunk covariance
-
-    @classmethod
-    def fit(cls, statistics: np.ndarray) -> "FloorGaussian":
-        mean = statistics.mean(axis=0)
-        centred = statistics - mean
-        covariance = centred.T @ centred / max(1, len(statistics) - 1)
-        scale = np.trace(covariance) / len(covariance)
-        # identical clips have no spread: the identity's floor keeps the covariance invertible
-        scale = max(scale, 1e-12 * float(np.mean(statistics ** 2)) + 1e-30)
-        shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * scale * np.eye(len(covariance))
-        return cls(mean, np.linalg.inv(shrunk))
-
-    def score(self, statistics: np.ndarray) -> np.ndarray:
-        centred = statistics - self.mean
-        return np.einsum("ij,jk,ik->i", centred, self.inverse, centred)
-
-
-def fit_floor(specs: np.ndarray, keys: list[str]) -> dict[str, FloorGaussian]:
+def fit_floor(specs: np.ndarray, keys: list[str]) -> dict[str, ShrunkGaussian]:
     """One Gaussian per machine ID from its train clips' log-mels."""
     statistics, keys_array = clip_statistics(specs), np.array(keys)
-    return {key: FloorGaussian.fit(statistics[keys_array == key]) for key in sorted(set(keys))}
+    return {key: ShrunkGaussian.fit(statistics[keys_array == key]) for key in sorted(set(keys))}
 
 
-def floor_scores(gaussians: dict[str, FloorGaussian], specs: np.ndarray, keys: list[str]) -> np.ndarray:
+def floor_scores(gaussians: dict[str, ShrunkGaussian], specs: np.ndarray, keys: list[str]) -> np.ndarray:
     statistics, keys_array, scores = clip_statistics(specs), np.array(keys), np.empty(len(keys))
     for key in set(keys):
         rows = keys_array == key

@@ -44,8 +44,8 @@ def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
         compute=ray.data.ActorPoolStrategy(size=max(1, plan["num_workers"])))
 
 
-def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig) -> pa.Table:
-    return pa.table({"detector": [fit_machine(group, classes, score).to_bytes()]})
+def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig, grid: tuple[int, int]) -> pa.Table:
+    return pa.table({"detector": [fit_machine(group, classes, score, grid).to_bytes()]})
 
 
 def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: list[str], config: Config) -> Detector:
@@ -55,7 +55,8 @@ def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: l
     # Ray's default (200) costs minutes of task overhead on small clusters
     types = len({key.split("/", 1)[0] for key in classes})
     fitted = encoded.groupby("machine_type", num_partitions=max(1, min(types, 64))).map_groups(
-        _fit_group, fn_kwargs=dict(classes=classes, score=config.score), batch_format="pyarrow")
+        _fit_group, fn_kwargs=dict(classes=classes, score=config.score, grid=config.features.grid),
+        batch_format="pyarrow")
     return Detector.merge([Detector.from_bytes(row["detector"]) for row in fitted.take_all()])
 
 

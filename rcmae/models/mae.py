@@ -126,6 +126,13 @@ class RCMAE(nn.Module):
         x = self.decoder(torch.cat([x[:, :1], tokens + self.decoder_pos_embed], dim=1))
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
+    def grid_tokens(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """The encoded patch tokens of an unmasked clip in grid order (row-major over frequency x time)."""
+        tokens = latent[:, 1:]
+        if tokens.shape[1] != ids_restore.shape[1]:
+            raise ValueError("grid_tokens needs every patch encoded (mask_ratio 0)")
+        return torch.gather(tokens, 1, ids_restore[..., None].expand(-1, -1, tokens.shape[2]))
+
     def pool(self, latent: torch.Tensor, ids_restore: torch.Tensor | None = None) -> torch.Tensor:
         """One vector per clip from the encoded patch tokens (the class token is left out). 'mean' averages
         them; 'frequency' averages each frequency row of the patch grid over time, over the visible tokens
@@ -158,6 +165,11 @@ class RCMAE(nn.Module):
 
     def forward(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled encoder features, projected embedding) of whole (unmasked) clips."""
+        pooled, z, _ = self.embed(specs)
+        return pooled, z
+
+    def embed(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pooled features, projected embedding, patch tokens in grid order) of whole (unmasked) clips."""
         latent, _, ids_restore = self.encode(specs)
         pooled = self.pool(latent, ids_restore)
-        return pooled, self.project(pooled)
+        return pooled, self.project(pooled), self.grid_tokens(latent, ids_restore)

@@ -1,0 +1,97 @@
+"""The scores that keep time: the rhythm statistic, the patch maps and the combined score, against hand
+computations."""
+
+import numpy as np
+import pytest
+import torch
+
+from encoded_values import encoded
+from rcmae.config import ScoreConfig, tiny
+from rcmae.detect.detector import COMBINED_MEMBERS, Detector, anomaly_scores, combine, fit_detector
+from rcmae.detect.patches import PATCH_DIMS, PatchModel, top_mean
+from rcmae.detect.rhythm import envelope_autocorrelation
+from rcmae.detect.shrunk import SHRINKAGE
+from rcmae.models.mae import RCMAE
+
+
+def test_rhythm_is_each_band_groups_normalised_envelope_autocorrelation():
+    rng = np.random.default_rng(0)
+    specs = rng.normal(size=(2, 8, 16))  # 16 frames: lags 1..12, one lag per bin
+    found = envelope_autocorrelation(specs).reshape(2, 8, 12)  # 8 bands -> 8 groups of one band
+    for clip in range(2):
+        for band in range(8):
+            envelope = specs[clip, band] - specs[clip, band].mean()
+            expected = [np.dot(envelope[:-lag], envelope[lag:]) / np.dot(envelope, envelope) for lag in range(1, 13)]
+            np.testing.assert_allclose(found[clip, band], expected, rtol=1e-9, atol=1e-12)
+
+
+def test_rhythm_sees_the_period_of_strokes_and_not_their_phase():
+    specs = np.zeros((2, 16, 64))
+    specs[0, :, 3::8] = 10.0
+    specs[1, :, 6::8] = 10.0  # the same strokes, later
+    rhythm = envelope_autocorrelation(specs).reshape(2, 8, 24)  # lags 1..48 in bins of 2
+    assert np.all(np.argmax(rhythm, axis=2) == 3)  # the bin of lags 7-8
+    np.testing.assert_allclose(rhythm[0], rhythm[1], atol=0.05)
+    assert not envelope_autocorrelation(np.ones((1, 16, 64))).any()  # a steady sound has no rhythm
+
+
+def test_a_patch_model_is_a_shrunk_gaussian_per_frequency_row_standardised_on_train_patches():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(20, 2, 3, PATCH_DIMS)) * np.linspace(0.5, 2.0, PATCH_DIMS)
+    model = PatchModel.fit(train)
+    row = train[:, 1].reshape(-1, PATCH_DIMS)
+    covariance = np.cov(row, rowvar=False)
+    shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * np.trace(covariance) / PATCH_DIMS * np.eye(PATCH_DIMS)
+    probe = rng.normal(size=(1, 2, 3, PATCH_DIMS))
+    centred = probe[0, 1, 2] - row.mean(axis=0)
+    assert model.distances(probe)[0, 1, 2] == pytest.approx(centred @ np.linalg.solve(shrunk, centred), rel=1e-9)
+    train_maps = model.map(train)
+    np.testing.assert_allclose(train_maps.mean(axis=(0, 2)), 0.0, atol=1e-9)
+    np.testing.assert_allclose(train_maps.std(axis=(0, 2)), 1.0, rtol=1e-6)
+
+
+def test_the_patch_map_peaks_where_a_clip_departs_and_the_score_is_its_top_mean():
+    rng = np.random.default_rng(2)
+    train = rng.normal(size=(30, 4, 8, PATCH_DIMS))
+    probe = rng.normal(size=(1, 4, 8, PATCH_DIMS))
+    probe[0, 2, 5] += 6.0
+    maps = PatchModel.fit(train).map(probe)
+    assert np.unravel_index(np.argmax(maps[0]), maps[0].shape) == (2, 5)
+    values = np.arange(40.0).reshape(1, 4, 10)  # 5 % of 40 patches: the top 2
+    assert top_mean(values)[0] == pytest.approx(38.5)
+
+
+def test_combined_is_the_largest_standardised_log_score_of_its_members():
+    detector = Detector({}, {}, calibration={"mahalanobis": {"a/00": (1.0, 2.0)}, "rhythm": {"a/00": (0.0, 0.5)}})
+    scores = {"mahalanobis": np.exp([1.0, 5.0]), "rhythm": np.exp([1.0, 0.5])}
+    assert COMBINED_MEMBERS == ("mahalanobis", "rhythm")
+    np.testing.assert_allclose(combine(scores, ["a/00"] * 2, detector), [2.0, 2.0])
+
+
+def test_combined_is_calibrated_on_held_out_train_scores():
+    """In-sample distances of a 30-clip Gaussian understate how far a new normal clip lies; held-out ones do not,
+    so a fresh normal clip's combined score sits near the middle of the train clips', not far above."""
+    rng = np.random.default_rng(3)
+    train, fresh = rng.normal(size=(30, 12)), rng.normal(size=(200, 12))
+    keys = ["a/00"] * 30
+    detector = fit_detector(encoded(train, log_probs=np.zeros((30, 1))), keys, ["a/00"], ScoreConfig(components=8))
+    fresh_scores = {m: anomaly_scores(m, encoded(fresh), ["a/00"] * 200, ["a/00"], detector) for m in COMBINED_MEMBERS}
+    for method in COMBINED_MEMBERS:
+        logs = np.log(fresh_scores[method])
+        mean, std = detector.calibration[method]["a/00"]
+        assert abs(logs.mean() - mean) < 0.5 * std, method
+    combined = combine(fresh_scores, ["a/00"] * 200, detector)
+    assert np.mean(combined <= detector.thresholds["combined"]["a/00"]) > 0.75
+
+
+def test_grid_tokens_are_the_unmasked_encoder_tokens_in_grid_order():
+    config = tiny()
+    torch.manual_seed(0)
+    model = RCMAE(model=config.model, features=config.features).eval()
+    specs = torch.randn(2, config.features.n_mels, config.features.n_frames)
+    with torch.no_grad():
+        pooled, _, tokens = model.embed(specs)
+    rows, cols = config.features.grid
+    assert tokens.shape == (2, rows * cols, config.model.embed_dim)
+    # frequency pooling is each row's mean over time of the same tokens
+    torch.testing.assert_close(tokens.reshape(2, rows, cols, -1).mean(dim=2).reshape(2, -1), pooled)
