@@ -29,6 +29,9 @@ class Result:
     method: str                 # the score method
     window_scores: tuple[float, ...]    # one per clip-long window, half a clip apart
     window_starts_s: tuple[float, ...]  # where each window starts in the recording
+    # with explain=True: (windows, rows, cols) anomaly maps, one value per patch of each window's (frequency x time)
+    # grid, low rows low frequencies (`rcmae.evaluate.maps.patch_bands` / `patch_times` give hertz and seconds)
+    maps: np.ndarray | None = None
 
 
 class Detector:
@@ -50,8 +53,10 @@ class Detector:
     def sample_rate(self) -> int:
         return self._scorer.config.audio.sample_rate
 
-    def score(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int) -> Result:
-        """Score a waveform ([n] or [channels, n] samples), resampled and downmixed as the training clips were."""
+    def score(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
+              explain: bool = False) -> Result:
+        """Score a waveform ([n] or [channels, n] samples), resampled and downmixed as the training clips were;
+        `explain` adds the anomaly maps."""
         machine_id = f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)
         key = machine_key(machine_type, machine_id)
         if key not in self.machines:
@@ -60,21 +65,22 @@ class Detector:
         wave = prepare(np.asarray(waveform), int(sample_rate), audio, "<waveform>")
         return self._result(key, dict(path="<waveform>", file_name="<waveform>", machine_type=machine_type,
                                       machine_id=machine_id, split="test", label="unknown", domain="unknown",
-                                      attributes=""), wave)
+                                      attributes=""), wave, explain)
 
     def score_file(self, path: str | Path, machine_type: str | None = None,
-                   machine_id: str | int | None = None) -> Result:
+                   machine_id: str | int | None = None, explain: bool = False) -> Result:
         """Score an audio file; the machine comes from a DCASE file name unless given."""
         if machine_type is None or machine_id is None:
             clip = parse_clip_name(Path(path))
             machine_type, machine_id = clip["machine_type"], clip["machine_id"]
         wave = load_clip(path, replace(self._scorer.config.audio, clip_seconds=None))
-        return self.score(wave, self.sample_rate, machine_type, machine_id)
+        return self.score(wave, self.sample_rate, machine_type, machine_id, explain)
 
-    def _result(self, key: str, clip: dict, wave: np.ndarray) -> Result:
+    def _result(self, key: str, clip: dict, wave: np.ndarray, explain: bool) -> Result:
         windows = self._scorer.windows(clip, wave)
-        scores = self._scorer.window_scores(windows)
-        score, threshold, decision = self._scorer.verdict(key, scores)
+        scored = self._scorer.score_windows(windows)
+        score, threshold, decision = self._scorer.verdict(key, scored.scores)
         return Result(score=score, decision=decision, threshold=threshold, method=self._scorer.method,
-                      window_scores=tuple(float(s) for s in scores),
-                      window_starts_s=tuple(round(w["start_s"], 3) for w in windows))
+                      window_scores=tuple(float(s) for s in scored.scores),
+                      window_starts_s=tuple(round(w["start_s"], 3) for w in windows),
+                      maps=scored.maps if explain else None)

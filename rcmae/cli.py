@@ -147,8 +147,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise RcmaeError(f"--out {args.out} is a folder: name the CSV file to write")
     if args.windows is not None and args.windows.is_dir():
         raise RcmaeError(f"--windows {args.windows} is a folder: name the CSV file to write")
+    if args.explain is not None and args.explain.exists() and not args.explain.is_dir():
+        raise RcmaeError(f"--explain {args.explain} is a file: name a folder for the maps")
     result = score_recordings(args.checkpoint, [str(p) for p in args.audio], args.machine_type, args.machine_id,
-                              args.method, aggregate=args.aggregate)
+                              args.method, aggregate=args.aggregate, explain=args.explain)
     if args.windows is not None:
         with open(args.windows, "w", newline="") as handle:
             windows = csv.DictWriter(handle, fieldnames=["file", "start_s", "end_s", "score"], lineterminator="\n")
@@ -339,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
     p.add_argument("--method", choices=sorted(SCORES))
     p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
+    p.add_argument("--explain", type=Path, metavar="DIR",
+                   help="write each recording's anomaly maps here: NAME.npy (windows x frequency rows x time "
+                        "columns of the patch grid) and NAME.png (the highest-scoring window's log-mel under its map)")
     p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="mean",
                    help="a recording longer than the model's clip is scored in clip-long windows half a clip apart; "
                         "its score is their mean or max (default: %(default)s; benchmarks/long_recordings.py "

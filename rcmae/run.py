@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rcmae.config import Config
@@ -37,9 +39,9 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     from rcmae.baseline import run_reference
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
-    from rcmae.evaluate.families import fault_families
+    from rcmae.evaluate.families import fault_families, fault_regions
     from rcmae.evaluate.results import write_scored
-    from rcmae.evaluate.run_report import tsne_sample, write_report
+    from rcmae.evaluate.run_report import top_anomalies, tsne_sample, write_report
     from rcmae.evaluate.test_split import feature_test_split
     from rcmae.stages import finetune, pretrain, score_test_split
 
@@ -96,8 +98,10 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, syn
     baseline_metrics = references.get("dcase2020_ae")
 
     tsne_rows = tsne_sample(feature_test_split(features), seed=seed)
+    chosen = pa.array(top_anomalies(scored, metrics["method"]))
+    map_rows = pa.concat_tables([part.filter(pc.is_in(part["path"], chosen)) for part in feature_test_split(features)])
     report = write_report(out, scored, tsne_rows, metrics, references, pretrain_dir, finetune_dir, summary,
-                          timings)
+                          timings, map_rows, fault_regions(data))
     result = {"report": str(report), "mean": metrics["mean"],
               "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None,
               "floor_mean": references["floor"]["mean"], "timings": timings}

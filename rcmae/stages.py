@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from rcmae.config import Config
 from rcmae.data.run_folder import check_settings, owned
+from rcmae.detect.detector import current_detector
 from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
 
 STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
@@ -61,8 +62,9 @@ def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None
         check_settings(with_later_fields(stage_settings(meta.get("config", {}), stage), stage), wanted, out_dir)
     recorded.write_text(json.dumps(wanted, indent=1))
     done = meta is not None and meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
-    if done and stage == "finetune":  # a model folder from before whole-folder publishing may lack its detector
-        done = "detector" in meta and (model_dir / DETECTOR).is_file()
+    if done and stage == "finetune":  # an older model folder may lack its detector or hold an older one: the
+        # stage resumes at its last epoch and only fits the detector again
+        done = current_detector(meta.get("detector")) and (model_dir / DETECTOR).is_file()
     return model_dir if done else None
 
 

@@ -53,6 +53,14 @@ class Encoded:
         return Encoded(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
 
+DETECTOR_FORMAT = 2  # 2 (rcmae 0.2): rhythm and patch models, calibration; 1 (no "format", 0.1): Gaussians only
+
+
+def current_detector(meta: dict | None) -> bool:
+    """Whether a detector's stored meta is of this rcmae's format."""
+    return bool(meta) and meta.get("format") == DETECTOR_FORMAT
+
+
 @dataclass
 class Detector:
     centroids: dict[str, np.ndarray]             # machine key -> unit-length mean train embedding
@@ -81,7 +89,8 @@ class Detector:
 
     def meta(self) -> dict:
         """What meta.json keeps of the detector (its arrays go to detector.safetensors)."""
-        return {"thresholds": self.thresholds, "threshold_methods": self.threshold_methods, "few_shot": self.few_shot,
+        return {"format": DETECTOR_FORMAT, "thresholds": self.thresholds, "threshold_methods": self.threshold_methods,
+                "few_shot": self.few_shot,
                 "calibration": {method: {key: list(stats) for key, stats in per_key.items()}
                                 for method, per_key in self.calibration.items()}}
 
@@ -114,11 +123,11 @@ class Detector:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Detector":
         """From `arrays()` and `meta()` as stored."""
+        if not current_detector(meta):
+            raise CheckpointError("the detector was fitted by an older rcmae (it has no rhythm and patch models): "
+                                  "run the same `rcmae finetune` (or `rcmae run`) again: it fits the detector anew "
+                                  "without retraining")
         keys = sorted(name.split("/", 1)[1] for name in arrays if name.startswith("centroid/"))
-        missing = [key for key in keys if f"rhythm_mean/{key}" not in arrays or f"patch_mean/{key}" not in arrays]
-        if missing:
-            raise CheckpointError(f"the detector has no rhythm or patch model for {', '.join(missing[:4])}: it was "
-                                  f"fitted by an older rcmae; refit it with `rcmae finetune --force`")
         return cls(centroids={key: arrays[f"centroid/{key}"] for key in keys},
                    gaussians={key: {part: arrays[f"{part}/{key}"] for part in GAUSSIAN_PARTS} for key in keys},
                    rhythms={key: ShrunkGaussian(arrays[f"rhythm_mean/{key}"].astype(np.float64),

@@ -15,12 +15,14 @@ from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_colu
 from rcmae.detect.detector import Detector, Encoded, anomaly_scores, load_detector
 from rcmae.detect.patches import PATCH_DIMS, project_tokens
 from rcmae.detect.rhythm import envelope_autocorrelation
+from rcmae.detect.scores import patch_maps
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.registry import SCORES
 
 ENCODED_COLUMNS = ("pooled", "embedding", "log_probs", "rhythm", "patches")
+MAP_COLUMN = "patch_map"
 
 
 def score_column(method: str) -> str:
@@ -75,12 +77,14 @@ def encoded_of(table: pa.Table, grid: tuple[int, int]) -> Encoded:
 
 
 class TableEncoder:
-    """Feature-table rows -> their metadata plus `pooled`, `embedding` and `log_probs`; with a detector in the
-    model folder, also `score_<method>` for every score method (None when the row's machine is unknown)."""
+    """Feature-table rows -> their metadata plus the `Encoded` columns; with a detector in the model folder, also
+    `score_<method>` for every score method (None when the row's machine is unknown) and, `with_maps`, each clip's
+    anomaly map (`MAP_COLUMN`, rows x cols values of the patch grid, row-major)."""
 
     def __init__(self, model_dir: str | Path, device: str | None = None, with_scores: bool = False,
-                 keep_encoded: bool = True):
+                 keep_encoded: bool = True, with_maps: bool = False):
         self.keep_encoded = keep_encoded  # False: metadata and scores only (what evaluation keeps of a clip)
+        self.with_maps = with_maps and with_scores
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.checkpoint = load_checkpoint(model_dir, device=self.device)
         self.detector: Detector | None = load_detector(model_dir) if with_scores else None
@@ -100,6 +104,8 @@ class TableEncoder:
         out = out.append_column("patches", _list_column(encoded.patches.reshape(len(encoded.patches), -1)))
         if self.detector is not None:
             out = add_scores(out, encoded, self.detector, self.checkpoint.classes)
+        if self.with_maps:
+            out = add_maps(out, encoded, self.detector, self.checkpoint.classes)
         return out if self.keep_encoded else out.drop_columns(list(ENCODED_COLUMNS))
 
 
@@ -114,3 +120,26 @@ def add_scores(table: pa.Table, encoded: Encoded, detector: Detector, classes: l
             values[rows] = anomaly_scores(method, encoded.select(rows), [keys[i] for i in rows], classes, detector)
         table = table.append_column(score_column(method), pa.array(values, mask=~known))
     return table
+
+
+def add_maps(table: pa.Table, encoded: Encoded, detector: Detector, classes: list[str]) -> pa.Table:
+    """The `MAP_COLUMN` of each clip (null for machines the detector does not know)."""
+    keys = machine_keys(table)
+    known = np.array([key in detector.centroids and key in classes for key in keys])
+    rows = np.flatnonzero(known)
+    maps = np.zeros((len(keys), int(np.prod(encoded.patches.shape[1:3]))), dtype=np.float32)
+    if rows.size:
+        maps[rows] = patch_maps(encoded.select(rows), [keys[i] for i in rows], detector).reshape(rows.size, -1)
+    column = _list_column(maps)
+    return table.append_column(MAP_COLUMN, pa.ListArray.from_arrays(column.offsets, column.values,
+                                                                    mask=pa.array(~known)))
+
+
+def map_values(table: pa.Table, grid: tuple[int, int]) -> np.ndarray:
+    """(N, rows, cols) anomaly maps of a table `TableEncoder(with_maps=True)` wrote (NaN where null)."""
+    column = table[MAP_COLUMN].combine_chunks()
+    maps = np.full((table.num_rows, *grid), np.nan)
+    valid = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+    if valid.size:
+        maps[valid] = _matrix(column.take(pa.array(valid))).reshape(valid.size, *grid)
+    return maps

@@ -141,11 +141,11 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
 
 
 def export_results(results, folder: Path, params: list[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
+
+    from rcmae.evaluate.maps import pyplot
+
+    plt = pyplot()
 
     rows = []
     for result in results:  # one row per trial, failed ones with their error

@@ -24,18 +24,28 @@ def clip_key(path: str | Path) -> str:
     return path_text(os.path.normpath(Path(path).resolve()))
 
 
-def fault_families(data_dir: str | Path | None) -> dict[str, str]:
-    """Absolute clip path -> fault family for every anomalous clip the data's manifest labels; empty for data
-    without one (real recordings). The manifest sits at the data root, at or above `data_dir`."""
+def manifest_records(data_dir: str | Path | None, field: str) -> dict[str, object]:
+    """Absolute clip path -> `field` of every clip record of the data's manifest that has it; empty for data
+    without a manifest (real recordings). The manifest sits at the data root, at or above `data_dir`."""
     if data_dir is None:
         return {}
     folder = Path(data_dir).resolve()
     for root in [folder, *folder.parents][:4]:
         if (root / MANIFEST).is_file():
             clips = json.loads((root / MANIFEST).read_text()).get("clips", {})
-            return {clip_key(root / relative): record["family"]
-                    for relative, record in clips.items() if "family" in record}
+            return {clip_key(root / relative): record[field] for relative, record in clips.items() if field in record}
     return {}
+
+
+def fault_families(data_dir: str | Path | None) -> dict[str, str]:
+    """Absolute clip path -> fault family for every anomalous clip the toy factory's manifest labels."""
+    return manifest_records(data_dir, "family")
+
+
+def fault_regions(data_dir: str | Path | None) -> dict[str, dict]:
+    """Absolute clip path -> where its fault sounds (`spans` in seconds, `band_hz`) for every anomalous clip the
+    toy factory's manifest locates."""
+    return manifest_records(data_dir, "region")
 
 
 def family_metrics(rows: list[dict], scores: np.ndarray, families: dict[str, str], max_fpr: float = 0.1) -> dict:

@@ -3,6 +3,7 @@ listed with its reason."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import pandas as pd
 from rcmae.augment.featurize import Featurizer
 from rcmae.config import Config
 from rcmae.data.audio import AudioError, fit_length, load_clip
-from rcmae.data.feature_table import machine_key
+from rcmae.data.feature_table import machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
-from rcmae.detect.encode import TableEncoder, score_values
+from rcmae.detect.encode import TableEncoder, map_values, score_values
 from rcmae.errors import RcmaeError
+from rcmae.evaluate.maps import plot_map
 from rcmae.models.checkpoint import read_meta
 
 BATCH = 64  # windows featurised and scored at a time
@@ -31,6 +33,13 @@ class ScoredRecordings:
     rows: list[dict]      # file, machine_type, machine_id, score, decision: one per scored recording
     failures: list[dict]  # file, reason: one per recording that could not be scored
     windows: list[dict] = field(default_factory=list)  # file, start_s, end_s, score: one per scored window
+
+
+@dataclass
+class ScoredWindows:
+    scores: np.ndarray   # (W,) one per window (NaN for a machine the model does not know)
+    maps: np.ndarray     # (W, rows, cols) their anomaly maps (NaN likewise)
+    logmels: np.ndarray  # (W, n_mels, n_frames) the log-mels the model read
 
 
 def recordings(paths: list[str]) -> list[str]:
@@ -66,7 +75,7 @@ class RecordingScorer:
         self.config = Config.from_dict(self.meta["config"])
         self.method = method or self.config.score.method
         self.aggregate = aggregate
-        self.encoder = TableEncoder(model_dir, with_scores=True, keep_encoded=False)
+        self.encoder = TableEncoder(model_dir, with_scores=True, keep_encoded=False, with_maps=True)
         self.featurizer = Featurizer(self.config, augmenter=None)
         self.thresholds = self.meta["detector"]["thresholds"][self.method]
 
@@ -87,11 +96,20 @@ class RecordingScorer:
                              end_s=min(start + length, len(wave)) / audio.sample_rate))
         return rows
 
-    def window_scores(self, windows: list[dict]) -> np.ndarray:
-        """One score per window (NaN for a machine the model does not know)."""
-        parts = [score_values(self.encoder(self.featurizer(pd.DataFrame(windows[start:start + BATCH]))),
-                              self.method) for start in range(0, len(windows), BATCH)]
-        return np.concatenate(parts) if parts else np.zeros(0)
+    def score_windows(self, windows: list[dict]) -> ScoredWindows:
+        """Scores, anomaly maps and log-mels of windows, a batch at a time."""
+        features = self.config.features
+        scores, maps, logmels = [], [], []
+        for start in range(0, len(windows), BATCH):
+            featurised = self.featurizer(pd.DataFrame(windows[start:start + BATCH]))
+            scored = self.encoder(featurised)
+            scores.append(score_values(scored, self.method))
+            maps.append(map_values(scored, features.grid))
+            logmels.append(specs_from_column(featurised["features"], features.n_mels, features.n_frames))
+        if not scores:
+            return ScoredWindows(np.zeros(0), np.zeros((0, *features.grid)),
+                                 np.zeros((0, features.n_mels, features.n_frames)))
+        return ScoredWindows(np.concatenate(scores), np.concatenate(maps), np.concatenate(logmels))
 
     def verdict(self, key: str, scores: np.ndarray) -> tuple[float, float, bool]:
         """(score, threshold, decision) of a recording of machine `key` from its windows' scores."""
@@ -102,11 +120,12 @@ class RecordingScorer:
 
 def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type: str | None = None,
                      machine_id: str | None = None, method: str | None = None,
-                     aggregate: str = "mean") -> ScoredRecordings:
+                     aggregate: str = "mean", explain: Path | None = None) -> ScoredRecordings:
     """Scores every readable recording of a machine the model knows (`RecordingScorer`); the others are listed
     with their reason (not found, name outside the DCASE grammar, unreadable audio, unknown machine); a folder
     stands for its .wav files. The machine comes from the DCASE file name, or from `machine_type` / `machine_id`
-    (a number, zero-padded as DCASE's) for other names."""
+    (a number, zero-padded as DCASE's) for other names. With `explain`, each scored recording's anomaly maps go
+    there (`write_explanation`)."""
     scorer = RecordingScorer(checkpoint_dir, method, aggregate)
     if machine_id is not None and machine_id.isdigit():
         machine_id = f"{int(machine_id):02d}"
@@ -122,12 +141,36 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
                 clips.append(parse_clip_name(Path(path)))
             except LayoutError as error:
                 failures.append(dict(file=str(path), reason=f"{error} (or pass --machine-type and --machine-id)"))
-    pending: list[dict] = []  # windows, with their samples, waiting for a batch
-    scored: dict[str, list[tuple[dict, float]]] = {}  # path -> its windows (without samples) and their scores
+    names = explanation_names([clip["path"] for clip in clips]) if explain is not None else {}
+    if explain is not None:
+        explain.mkdir(parents=True, exist_ok=True)
+    result = ScoredRecordings([], failures)
+    pending: list[dict] = []  # windows of whole recordings, with their samples, waiting for a batch
 
     def score_pending() -> None:
-        for window, value in zip(pending, scorer.window_scores(pending)):
-            scored.setdefault(window["path"], []).append((dict(window, wave=None), float(value)))
+        """Score the pending windows; each recording among them is whole, so it gets its verdict now."""
+        scored = scorer.score_windows(pending)
+        by_path: dict[str, list[int]] = {}
+        for i, window in enumerate(pending):
+            by_path.setdefault(window["path"], []).append(i)
+        for path, mine in by_path.items():
+            clip = pending[mine[0]]
+            key = machine_key(clip["machine_type"], clip["machine_id"])
+            values = scored.scores[mine]
+            if np.isnan(values[0]):
+                failures.append(dict(file=path, reason=f"unknown machine {key} (this model knows "
+                                                       f"{', '.join(scorer.classes)})"))
+                continue
+            score, threshold, decision = scorer.verdict(key, values)
+            result.rows.append(dict(file=path, machine_type=clip["machine_type"], machine_id=clip["machine_id"],
+                                    score=score, decision=int(decision)))
+            result.windows += [dict(file=path, start_s=round(pending[i]["start_s"], 3),
+                                    end_s=round(pending[i]["end_s"], 3), score=float(scored.scores[i])) for i in mine]
+            if explain is not None:
+                write_explanation(explain / names[path], scorer, [pending[i]["start_s"] for i in mine],
+                                  ScoredWindows(values, scored.maps[mine], scored.logmels[mine]),
+                                  f"{Path(path).name} ({key}): {scorer.method} {score:.3g}, threshold "
+                                  f"{threshold:.3g}: {'ANOMALY' if decision else 'normal'}")
         pending.clear()
 
     for clip in clips:  # a batch of windows in memory at a time, however many recordings there are
@@ -140,18 +183,25 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
         if len(pending) >= BATCH:
             score_pending()
     score_pending()
-    rows, kept = [], []
-    for path, mine in scored.items():  # each recording once, in the order given
-        clip = mine[0][0]
-        key = machine_key(clip["machine_type"], clip["machine_id"])
-        values = np.array([value for _, value in mine])
-        if np.isnan(values[0]):
-            failures.append(dict(file=path, reason=f"unknown machine {key} (this model knows "
-                                                   f"{', '.join(scorer.classes)})"))
-            continue
-        score, _, decision = scorer.verdict(key, values)
-        rows.append(dict(file=path, machine_type=clip["machine_type"], machine_id=clip["machine_id"], score=score,
-                         decision=int(decision)))
-        kept += [dict(file=path, start_s=round(window["start_s"], 3), end_s=round(window["end_s"], 3), score=value)
-                 for window, value in mine]
-    return ScoredRecordings(rows, failures, kept)
+    return result
+
+
+def explanation_names(paths: list[str]) -> dict[str, str]:
+    """A file-name stem per recording, unique among them: its path below the folder they share, `/` as `__`
+    (DCASE repeats file names across machine types and sets)."""
+    if not paths:
+        return {}
+    resolved = [Path(path).resolve() for path in paths]
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return {path: "__".join(p.relative_to(common).with_suffix("").parts) for path, p in zip(paths, resolved)}
+
+
+def write_explanation(stem: Path, scorer: RecordingScorer, starts_s: list[float], windows: ScoredWindows,
+                      title: str) -> None:
+    """`<stem>.npy`: the recording's anomaly maps (windows x rows x cols); `<stem>.png`: its highest-scoring
+    window's log-mel under its map."""
+    np.save(stem.with_name(stem.name + ".npy"), windows.maps.astype(np.float32))
+    best = int(np.argmax(windows.scores))
+    window = f" (window at {starts_s[best]:.1f} s)" if len(starts_s) > 1 else ""
+    plot_map(stem.with_name(stem.name + ".png"), windows.logmels[best], windows.maps[best], scorer.config.features,
+             scorer.config.audio.sample_rate, title + window)

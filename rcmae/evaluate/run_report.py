@@ -14,8 +14,10 @@ from sklearn.metrics import roc_curve
 
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.detector import MIN_OWN_CLIPS
-from rcmae.detect.encode import encode_all, score_values
+from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
 from rcmae.errors import DataError
+from rcmae.evaluate.families import clip_key
+from rcmae.evaluate.maps import plot_map, pyplot, region_mask
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.registry import SCORES
 
@@ -24,17 +26,8 @@ NOT_LOSSES = ("epoch", "lr", "seconds", "stage", "accuracy", "samples_per_second
 TSNE_CLIPS = 2000  # t-SNE of more test clips than this uses a random sample of them
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_roc(scored: pa.Table, method: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     types = np.array(scored["machine_type"].to_pylist())
     label_names = np.array(scored["label"].to_pylist())
     labels = label_names == "anomaly"
@@ -57,7 +50,7 @@ def plot_roc(scored: pa.Table, method: str, path: Path) -> None:
 
 def plot_tsne(model_dir: Path, test: pa.Table, title: str, path: Path, seed: int = 0) -> None:
     """t-SNE of the embeddings of `test` (feature-table rows: metadata and log-mels)."""
-    plt = _plt()
+    plt = pyplot()
     checkpoint = load_checkpoint(model_dir)
     features = checkpoint.config.features
     specs = specs_from_column(test["features"], features.n_mels, features.n_frames)
@@ -80,7 +73,7 @@ def plot_tsne(model_dir: Path, test: pa.Table, title: str, path: Path, seed: int
 
 
 def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 4))
     for ax, (stage, history) in zip(np.atleast_1d(axes), histories.items()):
         epochs = [h["epoch"] for h in history]
@@ -157,6 +150,50 @@ def _family_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MAPS_PER_TYPE = 3  # report.md shows the anomaly maps of this many highest-scoring test anomalies per machine type
+
+
+def top_anomalies(scored: pa.Table, method: str, per_type: int = MAPS_PER_TYPE) -> list[str]:
+    """Paths of the `per_type` highest-scoring labelled anomalies of each machine type."""
+    anomalies = scored.filter(pc.equal(scored["label"], "anomaly"))
+    values, types = score_values(anomalies, method), np.array(anomalies["machine_type"].to_pylist())
+    paths = np.array(anomalies["path"].to_pylist())
+    chosen = []
+    for machine_type in sorted(set(types)):
+        rows = np.flatnonzero((types == machine_type) & ~np.isnan(values))
+        chosen += paths[rows[np.argsort(-values[rows], kind="stable")[:per_type]]].tolist()
+    return chosen
+
+
+def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict[str, dict], plots: Path) -> str:
+    """Anomaly-map PNGs of feature-table `rows` (the clips `top_anomalies` chose), each with its fault's region
+    outlined where the data say where it is; the report's section that shows them."""
+    if not rows.num_rows:
+        return ""
+    encoder = TableEncoder(finetune_dir, with_scores=True, keep_encoded=False, with_maps=True)
+    config = encoder.checkpoint.config
+    scored = encoder(rows)
+    maps, values = map_values(scored, config.features.grid), score_values(scored, method)
+    specs = specs_from_column(rows["features"], config.features.n_mels, config.features.n_frames)
+    folder = plots / "maps"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    paths, types = rows["path"].to_pylist(), rows["machine_type"].to_pylist()
+    for i in sorted(range(rows.num_rows), key=lambda i: (types[i].lower(), -values[i])):
+        path, machine_type = paths[i], types[i]
+        region = regions.get(clip_key(path))
+        mask = region_mask(region, config.features, config.audio.sample_rate) if region else None
+        name = f"{machine_type}_{Path(path).stem}.png"
+        plot_map(folder / name, specs[i], maps[i], config.features, config.audio.sample_rate,
+                 f"{machine_type} {Path(path).name}: {method} {values[i]:.3g}", region=mask)
+        lines.append(f"![{machine_type} {Path(path).name}](plots/maps/{name})")
+    outlined = "; the fault's true region (toy factory) is outlined in cyan" if regions else ""
+    return (f"## Where the anomalies sound\n\nAnomaly maps of the {MAPS_PER_TYPE} highest-scoring test anomalies per "
+            f"machine type: each patch's distance from its machine's normal patches of that frequency row "
+            f"(standardised on the train clips), over the clip's log-mel{outlined}. `rcmae score --explain DIR` "
+            f"writes such maps for any recording.\n\n" + "\n".join(lines) + "\n")
+
+
 def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     """A uniform sample of up to `limit` rows from a stream of feature-table batches: each row gets a random
     key and the `limit` smallest keys are kept (bottom-k sampling), so memory holds `limit` rows and a batch."""
@@ -172,10 +209,13 @@ def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
 
 
 def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict, references: dict[str, dict],
-                 pretrain_dir: Path, finetune_dir: Path, summary: dict, timings: dict) -> Path:
-    """report.md: RC-MAE's results beside the references' (`references`: reference name -> metrics.json)."""
+                 pretrain_dir: Path, finetune_dir: Path, summary: dict, timings: dict, map_rows: pa.Table,
+                 regions: dict[str, dict]) -> Path:
+    """report.md: RC-MAE's results beside the references' (`references`: reference name -> metrics.json), with
+    the anomaly maps of `map_rows` (feature rows of the `top_anomalies`; their true `regions` where known)."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    maps_section = plot_top_maps(map_rows, finetune_dir, metrics["method"], regions, plots)
     plot_roc(scored, metrics["method"], plots / "roc.png")
     plot_tsne(pretrain_dir, tsne_rows, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
     plot_tsne(finetune_dir, tsne_rows, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
@@ -190,6 +230,11 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
                                                                              "mean + std")):
         if name in references:
             rows[label] = references[name]
+    family_rows = dict(rows)  # every score of the model: the per-family table is where they differ
+    for method in metrics["methods"]:
+        other = out / "evaluation" / "other_methods" / method / "metrics.json"
+        if method not in (metrics["method"], PAPER_SCORE) and other.exists():
+            family_rows[f"RC-MAE, `{method}`"] = json.loads(other.read_text())
     methods = "\n".join(f"- `{m}` ({SCORES[m].origin}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
                         for m, v in metrics["methods"].items() if v)
     unlabelled = sorted(set(machine_keys(scored.filter(pc.invert(
@@ -212,11 +257,12 @@ the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
 {_metrics_table(rows)}
 
 {_domain_table(rows)}
-{_family_table(rows)}
+{_family_table(family_rows)}
 Score methods of the same model (the paper's is `id_logprob`, -log p(true machine ID | clip), Section 2.5.2;
 the others are rcmae extensions):
 {methods}
 
+{maps_section}
 ## Data and augmentation
 
 {summary.get('clips')} clips indexed, {summary.get('rejected')} rejected (see `augment/rejects.parquet`);

@@ -97,10 +97,14 @@ class RCMAE(nn.Module):
     def random_masking(x: torch.Tensor, mask_ratio: float):
         """Keep a random (1 - mask_ratio) share of tokens per sample. Returns visible tokens, the binary
         mask (1 = hidden) in original order, and the permutation that restores that order."""
+        batch, length, _ = x.shape
+        return RCMAE.keep_lowest(x, torch.rand(batch, length, device=x.device), int(length * (1 - mask_ratio)))
+
+    @staticmethod
+    def keep_lowest(x: torch.Tensor, noise: torch.Tensor, keep: int):
+        """`random_masking` for given `noise` (batch, length): the `keep` tokens of lowest noise stay visible."""
         batch, length, width = x.shape
-        keep = int(length * (1 - mask_ratio))
-        noise = torch.rand(batch, length, device=x.device)
-        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_shuffle = torch.argsort(noise, dim=1, stable=True)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :keep]
         visible = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, width))
@@ -108,11 +112,15 @@ class RCMAE(nn.Module):
         mask[:, :keep] = 0
         return visible, torch.gather(mask, 1, ids_restore), ids_restore
 
-    def encode(self, specs: torch.Tensor, mask_ratio: float = 0.0):
+    def encode(self, specs: torch.Tensor, mask_ratio: float = 0.0, hidden: torch.Tensor | None = None):
         """Encoder tokens (class token first) of the visible patches, the mask (1 = hidden) and the
-        permutation that restores grid order."""
+        permutation that restores grid order. `hidden` (batch, num_patches; the same count per clip) names the
+        patches to hide instead of a random `mask_ratio` share."""
         x = self.patch_embed(self.patchify(specs)) + self.pos_embed
-        x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        if hidden is None:
+            x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        else:
+            x, mask, ids_restore = self.keep_lowest(x, hidden.float(), x.shape[1] - int(hidden[0].sum()))
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         return self.encoder(torch.cat([cls, x], dim=1)), mask, ids_restore
 
