@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--preset", default="small", choices=sorted(SYNTH_PRESETS),
                    help="small: 2 s clips, 3 IDs per type; full: 10 s, DCASE-sized IDs; hard: 4 s clips whose faults "
-                        "sound 0.2-2 s from a random onset, over louder impulsive background (default: %(default)s)")
+                        "sound 0.2-2 s from a random onset, over louder impulsive background, with more timing faults "
+                        "(default: %(default)s)")
     p.add_argument("--layout", default="dcase2020", choices=["dcase2020", "dcase2021"],
                    help="dcase2021: DCASE 2021-2025 names, one section per machine, a source and a shifted "
                         "target domain (3 target train clips per section)")

@@ -14,7 +14,7 @@ import soundfile as sf
 from rcmae.cli import main
 from rcmae.data.synth import synthesize
 from rcmae.errors import EXIT
-from rcmae.models.checkpoint import DETECTOR, read_meta
+from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
 
 QUICK = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", "--set", "augment.variants=1"]
 ALIAS_BOMB = "[" + ",".join(["&a0 [x,x,x,x,x,x,x,x,x]"] + [
@@ -112,18 +112,30 @@ def test_an_interrupted_detector_fit_leaves_no_model_and_the_rerun_redoes_it(toy
     assert "detector" in read_meta(model) and (model / DETECTOR).is_file()
 
 
-def test_a_model_folder_without_its_detector_is_not_taken_as_finished(toy_features, quick_config, tmp_path):
+@pytest.mark.parametrize("older", ["no detector", "an older detector"])
+def test_a_model_folder_without_a_current_detector_is_refit_without_retraining(toy_features, quick_config, tmp_path,
+                                                                              older):
     from rcmae import stages
+    from rcmae.detect.detector import DETECTOR_FORMAT, load_detector
 
     pretrained = stages.pretrain(quick_config, toy_features, tmp_path / "pretrain")
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
-    (model / DETECTOR).unlink()  # a folder published before the fit, by an older rcmae
+    weights = (model / "model.safetensors").read_bytes()
     meta = read_meta(model)
-    del meta["detector"]
+    if older == "no detector":  # a folder published before the fit, by rcmae 0.1
+        (model / DETECTOR).unlink()
+        del meta["detector"]
+    else:  # rcmae 0.1's detector: Gaussians only, no "format"
+        del meta["detector"]["format"]
     (model / "meta.json").write_text(json.dumps(meta))
+    if older == "an older detector":
+        with pytest.raises(CheckpointError, match="fitted by an older rcmae.*without retraining"):
+            load_detector(model)
     assert stages.claim(tmp_path / "finetune", "finetune", quick_config, force=False) is None
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
-    assert "detector" in read_meta(model)
+    assert read_meta(model)["detector"]["format"] == DETECTOR_FORMAT
+    assert (model / "model.safetensors").read_bytes() == weights
+    load_detector(model)
 
 
 # ---------------------------------------------------------------- bad values: one line, exit 2
@@ -342,9 +354,12 @@ def test_a_detector_from_another_model_is_named(model_copy, toy_root, tmp_path, 
 
     model = model_copy(tmp_path)
     detector = load_detector(model)
-    save_detector(model, Detector({k: v for k, v in detector.centroids.items() if k.startswith("fan")},
-                                  {k: v for k, v in detector.gaussians.items() if k.startswith("fan")},
-                                  detector.thresholds, threshold_methods=detector.threshold_methods))
+    fans = Detector({}, {})  # the fan IDs' parts only, every threshold kept
+    for name in ("centroids", "gaussians", "rhythms", "patch_models"):
+        setattr(fans, name, {k: v for k, v in getattr(detector, name).items() if k.startswith("fan")})
+    fans.thresholds, fans.threshold_methods, fans.calibration = (detector.thresholds, detector.threshold_methods,
+                                                                 detector.calibration)
+    save_detector(model, fans)
     assert main(["score", "--checkpoint", str(model), *valve_clips(toy_root)]) == EXIT.user_error
     assert "not this model's detector" in last_line(capsys)
 

@@ -5,8 +5,10 @@ import pytest
 import soundfile as sf
 
 from rcmae.config import ConfigError
+from rcmae.data.audio import rms
 from rcmae.data.layout import index_clips
-from rcmae.data.synth import PRESETS, synthesize
+from rcmae.data.sound_models import FAULT_KINDS, MACHINES, TIMING_RICH_FAULTS
+from rcmae.data.synth import PRESETS, id_params, synthesize
 
 
 def test_layout_counts_and_format(toy_root):
@@ -124,3 +126,25 @@ def test_the_hard_preset_makes_faults_brief_over_impulsive_background(tmp_path):
     extents = [r["region"]["spans"][-1][1] - r["region"]["spans"][0][0] for r in anomalies if r["region"]["spans"]]
     assert len(extents) >= 30 and max(extents) <= 2.1 and min(extents) < 1.0  # 0.2-2 s windows
     assert sf.info(next((tmp_path / "dev_data" / "pump" / "train").glob("*.wav"))).duration == 4.0
+
+
+@pytest.mark.parametrize("machine_type,family", [(t, f) for t, families in TIMING_RICH_FAULTS.items()
+                                                 for f in families])
+def test_a_timing_rich_fault_changes_when_the_machine_sounds_not_how_loud(machine_type, family):
+    params = id_params(0, machine_type, 0)
+    render, n, sr = MACHINES[machine_type]["render"], 32000, 16000
+    changed = 0
+    for seed in range(5):  # a few clips: a random fault may, rarely, move nothing within 2 s (a valve's strokes)
+        normal = render(params, n, sr, np.random.default_rng(seed), None)
+        faulty = render(params, n, sr, np.random.default_rng(seed), (family, 0.7))
+        assert np.isfinite(faulty).all() and 0.6 < rms(faulty) / rms(normal) < 1.6
+        changed += np.abs(faulty - normal).max() > 0.05 * np.abs(normal).max()
+    assert changed >= 4 and FAULT_KINDS[family] == "timing"
+
+
+def test_only_the_hard_preset_draws_the_timing_rich_faults(tmp_path):
+    synthesize(tmp_path / "hard", preset="hard", seed=0, types=("valve",))
+    clips = json.loads((tmp_path / "hard" / "manifest.json").read_text())["clips"]
+    families = {record.get("family") for record in clips.values()}
+    assert "displaced_strokes" in families
+    assert "displaced_strokes" not in MACHINES["valve"]["faults"]  # the small and full presets draw these only

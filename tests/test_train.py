@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from dcase_files import read_scores
 from rcmae.config import ConfigError
 from rcmae.detect.detector import GAUSSIAN_PARTS
+from rcmae.detect.patches import PatchModel
 from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.recordings import score_recordings
 from rcmae.evaluate.results import evaluate_checkpoint
@@ -40,7 +41,8 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
     assert set(checkpoint.meta["detector"]["thresholds"]) == set(SCORES)
     arrays = load_detector_arrays(model)
-    assert {f"{kind}/{key}" for kind in ("centroid", *GAUSSIAN_PARTS) for key in checkpoint.classes} == set(arrays)
+    parts = ("centroid", *GAUSSIAN_PARTS, "rhythm_mean", "rhythm_inverse", *(f"patch_{p}" for p in PatchModel.PARTS))
+    assert {f"{kind}/{key}" for kind in parts for key in checkpoint.classes} == set(arrays)
     assert load_checkpoint(pretrained).meta["stage"] == "pretrain"
 
 

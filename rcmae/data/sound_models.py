@@ -85,8 +85,16 @@ def rotating_params(rng: np.random.Generator, f0: tuple[float, float], blades: t
     )
 
 
+def speed_drift(n: int, severity: float) -> np.ndarray:
+    """A speed factor that ramps steadily through the clip, by up to +-12 % at full severity (a slipping belt,
+    a failing drive). Deterministic, so the clip's random draws stay those of its normal rendering."""
+    return 1.0 + 0.12 * severity * np.linspace(-1.0, 1.0, n)
+
+
 def render_rotating(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Fault) -> np.ndarray:
     speed = p["f0"] * (1 + p["jitter"] * slow_noise(n, sr, rng, 2.0)) * rng.uniform(0.98, 1.02)
+    if fault is not None and fault[0] == "speed_drift":
+        speed = speed * speed_drift(n, fault[1])
     hum = harmonic_tone(speed, p["harmonics"], sr, rng)
     blade = harmonic_tone(speed * p["blades"], p["blade_harmonics"], sr, rng)
     flow = band_noise(n, sr, rng, *p["flow_band"], tilt=p["flow_tilt"])
@@ -96,7 +104,15 @@ def render_rotating(p: dict, n: int, sr: int, rng: np.random.Generator, fault: F
     if fault is None:
         return wave
     family, severity = fault
+    if family == "speed_drift":
+        return wave
     return wave + ROTATING_FAULTS[family](wave, speed, p, n, sr, rng, severity)
+
+
+def _load_modulation(wave, speed, p, n, sr, rng, severity):
+    """The load pulsing a few times a second (a surging process, a loose coupling): slow amplitude modulation."""
+    rate_hz = rng.uniform(2.0, 8.0)
+    return 0.6 * severity * np.sin(2 * np.pi * rate_hz * np.arange(n) / sr + rng.uniform(0, 2 * np.pi)) * wave
 
 
 def _imbalance(wave, speed, p, n, sr, rng, severity):
@@ -131,7 +147,7 @@ def _cavitation(wave, speed, p, n, sr, rng, severity):
 
 ROTATING_FAULTS: dict[str, Callable] = {
     "imbalance": _imbalance, "bearing_damage": _bearing_damage, "rubbing": _rubbing,
-    "clogging": _clogging, "cavitation": _cavitation,
+    "clogging": _clogging, "cavitation": _cavitation, "load_modulation": _load_modulation,
 }
 
 
@@ -155,7 +171,11 @@ def slider_params(rng: np.random.Generator) -> dict:
 
 def render_slider(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Fault) -> np.ndarray:
     period = p["period_s"] * rng.uniform(0.97, 1.03)
-    phase = (np.arange(n) / sr / period + rng.uniform()) % 1.0
+    progress = np.arange(n) / sr / period
+    if fault is not None and fault[0] == "stutter":  # the slide catching and lurching: its speed wobbles by up to
+        wobble = 0.4 * fault[1]                      # 40 %, 2.5 times a stroke
+        progress = progress + wobble / (2 * np.pi * 2.5) * np.sin(2 * np.pi * 2.5 * progress)
+    phase = (progress + rng.uniform()) % 1.0
     envelope = np.sin(np.pi * np.clip(phase / 0.8, 0, 1)) ** 2
     motion = band_noise(n, sr, rng, *p["motion_band"]) * envelope
     motor = harmonic_tone(np.full(n, p["motor_hz"]), [1, 0.5, 0.3], sr, rng) * envelope
@@ -170,6 +190,8 @@ def render_slider(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Fau
     if family == "rubbing":
         squeal = harmonic_tone(np.full(n, rng.uniform(1800, 4500)), [1, 0.3], sr, rng) * envelope
         return wave + _scaled(squeal, wave, 0.43 * severity)
+    if family == "stutter":
+        return wave
     raise KeyError(family)
 
 
@@ -200,6 +222,9 @@ def render_valve(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Faul
         elif family == "extra_clicks":
             extra = rng.uniform(0, n / sr, max(1, int(len(times) * 0.7 * severity)))
             times, amps = np.concatenate([times, extra]), np.concatenate([amps, rng.uniform(0.5, 1.0, len(extra))])
+        elif family == "displaced_strokes":  # a sticking spool: some strokes come late
+            late = rng.uniform(size=times.shape) < 0.2 + 0.5 * severity
+            times = times + late * rng.uniform(0.05, 0.25, times.shape) * cycle
         elif family == "contamination":
             click_hz *= 1 - 0.35 * severity
             decay *= 1 + 2 * severity
@@ -222,6 +247,8 @@ def toycar_params(rng: np.random.Generator) -> dict:
 
 def render_toycar(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Fault) -> np.ndarray:
     motor = p["motor_hz"] * (1 + 0.01 * slow_noise(n, sr, rng, 3.0)) * rng.uniform(0.98, 1.02)
+    if fault is not None and fault[0] == "speed_drift":
+        motor = motor * speed_drift(n, fault[1])
     gear_rot = motor / p["gear_ratio"]
     whine = harmonic_tone(motor, p["harmonics"], sr, rng)
     mesh = harmonic_tone(gear_rot * p["teeth"], [1.0, 0.4], sr, rng)
@@ -230,6 +257,8 @@ def render_toycar(p: dict, n: int, sr: int, rng: np.random.Generator, fault: Fau
     if fault is None:
         return wave
     family, severity = fault
+    if family == "speed_drift":
+        return wave
     if family == "gear_tooth_fault":
         hits = impacts(periodic_times(n, sr, 1.0 / float(np.mean(gear_rot)), rng, 0.01), n, sr,
                        rng.uniform(1500, 4000), 0.003)
@@ -279,10 +308,17 @@ MACHINES: dict[str, dict] = {
 }
 
 
+# faults only the `hard` toy factory draws (adding them to `faults` would change every clip the other presets make)
+TIMING_RICH_FAULTS = {
+    "fan": ("speed_drift", "load_modulation"), "pump": ("speed_drift", "load_modulation"),
+    "slider": ("stutter",), "valve": ("displaced_strokes",), "ToyCar": ("speed_drift",), "ToyConveyor": (),
+}
+
 # how each fault shows: "timing" faults change when or how regularly the machine sounds (a modulation, a stalled
 # or surging flow, strokes missing or added), "added-sound" faults add a sound of their own
 FAULT_KINDS = {
     "imbalance": "timing", "clogging": "timing", "missing_clicks": "timing", "extra_clicks": "timing",
+    "speed_drift": "timing", "load_modulation": "timing", "stutter": "timing", "displaced_strokes": "timing",
     "bearing_damage": "added-sound", "rubbing": "added-sound", "cavitation": "added-sound",
     "gear_tooth_fault": "added-sound", "rattle": "added-sound", "contamination": "added-sound",
 }

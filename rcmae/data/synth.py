@@ -4,7 +4,8 @@
 (16 kHz mono 16-bit PCM) and out/manifest.json (every ID's parameters, every clip's SNR and every
 anomaly's family, severity and `region`: the time spans and the frequency band in which its fault sounds).
 The same seed gives byte-identical files. The `hard` preset makes faults brief (0.2-2 s from a random onset)
-over louder, impulsive background. With `additional`, it also
+over louder, impulsive background, and adds timing faults (speed drift, load modulation, a stuttering slide,
+late valve strokes). With `additional`, it also
 writes out/eval_data/<type>/train/ for other machines of each type (odd IDs), as DCASE 2020's additional
 training set does for its evaluation machines: the paper's stage 2 classifies over both sets' IDs.
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from rcmae.config import ConfigError
 from rcmae.data.audio import rms, write_wav
-from rcmae.data.sound_models import MACHINES, factory_background, impacts
+from rcmae.data.sound_models import MACHINES, TIMING_RICH_FAULTS, factory_background, impacts
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class SynthPreset:
     severity: tuple[float, float]
     fault_seconds: tuple[float, float] | None = None  # a fault sounds this long, from a random onset (None: all clip)
     impulses_db: float | None = None  # extra impulsive background (door slams, drops) at this level to the machine
+    timing_rich: bool = False  # also draw the faults of `sound_models.TIMING_RICH_FAULTS` (drifts, modulation, ...)
 
 
 PRESETS = {
@@ -58,7 +60,7 @@ PRESETS = {
     # brief, intermittent faults anywhere in the clip, over louder and impulsive background
     "hard": SynthPreset(clip_seconds=4.0, ids_per_type=3, ids_toyconveyor=3, train_per_id=30,
                         test_normal_per_id=12, test_anomaly_per_id=12, snr_db=(-3.0, 9.0),
-                        severity=(0.1, 0.7), fault_seconds=(0.2, 2.0), impulses_db=-6.0),
+                        severity=(0.1, 0.7), fault_seconds=(0.2, 2.0), impulses_db=-6.0, timing_rich=True),
 }
 REGION_FRAME = 512  # samples per frame when locating where a fault sounds (32 ms at 16 kHz)
 REGION_SHARE = 0.1  # a frame belongs to the fault when its fault energy is this share of the loudest frame's
@@ -117,7 +119,8 @@ def render_clip(seed: int, machine_type: str, machine_id: int, params: dict, pre
     fault = None
     record: dict = {}
     if label == "anomaly":
-        family = str(rng.choice(MACHINES[machine_type]["faults"]))
+        faults = MACHINES[machine_type]["faults"] + (TIMING_RICH_FAULTS[machine_type] if preset.timing_rich else ())
+        family = str(rng.choice(faults))
         severity = float(rng.uniform(*preset.severity))
         fault = (family, severity)
         record.update(family=family, severity=round(severity, 4))

@@ -11,10 +11,11 @@ import pyarrow as pa
 from rcmae.config import Config, ScoreConfig
 from rcmae.data.feature_table import META_COLUMNS
 from rcmae.detect.apply import fit_machine
-from rcmae.detect.detector import Detector
+from rcmae.detect.detector import Detector, load_detector
 from rcmae.detect.encode import TableEncoder
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.errors import DataError
+from rcmae.models.checkpoint import load_checkpoint
 
 ENCODE_BATCH = 64
 
@@ -34,6 +35,11 @@ def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
     import ray
     import ray.data
 
+    # the model folder read once here: a user error in it (damaged weights, an older detector) is raised as
+    # itself, where an actor's failing constructor would reach the driver only as Ray's ActorDiedError text
+    load_checkpoint(model_dir)
+    if with_scores:
+        load_detector(model_dir)
     plan = scaling_plan(config.scale, ray.cluster_resources())
     actor = {"CPU": config.scale.cpus_per_worker} | ({"GPU": 1} if plan["use_gpu"] else {})
     require_feasible("batch inference", actor)
