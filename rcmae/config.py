@@ -263,8 +263,11 @@ class FinetuneConfig(OptimizerConfig):
 @dataclass
 class ScoreConfig:
     method: str = _doc("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
-                       "(distance from a Gaussian of the ID's train features) or 'embedding' (cosine distance to "
-                       "the ID's train centroid).", "mahalanobis")
+                       "(distance from a Gaussian of the ID's train features), 'embedding' (cosine distance to "
+                       "the ID's train centroid), 'rhythm' (distance of the log-mel's band-envelope "
+                       "autocorrelation from the ID's), 'patch' (top 5 % of the anomaly map) or 'combined' (the "
+                       "larger of mahalanobis and rhythm, each standardised on held-out train clips).",
+                       "mahalanobis")
     components: int = _doc("'mahalanobis': principal directions per ID with their own variance (the rest "
                            "share one); capped at the ID's train clips - 2.", 16)
     decision_percentile: float = _doc("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
