@@ -37,7 +37,8 @@ def run_once(out: Path, name: str, seed: int, baseline: bool) -> Path:
     synth, options = SETS[name]
     data = out / name / f"data_seed_{seed}"
     if not (data / "manifest.json").exists():
-        subprocess.run(["rcmae", "synth", "--out", str(data), "--seed", str(seed), *synth], check=True)
+        subprocess.run(["rcmae", "synth", "--out", str(data), "--seed", str(seed), *synth], check=True,
+                       stdout=subprocess.DEVNULL)
     started = time.time()
     subprocess.run(["rcmae", "run", "--data", str(data / "dev_data"), "--out", str(folder),
                     "--set", f"pretrain.seed={seed}", "--set", f"finetune.seed={seed}", *options,

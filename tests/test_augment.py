@@ -71,7 +71,7 @@ def test_steps_always_in_paper_range():
     config = AugmentConfig()
     plans = AudioLDMAugmenter._plan(type("A", (), {"config": config, "prompts": EXTENDED})(),
                                     [clip_seed(0, f"clip{i}", 0) for i in range(500)])
-    steps = [p["steps"] for p in plans]
+    steps = [p.steps for p in plans]
     assert min(steps) >= 10 and max(steps) <= 50 and len(set(steps)) > 20
 
 

@@ -20,7 +20,7 @@ def echo(monkeypatch):
 
 def test_a_registered_augmenter_is_known_everywhere(echo):
     config = tiny().override({"augment.augmenter": "echo"})
-    assert pool_plan(config.augment, {"CPU": 4.0, "GPU": 2.0})["num_gpus"] == 1  # needs_gpu, read from the entry
+    assert pool_plan(config.augment, {"CPU": 4.0, "GPU": 2.0}).num_gpus == 1  # needs_gpu, read from the entry
     assert type(build_augmenter(config)).__name__ == "SpecAugment"
     args = build_parser().parse_args(["augment", "--data", "d", "--out", "o", "--augmenter", "echo"])
     assert args.augmenter == "echo"

@@ -4,30 +4,31 @@ autoscaler can add nodes for them), and a request no node type can hold is refus
 import pytest
 
 from rcmae.config import AugmentConfig, ScaleConfig, paper, tiny
-from rcmae.distributed.runtime import ResourceError, pool_plan, require_feasible, scaling_plan
+from rcmae.distributed.runtime import PoolPlan, ResourceError, ResourcePlan, pool_plan, require_feasible, scaling_plan
 
 
 def test_auto_training_plan_follows_the_cluster_now():
-    assert scaling_plan(ScaleConfig(), {"CPU": 2.0}) == dict(num_workers=2, use_gpu=False, backend="gloo",
-                                                              resources_per_worker={"CPU": 0.5})
+    plan = scaling_plan(ScaleConfig(), {"CPU": 2.0})
+    assert plan == ResourcePlan(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 0.5})
+    assert plan.backend == "gloo"
     gpu = scaling_plan(ScaleConfig(), {"CPU": 16.0, "GPU": 4.0})
-    assert gpu["num_workers"] == 4 and gpu["use_gpu"] and gpu["backend"] == "nccl"
+    assert gpu.num_workers == 4 and gpu.use_gpu and gpu.backend == "nccl"
 
 
 def test_explicit_gpu_training_is_requested_from_a_cluster_without_gpus():
     plan = scaling_plan(ScaleConfig(use_gpu=True, num_workers=8), {"CPU": 4.0})
-    assert plan == dict(num_workers=8, use_gpu=True, backend="nccl", resources_per_worker={"CPU": 0.5, "GPU": 1})
-    assert scaling_plan(ScaleConfig(use_gpu=True), {"CPU": 4.0})["num_workers"] == 1
+    assert plan == ResourcePlan(num_workers=8, use_gpu=True, resources_per_worker={"CPU": 0.5, "GPU": 1})
+    assert scaling_plan(ScaleConfig(use_gpu=True), {"CPU": 4.0}).num_workers == 1
 
 
 def test_augmentation_pool_plan():
-    assert pool_plan(AugmentConfig(), {"CPU": 4.0}) == dict(size=4, num_gpus=0, num_cpus=0.5)
+    assert pool_plan(AugmentConfig(), {"CPU": 4.0}) == PoolPlan(size=4, num_gpus=0, num_cpus=0.5)
     # auto: GPUs only for the diffusion augmenter, only when the cluster has them now
-    assert pool_plan(AugmentConfig(augmenter="audioldm"), {"CPU": 8.0, "GPU": 2.0})["num_gpus"] == 1
-    assert pool_plan(AugmentConfig(), {"CPU": 8.0, "GPU": 2.0})["num_gpus"] == 0
+    assert pool_plan(AugmentConfig(augmenter="audioldm"), {"CPU": 8.0, "GPU": 2.0}).num_gpus == 1
+    assert pool_plan(AugmentConfig(), {"CPU": 8.0, "GPU": 2.0}).num_gpus == 0
     # explicit: requested as given on a CPU-only cluster (an autoscaler adds the GPU nodes)
     explicit = pool_plan(AugmentConfig(use_gpu=True, num_actors=4, gpus_per_actor=0.5), {"CPU": 2.0})
-    assert explicit == dict(size=4, num_gpus=0.5, num_cpus=1)
+    assert explicit == PoolPlan(size=4, num_gpus=0.5, num_cpus=1)
 
 
 def test_paper_preset_asks_for_gpus_and_tiny_does_not():

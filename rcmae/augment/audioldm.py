@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from rcmae.augment.base import Augmented
-from rcmae.augment.prompts import load_prompts, pick
+from rcmae.augment.prompts import Prompt, load_prompts, pick
 from rcmae.config import PAPER_AUDIOLDM, AugmentConfig
 from rcmae.data.audio import resample, rms
 from rcmae.errors import RcmaeError
@@ -49,6 +49,15 @@ class Components:
     unet: torch.nn.Module
     scheduler: object
     vocoder: torch.nn.Module
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """What one clip's augmentation draws from its seed: the DDIM step count S and the prompt."""
+
+    steps: int
+    prompt: Prompt
+    seed: int
 
 
 class WeightsUnavailable(RcmaeError):
@@ -211,12 +220,12 @@ class AudioLDMAugmenter:
         padded[:len(wave)] = wave
         return padded.reshape(count, step), len(wave)
 
-    def _plan(self, seeds: list[int]) -> list[dict]:
+    def _plan(self, seeds: list[int]) -> list[ClipPlan]:
         plans = []
         for seed in seeds:
             rng = np.random.default_rng(seed)
-            plans.append(dict(steps=int(rng.integers(self.config.steps_min, self.config.steps_max + 1)),
-                              prompt=pick(self.prompts, rng), seed=seed))
+            plans.append(ClipPlan(steps=int(rng.integers(self.config.steps_min, self.config.steps_max + 1)),
+                                  prompt=pick(self.prompts, rng), seed=seed))
         return plans
 
     def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented | Exception]:
@@ -226,7 +235,7 @@ class AudioLDMAugmenter:
         prepared = [self.windows(audioldm_normalized(w)) for w in waves16]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (windows, _) in enumerate(prepared):
-            groups[(plans[i]["steps"], windows.shape[1])].append(i)
+            groups[(plans[i].steps, windows.shape[1])].append(i)
         outputs: list[np.ndarray | None] = [None] * len(items)
         for (steps, _), members in groups.items():
             generated = self._run_group(steps, [prepared[i][0] for i in members], [plans[i] for i in members])
@@ -236,31 +245,31 @@ class AudioLDMAugmenter:
         for i, (wave, plan) in enumerate(zip(items, plans)):
             audio = outputs[i].reshape(-1)[:prepared[i][1]]
             if not np.isfinite(audio).all():
-                results.append(FloatingPointError(f"AudioLDM generated non-finite audio (S={plan['steps']}, "
-                                                  f"seed {plan['seed']}); try fp32 or another seed"))
+                results.append(FloatingPointError(f"AudioLDM generated non-finite audio (S={plan.steps}, "
+                                                  f"seed {plan.seed}); try fp32 or another seed"))
                 continue
             audio = resample(audio, MEL["sample_rate"], self.sample_rate)[:len(wave)]
             audio = audio * (rms(wave) / rms(audio))
             results.append(Augmented(audio.astype(np.float32), dict(
-                augmenter=self.name, model=str(self.config.model or "in-memory"), prompt=plan["prompt"].text,
-                family=plan["prompt"].family, steps=plan["steps"], seed=plan["seed"], t0=self.config.t0,
-                start_step=ddim_start(plan["steps"], self.config.t0), guidance_scale=self.config.guidance_scale,
+                augmenter=self.name, model=str(self.config.model or "in-memory"), prompt=plan.prompt.text,
+                family=plan.prompt.family, steps=plan.steps, seed=plan.seed, t0=self.config.t0,
+                start_step=ddim_start(plan.steps, self.config.t0), guidance_scale=self.config.guidance_scale,
                 eta=self.config.eta)))
         return results
 
-    def _run_group(self, steps: int, clip_windows: list[np.ndarray], plans: list[dict]) -> list[np.ndarray]:
+    def _run_group(self, steps: int, clip_windows: list[np.ndarray], plans: list[ClipPlan]) -> list[np.ndarray]:
         counts = [len(w) for w in clip_windows]
         windows = torch.from_numpy(np.concatenate(clip_windows)).to(self.device)
         owners = [p for p, c in zip(plans, counts) for _ in range(c)]
         # One generator per (clip seed, window): a clip's noise never depends on the clips batched with it.
-        generators = [torch.Generator("cpu").manual_seed(window_seed(p["seed"], w))
+        generators = [torch.Generator("cpu").manual_seed(window_seed(p.seed, w))
                       for p, c in zip(plans, counts) for w in range(c)]
         x0 = torch.cat([self.encode_audio(windows[j:j + 1], generators[j]) for j in range(len(owners))])
         if x0.abs().max() > 1e2:  # as AudioLDM's transfer: an exploded VAE latent is clipped
             x0 = x0.clamp(-10, 10)
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(self.device, x0.dtype)
         latents, remaining = self.noised_start(x0, noise, steps)
-        cond = self.encode_text([p["prompt"].text for p in owners]).to(self.dtype)
+        cond = self.encode_text([p.prompt.text for p in owners]).to(self.dtype)
         uncond = self.encode_text([""] * len(owners)).to(self.dtype)
         audio = self.decode(self.denoise(latents, remaining, cond, uncond, generators)).cpu().numpy()
         audio = audio[:, :windows.shape[1]]

@@ -119,13 +119,13 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
     # a seeded random order: every block, and so every shard and training batch, mixes machine IDs
     todo = todo.take(pa.array(np.random.default_rng(config.augment.seed).permutation(todo.num_rows)))
     plan = pool_plan(config.augment, ray.cluster_resources())
-    require_feasible("augmentation actor", {"CPU": plan["num_cpus"], "GPU": plan["num_gpus"]})
+    require_feasible("augmentation actor", {"CPU": plan.num_cpus, "GPU": plan.num_gpus})
     if config.augment.augmenter == "factory-mix":
         log.info("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
               "--augmenter audioldm --model HUB_ID_OR_DIR for diffusion augmentation)")
     started = time.time()
     log.info(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process with "
-          f"{config.augment.augmenter} x{config.augment.variants} on {plan['size']} actor(s)")
+          f"{config.augment.augmenter} x{config.augment.variants} on {plan.size} actor(s)")
     if todo.num_rows:
         batch = config.augment.batch_size
         # start once the whole pool is up, so the first actor ready (AudioLDM loads take a while) does not
@@ -135,8 +135,8 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
         dataset = ray.data.from_arrow(blocks)  # one block per batch: actors share work without a shuffle stage
         dataset = dataset.map_batches(
             AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits),
-            batch_size=batch, batch_format="pandas", num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"],
-            compute=ray.data.ActorPoolStrategy(size=plan["size"]))
+            batch_size=batch, batch_format="pandas", num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
+            compute=ray.data.ActorPoolStrategy(size=plan.size))
         with disk_full_named(features_dir, "writing features (a re-run keeps the shards already written)"):
             dataset.write_parquet(str(features_dir), ray_remote_args={"num_cpus": 0.25})
     return finalize(out_dir, index, clips, config, time.time() - started, settings)

@@ -41,13 +41,13 @@ def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
     if with_scores:
         load_detector(model_dir)
     plan = scaling_plan(config.scale, ray.cluster_resources())
-    actor = {"CPU": config.scale.cpus_per_worker} | ({"GPU": 1} if plan["use_gpu"] else {})
+    actor = plan.resources_per_worker
     require_feasible("batch inference", actor)
     return dataset.map_batches(
         TableEncoder, fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), with_scores=with_scores,
                                                  keep_encoded=not with_scores),
         batch_size=ENCODE_BATCH, batch_format="pyarrow", num_cpus=actor["CPU"], num_gpus=actor.get("GPU", 0),
-        compute=ray.data.ActorPoolStrategy(size=max(1, plan["num_workers"])))
+        compute=ray.data.ActorPoolStrategy(size=max(1, plan.num_workers)))
 
 
 def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig, grid: tuple[int, int]) -> pa.Table:

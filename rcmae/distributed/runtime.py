@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -78,7 +79,32 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = wanted == "1"
 
 
-def scaling_plan(scale: ScaleConfig, resources: dict) -> dict:
+@dataclass(frozen=True)
+class ResourcePlan:
+    """Model workers (Ray Train's, or batch inference's actors) and what each reserves."""
+
+    num_workers: int
+    use_gpu: bool
+    resources_per_worker: dict[str, float]
+
+    @property
+    def backend(self) -> str:
+        return "nccl" if self.use_gpu else "gloo"
+
+    def with_workers(self, num_workers: int) -> "ResourcePlan":
+        return replace(self, num_workers=num_workers)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """An augmentation actor pool: its size and what each actor reserves."""
+
+    size: int
+    num_gpus: float
+    num_cpus: float
+
+
+def scaling_plan(scale: ScaleConfig, resources: dict) -> ResourcePlan:
     """Ray Train workers and what each reserves. `resources` (the cluster now) only fills in `auto` fields:
     one GPU worker per GPU present, else up to 2 CPU workers holding a fractional CPU each so Ray Data's
     readers still find a core on small machines."""
@@ -91,11 +117,10 @@ def scaling_plan(scale: ScaleConfig, resources: dict) -> dict:
     else:
         workers = max(1, min(2, int(float(resources.get("CPU", 1)))))
     per_worker = {"CPU": scale.cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
-    return dict(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker,
-                backend="nccl" if use_gpu else "gloo")
+    return ResourcePlan(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker)
 
 
-def pool_plan(augment: AugmentConfig, resources: dict) -> dict:
+def pool_plan(augment: AugmentConfig, resources: dict) -> PoolPlan:
     """Augmentation actor pool: size and per-actor resources. GPU actors when `augment.use_gpu` says so, or
     (auto) when the cluster has GPUs now and the augmenter's registry entry `needs_gpu`; otherwise one CPU actor per
     core, each reserving half a core so Ray Data's Parquet writers (and a previous pool still shutting down)
@@ -106,9 +131,9 @@ def pool_plan(augment: AugmentConfig, resources: dict) -> dict:
     use_gpu = (bool(gpus_now) and wants_gpu) if augment.use_gpu is None else augment.use_gpu
     if use_gpu:
         size = augment.num_actors or max(1, int(gpus_now / augment.gpus_per_actor))
-        return dict(size=size, num_gpus=augment.gpus_per_actor, num_cpus=1)
+        return PoolPlan(size=size, num_gpus=augment.gpus_per_actor, num_cpus=1)
     size = augment.num_actors or max(1, min(8, int(cpus)))
-    return dict(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
+    return PoolPlan(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
 
 
 def autoscaler_node_types() -> list[dict] | None:

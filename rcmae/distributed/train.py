@@ -137,20 +137,20 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
     from ray.train.torch import TorchConfig, TorchTrainer
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
-    require_feasible(f"{stage} (Ray Train)", plan["resources_per_worker"])
+    require_feasible(f"{stage} (Ray Train)", plan.resources_per_worker)
     clips = read_feature_table(features_dir, ("train",), ["machine_type"]).num_rows
-    if clips < 2 * plan["num_workers"]:  # a worker with one clip has no batch (the batch losses need two)
-        log.warning(f"[{stage}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan['num_workers']}")
-        plan = dict(plan, num_workers=max(1, clips // 2))
+    if clips < 2 * plan.num_workers:  # a worker with one clip has no batch (the batch losses need two)
+        log.warning(f"[{stage}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan.num_workers}")
+        plan = plan.with_workers(max(1, clips // 2))
     dataset = train_dataset(config, stage, features_dir)
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,
         train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage, fault=fault,
                                log_level=current_level()),
-        torch_config=TorchConfig(backend=plan["backend"]),
-        scaling_config=ScalingConfig(num_workers=plan["num_workers"], use_gpu=plan["use_gpu"],
-                                     resources_per_worker=plan["resources_per_worker"]),
+        torch_config=TorchConfig(backend=plan.backend),
+        scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
+                                     resources_per_worker=plan.resources_per_worker),
         run_config=RunConfig(
             name=run_name, storage_path=str(out_dir.resolve() / "ray_results"),
             checkpoint_config=CheckpointConfig(num_to_keep=config.scale.keep_checkpoints,
@@ -158,8 +158,8 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
             failure_config=FailureConfig(max_failures=config.scale.max_failures), callbacks=callbacks or []),
         datasets={"train": dataset},
     )
-    log.info(f"[{stage}] Ray Train: {plan['num_workers']} worker(s), {plan['backend']}, "
-             f"{'GPU' if plan['use_gpu'] else 'CPU'}, run {out_dir / 'ray_results' / run_name}")
+    log.info(f"[{stage}] Ray Train: {plan.num_workers} worker(s), {plan.backend}, "
+             f"{'GPU' if plan.use_gpu else 'CPU'}, run {out_dir / 'ray_results' / run_name}")
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{stage}: Ray Train finished without a checkpoint ({result.error})")

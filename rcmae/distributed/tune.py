@@ -111,9 +111,9 @@ def concurrent_trials(config: Config, resources: dict) -> int:
     from rcmae.distributed.runtime import scaling_plan
 
     plan = scaling_plan(config.scale, resources)
-    if plan["use_gpu"]:
-        return max(1, int(resources.get("GPU", 0)) // max(1, plan["num_workers"]))
-    per_trial = plan["num_workers"] * config.scale.cpus_per_worker + 0.5  # + trial process and data reads
+    if plan.use_gpu:
+        return max(1, int(resources.get("GPU", 0)) // max(1, plan.num_workers))
+    per_trial = plan.num_workers * config.scale.cpus_per_worker + 0.5  # + trial process and data reads
     return max(1, int(float(resources.get("CPU", 1)) // per_trial))
 
 
