@@ -19,21 +19,20 @@ from rcmae.config import Config
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.detect.detector import current_detector
 from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
+from rcmae.train.stage import FINETUNE, PRETRAIN, Stage
 
-STAGE_SECTIONS = {"pretrain": ("audio", "features", "model", "pretrain"),
-                  "finetune": ("audio", "features", "model", "pretrain", "finetune", "score")}
 SETTINGS = "settings.json"
 MADE_HERE = ("checkpoints", "ray_results", "model", "metrics.jsonl", SETTINGS)
 
 
-def stage_settings(made: dict, stage: str) -> dict:
+def stage_settings(made: dict, stage: Stage) -> dict:
     """The config sections a stage's model depends on (`made`: a config as a dict), epochs left out."""
-    sections = {s: dict(made.get(s) or {}) for s in STAGE_SECTIONS[stage]}
-    sections[stage].pop("epochs", None)
+    sections = {s: dict(made.get(s) or {}) for s in stage.depends_on}
+    sections[stage.name].pop("epochs", None)
     return sections
 
 
-def with_later_fields(recorded: dict, stage: str) -> dict:
+def with_later_fields(recorded: dict, stage: Stage) -> dict:
     """Settings an older rcmae recorded, with every field added since at its dataclass default: a field is
     added with the default that keeps what rcmae did before it existed, so an old folder is not taken for one
     made with other settings."""
@@ -41,7 +40,7 @@ def with_later_fields(recorded: dict, stage: str) -> dict:
     return {section: {**defaults.get(section, {}), **(values or {})} for section, values in recorded.items()}
 
 
-def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None:
+def claim(out_dir: Path, stage: Stage, config: Config, force: bool) -> Path | None:
     """Check (or, with `force`, clear) what `out_dir` holds, record this run's settings, and return the
     stage's finished model when it is already there."""
     wanted = json.loads(json.dumps(stage_settings(config.to_dict(), stage)))  # as read back: lists, not tuples
@@ -61,8 +60,9 @@ def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None
     elif meta is not None:  # a folder from before settings.json: its model's config says what made it
         check_settings(with_later_fields(stage_settings(meta.get("config", {}), stage), stage), wanted, out_dir)
     recorded.write_text(json.dumps(wanted, indent=1))
-    done = meta is not None and meta.get("stage") == stage and meta.get("epoch") == getattr(config, stage).epochs
-    if done and stage == "finetune":  # an older model folder may lack its detector or hold an older one: the
+    done = (meta is not None and meta.get("stage") == stage.name
+            and meta.get("epoch") == stage.section(config).epochs)
+    if done and stage == FINETUNE:  # an older model folder may lack its detector or hold an older one: the
         # stage resumes at its last epoch and only fits the detector again
         done = current_detector(meta.get("detector")) and (model_dir / DETECTOR).is_file()
     return model_dir if done else None
@@ -70,7 +70,7 @@ def claim(out_dir: Path, stage: str, config: Config, force: bool) -> Path | None
 
 def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     with owned(out_dir, "rcmae pretrain"):
-        finished = claim(Path(out_dir), "pretrain", config, force)
+        finished = claim(Path(out_dir), PRETRAIN, config, force)
         if finished is not None:
             return finished
         if config.scale.num_workers == 0:
@@ -87,7 +87,7 @@ def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path, forc
 def finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
              force: bool = False) -> Path:
     with owned(out_dir, "rcmae finetune"):
-        finished = claim(Path(out_dir), "finetune", config, force)
+        finished = claim(Path(out_dir), FINETUNE, config, force)
         if finished is not None:
             return finished
         if config.scale.num_workers == 0:

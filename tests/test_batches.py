@@ -12,6 +12,7 @@ from rcmae.config import tiny
 from rcmae.data.feature_table import machine_keys, train_classes, write_synthetic_features
 from rcmae.features import Normalizer
 from rcmae.train.batches import BatchMaker, epoch_rng, shuffled
+from rcmae.train.stage import FINETUNE, PRETRAIN
 
 IDS, PER_ID, BATCH = 20, 50, 64
 
@@ -41,12 +42,12 @@ def test_stage_batches_pair_each_clip_with_one_of_its_own_variants(tmp_path):
                               "features.patch_time": 8})
     identity = Normalizer(mean=np.zeros(16), std=np.ones(16))
     table = pa.concat_tables(pa.parquet.read_table(p) for p in sorted(folder.glob("*.parquet")))
-    batch = BatchMaker("pretrain", config, identity, [], 8).collate(table, np.random.default_rng(0))
+    batch = BatchMaker(PRETRAIN, config, identity, [], 8).collate(table, np.random.default_rng(0))
     for row in range(table.num_rows):
         variants = np.array(table["augmented"][row].as_py()).reshape(3, 16, 8)
         assert any(np.array_equal(batch["augmented"][row], v) for v in variants)
         np.testing.assert_array_equal(batch["original"][row].reshape(-1), table["features"][row].as_py())
-    maker = BatchMaker("finetune", config, identity, train_classes(folder), 8)
+    maker = BatchMaker(FINETUNE, config, identity, train_classes(folder), 8)
     labelled = maker.collate(table, np.random.default_rng(0))
     assert [train_classes(folder)[i] for i in labelled["labels"]] == machine_keys(table)
 
@@ -71,12 +72,12 @@ def test_ray_train_batches_mix_machine_ids_like_a_permutation(ray_session, tmp_p
     run_augment(tmp_path / "data", tmp_path / "augment", config)
     features = tmp_path / "augment" / "features"
     classes = train_classes(features)
-    maker = BatchMaker("finetune", config, Normalizer(mean=np.zeros(128), std=np.ones(128)), classes, BATCH)
+    maker = BatchMaker(FINETUNE, config, Normalizer(mean=np.zeros(128), std=np.ones(128)), classes, BATCH)
     # blocks of ~30 rows: at paper size a 128 MiB block holds ~250 clips of an ID's ~1,000, the same share
     context = ray_session.data.DataContext.get_current()
     saved, context.target_max_block_size = context.target_max_block_size, 30 * 128 * 16 * 4 * 2
     try:
-        shard = train_dataset(config, "finetune", features).streaming_split(1, equal=True)[0]
+        shard = train_dataset(config, FINETUNE, features).streaming_split(1, equal=True)[0]
     finally:
         context.target_max_block_size = saved
     expected = expected_distinct_ids(IDS, PER_ID, BATCH)

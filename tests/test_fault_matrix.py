@@ -131,7 +131,7 @@ def test_a_model_folder_without_a_current_detector_is_refit_without_retraining(t
     if older == "an older detector":
         with pytest.raises(CheckpointError, match="fitted by an older rcmae.*without retraining"):
             load_detector(model)
-    assert stages.claim(tmp_path / "finetune", "finetune", quick_config, force=False) is None
+    assert stages.claim(tmp_path / "finetune", stages.FINETUNE, quick_config, force=False) is None
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
     assert read_meta(model)["detector"]["format"] == DETECTOR_FORMAT
     assert (model / "model.safetensors").read_bytes() == weights
@@ -634,8 +634,8 @@ def test_a_folder_from_before_a_field_existed_is_not_taken_for_other_settings(to
     recorded = json.loads((out / stages.SETTINGS).read_text())
     del recorded["pretrain"]["schedule"]  # as an rcmae before `schedule` wrote it (it ran the cosine default)
     (out / stages.SETTINGS).write_text(json.dumps(recorded))
-    assert stages.claim(out, "pretrain", quick_config, force=False) is not None  # finished, same settings
+    assert stages.claim(out, stages.PRETRAIN, quick_config, force=False) is not None  # finished, same settings
     (out / stages.SETTINGS).write_text(json.dumps(recorded))
     with pytest.raises(SettingsChanged, match="schedule"):  # the paper's constant rate is a real change
-        stages.claim(out, "pretrain", quick_config.override({"pretrain.schedule": "constant",
+        stages.claim(out, stages.PRETRAIN, quick_config.override({"pretrain.schedule": "constant",
                                                              "pretrain.warmup_epochs": 0}), force=False)

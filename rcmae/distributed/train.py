@@ -22,10 +22,10 @@ from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
 from rcmae.logs import current_level
-from rcmae.models.checkpoint import WEIGHTS
 from rcmae.train import setup
-from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
-from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
+from rcmae.train.batches import BatchMaker, epoch_rng
+from rcmae.train.loops import epoch_line, run_stage
+from rcmae.train.stage import FINETUNE, PRETRAIN, STAGES, Stage
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RaySession:
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.config = Config.from_dict(loop_config["config"])
-        self.stage = loop_config["stage"]
+        self.stage = STAGES[loop_config["stage"]]
         self.normalizer = Normalizer.from_dict(loop_config["normalizer"])
         self.classes = loop_config.get("classes", [])
         self.fault = loop_config.get("fault")
@@ -52,7 +52,7 @@ class RaySession:
     def batches(self, epoch: int):
         import ray.train
 
-        cfg = getattr(self.config, self.stage)
+        cfg = self.stage.section(self.config)
         maker = BatchMaker(self.stage, self.config, self.normalizer, self.classes,
                            max(2, cfg.batch_size // self.world_size))
         # whole blocks, in the new random order the dataset draws every epoch, into the shared batch maker
@@ -75,7 +75,7 @@ class RaySession:
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
         if self.rank == 0:  # Ray forwards worker output to the driver: one line per epoch, not one per worker
-            log.info(epoch_line(metrics, getattr(self.config, self.stage).epochs))
+            log.info(epoch_line(metrics, self.stage.section(self.config).epochs))
         self._maybe_fail(metrics["epoch"])
 
     def _maybe_fail(self, epoch: int) -> None:
@@ -97,8 +97,6 @@ class RaySession:
 
 
 def _worker(loop_config: dict) -> None:
-    from rcmae.models.mae import RCMAE
-
     # Ray Train gives the worker's root logger a console handler: rcmae's lines go through it (once), and Ray
     # Train's own line per report shows only at --log-level debug
     logging.getLogger("rcmae").setLevel(loop_config["log_level"])
@@ -107,46 +105,36 @@ def _worker(loop_config: dict) -> None:
 
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # (Ray 2.60 names it by its path)
     session = RaySession(loop_config)
-    config = session.config
-    torch.manual_seed(config.pretrain.seed)
-    model = RCMAE(model=config.model, features=config.features)
-    if session.stage == "pretrain":
-        pretrain_loop(session, model, config, loop_config["meta"])
-    else:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(os.path.join(loop_config["pretrained"], WEIGHTS)))
-        torch.manual_seed(config.finetune.seed)
-        model.with_classifier(len(session.classes))
-        finetune_loop(session, model, config, loop_config["meta"])
+    meta = loop_config["meta"]
+    run_stage(session, session.stage, session.stage.start_model(session.config, meta), session.config, meta)
 
 
-def train_dataset(config: Config, stage: str, features_dir: str | Path):
+def train_dataset(config: Config, stage: Stage, features_dir: str | Path):
     """The stage's train rows as a Ray dataset that draws a new block order every epoch (the pipeline wrote
     clips in a random order, so every block mixes machine IDs); cached in the object store when configured."""
-    dataset = usable_rows(features_dir, stage_columns(config, stage), "train")
+    dataset = usable_rows(features_dir, stage.columns(config), "train")
     if config.scale.cache_dataset:
         dataset = dataset.materialize()
     return dataset.randomize_block_order()
 
 
-def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
+def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
          callbacks: list | None = None, finish: Callable[[Path], None] | None = None) -> Path:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
-    require_feasible(f"{stage} (Ray Train)", plan.resources_per_worker)
+    require_feasible(f"{stage.name} (Ray Train)", plan.resources_per_worker)
     clips = read_feature_table(features_dir, ("train",), ["machine_type"]).num_rows
     if clips < 2 * plan.num_workers:  # a worker with one clip has no batch (the batch losses need two)
-        log.warning(f"[{stage}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan.num_workers}")
+        log.warning(f"[{stage.name}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan.num_workers}")
         plan = plan.with_workers(max(1, clips // 2))
     dataset = train_dataset(config, stage, features_dir)
     fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage, fault=fault,
+        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, fault=fault,
                                log_level=current_level()),
         torch_config=TorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
@@ -158,29 +146,28 @@ def _fit(config: Config, stage: str, features_dir: Path, out_dir: Path, loop_con
             failure_config=FailureConfig(max_failures=config.scale.max_failures), callbacks=callbacks or []),
         datasets={"train": dataset},
     )
-    log.info(f"[{stage}] Ray Train: {plan.num_workers} worker(s), {plan.backend}, "
+    log.info(f"[{stage.name}] Ray Train: {plan.num_workers} worker(s), {plan.backend}, "
              f"{'GPU' if plan.use_gpu else 'CPU'}, run {out_dir / 'ray_results' / run_name}")
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"{stage}: Ray Train finished without a checkpoint ({result.error})")
+        raise RuntimeError(f"{stage.name}: Ray Train finished without a checkpoint ({result.error})")
     with result.checkpoint.as_directory() as folder:
         return setup.publish(folder, out_dir, finish)
 
 
 def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain",
                  callbacks: list | None = None) -> Path:
-    _, meta = setup.pretrain_start(config, features_dir)
-    return _fit(config, "pretrain", Path(features_dir), Path(out_dir),
+    meta = setup.pretrain_start(config, features_dir)
+    return _fit(config, PRETRAIN, Path(features_dir), Path(out_dir),
                 dict(meta=meta, normalizer=meta["normalizer"]), run_name, callbacks)
 
 
 def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
                  run_name: str = "finetune", callbacks: list | None = None) -> Path:
-    _, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
+    meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
 
     def fit(model_dir: Path) -> None:
         save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config))
 
-    return _fit(config, "finetune", Path(features_dir), Path(out_dir),
-                dict(meta=meta, normalizer=meta["normalizer"], classes=classes,
-                     pretrained=str(Path(pretrained_dir).resolve())), run_name, callbacks, fit)
+    return _fit(config, FINETUNE, Path(features_dir), Path(out_dir),
+                dict(meta=meta, normalizer=meta["normalizer"], classes=classes), run_name, callbacks, fit)

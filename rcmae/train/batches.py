@@ -5,7 +5,8 @@ An epoch's rows arrive in pieces (files or blocks, in a new random order every e
 buffer mixes them (the pipeline already writes clips in a random order, so every piece mixes machine IDs),
 batches are full but the epoch's last (every DDP worker takes the same number of steps), and `collate` turns the
 rows into the stage's tensors: stage 1 pairs each clip with one of its variants, drawn afresh each epoch;
-stage 2 labels each clip with its machine-ID class. Each batch also names its clips (`PATHS`).
+stage 2 labels each clip with its machine-ID class (`rcmae.train.stage`). Each batch also names its clips
+(`PATHS`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from rcmae.config import Config
-from rcmae.data.feature_table import machine_keys, pick_variants, specs_from_column
 from rcmae.features import Normalizer
-
-PATHS = "paths"  # the batch's clip paths (not a tensor): named when a batch gives a non-finite loss
-
-
-def stage_columns(config: Config, stage: str) -> list[str]:
-    """The feature-table columns a stage's batches are made from."""
-    if stage == "pretrain":
-        return ["path", "features", "augmented"]
-    return ["path", "features", "machine_type", "machine_id"] + (["augmented"] if config.finetune.use_augmented
-                                                                 else [])
+from rcmae.train.stage import Stage
 
 
 def shuffled(pieces: Iterable[pa.Table], batch_size: int, buffer_rows: int,
@@ -61,7 +52,7 @@ def shuffled(pieces: Iterable[pa.Table], batch_size: int, buffer_rows: int,
 
 @dataclass
 class BatchMaker:
-    stage: str
+    stage: Stage
     config: Config
     normalizer: Normalizer
     classes: list[str]
@@ -76,18 +67,7 @@ class BatchMaker:
             yield self.collate(rows, rng)
 
     def collate(self, rows: pa.Table, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        shape = (self.config.features.n_mels, self.config.features.n_frames)
-        specs = specs_from_column(rows["features"], *shape)
-        if self.stage == "pretrain":
-            return {"original": self.normalizer(specs).astype(np.float32),
-                    "augmented": self.normalizer(pick_variants(rows["augmented"], rng, *shape)).astype(np.float32),
-                    PATHS: rows["path"].to_pylist()}
-        index = {key: i for i, key in enumerate(self.classes)}
-        labels = np.array([index[key] for key in machine_keys(rows)], dtype=np.int64)
-        if self.config.finetune.use_augmented:  # each clip and one of its variants, same label
-            specs = np.concatenate([specs, pick_variants(rows["augmented"], rng, *shape)])
-            labels = np.concatenate([labels, labels])
-        return {"specs": self.normalizer(specs).astype(np.float32), "labels": labels, PATHS: rows["path"].to_pylist()}
+        return self.stage.collate(rows, rng, self.config, self.normalizer, self.classes)
 
 
 def epoch_rng(seed: int, epoch: int, rank: int) -> np.random.Generator:

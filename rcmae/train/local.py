@@ -20,8 +20,9 @@ from rcmae.detect.detector import save_detector
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import checkpoint_problem
 from rcmae.train import setup
-from rcmae.train.batches import BatchMaker, epoch_rng, stage_columns
-from rcmae.train.loops import epoch_line, finetune_loop, pretrain_loop
+from rcmae.train.batches import BatchMaker, epoch_rng
+from rcmae.train.loops import epoch_line, run_stage
+from rcmae.train.stage import FINETUNE, PRETRAIN, Stage
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ class LocalSession:
         return None
 
 
-def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str | Path, normalizer: Normalizer,
+def _session(config: Config, stage: Stage, features_dir: str | Path, run_dir: str | Path, normalizer: Normalizer,
              classes: list[str], on_epoch: Callable[[dict], None] | None) -> LocalSession:
-    cfg = getattr(config, stage)
+    cfg = stage.section(config)
     maker = BatchMaker(stage, config, normalizer, classes, cfg.batch_size)
-    columns = stage_columns(config, stage)
+    columns = stage.columns(config)
 
     def batches(epoch: int):
         rng = epoch_rng(cfg.seed, epoch, 0)
@@ -92,19 +93,19 @@ def _session(config: Config, stage: str, features_dir: str | Path, run_dir: str 
 
 def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path,
                    on_epoch: Callable[[dict], None] | None = None) -> Path:
-    model, meta = setup.pretrain_start(config, features_dir)
-    session = _session(config, "pretrain", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [],
+    meta = setup.pretrain_start(config, features_dir)
+    session = _session(config, PRETRAIN, features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [],
                        on_epoch)
-    pretrain_loop(session, model, config, meta)
+    run_stage(session, PRETRAIN, PRETRAIN.start_model(config, meta), config, meta)
     return setup.publish(session.restore(), run_dir)
 
 
 def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path,
                    on_epoch: Callable[[dict], None] | None = None) -> Path:
-    model, meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
-    session = _session(config, "finetune", features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
+    meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
+    session = _session(config, FINETUNE, features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
                        classes, on_epoch)
-    finetune_loop(session, model, config, meta)
+    run_stage(session, FINETUNE, FINETUNE.start_model(config, meta), config, meta)
 
     def fit(model_dir: Path) -> None:
         train_rows = stream_rows(features_dir, META_COLUMNS + ["features"], ("train",))

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from rcmae.config import Config, FinetuneConfig, PretrainConfig
+from rcmae.config import Config
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
-from rcmae.models.objectives import FinetuneObjective, PretrainObjective
-from rcmae.train.batches import PATHS
+from rcmae.train.stage import PATHS, Stage
 
 
 class Session(Protocol):
@@ -70,19 +69,18 @@ def to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: dict, objective: torch.nn.Module,
-              step: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]) -> list[dict]:
-    """The epoch loop shared by both stages: optimise `objective` (a module around `model`, which the session
-    wraps for DDP), log each term, checkpoint the model every epoch, resume."""
-    cfg: PretrainConfig | FinetuneConfig = getattr(config, stage)
-    objective.to(session.device)
+def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta: dict) -> list[dict]:
+    """The epoch loop of either stage: optimise the stage's objective around `model` (the session wraps it for
+    DDP), log each term, checkpoint the model every epoch, resume."""
+    cfg = stage.section(config)
+    objective = stage.objective(model, config).to(session.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.warmup_epochs, cfg.epochs))
     start_epoch, history = 0, []
     resume_from = session.restore()
     if resume_from is not None:
         resumed = read_meta(resume_from)
-        if resumed.get("stage") == stage:
+        if resumed.get("stage") == stage.name:
             model.load_state_dict(load_file(str(Path(resume_from) / WEIGHTS)))
             load_training_state(resume_from, optimizer, scheduler)
             start_epoch, history = resumed["epoch"], resumed.get("history", [])
@@ -97,9 +95,9 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
             batch = to_device(batch, session.device)
             samples += len(paths)
             with autocast(session.device):
-                terms = step(trained, batch)
+                terms = stage.step(trained, batch)
             if not torch.isfinite(terms["loss"].detach()):  # stop before the step: the last checkpoint stays good
-                raise DataError(non_finite_loss(stage, epoch, step_index, terms, paths))
+                raise DataError(non_finite_loss(stage.name, epoch, step_index, terms, paths))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if cfg.grad_clip > 0:
@@ -109,13 +107,13 @@ def run_stage(session: Session, model: RCMAE, config: Config, stage: str, meta: 
                 sums[name] += float(value.detach())
             count += 1
         if count == 0:
-            raise DataError(f"{stage}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
+            raise DataError(f"{stage.name}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
         scheduler.step()
         metrics = {name: total / count for name, total in sums.items()}
         metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,
-                       stage=stage, samples_per_second=samples * session.world_size / (time.time() - started))
+                       stage=stage.name, samples_per_second=samples * session.world_size / (time.time() - started))
         history.append(metrics)
-        _report_epoch(session, model, config, dict(meta, stage=stage, epoch=epoch + 1, history=history),
+        _report_epoch(session, model, config, dict(meta, stage=stage.name, epoch=epoch + 1, history=history),
                       optimizer, scheduler, metrics)
     return history
 
@@ -144,15 +142,3 @@ def _report_epoch(session, model, config, meta, optimizer, scheduler, metrics) -
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(folder, model, config, meta, optimizer, scheduler)
         session.report(metrics, Path(folder))
-
-
-def pretrain_loop(session: Session, model: RCMAE, config: Config, meta: dict) -> list[dict]:
-    """Stage 1: batches of {"original", "augmented"} normalised log-mels."""
-    return run_stage(session, model, config, "pretrain", meta, PretrainObjective(model, config.pretrain),
-                     lambda objective, b: objective(b["original"], b["augmented"]))
-
-
-def finetune_loop(session: Session, model: RCMAE, config: Config, meta: dict) -> list[dict]:
-    """Stage 2: batches of {"specs", "labels"}; `model` carries stage 1's weights and a fresh ID head."""
-    return run_stage(session, model, config, "finetune", meta, FinetuneObjective(model, config.finetune),
-                     lambda objective, b: objective(b["specs"], b["labels"]))

@@ -1,6 +1,7 @@
 """What each stage needs before and after its loop, shared by the in-process and the Ray Train drivers:
-the statistics (train normaliser, classes), the model to start from, and the final model folder. All of
-it streams the feature Parquet: memory does not grow with the number of clips."""
+the checks and statistics (train normaliser, classes) its checkpoints carry, from which `Stage.start_model`
+builds the model to start from wherever the loop runs, and the final model folder. All of it streams the
+feature Parquet: memory does not grow with the number of clips."""
 
 from __future__ import annotations
 
@@ -9,16 +10,13 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from rcmae.config import Config, ConfigError
 from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs, train_classes
 from rcmae.data.run_folder import lock_owner, written_aside
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.errors import DataError
 from rcmae.features import Normalizer
-from rcmae.models.checkpoint import META, WEIGHTS, load_checkpoint
-from rcmae.models.mae import RCMAE
+from rcmae.models.checkpoint import META, WEIGHTS, read_meta
 
 FINAL = "model"
 PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional training set
@@ -52,24 +50,23 @@ def check_detector_data(features_dir: str | Path) -> list[str]:
     return few
 
 
-def pretrain_start(config: Config, features_dir: str | Path) -> tuple[RCMAE, dict]:
-    """A fresh model and the metadata every stage-1 checkpoint carries (the train normaliser)."""
+def pretrain_start(config: Config, features_dir: str | Path) -> dict:
+    """The metadata every stage-1 checkpoint carries (the train normaliser)."""
     require_finished(features_dir)
     check_detector_data(features_dir)
     if fewest_variants(features_dir) == 0:
         raise DataError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
-    normalizer = Normalizer.fit_stream(stream_specs(features_dir))
-    torch.manual_seed(config.pretrain.seed)
-    return RCMAE(model=config.model, features=config.features), {"normalizer": normalizer.to_dict()}
+    return {"normalizer": Normalizer.fit_stream(stream_specs(features_dir)).to_dict()}
 
 
-def finetune_start(config: Config, features_dir: str | Path,
-                   pretrained_dir: str | Path) -> tuple[RCMAE, dict, list[str]]:
-    """Stage 1's weights with a fresh ID head over the train split's machine IDs."""
-    pretrained = load_checkpoint(pretrained_dir)
+def finetune_start(config: Config, features_dir: str | Path, pretrained_dir: str | Path) -> tuple[dict, list[str]]:
+    """The metadata every stage-2 checkpoint carries (stage 1's normaliser and folder, the train split's machine
+    IDs, which the fresh ID head classifies) and those IDs."""
+    pretrained = read_meta(pretrained_dir)
+    pretrained_config = Config.from_dict(pretrained["config"])
     for section in ("model", "features", "audio"):
-        if getattr(pretrained.config, section) != getattr(config, section):
+        if getattr(pretrained_config, section) != getattr(config, section):
             raise ConfigError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
                              f"config the model was pre-trained with (same --preset/--config)")
     require_finished(features_dir)
@@ -79,11 +76,9 @@ def finetune_start(config: Config, features_dir: str | Path,
         log.warning("the paper's stage 2 classifies over %d machine IDs (DCASE 2020 dev + additional training "
                     "set); these features hold %d: index a root holding both dev_data/ and eval_data/<type>/train",
                     PAPER_CLASSES, len(classes))
-    torch.manual_seed(config.finetune.seed)
-    model = pretrained.model.with_classifier(len(classes))
-    meta = {"normalizer": pretrained.meta["normalizer"], "classes": classes,
-            "pretrained_from": str(pretrained_dir)}
-    return model, meta, classes
+    meta = {"normalizer": pretrained["normalizer"], "classes": classes,
+            "pretrained_from": str(Path(pretrained_dir).resolve())}
+    return meta, classes
 
 
 def publish(checkpoint_dir: str | Path, out_dir: str | Path, finish: Callable[[Path], None] | None = None) -> Path:
