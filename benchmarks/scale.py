@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rcmae.data.feature_table import write_synthetic_features
@@ -78,7 +79,7 @@ def measure(features: Path, folder: Path) -> dict:
         figures["epoch"] = dict(seconds=time.perf_counter() - started, driver_peak_rss_mib=peak_rss_mib())
         checkpoint = load_checkpoint(pretrained)  # an untrained ID head is enough to time the detector fit
         model_dir = save_checkpoint(folder / "detector_model", checkpoint.model.with_classifier(len(classes)),
-                                    config, dict(checkpoint.meta, classes=classes))
+                                    config, replace(checkpoint.meta, classes=classes))
         started = time.perf_counter()
         fit_detector_ray(model_dir, features, classes, config)
         figures["detector"] = dict(seconds=time.perf_counter() - started, driver_peak_rss_mib=peak_rss_mib())

@@ -19,7 +19,7 @@ from rcmae.stages import pretrain
 
 
 def samples_per_second(model_dir: Path, clips: int) -> float:
-    history = load_checkpoint(model_dir).meta["history"][1:]
+    history = load_checkpoint(model_dir).meta.history[1:]
     return clips * len(history) / sum(h["seconds"] for h in history)
 
 

@@ -58,13 +58,12 @@ def claim(out_dir: Path, stage: Stage, config: Config, force: bool) -> Path | No
     if recorded.exists():
         check_settings(with_later_fields(json.loads(recorded.read_text()), stage), wanted, out_dir)
     elif meta is not None:  # a folder from before settings.json: its model's config says what made it
-        check_settings(with_later_fields(stage_settings(meta.get("config", {}), stage), stage), wanted, out_dir)
+        check_settings(with_later_fields(stage_settings(meta.config, stage), stage), wanted, out_dir)
     recorded.write_text(json.dumps(wanted, indent=1))
-    done = (meta is not None and meta.get("stage") == stage.name
-            and meta.get("epoch") == stage.section(config).epochs)
+    done = meta is not None and meta.stage == stage.name and meta.epoch == stage.section(config).epochs
     if done and stage == FINETUNE:  # an older model folder may lack its detector or hold an older one: the
         # stage resumes at its last epoch and only fits the detector again
-        done = current_detector(meta.get("detector")) and (model_dir / DETECTOR).is_file()
+        done = current_detector(meta.detector) and (model_dir / DETECTOR).is_file()
     return model_dir if done else None
 
 

@@ -19,10 +19,10 @@ def test_two_workers_run_both_stages_and_a_rerun_resumes(ray_session, toy_featur
     pretrain_ray(ray_config(quick_config, **{"pretrain.epochs": 1}), toy_features, tmp_path / "pretrain")
     config = ray_config(quick_config, **{"finetune.epochs": 1})
     pretrained = pretrain_ray(config, toy_features, tmp_path / "pretrain")  # same run name: epoch 2 only
-    assert [h["epoch"] for h in load_checkpoint(pretrained).meta["history"]] == [1, 2]
+    assert [h["epoch"] for h in load_checkpoint(pretrained).meta.history] == [1, 2]
     model = finetune_ray(config, toy_features, pretrained, tmp_path / "finetune")
     meta = load_checkpoint(model).meta
-    assert meta["stage"] == "finetune" and meta["epoch"] == 1 and "detector" in meta
+    assert meta.stage == "finetune" and meta.epoch == 1 and meta.detector is not None
 
 
 def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, toy_features, quick_config, tmp_path,
@@ -33,7 +33,7 @@ def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, to
     model = pretrain_ray(config, toy_features, tmp_path / "run")
     assert marker.exists()  # the fault did happen
     meta = load_checkpoint(model).meta
-    assert meta["epoch"] == 3 and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+    assert meta.epoch == 3 and [h["epoch"] for h in meta.history] == [1, 2, 3]
 
 
 def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_features, tmp_path):

@@ -64,7 +64,7 @@ def test_ids_of_one_to_four_near_identical_train_clips_are_all_scored(ray_sessio
         (t, i) for t in ("fan", "valve") for i in ("00", "02", "04")}
     assert all(r["pauc_eq12"] is None and "at least 10 normal clips" in r["note"] for r in metrics["per_id"])
     assert all(0 <= r["auc"] <= 1 and 0 <= r["pauc"] <= 1 for r in metrics["per_id"])
-    detector = read_meta(out / "finetune" / "model")["detector"]
+    detector = read_meta(out / "finetune" / "model").detector
     methods = {used for per_key in detector["threshold_methods"].values() for used in per_key.values()}
     assert methods <= {"gamma", "percentile", "constant"} and "percentile" in methods
     assert all(np.isfinite(v) for per_key in detector["thresholds"].values() for v in per_key.values())
@@ -86,7 +86,7 @@ def test_a_single_machine_id_is_trained_and_scored_in_process(tmp_path, capsys):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert [(r["machine_type"], r["machine_id"]) for r in metrics["per_id"]] == [("valve", "00")]
     # one class: the ID head is certain of every clip, so its score is constant and its threshold the fallback
-    assert read_meta(out / "finetune" / "model")["detector"]["threshold_methods"]["id_logprob"] == {
+    assert read_meta(out / "finetune" / "model").detector["threshold_methods"]["id_logprob"] == {
         "valve/00": "constant"}
     assert "train scores are all equal" in capsys.readouterr().err
 
@@ -109,7 +109,7 @@ def test_an_interrupted_detector_fit_leaves_no_model_and_the_rerun_redoes_it(toy
     assert not list((tmp_path / "finetune").glob(".*.partial"))
     monkeypatch.undo()
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
-    assert "detector" in read_meta(model) and (model / DETECTOR).is_file()
+    assert read_meta(model).detector is not None and (model / DETECTOR).is_file()
 
 
 @pytest.mark.parametrize("older", ["no detector", "an older detector"])
@@ -121,7 +121,7 @@ def test_a_model_folder_without_a_current_detector_is_refit_without_retraining(t
     pretrained = stages.pretrain(quick_config, toy_features, tmp_path / "pretrain")
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
     weights = (model / "model.safetensors").read_bytes()
-    meta = read_meta(model)
+    meta = json.loads((model / "meta.json").read_text())
     if older == "no detector":  # a folder published before the fit, by rcmae 0.1
         (model / DETECTOR).unlink()
         del meta["detector"]
@@ -133,7 +133,7 @@ def test_a_model_folder_without_a_current_detector_is_refit_without_retraining(t
             load_detector(model)
     assert stages.claim(tmp_path / "finetune", stages.FINETUNE, quick_config, force=False) is None
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
-    assert read_meta(model)["detector"]["format"] == DETECTOR_FORMAT
+    assert read_meta(model).detector["format"] == DETECTOR_FORMAT
     assert (model / "model.safetensors").read_bytes() == weights
     load_detector(model)
 

@@ -91,7 +91,7 @@ def test_a_stage_made_with_other_settings_is_not_reused_silently(toy_features, q
     redone = pretrain(made.override({"pretrain.tau": 0.2}), toy_features, tmp_path, force=True)
     assert load_checkpoint(redone).config.pretrain.tau == 0.2
     longer = pretrain(made.override({"pretrain.tau": 0.2, "pretrain.epochs": 2}), toy_features, tmp_path)
-    assert [h["epoch"] for h in load_checkpoint(longer).meta["history"]] == [1, 2]  # more epochs: continued
+    assert [h["epoch"] for h in load_checkpoint(longer).meta.history] == [1, 2]  # more epochs: continued
 
 
 def test_standalone_stage_commands_name_the_change_and_take_force(toy_features, tmp_path, capsys):
@@ -208,7 +208,7 @@ def test_chaos_a_ray_train_worker_killed_mid_run_is_replaced_and_the_run_ends_at
     with KillWhen("RayTrainWorker", lambda: any(results.rglob("checkpoint_*"))) as killer:
         model = pretrain_ray(drill, toy_features, tmp_path)
     assert killer.killed is not None
-    history = load_checkpoint(model).meta["history"]
+    history = load_checkpoint(model).meta.history
     assert [h["epoch"] for h in history] == [1, 2, 3]  # resumed from its checkpoint: no epoch lost or repeated
 
 
@@ -233,7 +233,7 @@ def test_chaos_a_trainer_killed_mid_run_then_rerun_equals_an_uninterrupted_run(t
     assert not (tmp_path / "chaos" / "model").exists()
     subprocess.run(command(tmp_path / "chaos"), check=True)  # the re-run resumes after epoch 1
     whole, chaos = load_checkpoint(tmp_path / "whole" / "model"), load_checkpoint(tmp_path / "chaos" / "model")
-    assert [h["epoch"] for h in chaos.meta["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in chaos.meta.history] == [1, 2, 3]
     for name, tensor in whole.model.state_dict().items():
         assert torch.equal(tensor, chaos.model.state_dict()[name]), name
     for out in ("whole", "chaos"):

@@ -39,11 +39,11 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert {"supcon", "ce", "loss", "accuracy", "z_std"} <= set(stage2[0])
     checkpoint = load_checkpoint(model)
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
-    assert set(checkpoint.meta["detector"]["thresholds"]) == set(SCORES)
+    assert set(checkpoint.meta.detector["thresholds"]) == set(SCORES)
     arrays = load_detector_arrays(model)
     parts = ("centroid", *GAUSSIAN_PARTS, "rhythm_mean", "rhythm_inverse", *(f"patch_{p}" for p in PatchModel.PARTS))
     assert {f"{kind}/{key}" for kind in parts for key in checkpoint.classes} == set(arrays)
-    assert load_checkpoint(pretrained).meta["stage"] == "pretrain"
+    assert load_checkpoint(pretrained).meta.stage == "pretrain"
 
 
 def test_resumed_run_equals_uninterrupted(toy_features, quick_config, tmp_path):
@@ -77,7 +77,7 @@ def test_a_torn_checkpoint_is_passed_over_and_the_resume_equals_an_uninterrupted
     a, b = load_file(str(resumed / "model.safetensors")), load_file(str(whole / "model.safetensors"))
     for key in a:
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
-    assert [h["epoch"] for h in load_checkpoint(resumed).meta["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in load_checkpoint(resumed).meta.history] == [1, 2, 3]
 
 
 def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
@@ -103,7 +103,7 @@ def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_pat
     copy = load_checkpoint(tmp_path / "copy")
     for key, value in checkpoint.model.state_dict().items():  # bit-identical weights
         assert np.array_equal(value.numpy(), copy.model.state_dict()[key].numpy()), key
-    assert copy.meta["detector"] == checkpoint.meta["detector"]
+    assert copy.meta.detector == checkpoint.meta.detector
     # CPU kernels may sum in a different order from call to call: scores agree to float32 round-off
     assert [r["score"] for r in after] == pytest.approx([r["score"] for r in before], rel=1e-3, abs=1e-6)
     assert {r["decision"] for r in before} <= {0, 1}

@@ -31,7 +31,14 @@ from rcmae.config import ScoreConfig
 from rcmae.detect.patches import PatchModel
 from rcmae.detect.shrunk import ShrunkGaussian
 from rcmae.errors import DataError
-from rcmae.models.checkpoint import META, CheckpointError, load_detector_arrays, read_meta, save_detector_arrays
+from rcmae.models.checkpoint import (
+    META,
+    CheckpointError,
+    load_detector_arrays,
+    read_meta,
+    save_detector_arrays,
+    write_meta,
+)
 from rcmae.registry import SCORES
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
@@ -382,11 +389,11 @@ def _warn_fallbacks(detector: Detector) -> None:
 def load_detector(model_dir: str | Path) -> Detector:
     """The detector stored with a fine-tuned model (arrays in detector.safetensors, thresholds in meta.json)."""
     meta = read_meta(model_dir)
-    if "detector" not in meta:
+    if meta.detector is None:
         raise CheckpointError(f"{model_dir}: the model has no fitted detector: pass the model folder written by "
                               f"`rcmae finetune`")
-    detector = Detector.from_arrays(load_detector_arrays(model_dir), meta["detector"])
-    classes = set(meta.get("classes", []))
+    detector = Detector.from_arrays(load_detector_arrays(model_dir), meta.detector)
+    classes = set(meta.classes)
     if set(detector.centroids) != classes:
         raise CheckpointError(f"{Path(model_dir) / 'detector.safetensors'}: not this model's detector: it holds "
                               f"{len(detector.centroids)} machine IDs, {META} names {len(classes)} others (files "
@@ -402,7 +409,4 @@ def load_detector(model_dir: str | Path) -> Detector:
 
 def save_detector(model_dir: str | Path, detector: Detector) -> None:
     save_detector_arrays(model_dir, detector.arrays())
-    meta_path = Path(model_dir) / META
-    meta = json.loads(meta_path.read_text())
-    meta["detector"] = detector.meta()
-    meta_path.write_text(json.dumps(meta, indent=1))
+    write_meta(model_dir, dataclasses.replace(read_meta(model_dir), detector=detector.meta()))

@@ -22,6 +22,7 @@ from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
 from rcmae.logs import current_level
+from rcmae.models.checkpoint import CheckpointMeta
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng
 from rcmae.train.loops import epoch_line, run_stage
@@ -44,8 +45,9 @@ class RaySession:
         self.device = ray.train.torch.get_device()
         self.config = Config.from_dict(loop_config["config"])
         self.stage = STAGES[loop_config["stage"]]
-        self.normalizer = Normalizer.from_dict(loop_config["normalizer"])
-        self.classes = loop_config.get("classes", [])
+        self.meta: CheckpointMeta = loop_config["meta"]
+        self.normalizer = Normalizer.from_dict(self.meta.normalizer)
+        self.classes = self.meta.classes
         self.fault = loop_config.get("fault")
         self._restored: str | None = None
 
@@ -105,8 +107,8 @@ def _worker(loop_config: dict) -> None:
 
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # (Ray 2.60 names it by its path)
     session = RaySession(loop_config)
-    meta = loop_config["meta"]
-    run_stage(session, session.stage, session.stage.start_model(session.config, meta), session.config, meta)
+    run_stage(session, session.stage, session.stage.start_model(session.config, session.meta), session.config,
+              session.meta)
 
 
 def train_dataset(config: Config, stage: Stage, features_dir: str | Path):
@@ -159,7 +161,7 @@ def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, 
                  callbacks: list | None = None) -> Path:
     meta = setup.pretrain_start(config, features_dir)
     return _fit(config, PRETRAIN, Path(features_dir), Path(out_dir),
-                dict(meta=meta, normalizer=meta["normalizer"]), run_name, callbacks)
+                dict(meta=meta), run_name, callbacks)
 
 
 def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
@@ -170,4 +172,4 @@ def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str |
         save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config))
 
     return _fit(config, FINETUNE, Path(features_dir), Path(out_dir),
-                dict(meta=meta, normalizer=meta["normalizer"], classes=classes), run_name, callbacks, fit)
+                dict(meta=meta), run_name, callbacks, fit)

@@ -72,16 +72,16 @@ class RecordingScorer:
         if aggregate not in AGGREGATES:
             raise RcmaeError(f"aggregate {aggregate!r}: choose from {sorted(AGGREGATES)}")
         self.meta = read_meta(model_dir)
-        self.config = Config.from_dict(self.meta["config"])
+        self.config = Config.from_dict(self.meta.config)
         self.method = method or self.config.score.method
         self.aggregate = aggregate
         self.encoder = TableEncoder(model_dir, with_scores=True, keep_encoded=False, with_maps=True)
         self.featurizer = Featurizer(self.config, augmenter=None)
-        self.thresholds = self.meta["detector"]["thresholds"][self.method]
+        self.thresholds = self.meta.thresholds(self.method)
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta.get("classes", []))
+        return list(self.meta.classes)
 
     def windows(self, clip: dict, wave: np.ndarray) -> list[dict]:
         """The rows `Featurizer` reads for one prepared recording (mono, at the model's sample rate)."""

@@ -27,7 +27,7 @@ from rcmae.evaluate.dcase_csv import write_id_results
 from rcmae.evaluate.families import family_metrics, fault_families
 from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize, summarize_domains
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
-from rcmae.models.checkpoint import read_meta
+from rcmae.models.checkpoint import CheckpointMeta, read_meta
 from rcmae.registry import SCORES
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def known_rows(scored: pa.Table) -> pa.Table:
     return scored.filter(pc.invert(unknown))
 
 
-def decisions(scored: pa.Table, method: str, thresholds: dict[str, dict[str, float]]) -> np.ndarray:
-    per_key = thresholds[method]
+def decisions(scored: pa.Table, method: str, meta: CheckpointMeta) -> np.ndarray:
+    per_key = meta.thresholds(method)
     scores = score_values(scored, method)
     return np.array([int(s > per_key[k]) for k, s in zip(machine_keys(scored), scores)])
 
@@ -91,9 +91,8 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
     other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means (and, with
     `families`, every method's results per fault family)."""
     meta = read_meta(model_dir)
-    score_config = Config.from_dict(meta["config"]).score
+    score_config = Config.from_dict(meta.config).score
     method = method or score_config.method
-    thresholds = meta["detector"]["thresholds"]
     scored = known_rows(scored)
     if scored.num_rows == 0:
         raise DataError("no test clip of a machine the model knows")
@@ -104,9 +103,9 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
             if other != method:
                 comparison[other] = write_evaluation(
                     staging / "other_methods" / other, rows, score_values(scored, other),
-                    decisions(scored, other, thresholds), score_config.max_fpr, families=families)["mean"]
+                    decisions(scored, other, meta), score_config.max_fpr, families=families)["mean"]
         metrics = write_evaluation(staging, rows, score_values(scored, method),
-                                   decisions(scored, method, thresholds), score_config.max_fpr,
+                                   decisions(scored, method, meta), score_config.max_fpr,
                                    extra={"method": method}, families=families)
         metrics["methods"] = {method: metrics["mean"], **comparison}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -120,7 +119,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None,
     if features_dir is not None:
         rows = feature_test_split(features_dir)
     elif data_dir is not None:
-        rows = data_test_split(data_dir, Config.from_dict(read_meta(checkpoint_dir)["config"]))
+        rows = data_test_split(data_dir, Config.from_dict(read_meta(checkpoint_dir).config))
     else:
         raise DataError("evaluate needs test clips: a data folder or a feature folder")
     return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method,

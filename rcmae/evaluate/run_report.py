@@ -18,7 +18,7 @@ from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_valu
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
 from rcmae.evaluate.maps import plot_map, pyplot, region_mask
-from rcmae.models.checkpoint import load_checkpoint
+from rcmae.models.checkpoint import load_checkpoint, read_meta
 from rcmae.registry import SCORES
 
 PAPER_SCORE = "id_logprob"
@@ -219,7 +219,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     plot_roc(scored, metrics["method"], plots / "roc.png")
     plot_tsne(pretrain_dir, tsne_rows, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
     plot_tsne(finetune_dir, tsne_rows, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
-    histories = {stage: load_checkpoint(folder).meta.get("history", [])
+    histories = {stage: read_meta(folder).history
                  for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
     plot_losses(histories, plots / "losses.png")
     rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']].origin})": metrics}
@@ -242,7 +242,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     if unlabelled:
         methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
                     f"{', '.join(unlabelled)}.")
-    few_shot = load_checkpoint(finetune_dir).meta.get("detector", {}).get("few_shot", [])
+    few_shot = (read_meta(finetune_dir).detector or {}).get("few_shot", [])
     if few_shot:
         methods += (f"\n\nFew-shot machines (under {MIN_OWN_CLIPS} train clips), scored with their own mean and "
                     f"their machine type's pooled covariance and thresholds: {', '.join(few_shot)}.")

@@ -7,7 +7,7 @@ can unpickle arbitrary objects.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,42 +29,81 @@ class CheckpointError(RcmaeError):
 
 
 @dataclass
+class CheckpointMeta:
+    """What a checkpoint's meta.json holds."""
+
+    normalizer: dict                   # the train normaliser (`Normalizer.to_dict`)
+    config: dict = field(default_factory=dict)  # the full config that made it (`Config.to_dict`); set on saving
+    stage: str | None = None           # "pretrain" or "finetune"
+    epoch: int | None = None           # epochs trained
+    history: list[dict] = field(default_factory=list)  # each epoch's metrics
+    classes: list[str] = field(default_factory=list)   # stage 2: the machine IDs the ID head classifies
+    pretrained_from: str | None = None  # stage 2: the stage-1 model folder it started from
+    detector: dict | None = None        # final stage-2 models: `Detector.meta()` (its arrays: detector.safetensors)
+
+    @classmethod
+    def from_json(cls, data: dict, path: Path) -> "CheckpointMeta":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown or "normalizer" not in data:
+            why = f"unknown keys {', '.join(unknown)}" if unknown else "no normaliser"
+            raise CheckpointError(f"{path}: not rcmae checkpoint metadata ({why})")
+        return cls(**data)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def thresholds(self, method: str) -> dict[str, float]:
+        """The decision thresholds of `method` per machine ID (final stage-2 models)."""
+        if not self.detector:
+            raise CheckpointError("the model has no fitted detector: pass the model folder written by `rcmae finetune`")
+        return self.detector["thresholds"][method]
+
+
+@dataclass
 class Checkpoint:
     model: RCMAE
     config: Config
-    meta: dict = field(default_factory=dict)
+    meta: CheckpointMeta
     folder: Path | None = None
 
     @property
     def normalizer(self) -> Normalizer:
-        return Normalizer.from_dict(self.meta["normalizer"])
+        return Normalizer.from_dict(self.meta.normalizer)
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta.get("classes", []))
+        return list(self.meta.classes)
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: Config, meta: dict,
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: Config, meta: CheckpointMeta,
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
-    (folder / META).write_text(json.dumps(dict(meta, config=config.to_dict()), indent=1))
+    write_meta(folder, replace(meta, config=config.to_dict()))
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None}, folder / OPTIMIZER)
     return folder
 
 
-def read_meta(folder: str | Path) -> dict:
+def read_meta(folder: str | Path) -> CheckpointMeta:
     path = Path(folder) / META
     if not path.is_file():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no {META})")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: damaged ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: damaged (not a JSON object)")
+    return CheckpointMeta.from_json(data, path)
+
+
+def write_meta(folder: str | Path, meta: CheckpointMeta) -> None:
+    (Path(folder) / META).write_text(json.dumps(meta.to_json(), indent=1))
 
 
 def checkpoint_problem(folder: str | Path) -> str | None:
@@ -85,8 +124,8 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     meta = read_meta(folder)
     if not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder}: checkpoint has no {WEIGHTS}")
-    config = Config.from_dict(meta.pop("config"))
-    model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.get("classes", [])))
+    config = Config.from_dict(meta.config)
+    model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.classes))
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
     except Exception as error:  # a truncated or foreign file: one line naming it, not a traceback

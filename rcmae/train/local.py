@@ -94,7 +94,7 @@ def _session(config: Config, stage: Stage, features_dir: str | Path, run_dir: st
 def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path,
                    on_epoch: Callable[[dict], None] | None = None) -> Path:
     meta = setup.pretrain_start(config, features_dir)
-    session = _session(config, PRETRAIN, features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]), [],
+    session = _session(config, PRETRAIN, features_dir, run_dir, Normalizer.from_dict(meta.normalizer), [],
                        on_epoch)
     run_stage(session, PRETRAIN, PRETRAIN.start_model(config, meta), config, meta)
     return setup.publish(session.restore(), run_dir)
@@ -103,7 +103,7 @@ def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path
 def finetune_local(config: Config, features_dir: str | Path, pretrained_dir: str | Path, run_dir: str | Path,
                    on_epoch: Callable[[dict], None] | None = None) -> Path:
     meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
-    session = _session(config, FINETUNE, features_dir, run_dir, Normalizer.from_dict(meta["normalizer"]),
+    session = _session(config, FINETUNE, features_dir, run_dir, Normalizer.from_dict(meta.normalizer),
                        classes, on_epoch)
     run_stage(session, FINETUNE, FINETUNE.start_model(config, meta), config, meta)
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 
 from rcmae.config import Config
 from rcmae.errors import DataError
-from rcmae.models.checkpoint import WEIGHTS, load_training_state, read_meta, save_checkpoint
+from rcmae.models.checkpoint import WEIGHTS, CheckpointMeta, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.train.stage import PATHS, Stage
 
@@ -69,7 +70,7 @@ def to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta: dict) -> list[dict]:
+def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta: CheckpointMeta) -> list[dict]:
     """The epoch loop of either stage: optimise the stage's objective around `model` (the session wraps it for
     DDP), log each term, checkpoint the model every epoch, resume."""
     cfg = stage.section(config)
@@ -80,10 +81,10 @@ def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta
     resume_from = session.restore()
     if resume_from is not None:
         resumed = read_meta(resume_from)
-        if resumed.get("stage") == stage.name:
+        if resumed.stage == stage.name:
             model.load_state_dict(load_file(str(Path(resume_from) / WEIGHTS)))
             load_training_state(resume_from, optimizer, scheduler)
-            start_epoch, history = resumed["epoch"], resumed.get("history", [])
+            start_epoch, history = resumed.epoch, resumed.history
     trained = session.prepare(objective)
     for epoch in range(start_epoch, cfg.epochs):
         started, sums, count = time.time(), defaultdict(float), 0
@@ -113,7 +114,7 @@ def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta
         metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,
                        stage=stage.name, samples_per_second=samples * session.world_size / (time.time() - started))
         history.append(metrics)
-        _report_epoch(session, model, config, dict(meta, stage=stage.name, epoch=epoch + 1, history=history),
+        _report_epoch(session, model, config, replace(meta, stage=stage.name, epoch=epoch + 1, history=history),
                       optimizer, scheduler, metrics)
     return history
 

@@ -16,7 +16,7 @@ from rcmae.data.run_folder import lock_owner, written_aside
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.errors import DataError
 from rcmae.features import Normalizer
-from rcmae.models.checkpoint import META, WEIGHTS, read_meta
+from rcmae.models.checkpoint import META, WEIGHTS, CheckpointMeta, read_meta
 
 FINAL = "model"
 PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional training set
@@ -50,21 +50,22 @@ def check_detector_data(features_dir: str | Path) -> list[str]:
     return few
 
 
-def pretrain_start(config: Config, features_dir: str | Path) -> dict:
+def pretrain_start(config: Config, features_dir: str | Path) -> CheckpointMeta:
     """The metadata every stage-1 checkpoint carries (the train normaliser)."""
     require_finished(features_dir)
     check_detector_data(features_dir)
     if fewest_variants(features_dir) == 0:
         raise DataError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
-    return {"normalizer": Normalizer.fit_stream(stream_specs(features_dir)).to_dict()}
+    return CheckpointMeta(normalizer=Normalizer.fit_stream(stream_specs(features_dir)).to_dict())
 
 
-def finetune_start(config: Config, features_dir: str | Path, pretrained_dir: str | Path) -> tuple[dict, list[str]]:
+def finetune_start(config: Config, features_dir: str | Path,
+                   pretrained_dir: str | Path) -> tuple[CheckpointMeta, list[str]]:
     """The metadata every stage-2 checkpoint carries (stage 1's normaliser and folder, the train split's machine
     IDs, which the fresh ID head classifies) and those IDs."""
     pretrained = read_meta(pretrained_dir)
-    pretrained_config = Config.from_dict(pretrained["config"])
+    pretrained_config = Config.from_dict(pretrained.config)
     for section in ("model", "features", "audio"):
         if getattr(pretrained_config, section) != getattr(config, section):
             raise ConfigError(f"{pretrained_dir}: its `{section}` config differs from this run's; fine-tune with the "
@@ -76,8 +77,8 @@ def finetune_start(config: Config, features_dir: str | Path, pretrained_dir: str
         log.warning("the paper's stage 2 classifies over %d machine IDs (DCASE 2020 dev + additional training "
                     "set); these features hold %d: index a root holding both dev_data/ and eval_data/<type>/train",
                     PAPER_CLASSES, len(classes))
-    meta = {"normalizer": pretrained["normalizer"], "classes": classes,
-            "pretrained_from": str(Path(pretrained_dir).resolve())}
+    meta = CheckpointMeta(normalizer=pretrained.normalizer, classes=classes,
+                          pretrained_from=str(Path(pretrained_dir).resolve()))
     return meta, classes
 
 

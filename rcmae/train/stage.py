@@ -15,7 +15,7 @@ import torch
 from rcmae.config import Config, FinetuneConfig, PretrainConfig
 from rcmae.data.feature_table import machine_keys, pick_variants, specs_from_column
 from rcmae.features import Normalizer
-from rcmae.models.checkpoint import load_checkpoint
+from rcmae.models.checkpoint import CheckpointMeta, load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 
@@ -50,7 +50,7 @@ class Stage(ABC):
         """The objective's terms on one batch."""
 
     @abstractmethod
-    def start_model(self, config: Config, meta: dict) -> RCMAE:
+    def start_model(self, config: Config, meta: CheckpointMeta) -> RCMAE:
         """The model the stage trains from, seeded by its section's seed (`meta`: what its checkpoints carry)."""
 
 
@@ -104,10 +104,10 @@ class Finetune(Stage):
         return objective(batch["specs"], batch["labels"])
 
     def start_model(self, config, meta):
-        """Stage 1's weights (`meta["pretrained_from"]`) with a fresh ID head over `meta["classes"]`."""
-        model = load_checkpoint(meta["pretrained_from"]).model
+        """Stage 1's weights (`meta.pretrained_from`) with a fresh ID head over `meta.classes`."""
+        model = load_checkpoint(meta.pretrained_from).model
         torch.manual_seed(config.finetune.seed)
-        return model.with_classifier(len(meta["classes"]))
+        return model.with_classifier(len(meta.classes))
 
 
 PRETRAIN = Pretrain("pretrain", ("audio", "features", "model", "pretrain"))
