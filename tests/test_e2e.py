@@ -47,5 +47,9 @@ def test_job_submit_runs_the_main_job(tmp_path, no_local_ray):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert len(metrics["per_type"]) == 6 and 0 <= metrics["mean"]["auc"] <= 1
     assert (out / "report.md").exists() and (out / "plots" / "roc.png").exists()
+    report = (out / "report.md").read_text()
+    assert "Preset `tiny` (rcmae's" in report and "| timing |" in report and "RC-MAE, `combined`" in report
+    maps = sorted((out / "plots" / "maps").glob("*.png"))  # 3 top anomalies per type, each in the report
+    assert len(maps) == 18 and all(f"(plots/maps/{m.name})" in report for m in maps)
     assert list((out / "augment" / "features").glob("*.parquet"))
     assert (out / "finetune" / "model" / "model.safetensors").exists()

@@ -74,6 +74,7 @@ def test_a_scaled_down_paper_run_trains_over_dev_and_additional_ids(ray_session,
         tmp_path / "run" / "augment" / "features", columns=["provenance"])["provenance"][0].as_py() or "[]")
     report = (tmp_path / "run" / "report.md").read_text()
     assert "`id_logprob` score (the paper's score)" in report
+    assert "Preset `paper` (the paper's settings); augmenter `audioldm` (the paper's AudioLDM diffusion)" in report
     assert all(p["augmenter"] == "audioldm" and p["eta"] == 1.0 for p in provenance)
 
 

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
+from rcmae.config import Config
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
@@ -194,6 +195,15 @@ def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict
             f"writes such maps for any recording.\n\n" + "\n".join(lines) + "\n")
 
 
+def provenance_line(config: Config, method: str) -> str:
+    """What made the run, each part marked as the paper's or rcmae's."""
+    preset = "the paper's settings" if config.preset == "paper" else "rcmae's, scaled down from the paper's"
+    augmenter = {"audioldm": "the paper's AudioLDM diffusion", "specaugment": "the paper's Table 3 Baseline masking"
+                 }.get(config.augment.augmenter, "rcmae's, standing in for the paper's AudioLDM")
+    return (f"Preset `{config.preset}` ({preset}); augmenter `{config.augment.augmenter}` ({augmenter}); score "
+            f"`{method}` ({SCORES[method].origin}).")
+
+
 def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     """A uniform sample of up to `limit` rows from a stream of feature-table batches: each row gets a random
     key and the `limit` smallest keys are kept (bottom-k sampling), so memory holds `limit` rows and a batch."""
@@ -248,6 +258,8 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
                     f"their machine type's pooled covariance and thresholds: {', '.join(few_shot)}.")
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
+
+{provenance_line(Config.from_dict(read_meta(finetune_dir).config), metrics["method"])}
 
 pAUC is the DCASE value (`roc_auc_score(..., max_fpr=0.1)`, McClish-standardised: random = 0.5);
 the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
