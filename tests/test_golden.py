@@ -50,3 +50,20 @@ def test_one_detector_fit_and_score():
     assert detector.thresholds["mahalanobis"]["a/00"] == pytest.approx(8.7611077, **TOL)
     assert detector.thresholds["embedding"]["a/00"] == pytest.approx(0.9890015, **TOL)
     assert detector.threshold_methods["id_logprob"] == {"a/00": "constant"}
+
+
+def test_the_losses_run_in_fp32_under_bf16_autocast():
+    """The encoder may run in bf16; every loss term is computed in fp32 (on CUDA the same code path as this CPU
+    autocast), so each term is within bf16 rounding of the fp32 run, not off by the logits' rounding."""
+    torch.manual_seed(0)
+    config = tiny()
+    model = RCMAE(model=config.model, features=config.features).eval()
+    original = torch.randn(4, 128, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.manual_seed(2)
+        exact = PretrainObjective(model, config.pretrain)(original, original.flip(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.manual_seed(2)
+            mixed = PretrainObjective(model, config.pretrain)(original, original.flip(0))
+    assert all(value.dtype == torch.float32 for value in mixed.values())
+    assert {k: float(v) for k, v in mixed.items()} == pytest.approx({k: float(v) for k, v in exact.items()}, rel=0.05)

@@ -18,6 +18,17 @@ from rcmae.config import FinetuneConfig, PretrainConfig
 from rcmae.models.mae import RCMAE
 
 
+def full_precision(*tensors: torch.Tensor):
+    """The tensors in fp32, for losses computed outside autocast: InfoNCE's logits at tau 0.05 and the
+    covariance products lose too much in bf16 (cosines round to ~4e-3, ~0.08 per logit). The encoder may stay
+    in bf16."""
+    return tuple(t.float() for t in tensors)
+
+
+def losses_in_fp32(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
+
+
 def spread(z: torch.Tensor) -> torch.Tensor:
     """Mean per-dimension std of the normalised embeddings: a collapse monitor (0 = collapsed)."""
     return F.normalize(z, dim=1).std(dim=0).mean().detach()
@@ -53,13 +64,15 @@ class PretrainObjective(nn.Module):
         z_a = model.project(model.pool(latent_a, restore_a))
         z_b = model.project(model.pool(latent_b, restore_b))
         pred = model.decode(latent_a, restore_a)
-        z_a, z_b = losses.gather_batch(z_a), losses.gather_batch(z_b)
-        terms = dict(contrastive=self.contrastive(z_a, z_b),
-                     vcr=0.5 * (losses.vcr_loss(z_a) + losses.vcr_loss(z_b)),
-                     mae=losses.mae_loss(pred, self.reconstruction_target(original), mask_a))
-        terms["loss"] = losses.rcmae_loss(terms["contrastive"], terms["vcr"], terms["mae"],
-                                          cfg.lambda_con, cfg.lambda_vcr, cfg.lambda_mae)
-        terms["z_std"] = spread(z_a)
+        with losses_in_fp32(original.device):
+            z_a, z_b, pred, original = full_precision(z_a, z_b, pred, original)
+            z_a, z_b = losses.gather_batch(z_a), losses.gather_batch(z_b)
+            terms = dict(contrastive=self.contrastive(z_a, z_b),
+                         vcr=0.5 * (losses.vcr_loss(z_a) + losses.vcr_loss(z_b)),
+                         mae=losses.mae_loss(pred, self.reconstruction_target(original), mask_a))
+            terms["loss"] = losses.rcmae_loss(terms["contrastive"], terms["vcr"], terms["mae"],
+                                              cfg.lambda_con, cfg.lambda_vcr, cfg.lambda_mae)
+            terms["z_std"] = spread(z_a)
         return terms
 
 
@@ -72,9 +85,11 @@ class FinetuneObjective(nn.Module):
         cfg = self.cfg
         pooled, z = self.model(specs)
         logits = self.model.classify(pooled)
-        supcon = losses.supcon_loss(losses.gather_batch(z), losses.gather_batch(labels), cfg.tau)
-        terms = dict(supcon=supcon, ce=F.cross_entropy(logits, labels))
-        terms["loss"] = losses.stage2_loss(terms["supcon"], terms["ce"], cfg.lambda_scl, cfg.lambda_ce)
-        terms["accuracy"] = (logits.argmax(dim=1) == labels).float().mean().detach()
-        terms["z_std"] = spread(z)
+        with losses_in_fp32(specs.device):
+            z, logits = full_precision(z, logits)
+            supcon = losses.supcon_loss(losses.gather_batch(z), losses.gather_batch(labels), cfg.tau)
+            terms = dict(supcon=supcon, ce=F.cross_entropy(logits, labels))
+            terms["loss"] = losses.stage2_loss(terms["supcon"], terms["ce"], cfg.lambda_scl, cfg.lambda_ce)
+            terms["accuracy"] = (logits.argmax(dim=1) == labels).float().mean().detach()
+            terms["z_std"] = spread(z)
         return terms
