@@ -36,33 +36,73 @@ def layer(name: str) -> int:
     return next(i for i, names in enumerate(LAYERS) if name in names)
 
 
-def imports(path: Path) -> list[str]:
+def imports(path: Path, source: str | None = None) -> list[str]:
+    """Every module `path` (or `source`, read as if it were `path`) imports, relative imports made absolute."""
+    package = module_name(path).split(".")[:-1] if path.name != "__init__.py" else module_name(path).split(".")
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source if source is not None else path.read_text())):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
             found.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - (node.level - 1)]
+            names = [node.module] if node.module else [alias.name for alias in node.names]
+            found += [".".join(base + [name]) for name in names]
     return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
 
 
-def module_name(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
-
-
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_down_the_layers(path):
-    own = part(module_name(path))
-    for target in imports(path):
+    check_layers(module_name(path), imports(path))
+
+
+def check_layers(name: str, targets: list[str]) -> None:
+    own = part(name)
+    for target in targets:
         if target == "ray" or target.startswith("ray."):
-            assert own == "distributed", f"{module_name(path)} imports {target}: Ray belongs in rcmae/distributed"
+            assert own == "distributed", f"{name} imports {target}: Ray belongs in rcmae/distributed"
         if not target.startswith("rcmae.") or part(target) == own:
             continue
         other = part(target)
-        assert layer(other) < layer(own), f"{module_name(path)} imports {target}: {own} may not import {other}"
+        assert layer(other) < layer(own), f"{name} imports {target}: {own} may not import {other}"
+
+
+def test_relative_imports_are_resolved():
+    """`from ..train import loops` in rcmae/evaluate is read as rcmae.train, so a relative import cannot slip past
+    the layer rule."""
+    source = "from ..train import loops\nfrom . import metrics\nfrom .maps import plot_map\n"
+    found = imports(PACKAGE / "evaluate" / "probe.py", source)
+    assert found == ["rcmae.train", "rcmae.evaluate.metrics", "rcmae.evaluate.maps"]
+    with pytest.raises(AssertionError, match="evaluate may not import train"):
+        check_layers("rcmae.evaluate.probe", found)
+
+
+def registry_targets() -> list[str]:
+    from rcmae import registry
+
+    return [entry.target for table in (registry.AUGMENTERS, registry.SCORES, registry.REFERENCES)
+            for entry in table.values()]
+
+
+@pytest.mark.parametrize("target", registry_targets())
+def test_registry_targets_exist_and_sit_in_a_layer_without_ray(target):
+    """The registry names implementations as "module:attribute" strings, which no import rule sees: each must
+    load, live in a layered rcmae module and keep Ray out (the augmenters and scores run in plain processes too)."""
+    from rcmae.registry import load
+
+    module = target.partition(":")[0]
+    assert callable(load(target)), target
+    assert module.startswith("rcmae.") and part(module) != "distributed", target
+    layer(part(module))
 
 
 def test_every_module_has_a_layer():
