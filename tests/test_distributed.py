@@ -1,11 +1,15 @@
 """Ray Train and Ray Tune on the local Ray instance (2 CPUs)."""
 
 import json
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray import cloudpickle
 
-from rcmae.distributed.train import FAULT_ENV, finetune_ray, pretrain_ray
+from rcmae.distributed import train as distributed_train
+from rcmae.distributed.train import finetune_ray, pretrain_ray
 from rcmae.models.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -25,12 +29,40 @@ def test_two_workers_run_both_stages_and_a_rerun_resumes(ray_session, toy_featur
     assert meta.stage == "finetune" and meta.epoch == 1 and meta.detector is not None
 
 
+def failing_once_after(epoch: int, marker: Path):
+    """A Ray Train loop that is rcmae's, except that the last worker raises once, right after reporting `epoch`
+    (the marker file remembers that it did, so the restarted group runs clean)."""
+    real_worker = distributed_train._worker
+
+    def worker(loop_config: dict) -> None:
+        import ray.train
+
+        report = ray.train.report
+
+        def report_then_fail(metrics, checkpoint=None):
+            report(metrics, checkpoint=checkpoint)
+            context = ray.train.get_context()
+            if (metrics["epoch"] == epoch and context.get_world_rank() == context.get_world_size() - 1
+                    and not marker.exists()):
+                marker.write_text(f"worker {context.get_world_rank()} failed after epoch {epoch}\n")
+                raise RuntimeError(f"injected fault after epoch {epoch}")
+
+        ray.train.report = report_then_fail
+        real_worker(loop_config)
+
+    return worker
+
+
 def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, toy_features, quick_config, tmp_path,
                                                                   monkeypatch):
     marker = tmp_path / "fault.marker"
-    monkeypatch.setenv(FAULT_ENV, f"{marker}:1")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
+    monkeypatch.setattr(distributed_train, "_worker", failing_once_after(1, marker))
     config = ray_config(quick_config, **{"pretrain.epochs": 3})
-    model = pretrain_ray(config, toy_features, tmp_path / "run")
+    try:
+        model = pretrain_ray(config, toy_features, tmp_path / "run")
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert marker.exists()  # the fault did happen
     meta = load_checkpoint(model).meta
     assert meta.epoch == 3 and [h["epoch"] for h in meta.history] == [1, 2, 3]

@@ -7,7 +7,6 @@ last checkpoint. Running again with the same run folder resumes instead of resta
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,8 +29,6 @@ from rcmae.train.stage import FINETUNE, PRETRAIN, STAGES, Stage
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "RCMAE_INJECT_FAULT"  # "MARKER_FILE:EPOCH": one worker raises once after EPOCH (chaos drills, tests)
-
 
 class RaySession:
     """The `Session` of a Ray Train worker."""
@@ -48,7 +45,6 @@ class RaySession:
         self.meta: CheckpointMeta = loop_config["meta"]
         self.normalizer = Normalizer.from_dict(self.meta.normalizer)
         self.classes = self.meta.classes
-        self.fault = loop_config.get("fault")
         self._restored: str | None = None
 
     def batches(self, epoch: int):
@@ -78,15 +74,6 @@ class RaySession:
         ray.train.report(metrics, checkpoint=checkpoint)
         if self.rank == 0:  # Ray forwards worker output to the driver: one line per epoch, not one per worker
             log.info(epoch_line(metrics, self.stage.section(self.config).epochs))
-        self._maybe_fail(metrics["epoch"])
-
-    def _maybe_fail(self, epoch: int) -> None:
-        if not self.fault or self.rank != self.world_size - 1:
-            return
-        marker, _, at_epoch = self.fault.rpartition(":")
-        if epoch == int(at_epoch) and not os.path.exists(marker):
-            Path(marker).write_text(f"worker {self.rank} failed after epoch {epoch}\n")
-            raise RuntimeError(f"injected fault after epoch {epoch} ({FAULT_ENV})")
 
     def restore(self) -> Path | None:
         import ray.train
@@ -133,11 +120,9 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
         log.warning(f"[{stage.name}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan.num_workers}")
         plan = plan.with_workers(max(1, clips // 2))
     dataset = train_dataset(config, stage, features_dir)
-    fault = os.environ.get(FAULT_ENV)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, fault=fault,
-                               log_level=current_level()),
+        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, log_level=current_level()),
         torch_config=TorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=plan.resources_per_worker),
