@@ -128,11 +128,12 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
           f"{config.augment.augmenter} x{config.augment.variants} on {plan.size} actor(s)")
     if todo.num_rows:
         batch = config.augment.batch_size
-        # start once the whole pool is up, so the first actor ready (AudioLDM loads take a while) does not
-        # take every block while the others are still loading their model
-        ray.data.DataContext.get_current().wait_for_min_actors_s = 600
         blocks = [todo.slice(start, batch) for start in range(0, todo.num_rows, batch)]
         dataset = ray.data.from_arrow(blocks)  # one block per batch: actors share work without a shuffle stage
+        # start once the whole pool is up, so the first actor ready (AudioLDM loads take a while) does not
+        # take every block while the others are still loading their model; the dataset's own copy of the
+        # context, shared by the datasets derived from it, so the process's other Ray Data work is untouched
+        dataset.context.wait_for_min_actors_s = 600
         dataset = dataset.map_batches(
             AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits),
             batch_size=batch, batch_format="pandas", num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,

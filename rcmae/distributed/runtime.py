@@ -20,11 +20,16 @@ from typing import Iterator
 import yaml
 
 from rcmae.config import AugmentConfig, ScaleConfig
+from rcmae.distributed.ray_internals import (
+    autoscaler_monitor_args,
+    autoscaler_status_published,
+    disable_cluster_mode,
+    gcs_cluster_config,
+)
 from rcmae.errors import RcmaeError
 from rcmae.registry import AUGMENTERS
 
 log = logging.getLogger(__name__)
-AUTOSCALER_STATUS_KEY = "__autoscaling_status"  # the key an autoscaler's monitor writes its status under
 
 
 
@@ -44,9 +49,7 @@ def loopback_only() -> Iterator[None]:
     raylet, workers, the dashboard, its agent, the runtime-env agent and the metrics exporters all listen on
     127.0.0.1 (measured with `ss -ltnp`; `tests/test_fault_matrix.py` checks it). Token auth stays on. The
     variable is set while the instance starts (its processes keep it), not for later subprocesses (`ray start`)."""
-    import ray._private.ray_constants as ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: set again for a Ray imported before this call
+    disable_cluster_mode()
     before = os.environ.get(LOOPBACK_ENV)
     os.environ[LOOPBACK_ENV] = "0"
     try:
@@ -139,15 +142,12 @@ def pool_plan(augment: AugmentConfig, resources: dict) -> PoolPlan:
 def autoscaler_node_types() -> list[dict] | None:
     """Resources of the node types the cluster's autoscaler may start; [] without an autoscaler; None when
     there is one but its node types cannot be read from here (the driver is not on the head node)."""
-    import ray._private.state
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    config = ray._private.state.state.get_cluster_config()  # autoscaler v2 and KubeRay publish it in the GCS
+    config = gcs_cluster_config()
     if config is not None:
         return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
-    if _internal_kv_get(AUTOSCALER_STATUS_KEY) is None:
+    if not autoscaler_status_published():
         return []
-    monitor_args = _monitor_args()  # autoscaler v1: the head's monitor process names its config file
+    monitor_args = autoscaler_monitor_args()  # autoscaler v1: the head's monitor process names its config file
     if monitor_args is None:
         return None
     path = next((arg.split("=", 1)[1] for arg in monitor_args if arg.startswith("--autoscaling-config=")), None)
@@ -156,18 +156,6 @@ def autoscaler_node_types() -> list[dict] | None:
     config = yaml.safe_load(Path(path).expanduser().read_text())
     return [dict(node_type.get("resources", {})) for node_type in config.get("available_node_types", {}).values()
             if node_type.get("max_workers", 1) != 0]
-
-
-def _monitor_args() -> list[str] | None:
-    """The command line of the autoscaler monitor on this machine, None when it runs elsewhere."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if any(arg.endswith("autoscaler/_private/monitor.py") for arg in args):
-            return args
-    return None
 
 
 def node_capacities() -> list[dict] | None:

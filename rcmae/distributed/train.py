@@ -18,6 +18,7 @@ from rcmae.config import Config
 from rcmae.data.feature_table import read_feature_table
 from rcmae.detect.detector import save_detector
 from rcmae.distributed.inference import fit_detector_ray, usable_rows
+from rcmae.distributed.ray_internals import quiet_train_report_lines
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
 from rcmae.logs import current_level
@@ -90,9 +91,7 @@ def _worker(loop_config: dict) -> None:
     # Train's own line per report shows only at --log-level debug
     logging.getLogger("rcmae").setLevel(loop_config["log_level"])
     if loop_config["log_level"] > logging.DEBUG:
-        from ray.train.v2._internal.execution import context as train_context
-
-        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # (Ray 2.60 names it by its path)
+        quiet_train_report_lines()
     session = RaySession(loop_config)
     run_stage(session, session.stage, session.stage.start_model(session.config, session.meta), session.config,
               session.meta)

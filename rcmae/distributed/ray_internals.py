@@ -1,0 +1,57 @@
+"""The Ray internals rcmae relies on, one function each, for want of a public API in Ray 2.60. Each says why
+it is needed; tests/test_ray_internals.py checks each against the installed Ray, so an upgrade that moves one
+fails there, by name, instead of somewhere in a run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+AUTOSCALER_STATUS_KEY = "__autoscaling_status"  # the key an autoscaler's monitor writes its status under
+MONITOR_SCRIPT = "autoscaler/_private/monitor.py"  # how the autoscaler v1 monitor process shows in its command line
+
+
+def disable_cluster_mode() -> None:
+    """Ray's "no cluster" mode, the only one whose servers all bind the loopback address (see
+    `runtime.loopback_only`). Its flag is read into `ray_constants` when Ray is imported, so a Ray imported before
+    the environment variable was set needs the constant set too."""
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def gcs_cluster_config():
+    """The autoscaler's node groups as autoscaler v2 and KubeRay publish them in the GCS, None when nothing was
+    published. `ray.autoscaler.sdk` can request resources but not read what node types exist."""
+    import ray._private.state
+
+    return ray._private.state.state.get_cluster_config()
+
+
+def autoscaler_status_published() -> bool:
+    """Whether an autoscaler (v1) monitor runs for this cluster: it writes its status under this key; Ray has no
+    public call that says whether a cluster autoscales."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return _internal_kv_get(AUTOSCALER_STATUS_KEY) is not None
+
+
+def autoscaler_monitor_args() -> list[str] | None:
+    """The command line of the autoscaler v1 monitor on this machine (it names the cluster YAML that lists the
+    node types), None when it runs elsewhere. Ray does not publish v1's config anywhere a driver can read."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(arg.endswith(MONITOR_SCRIPT) for arg in args):
+            return args
+    return None
+
+
+def quiet_train_report_lines() -> None:
+    """Ray Train's line per `ray.train.report` only at debug: it is logged by a logger named after its module's file
+    path (Ray 2.60's `ray/train/v2/_internal/execution/context.py`), which no public setting reaches."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)

@@ -1,0 +1,59 @@
+"""Each Ray internal rcmae uses (rcmae/distributed/ray_internals.py), checked against the installed Ray: an
+upgrade that renames or moves one fails here, by name."""
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rcmae.distributed import ray_internals
+from rcmae.distributed.runtime import LOOPBACK_ENV
+
+
+def test_cluster_mode_is_the_constant_ray_reads_from_the_loopback_variable(monkeypatch):
+    import ray._private.ray_constants as ray_constants
+
+    assert ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR == LOOPBACK_ENV
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    ray_internals.disable_cluster_mode()
+    assert ray_constants.ENABLE_RAY_CLUSTER is False
+
+
+@pytest.mark.ray
+def test_a_local_instance_publishes_no_node_groups_and_its_monitor_no_config(ray_session):
+    """A local instance runs an autoscaler monitor without a cluster YAML: no node type can be added."""
+    from rcmae.distributed.runtime import autoscaler_node_types
+
+    assert ray_internals.gcs_cluster_config() is None
+    assert isinstance(ray_internals.autoscaler_status_published(), bool)
+    assert autoscaler_node_types() == []
+
+
+def test_the_autoscaler_monitor_is_found_by_its_script():
+    import ray.autoscaler
+
+    script = Path(ray.autoscaler.__file__).parent.parent / ray_internals.MONITOR_SCRIPT
+    assert script.is_file(), f"Ray moved its autoscaler monitor: {script} is gone"
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(script)])
+    try:
+        found = None
+        for _ in range(50):
+            found = ray_internals.autoscaler_monitor_args()
+            if found:
+                break
+            time.sleep(0.1)
+        assert found and any(arg.endswith(ray_internals.MONITOR_SCRIPT) for arg in found)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def test_ray_trains_report_lines_come_from_the_logger_named_by_its_path():
+    from ray.train.v2._internal.execution import context as train_context
+
+    assert train_context.logger.name == train_context.__file__
+    ray_internals.quiet_train_report_lines()
+    assert train_context.logger.getEffectiveLevel() == logging.WARNING
