@@ -8,10 +8,12 @@ Presets: `tiny` fits a 2-core CPU machine in minutes (2 s crops), `cpu` keeps 10
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -46,10 +48,12 @@ def load_yaml(text: str, source: str) -> Any:
     return data
 
 
-def _doc(text: str, default: Any) -> Any:
+def _doc(text: str, default: Any, runtime: bool = False) -> Any:
+    """A field with its meaning; `runtime`: it changes where or how fast something is made, not what is made."""
+    metadata = {"doc": text, "runtime": runtime}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -57,26 +61,65 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+@functools.cache
+def field_types(section_cls: type) -> dict[str, Any]:
+    """Each field's type, as objects (the annotations are strings under `from __future__ import annotations`)."""
+    return get_type_hints(section_cls)
+
+
+def choices(kind: Any) -> tuple | None:
+    """The values a `Literal[...]` (or `Literal[...] | None`) field may hold; None for any other type."""
+    if get_origin(kind) is Literal:
+        return get_args(kind)
+    if get_origin(kind) in (Union, types.UnionType):
+        found = [c for option in get_args(kind) if (c := choices(option)) is not None]
+        return tuple(value for c in found for value in c) if found else None
+    return None
+
+
+class Section:
+    """A config section: one named part of `Config`, whose `Literal` fields hold one of their choices however
+    the section was built (from a file, a --set flag or Python)."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for name, kind in field_types(type(self)).items():
+            allowed = choices(kind)
+            value = getattr(self, name)
+            _check(allowed is None or value in allowed or (value is None and _allows_none(kind)),
+                   f"{self.section}.{name} must be one of {', '.join(map(repr, allowed or ()))}, got {bounded(value)}")
+
+    def outcome(self) -> dict[str, Any]:
+        """The fields that change what is made (runtime fields left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
+
+
+def _allows_none(kind: Any) -> bool:
+    return get_origin(kind) in (Union, types.UnionType) and type(None) in get_args(kind)
+
+
 @dataclass
-class AudioConfig:
+class AudioConfig(Section):
+    section = "audio"
     sample_rate: int = _doc("Sample rate every clip is resampled to (Hz).", 16000)
     clip_seconds: float | None = _doc(
         "Length every clip is padded/cropped to; None keeps each clip's own length.", None)
-    pad_mode: str = _doc("How short clips are padded: 'zeros' or 'repeat'.", "repeat")
+    pad_mode: Literal["zeros", "repeat"] = _doc("How short clips are padded: 'zeros' or 'repeat'.", "repeat")
     min_seconds: float = _doc("Clips shorter than this are rejected.", 0.25)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(1000 <= self.sample_rate <= 384000, f"audio.sample_rate must be in [1000, 384000] Hz, got "
                                                     f"{self.sample_rate}")
         _check(self.clip_seconds is None or 0 < self.clip_seconds <= 600,
                f"audio.clip_seconds must be in (0, 600] or None, got {self.clip_seconds}")
-        _check(self.pad_mode in ("zeros", "repeat"),
-               f"audio.pad_mode must be 'zeros' or 'repeat', got {self.pad_mode!r}")
         _check(self.min_seconds >= 0, f"audio.min_seconds must be >= 0, got {self.min_seconds}")
 
 
 @dataclass
-class FeatureConfig:
+class FeatureConfig(Section):
+    section = "features"
     n_fft: int = _doc("STFT window length (samples).", 1024)
     hop_length: int = _doc("STFT hop (samples).", 512)
     n_mels: int = _doc("Mel bands.", 128)
@@ -87,6 +130,7 @@ class FeatureConfig:
     patch_time: int = _doc("Patch width in frames.", 10)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(0 < self.n_fft <= 65536 and 0 < self.hop_length <= self.n_fft,
                f"features: need 0 < hop_length <= n_fft <= 65536, got {self.hop_length}, {self.n_fft}")
         _check(1 <= self.n_mels <= 1024 and 1 <= self.n_frames <= 100000,
@@ -111,13 +155,12 @@ class FeatureConfig:
         return self.patch_freq * self.patch_time
 
 
-POOLINGS = ("frequency", "mean")
-WEIGHT_INITS = ("mae", "torch")
 PAPER_AUDIOLDM = "cvssp/audioldm-s-full-v2"  # AudioLDM checkpoint of the `paper` preset (diffusers layout)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
+    section = "model"
     embed_dim: int = _doc("Encoder width.", 384)
     depth: int = _doc("Encoder blocks.", 12)
     num_heads: int = _doc("Encoder attention heads.", 6)
@@ -131,13 +174,15 @@ class ModelConfig:
     mask_ratio_max: float | None = _doc("When set, each stage-1 batch hides a share drawn uniformly from "
                                         "[mask_ratio, mask_ratio_max] (the paper: 50-75 %).", None)
     norm_pix_loss: bool = _doc("Normalise each target patch before the MSE (MAE paper option).", False)
-    pooling: str = _doc("How encoder tokens become one clip vector: 'frequency' averages each frequency row "
-                        "over time and concatenates the rows (keeps where in the spectrum energy sits), "
-                        "'mean' averages all tokens.", "frequency")
-    weight_init: str = _doc("'mae': the reference MAE's Xavier-uniform linear layers; 'torch': PyTorch's layer "
-                            "defaults (README compares them over three seeds).", "torch")
+    pooling: Literal["frequency", "mean"] = _doc(
+        "How encoder tokens become one clip vector: 'frequency' averages each frequency row over time and "
+        "concatenates the rows (keeps where in the spectrum energy sits), 'mean' averages all tokens.", "frequency")
+    weight_init: Literal["mae", "torch"] = _doc(
+        "'mae': the reference MAE's Xavier-uniform linear layers; 'torch': PyTorch's layer defaults (README "
+        "compares them over three seeds).", "torch")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.embed_dim % self.num_heads == 0,
                f"model.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
         _check(self.decoder_embed_dim % self.decoder_num_heads == 0,
@@ -146,13 +191,12 @@ class ModelConfig:
         _check(self.mask_ratio_max is None or self.mask_ratio <= self.mask_ratio_max < 1.0,
                f"model.mask_ratio_max must be in [mask_ratio, 1), got {self.mask_ratio_max}")
         _check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
-        _check(self.pooling in POOLINGS, f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        _check(self.weight_init in WEIGHT_INITS,
-               f"model.weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Section):
+    section = "augment"
+    # `augmenter` is a str checked against the registry (its one list of names), not a Literal repeating them
     augmenter: str = _doc("One of rcmae.registry.AUGMENTERS: 'factory-mix' (weight-free), 'audioldm' (needs "
                           "`model`) or 'specaugment'.", "factory-mix")
     model: str | None = _doc("AudioLDM hub id or local diffusers folder (augmenter 'audioldm').", None)
@@ -171,14 +215,16 @@ class AugmentConfig:
     eta: float = _doc("DDIM eta of the denoising steps (0: deterministic DDIM; AudioLDM's audio-to-audio "
                       "transfer uses 1.0).", 0.0)
     seed: int = _doc("Base seed; each clip's seed derives from it and the clip's path.", 0)
-    batch_size: int = _doc("Clips per actor batch.", 8)
-    num_actors: int | None = _doc("Actor pool size; None picks from the cluster's resources now.", None)
+    batch_size: int = _doc("Clips per actor batch.", 8, runtime=True)
+    num_actors: int | None = _doc("Actor pool size; None picks from the cluster's resources now.", None, runtime=True)
     use_gpu: bool | None = _doc("Augmentation actors on GPUs: true requests them from Ray (an autoscaler adds GPU "
                                 "nodes), false keeps them on CPUs, None uses GPUs when the cluster has them now "
-                                "and the augmenter's registry entry needs one (AudioLDM).", None)
-    gpus_per_actor: float = _doc("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).", 1.0)
+                                "and the augmenter's registry entry needs one (AudioLDM).", None, runtime=True)
+    gpus_per_actor: float = _doc("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).", 1.0,
+                                 runtime=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.augmenter in AUGMENTERS,
                f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {self.augmenter!r}")
         _check(self.variants >= 1, f"augment.variants must be >= 1, got {self.variants}")
@@ -193,58 +239,54 @@ class AugmentConfig:
         _check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
 
 
-SCHEDULES = ("constant", "cosine")
-
-
 @dataclass
-class OptimizerConfig:
+class OptimizerConfig(Section):
     """What both training stages share: schedule, batch and optimiser."""
 
     epochs: int = _doc("Epochs of the stage.", 100)
     batch_size: int = _doc("Global batch size (split over workers).", 128)
     lr: float = _doc("Adam learning rate.", 1e-4)
     weight_decay: float = _doc("Adam weight decay.", 0.0)
-    schedule: str = _doc("Learning-rate schedule: 'constant' (the paper's plain Adam) or 'cosine' (an rcmae option: "
-                         "decay to ~0 over the stage, after `warmup_epochs`).", "cosine")
+    schedule: Literal["constant", "cosine"] = _doc(
+        "Learning-rate schedule: 'constant' (the paper's plain Adam) or 'cosine' (an rcmae option: decay to ~0 "
+        "over the stage, after `warmup_epochs`).", "cosine")
     warmup_epochs: int = _doc("Linear warm-up epochs before the cosine decay (rcmae option; 'cosine' only).", 0)
     grad_clip: float = _doc("Gradient norm clip (rcmae option; the paper clips nothing); 0 disables.", 1.0)
     tau: float = _doc("Contrastive temperature.", 0.1)
     seed: int = _doc("Seed for weights, masking and batch order.", 0)
 
     def __post_init__(self) -> None:
-        name = type(self).__name__.removesuffix("Config").lower()  # the section: pretrain, finetune
+        super().__post_init__()
+        name = self.section
         _check(self.epochs >= 1 and self.batch_size >= 2, f"{name}: epochs >= 1 and batch_size >= 2")
         _check(0 < self.lr <= 1, f"{name}.lr must be in (0, 1], got {self.lr}")
         _check(self.tau > 0, f"{name}.tau must be > 0, got {self.tau}")
         _check(self.warmup_epochs >= 0 and self.grad_clip >= 0, f"{name}: warmup_epochs and grad_clip must be >= 0")
-        _check(self.schedule in SCHEDULES, f"{name}.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _check(self.schedule == "cosine" or self.warmup_epochs == 0,
                f"{name}: warmup_epochs needs schedule 'cosine' (the constant schedule has no warm-up)")
 
 
-CONTRASTIVE = ("paper", "symmetric")
-
-
 @dataclass
 class PretrainConfig(OptimizerConfig):
+    section = "pretrain"
     epochs: int = _doc("Stage-1 epochs (paper: 400).", 400)
     tau: float = _doc("InfoNCE temperature (Eq. 3).", 0.05)
     lambda_con: float = _doc("Weight of InfoNCE (Eq. 8).", 0.3)
     lambda_vcr: float = _doc("Weight of variance/covariance regularisation (Eq. 8).", 0.3)
     lambda_mae: float = _doc("Weight of masked reconstruction (Eq. 8).", 0.4)
-    contrastive: str = _doc("'paper': Eq. 3 as written (original anchors, augmented positives and negatives); "
-                            "'symmetric': NT-Xent over both views (an rcmae option).", "paper")
+    contrastive: Literal["paper", "symmetric"] = _doc(
+        "'paper': Eq. 3 as written (original anchors, augmented positives and negatives); 'symmetric': NT-Xent "
+        "over both views (an rcmae option).", "paper")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         weights = (self.lambda_con, self.lambda_vcr, self.lambda_mae)
         _check(min(weights) >= 0 and sum(weights) > 0, f"pretrain: loss weights must be >= 0, sum > 0: {weights}")
-        _check(self.contrastive in CONTRASTIVE, f"pretrain.contrastive must be one of {CONTRASTIVE}, got "
-                                                f"{self.contrastive!r}")
 
 
 @dataclass
 class FinetuneConfig(OptimizerConfig):
+    section = "finetune"
     tau: float = _doc("Supervised contrastive temperature (Eq. 9).", 0.1)
     lambda_scl: float = _doc("Weight of supervised contrastive loss (Eq. 10).", 0.5)
     lambda_ce: float = _doc("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
@@ -257,11 +299,10 @@ class FinetuneConfig(OptimizerConfig):
                "finetune: loss weights must be >= 0 with a positive sum")
 
 
-
-
-
 @dataclass
-class ScoreConfig:
+class ScoreConfig(Section):
+    section = "score"
+    # `method` is a str checked against the registry, as augment.augmenter
     method: str = _doc("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
                        "(distance from a Gaussian of the ID's train features), 'embedding' (cosine distance to "
                        "the ID's train centroid), 'rhythm' (distance of the log-mel's band-envelope "
@@ -274,6 +315,7 @@ class ScoreConfig:
     max_fpr: float = _doc("p of pAUC.", 0.1)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.method in SCORES, f"score.method must be one of {sorted(SCORES)}, got {self.method!r}")
         _check(1 <= self.components <= 4096, f"score.components must be in [1, 4096], got {self.components}")
         _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
@@ -281,7 +323,8 @@ class ScoreConfig:
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(Section):
+    section = "baseline"
     epochs: int = _doc("DCASE 2020 AE baseline epochs (official: 100).", 100)
     batch_size: int = _doc("Baseline batch size in stacked-frame vectors (official: 512).", 512)
     lr: float = _doc("Baseline Adam learning rate (official: 1e-3).", 1e-3)
@@ -289,12 +332,14 @@ class BaselineConfig:
     seed: int = _doc("Baseline seed.", 0)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.epochs >= 1 and self.batch_size >= 2 and self.lr > 0 and self.frames >= 1,
                "baseline: epochs >= 1, batch_size >= 2, lr > 0, frames >= 1")
 
 
 @dataclass
-class ScaleConfig:
+class ScaleConfig(Section):
+    section = "scale"
     num_workers: int | None = _doc("Ray Train workers; None picks from resources, 0 runs in-process.", None)
     use_gpu: bool | None = _doc("Train (and run batch inference) on GPUs: true requests them from Ray (an "
                                 "autoscaler adds GPU nodes), None uses GPUs when the cluster has them now.", None)
@@ -308,6 +353,7 @@ class ScaleConfig:
                                        "a new random file/block order every epoch).", 8)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.num_workers is None or self.num_workers >= 0, "scale.num_workers must be >= 0")
         _check(self.cpus_per_worker > 0, "scale.cpus_per_worker must be > 0")
         _check(self.keep_checkpoints >= 1, "scale.keep_checkpoints must be >= 1")
@@ -316,15 +362,22 @@ class ScaleConfig:
 
 @dataclass
 class Config:
-    preset: str = _doc("Name of the preset this config started from.", "paper")
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """The whole configuration. `Config()` is the `tiny` preset; each section's own defaults are the paper's
+    numbers (so `paper()` names only where rcmae's sections differ from them)."""
+
+    preset: str = _doc("Name of the preset this config started from.", "tiny")
+    audio: AudioConfig = field(default_factory=lambda: AudioConfig(clip_seconds=2.0))
+    features: FeatureConfig = field(default_factory=lambda: FeatureConfig(n_frames=64, patch_freq=16, patch_time=8))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(
+        embed_dim=96, depth=3, num_heads=3, decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=2, proj_dim=128,
+        mask_ratio=0.6))
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(variants=2, batch_size=16))
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(
+        epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1, contrastive="symmetric"))
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=12, batch_size=64, lr=1e-3,
+                                                                            warmup_epochs=1))
     score: ScoreConfig = field(default_factory=ScoreConfig)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)  # the official 100 epochs: ~2 min here
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -365,57 +418,91 @@ class Config:
         return Config.from_dict(data)
 
 
-def _convert(key: str, value: Any, annotation: str) -> Any:
-    """`value` as the field's type (annotations are strings such as "int" or "float | None"), or a
-    ConfigError naming the key, the value and the type expected."""
-    allowed = [part.strip() for part in annotation.split("|")]
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "str" not in allowed):
-        _check("None" in allowed, f"{key}: got no value, expected {annotation}")
+def _type_name(kind: Any) -> str:
+    if get_origin(kind) in (Union, types.UnionType):
+        return " | ".join(_type_name(option) for option in get_args(kind))
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(repr, get_args(kind)))
+    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+def _is_none(value: Any, kind: Any) -> bool:
+    """None, or (from a --set flag or YAML string) 'none'/'null' where the field cannot hold that string."""
+    return value is None or (isinstance(value, str) and value.lower() in ("none", "null")
+                             and not _holds(kind, lambda option: option is str or value in (choices(option) or ())))
+
+
+def _holds(kind: Any, test) -> bool:
+    options = get_args(kind) if get_origin(kind) in (Union, types.UnionType) else (kind,)
+    return any(test(option) for option in options)
+
+
+def coerce(key: str, value: Any, kind: Any) -> Any:
+    """`value` (from YAML, a --set flag or a Tune sample) as a field of type `kind`: bool, int, float, str, a
+    `Literal` of choices, list, dict, or a union of these with None. Anything else is a ConfigError naming the
+    key, the value and the type expected."""
+    if _is_none(value, kind):
+        _check(_holds(kind, lambda option: option is type(None)), f"{key}: got no value, expected {_type_name(kind)}")
         return None
-    for kind in allowed:
-        if kind == "bool" and isinstance(value, bool):
+    options = get_args(kind) if get_origin(kind) in (Union, types.UnionType) else (kind,)
+    for option in options:
+        converted = _coerce_one(key, value, option)
+        if converted is not _NOT_THIS:
+            return converted
+    allowed = choices(kind)
+    if allowed is not None:
+        raise ConfigError(f"{key}: {bounded(value)} is not one of {', '.join(map(repr, allowed))}")
+    raise ConfigError(f"{key}: {bounded(value)} is not a valid {_type_name(kind)}")
+
+
+_NOT_THIS = object()
+
+
+def _coerce_one(key: str, value: Any, kind: Any) -> Any:
+    if get_origin(kind) is Literal:
+        return value if value in get_args(kind) else _NOT_THIS
+    if kind is bool:
+        if isinstance(value, bool):
             return value
-        if kind == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value.lower() == "true" if isinstance(value, str) and value.lower() in ("true", "false") else _NOT_THIS
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if kind == "int" and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-        if kind == "float" and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except (ValueError, OverflowError):
-                continue
-            _check(math.isfinite(number), f"{key}: {bounded(value)} is not a finite number")
-            return number
-        if kind == "str" and isinstance(value, str):
-            return value
-        if kind.startswith(("list", "dict")) and isinstance(value, (list, dict)):
-            return value
-    raise ConfigError(f"{key}: {bounded(value)} is not a valid {annotation}")
+        return int(value) if isinstance(value, str) and value.strip().lstrip("+-").isdigit() else _NOT_THIS
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return _NOT_THIS
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return _NOT_THIS
+        _check(math.isfinite(number), f"{key}: {bounded(value)} is not a finite number")
+        return number
+    if kind is str:
+        return value if isinstance(value, str) else _NOT_THIS
+    if (get_origin(kind) or kind) in (list, dict):
+        return value if isinstance(value, get_origin(kind) or kind) else _NOT_THIS
+    return _NOT_THIS
 
 
 def _build_section(section_cls: type, name: str, values: dict[str, Any], given: set[str]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(section_cls)}
-    unknown = set(values) - set(fields)
+    kinds = field_types(section_cls)
+    unknown = set(values) - set(kinds)
     _check(not unknown, f"unknown keys in config section {name!r}: {sorted(unknown)}")
-    return section_cls(**{key: _convert(f"{name}.{key}", value, str(fields[key].type)) if key in given else value
+    return section_cls(**{key: coerce(f"{name}.{key}", value, kinds[key]) if key in given else value
                           for key, value in values.items()})
+
+
+def section_defaults() -> dict[str, dict[str, Any]]:
+    """Each section's own defaults (the paper's numbers, and for a field added later the value that keeps what
+    rcmae did before it), as `Config.to_dict()` lays them out."""
+    return {name: dataclasses.asdict(kind()) for name, kind in field_types(Config).items()
+            if dataclasses.is_dataclass(kind)}
 
 
 def tiny() -> Config:
     """Fits a 2-core CPU machine: 2 s crops of every clip, a 3-block encoder, a few epochs."""
-    return Config(
-        preset="tiny",
-        audio=AudioConfig(clip_seconds=2.0),
-        features=FeatureConfig(n_frames=64, patch_freq=16, patch_time=8),
-        model=ModelConfig(embed_dim=96, depth=3, num_heads=3, decoder_embed_dim=64, decoder_depth=1,
-                          decoder_num_heads=2, proj_dim=128, mask_ratio=0.6),
-        augment=AugmentConfig(variants=2, steps_min=10, steps_max=50, batch_size=16),
-        pretrain=PretrainConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1, contrastive="symmetric"),
-        finetune=FinetuneConfig(epochs=12, batch_size=64, lr=1e-3, warmup_epochs=1),
-        baseline=BaselineConfig(),  # the official 100 epochs: a fair comparison costs ~2 min here
-    )
+    return Config()
 
 
 def cpu() -> Config:
@@ -432,8 +519,8 @@ def paper() -> Config:
     10 s clips, 512 tokens, a 50-75 % mask, ViT depth 12 / 6 heads, Eq. 3 as written, 400 epochs of plain Adam
     at 1e-4 (no schedule, no clipping), the score -log p(true ID | clip), on GPUs (requested from Ray, so an
     autoscaling cluster starts GPU nodes)."""
-    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0),
-                  model=ModelConfig(mask_ratio=0.5, mask_ratio_max=0.75),
+    return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0), features=FeatureConfig(),
+                  model=ModelConfig(mask_ratio=0.5, mask_ratio_max=0.75), baseline=BaselineConfig(),
                   pretrain=PretrainConfig(schedule="constant", grad_clip=0.0),
                   finetune=FinetuneConfig(schedule="constant", grad_clip=0.0),
                   augment=AugmentConfig(augmenter="audioldm", model=PAPER_AUDIOLDM, prompts="paper", eta=1.0,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rcmae.config import Config
+from rcmae.config import Config, section_defaults
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.detect.detector import current_detector
 from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
@@ -36,7 +36,7 @@ def with_later_fields(recorded: dict, stage: Stage) -> dict:
     """Settings an older rcmae recorded, with every field added since at its dataclass default: a field is
     added with the default that keeps what rcmae did before it existed, so an old folder is not taken for one
     made with other settings."""
-    defaults = json.loads(json.dumps(stage_settings(Config().to_dict(), stage)))
+    defaults = json.loads(json.dumps(stage_settings(section_defaults(), stage)))
     return {section: {**defaults.get(section, {}), **(values or {})} for section, values in recorded.items()}
 
 

@@ -85,3 +85,36 @@ def test_set_values_are_converted_to_the_fields_type(key, text, expected):
 def test_set_values_of_the_wrong_type_name_key_value_and_type(key, value, expected):
     with pytest.raises(ConfigError, match=rf"{key}.*{expected}"):
         tiny().override({key: value})
+
+
+def test_config_built_bare_is_the_tiny_preset_and_its_sections_the_papers_numbers():
+    from rcmae.config import Config, section_defaults
+
+    assert Config() == tiny()
+    assert section_defaults()["pretrain"]["epochs"] == 400 and section_defaults()["features"]["n_frames"] == 320
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("model.pooling", "sum", "'frequency', 'mean'"), ("pretrain.schedule", "linear", "'constant', 'cosine'"),
+    ("audio.pad_mode", 0, "'zeros', 'repeat'"), ("pretrain.contrastive", "nt-xent", "'paper', 'symmetric'"),
+])
+def test_a_choice_outside_its_literal_names_the_choices(key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"^{key}: .* is not one of {allowed}$"):
+        tiny().override({key: value})
+    assert getattr(getattr(tiny().override({key: allowed.split(", ")[1].strip("'")}), key.split(".")[0]),
+                   key.split(".")[1]) == allowed.split(", ")[1].strip("'")
+
+
+def test_a_section_built_in_python_checks_its_choices_too():
+    from rcmae.config import ModelConfig
+
+    with pytest.raises(ConfigError, match=r"model.pooling must be one of 'frequency', 'mean', got 'sum'"):
+        ModelConfig(pooling="sum")
+
+
+def test_runtime_fields_are_marked_and_left_out_of_what_is_made():
+    from rcmae.config import AugmentConfig
+
+    made = AugmentConfig().outcome()
+    assert not {"batch_size", "num_actors", "use_gpu", "gpus_per_actor"} & set(made)
+    assert {"augmenter", "variants", "seed", "t0"} <= set(made)

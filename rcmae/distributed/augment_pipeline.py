@@ -33,7 +33,6 @@ from rcmae.registry import AUGMENTERS
 log = logging.getLogger(__name__)
 
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
-RUNTIME_ONLY = ("batch_size", "num_actors", "use_gpu", "gpus_per_actor")  # change where, not what, is made
 
 
 def build_augmenter(config: Config, device: str = "cpu"):
@@ -81,8 +80,7 @@ def finished_paths(features_dir: Path) -> set[str]:
 def augment_settings(config: Config) -> dict:
     """What each clip's features depend on: a re-run with other values would mix two data sets. (`--limit`
     is not one: a limited run resumed without it extends the same set.)"""
-    return dict(augment={k: v for k, v in asdict(config.augment).items() if k not in RUNTIME_ONLY},
-                audio=asdict(config.audio), features=asdict(config.features))
+    return dict(augment=config.augment.outcome(), audio=asdict(config.audio), features=asdict(config.features))
 
 
 def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
