@@ -16,7 +16,7 @@ from rcmae.registry import SCORES
 
 log = logging.getLogger(__name__)
 
-MASKING = "specaugment"  # the paper's Baseline arm: random time and frequency masking
+MASKING = "masking"  # the paper's Baseline arm: random time and frequency masking
 
 
 def arm_name(config: Config) -> str:

@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="DCASE-layout data")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2])
-    p.add_argument("--augmenter", choices=sorted(set(AUGMENTERS) - {"specaugment"}))
+    p.add_argument("--augmenter", choices=sorted(set(AUGMENTERS) - {"specaugment", "masking"}))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.set_defaults(func=cmd_ablate)
 

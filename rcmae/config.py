@@ -238,6 +238,15 @@ class AugmentConfig(Section):
         _check(self.num_actors is None or self.num_actors >= 1, "augment.num_actors must be >= 1 or None")
         _check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
 
+    @property
+    def per_step(self) -> bool:
+        """The augmenter works on each training batch (nothing is written by the pipeline)."""
+        return AUGMENTERS[self.augmenter].per_step
+
+    @property
+    def variants_written(self) -> int:
+        return 0 if self.per_step else self.variants
+
 
 @dataclass
 class OptimizerConfig(Section):

@@ -21,6 +21,9 @@ class Augmenter:
     target: str      # "module:Class"; the class takes (AugmentConfig, sample_rate=..., device=...)
     needs_gpu: bool  # worth a GPU actor when the cluster has GPUs and augment.use_gpu is auto
     doc: str
+    # applied to every training batch on the training device (the class gives `draw(rng, shape)`), nothing written:
+    # the pipeline writes log-mels only, on CPU actors
+    per_step: bool = False
 
     def load(self) -> type:
         return load(self.target)
@@ -41,8 +44,11 @@ AUGMENTERS = {entry.name: entry for entry in (
               "weight-free: synthetic factory noise chosen by the same prompts, mixed at a random SNR"),
     Augmenter("audioldm", "rcmae.augment.audioldm:AudioLDMAugmenter", True,
               "AudioLDM SDEdit diffusion (the paper's; needs `model`)"),
+    Augmenter("masking", "rcmae.augment.specaugment:StepMasking", False,
+              "fresh random time and frequency masks on every training batch (the paper's Table 3 Baseline)",
+              per_step=True),
     Augmenter("specaugment", "rcmae.augment.specaugment:SpecAugment", False,
-              "random time and frequency masking (the paper's Table 3 Baseline)"),
+              "random time and frequency masks written as variants (a quick augmenter for tests and drills)"),
 )}
 
 SCORES = {entry.name: entry for entry in (

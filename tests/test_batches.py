@@ -52,6 +52,52 @@ def test_stage_batches_pair_each_clip_with_one_of_its_own_variants(tmp_path):
     assert [train_classes(folder)[i] for i in labelled["labels"]] == machine_keys(table)
 
 
+def test_the_masking_arm_draws_fresh_masks_per_batch_and_applies_them_in_the_step(tmp_path):
+    """The ablation's masking: no written variants are read, every batch gets its own spans from the epoch's
+    generator, and the step's augmented view is the batch's originals under exactly those spans."""
+    import torch
+
+    from rcmae.augment.specaugment import FREQ_SPANS, TIME_SPANS, apply_masks
+
+    folder = write_synthetic_features(tmp_path / "features", 16, machine_ids=2, n_mels=16, n_frames=8, variants=1)
+    config = tiny().override({"features.n_mels": 16, "features.n_frames": 8, "features.patch_freq": 8,
+                              "features.patch_time": 8, "augment.augmenter": "masking"})
+    assert "augmented" not in PRETRAIN.columns(config)
+    table = pa.concat_tables(pa.parquet.read_table(p, columns=PRETRAIN.columns(config))
+                             for p in sorted(folder.glob("*.parquet")))
+    maker = BatchMaker(PRETRAIN, config, Normalizer(mean=np.zeros(16), std=np.ones(16)), [], 4)
+    first, second = list(maker([table], np.random.default_rng(0)))[:2]
+    assert first[FREQ_SPANS].shape == (4, config.augment.freq_masks, 2)
+    assert first[TIME_SPANS].shape == (4, config.augment.time_masks, 2)
+    assert not np.array_equal(first[FREQ_SPANS], second[FREQ_SPANS])
+    seen = {}
+
+    def objective(original, augmented):
+        seen.update(original=original, augmented=augmented)
+        return {}
+
+    batch = {key: torch.as_tensor(value) for key, value in first.items() if key != "paths"}
+    PRETRAIN.step(objective, batch)
+    assert torch.equal(seen["augmented"], apply_masks(batch["original"], batch[FREQ_SPANS], batch[TIME_SPANS]))
+    assert not torch.equal(seen["augmented"], batch["original"])
+
+
+def test_masks_cover_exactly_their_spans_with_the_clips_mean():
+    import torch
+
+    from rcmae.augment.specaugment import apply_masks
+
+    specs = torch.arange(2 * 4 * 5, dtype=torch.float32).reshape(2, 4, 5)
+    freq = torch.tensor([[[1, 2]], [[3, 1]]])  # clip 0: bands 1-2; clip 1: band 3
+    time = torch.tensor([[[0, 1]], [[2, 2]]])  # clip 0: frame 0; clip 1: frames 2-3
+    out = apply_masks(specs, freq, time)
+    expected = specs.clone()
+    expected[0, 1:3, :] = expected[0, :, 0:1] = specs[0].mean()
+    expected[1, 3, :] = specs[1].mean()
+    expected[1, :, 2:4] = specs[1].mean()
+    assert torch.equal(out, expected)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_train_batches_mix_machine_ids_like_a_permutation(ray_session, tmp_path):

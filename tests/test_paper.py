@@ -98,6 +98,8 @@ def test_ablate_writes_table_3_with_both_arms(ray_session, toy_root, tmp_path):
     assert "Baseline (time and frequency masking)" in table
     assert table.count("| AUC |") == 2 and table.count("| PAUC |") == 2 and "valve" in table
     results = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
+    summary = json.loads((tmp_path / "ablation" / "masking" / "augment" / "summary.json").read_text())
+    assert summary["augmenter"] == "masking" and summary["augmented_variants"] == 0  # masks drawn per step
     augmented, masking = results.values()  # arms in the order run: augmented/, masking/
     for arm, (run,) in (("augmented", augmented), ("masking", masking)):  # --seeds 0: one run per arm
         assert_metrics_match_score_files(tmp_path / "ablation" / arm / "seed_0" / "evaluation", run)

@@ -29,6 +29,9 @@ def test_augmentation_pool_plan():
     # explicit: requested as given on a CPU-only cluster (an autoscaler adds the GPU nodes)
     explicit = pool_plan(AugmentConfig(use_gpu=True, num_actors=4, gpus_per_actor=0.5), {"CPU": 2.0})
     assert explicit == PoolPlan(size=4, num_gpus=0.5, num_cpus=1)
+    # the ablation's masking arm under the paper preset: log-mels only, so no GPU actors however use_gpu is set
+    masking = paper().override({"augment.augmenter": "masking"}).augment
+    assert masking.use_gpu is True and pool_plan(masking, {"CPU": 8.0, "GPU": 2.0}).num_gpus == 0
 
 
 def test_paper_preset_asks_for_gpus_and_tiny_does_not():

@@ -36,9 +36,11 @@ FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
 
 
 def build_augmenter(config: Config, device: str = "cpu"):
-    """The configured augmenter, from the registry."""
-    return AUGMENTERS[config.augment.augmenter].load()(config.augment, sample_rate=config.audio.sample_rate,
-                                                       device=device)
+    """The configured augmenter, from the registry; None for one applied per training step (nothing to write)."""
+    entry = AUGMENTERS[config.augment.augmenter]
+    if entry.per_step:
+        return None
+    return entry.load()(config.augment, sample_rate=config.audio.sample_rate, device=device)
 
 
 class AugmentActor:
@@ -122,8 +124,10 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
         log.info("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
               "--augmenter audioldm --model HUB_ID_OR_DIR for diffusion augmentation)")
     started = time.time()
-    log.info(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process with "
-          f"{config.augment.augmenter} x{config.augment.variants} on {plan.size} actor(s)")
+    making = (f"{config.augment.augmenter} x{config.augment.variants}" if config.augment.variants_written else
+              f"log-mels only ({config.augment.augmenter} is applied to every training batch)")
+    log.info(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process: {making}, on "
+             f"{plan.size} actor(s)")
     if todo.num_rows:
         batch = config.augment.batch_size
         blocks = [todo.slice(start, batch) for start in range(0, todo.num_rows, batch)]
@@ -159,7 +163,7 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
     variants = sum(len(json.loads(p)) for p in table["provenance"].to_pylist())
     summary = dict(clips=len(paths), usable=len(paths) - failed.num_rows, rejected=len(rejects),
                    augmented_variants=variants, augmenter=config.augment.augmenter, model=config.augment.model,
-                   variants_per_clip=config.augment.variants, seconds=round(seconds, 2), settings=settings)
+                   variants_per_clip=config.augment.variants_written, seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for line in reject_summary([(reject["path"], reject["reason"]) for reject in rejects]):
         log.warning(f"augment: rejected {line} (all in {out_dir / REJECTS})")

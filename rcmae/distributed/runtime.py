@@ -125,13 +125,15 @@ def scaling_plan(scale: ScaleConfig, resources: dict) -> ResourcePlan:
 
 def pool_plan(augment: AugmentConfig, resources: dict) -> PoolPlan:
     """Augmentation actor pool: size and per-actor resources. GPU actors when `augment.use_gpu` says so, or
-    (auto) when the cluster has GPUs now and the augmenter's registry entry `needs_gpu`; otherwise one CPU actor per
+    (auto) when the cluster has GPUs now and the augmenter's registry entry `needs_gpu` (never for one applied per
+    training step: its pipeline computes log-mels only); otherwise one CPU actor per
     core, each reserving half a core so Ray Data's Parquet writers (and a previous pool still shutting down)
     always find room; the reservation is a scheduling hint, not a cap."""
     gpus_now = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     wants_gpu = AUGMENTERS[augment.augmenter].needs_gpu
     use_gpu = (bool(gpus_now) and wants_gpu) if augment.use_gpu is None else augment.use_gpu
+    use_gpu = use_gpu and not augment.per_step  # log-mels only: a GPU would sit idle
     if use_gpu:
         size = augment.num_actors or max(1, int(gpus_now / augment.gpus_per_actor))
         return PoolPlan(size=size, num_gpus=augment.gpus_per_actor, num_cpus=1)

@@ -198,7 +198,9 @@ def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict
 def provenance_line(config: Config, method: str) -> str:
     """What made the run, each part marked as the paper's or rcmae's."""
     preset = "the paper's settings" if config.preset == "paper" else "rcmae's, scaled down from the paper's"
-    augmenter = {"audioldm": "the paper's AudioLDM diffusion", "specaugment": "the paper's Table 3 Baseline masking"
+    augmenter = {"audioldm": "the paper's AudioLDM diffusion",
+                 "masking": "the paper's Table 3 Baseline: fresh time/frequency masks every training batch",
+                 "specaugment": "rcmae's: time/frequency masks written as variants"
                  }.get(config.augment.augmenter, "rcmae's, standing in for the paper's AudioLDM")
     return (f"Preset `{config.preset}` ({preset}); augmenter `{config.augment.augmenter}` ({augmenter}); score "
             f"`{method}` ({SCORES[method].origin}).")

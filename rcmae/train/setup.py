@@ -54,7 +54,7 @@ def pretrain_start(config: Config, features_dir: str | Path) -> CheckpointMeta:
     """The metadata every stage-1 checkpoint carries (the train normaliser)."""
     require_finished(features_dir)
     check_detector_data(features_dir)
-    if fewest_variants(features_dir) == 0:
+    if not config.augment.per_step and fewest_variants(features_dir) == 0:
         raise DataError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
     return CheckpointMeta(normalizer=Normalizer.fit_stream(stream_specs(features_dir)).to_dict())

@@ -12,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rcmae.config import Config, FinetuneConfig, PretrainConfig
+from rcmae.augment.specaugment import masked_view
+from rcmae.config import Config, ConfigError, FinetuneConfig, PretrainConfig
 from rcmae.data.feature_table import machine_keys, pick_variants, specs_from_column
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import CheckpointMeta, load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
+from rcmae.registry import AUGMENTERS
 
 StageName = Literal["pretrain", "finetune"]
 PATHS = "paths"  # the batch's clip paths (not a tensor): named when a batch gives a non-finite loss
@@ -56,14 +58,20 @@ class Stage(ABC):
 
 @dataclass(frozen=True)
 class Pretrain(Stage):
-    """Stage 1: each clip paired with one of its augmented variants, drawn afresh each epoch."""
+    """Stage 1: each clip paired with one of its augmented variants, drawn afresh each epoch, or (an augmenter
+    applied per step, the ablation's masking) with itself under masks drawn for the batch, applied on the
+    training device."""
 
     def columns(self, config: Config) -> list[str]:
-        return ["path", "features", "augmented"]
+        return ["path", "features"] + ([] if config.augment.per_step else ["augmented"])
 
     def collate(self, rows, rng, config, normalizer, classes):
         shape = (config.features.n_mels, config.features.n_frames)
-        return {"original": normalizer(specs_from_column(rows["features"], *shape)).astype(np.float32),
+        original = normalizer(specs_from_column(rows["features"], *shape)).astype(np.float32)
+        if config.augment.per_step:
+            per_step = AUGMENTERS[config.augment.augmenter].load()(config.augment)
+            return {"original": original, **per_step.draw(rng, original.shape), PATHS: rows["path"].to_pylist()}
+        return {"original": original,
                 "augmented": normalizer(pick_variants(rows["augmented"], rng, *shape)).astype(np.float32),
                 PATHS: rows["path"].to_pylist()}
 
@@ -71,7 +79,8 @@ class Pretrain(Stage):
         return PretrainObjective(model, config.pretrain)
 
     def step(self, objective, batch):
-        return objective(batch["original"], batch["augmented"])
+        augmented = batch["augmented"] if "augmented" in batch else masked_view(batch)
+        return objective(batch["original"], augmented)
 
     def start_model(self, config, meta):
         torch.manual_seed(config.pretrain.seed)
@@ -84,6 +93,9 @@ class Finetune(Stage):
     variants with the same label)."""
 
     def columns(self, config: Config) -> list[str]:
+        if config.finetune.use_augmented and config.augment.per_step:
+            raise ConfigError(f"finetune.use_augmented needs written variants; augmenter {config.augment.augmenter!r} "
+                              f"writes none (it is applied per stage-1 batch)")
         return ["path", "features", "machine_type", "machine_id"] + (["augmented"] if config.finetune.use_augmented
                                                                      else [])
 
