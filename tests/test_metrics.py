@@ -115,7 +115,7 @@ def test_score_methods_against_hand_computation():
     np.testing.assert_allclose(paper, -np.log([0.9, 0.7, 0.5, 0.2]))
     with pytest.raises(DataError, match="not seen in training"):
         anomaly_scores("mahalanobis", encoded(test), ["b/00"] * 4, ["a/00", "a/01"], detector)
-    restored = Detector.from_arrays(detector.arrays(), {"thresholds": {}})
+    restored = Detector.from_arrays(detector.arrays(), detector.meta())
     np.testing.assert_allclose(anomaly_scores("mahalanobis", encoded(test), test_keys, ["a/00", "a/01"], restored),
                                found, rtol=1e-5)
 
