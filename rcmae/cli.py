@@ -196,7 +196,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         run_augment(args.data, args.out / "augment", base_config(load_space(args.space)))
         features = args.out / "augment" / "features"
-    folder = run_tune(args.space, features, args.data, args.out)
+    folder = run_tune(args.space, features, args.data, args.out, force=args.force)
     print(f"wrote {folder / 'trials.csv'}, {folder / 'trials.parquet'} and {folder / 'comparison.png'}")
     return 0
 
@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="DCASE-layout data (its test split is evaluated)")
     p.add_argument("--features", type=Path, help="feature folder from `rcmae augment` (made when omitted)")
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    p.add_argument("--force", action="store_true",
+                   help="start the sweep in --out again from nothing (by default an interrupted sweep is resumed)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("ablate", help="Table 3: the same model with the configured augmentation and with time/"

@@ -78,7 +78,52 @@ def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_f
     assert sorted(trials["config/model.mask_ratio"]) == [0.5, 0.75]
     assert (folder / "comparison.png").stat().st_size > 0
     assert "auc_valve" in trials.columns
-    assert json.loads((folder / "best.json").read_text())["auc"] == trials["auc"].max()
+    best = json.loads((folder / "best.json").read_text())
+    assert best["auc"] == trials["auc"].max()
+    # every trial's model lives in the sweep's folder (not Ray's session folder), so it outlives `ray stop`
+    assert Path(best["model"]).is_relative_to(folder / "trials") and (Path(best["model"]) / "meta.json").exists()
+
+
+def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_trials(ray_session, toy_root,
+                                                                                  toy_features, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from rcmae.cli import main
+
+    space = tmp_path / "resume.yaml"
+    space.write_text("name: resume\npreset: tiny\nmax_concurrent_trials: 1\nset:\n  pretrain.epochs: 2\n"
+                     "  finetune.epochs: 1\n  scale.num_workers: 0\n"
+                     "params:\n  model.mask_ratio: {grid: [0.5, 0.6, 0.7]}\n")
+    args = ["tune", "--space", str(space), "--features", str(toy_features), "--data",
+            str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "out")]
+    trials = tmp_path / "out" / "resume" / "trials"
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "rcmae"), *args], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while not list(trials.glob("*/evaluation/metrics.json")) and time.time() < deadline:
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.5)
+        time.sleep(3)  # into the second trial
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finished = {model: model.stat().st_mtime_ns for model in trials.glob("*/finetune/model/model.safetensors")}
+    assert finished, "no trial had finished when the driver was killed"
+    assert main(args) == 0  # the same command again: restored, not started over
+    assert {model: model.stat().st_mtime_ns for model in finished} == finished  # finished trials not retrained
+    results = pd.read_csv(tmp_path / "out" / "resume" / "trials.csv")
+    assert sorted(results["config/model.mask_ratio"]) == [0.5, 0.6, 0.7] and results["auc"].notna().all()
+    assert len(list(trials.iterdir())) == 3  # the same three trial folders: none begun afresh under a new id
+    space.write_text(space.read_text().replace("0.7]", "0.8]"))
+    with pytest.raises(Exception, match=r"other settings \(params.model.mask_ratio: .*0.7.* there, .*0.8.* now\)"):
+        from rcmae.distributed.tune import run_tune
+
+        run_tune(space, toy_features, toy_root / "dev_data" / "valve", tmp_path / "out")
 
 
 def test_in_process_trials_run_and_a_sweep_whose_trials_all_fail_says_so(ray_session, toy_root, toy_features,

@@ -13,6 +13,12 @@ A search space is YAML:
       model.mask_ratio: {grid: [0.5, 0.75]}
       pretrain.tau: {loguniform: [0.03, 0.2]}
 
+Every trial's stages, checkpoints, evaluation and model live in `<out>/<name>/trials/<trial id>/`, beside
+Tune's own experiment files (so `trials.csv` and `best.json` point inside --out and stay valid after `ray stop`;
+on several nodes --out must be storage every node sees). `rcmae tune` on a folder holding an interrupted sweep
+restores it (`Tuner.restore`): finished trials are kept, unfinished ones continue from their stages' last
+checkpoints, errored ones are run again; a space file changed since is refused, naming what changed.
+
 Scheduling is FIFO on purpose: a trial's figure of merit (AUC) exists only after stage 2, and stage-1
 losses are not comparable across trials whose loss weights differ, so ASHA would stop trials on noise.
 """
@@ -84,7 +90,8 @@ def flat_metrics(metrics: dict) -> dict:
     return flat
 
 
-def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str, data_dir: str) -> None:
+def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str, data_dir: str,
+           trials_dir: str) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -92,7 +99,7 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
     from rcmae.evaluate.results import evaluate_checkpoint
 
     config = trial_config(Config.from_dict(base), params, normalize_weights)
-    out = Path(ray.tune.get_context().get_trial_dir())
+    out = Path(trials_dir) / ray.tune.get_context().get_trial_id()  # the same folder when the sweep is restored
     if config.scale.num_workers == 0:  # in the trial's own process: the epochs report to Tune directly
         from rcmae.train.local import finetune_local, pretrain_local
 
@@ -117,27 +124,58 @@ def concurrent_trials(config: Config, resources: dict) -> int:
     return max(1, int(float(resources.get("CPU", 1)) // per_trial))
 
 
-def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path) -> Path:
-    """Runs the sweep; writes trials.csv, trials.parquet and comparison.png under out_dir/<name>."""
+SPACE_RECORD = "space.json"  # the space a sweep folder was started with: a resume must use the same
+
+
+def space_settings(space: dict) -> dict:
+    """The space as compared on resume: its top-level keys, with `set` and `params` one entry per config key."""
+    flat = {key: value for key, value in space.items() if key not in ("set", "params")}
+    for group in ("set", "params"):
+        flat.update({f"{group}.{key}": value for key, value in (space.get(group) or {}).items()})
+    return json.loads(json.dumps(flat))
+
+
+def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
+             force: bool = False) -> Path:
+    """Runs the sweep, or resumes the interrupted one in out_dir/<name> (`force`: starts it again from nothing);
+    writes trials.csv, trials.parquet, comparison.png and best.json there."""
+    import shutil
+
     import ray
     from ray import tune
+
+    from rcmae.data.run_folder import check_settings
 
     space = load_space(space_path)
     base = base_config(space)
     out_dir = Path(out_dir).resolve()
+    experiment = out_dir / space["name"]
+    if force:
+        shutil.rmtree(experiment, ignore_errors=True)
     trainable = tune.with_parameters(
         tune.with_resources(_trial, {"CPU": 0.1}), base=base.to_dict(),
         normalize_weights=bool(space.get("normalize_weights", True)),
-        features_dir=str(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()))
+        features_dir=str(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()),
+        trials_dir=str(experiment / "trials"))
     limit = space.get("max_concurrent_trials") or concurrent_trials(base, ray.cluster_resources())
-    tuner = tune.Tuner(
-        trainable, param_space=param_space(space),
-        # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
-        tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit),
-        run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
-    log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {out_dir / space['name']}")
+    recorded = experiment / SPACE_RECORD
+    if recorded.exists():
+        check_settings(json.loads(recorded.read_text()), space_settings(space), experiment)
+    if tune.Tuner.can_restore(str(experiment)):
+        log.info(f"tune: resuming {space['name']} from {experiment} (finished trials are kept)")
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, restart_errored=True,
+                                   param_space=param_space(space))
+    else:
+        experiment.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(space_settings(space), indent=1))
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(space),
+            # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
+            tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit),
+            run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
+        log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {experiment}")
     results = tuner.fit()
-    return export_results(results, out_dir / space["name"], list((space.get("params") or {}).keys()))
+    return export_results(results, experiment, list((space.get("params") or {}).keys()))
 
 
 def export_results(results, folder: Path, params: list[str]) -> Path:
