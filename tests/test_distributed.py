@@ -126,6 +126,27 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_tria
         run_tune(space, toy_features, toy_root / "dev_data" / "valve", tmp_path / "out")
 
 
+def test_an_optuna_sweep_spends_its_budget_within_the_space(ray_session, toy_root, toy_features, tmp_path, caplog):
+    from rcmae.cli import main
+
+    space = tmp_path / "optuna.yaml"
+    space.write_text("name: tpe\npreset: tiny\nsearch: optuna\nseed: 3\nnum_samples: 3\nmax_concurrent_trials: 1\n"
+                     "set:\n  pretrain.epochs: 1\n  finetune.epochs: 1\n  scale.num_workers: 0\n"
+                     "params:\n  model.mask_ratio: {uniform: [0.5, 0.8]}\n  pretrain.tau: {loguniform: [0.02, 0.3]}\n")
+    assert main(["tune", "--space", str(space), "--features", str(toy_features), "--data",
+                 str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "out")]) == 0
+    trials = pd.read_csv(tmp_path / "out" / "tpe" / "trials.csv")
+    assert len(trials) == 3 and trials["auc"].notna().all() and trials["error"].isna().all()
+    assert trials["config/model.mask_ratio"].between(0.5, 0.8).all()
+    assert trials["config/pretrain.tau"].between(0.02, 0.3).all() and trials["config/pretrain.tau"].nunique() == 3
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: g\nsearch: optuna\nparams:\n  model.mask_ratio: {grid: [0.5]}\n")
+    with pytest.raises(Exception, match="search optuna draws its own points"):
+        from rcmae.distributed.tune import load_space
+
+        load_space(grid)
+
+
 def test_in_process_trials_run_and_a_sweep_whose_trials_all_fail_says_so(ray_session, toy_root, toy_features,
                                                                          tmp_path, capsys):
     from rcmae.cli import main

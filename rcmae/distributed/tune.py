@@ -9,9 +9,15 @@ A search space is YAML:
     num_samples: 1            # samples per grid point / random draws
     set: {pretrain.epochs: 5} # fixed overrides for every trial
     normalize_weights: true   # rescale pretrain.lambda_con/vcr/mae to sum to 1 (Eq. 8)
+    search: basic             # basic: every grid point, random draws; optuna: TPE (seeded) on the final AUC
+    seed: 0                   # optuna's sampler seed
     params:                   # dotted config keys -> grid | choice | uniform | loguniform
       model.mask_ratio: {grid: [0.5, 0.75]}
       pretrain.tau: {loguniform: [0.03, 0.2]}
+
+With `search: optuna`, `num_samples` is the budget (trials in all) and each trial reports only its final AUC
+(TPE learns from nothing else, and Tune requires the searched metric in every result); with `basic`, every epoch's
+losses are reported too.
 
 Every trial's stages, checkpoints, evaluation and model live in `<out>/<name>/trials/<trial id>/`, beside
 Tune's own experiment files (so `trials.csv` and `best.json` point inside --out and stay valid after `ray stop`;
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = ("pretrain.lambda_con", "pretrain.lambda_vcr", "pretrain.lambda_mae")
 SAMPLERS = ("grid", "choice", "uniform", "loguniform")
+SEARCHES = ("basic", "optuna")
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -51,6 +58,11 @@ def load_space(path: str | Path) -> dict:
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"{path}: param {key!r} must be one of {SAMPLERS} with its values, got {bounded(spec)}")
     space.setdefault("name", path.stem)
+    search = space.setdefault("search", "basic")
+    if search not in SEARCHES:
+        raise ConfigError(f"{path}: search must be one of {SEARCHES}, got {bounded(search)}")
+    if search == "optuna" and any("grid" in spec for spec in (space.get("params") or {}).values()):
+        raise ConfigError(f"{path}: search optuna draws its own points: use choice, uniform or loguniform, not grid")
     if not isinstance(space["name"], str) or not PLAIN_NAME.fullmatch(space["name"]):
         raise ConfigError(f"{path}: name {bounded(space['name'])} must be a plain name (letters, digits, '.', '_', "
                           f"'-'; no path): it names the sweep's folder under --out")
@@ -91,7 +103,7 @@ def flat_metrics(metrics: dict) -> dict:
 
 
 def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str, data_dir: str,
-           trials_dir: str) -> None:
+           trials_dir: str, report_epochs: bool) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -103,10 +115,11 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
     if config.scale.num_workers == 0:  # in the trial's own process: the epochs report to Tune directly
         from rcmae.train.local import finetune_local, pretrain_local
 
-        pretrained = pretrain_local(config, features_dir, out / "pretrain", on_epoch=ray.tune.report)
-        model = finetune_local(config, features_dir, pretrained, out / "finetune", on_epoch=ray.tune.report)
+        on_epoch = ray.tune.report if report_epochs else None
+        pretrained = pretrain_local(config, features_dir, out / "pretrain", on_epoch=on_epoch)
+        model = finetune_local(config, features_dir, pretrained, out / "finetune", on_epoch=on_epoch)
     else:
-        callbacks = [TuneReportCallback()]
+        callbacks = [TuneReportCallback()] if report_epochs else []
         pretrained = pretrain_ray(config, features_dir, out / "pretrain", callbacks=callbacks)
         model = finetune_ray(config, features_dir, pretrained, out / "finetune", callbacks=callbacks)
     metrics = evaluate_checkpoint(model, data_dir, out / "evaluation")
@@ -135,6 +148,17 @@ def space_settings(space: dict) -> dict:
     return json.loads(json.dumps(flat))
 
 
+def search_algorithm(space: dict):
+    """None (Tune's own: every grid point, random draws) or Optuna's TPE, seeded, maximising the final AUC."""
+    if space["search"] == "basic":
+        return None
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = int(space.get("seed", 0))
+    return OptunaSearch(metric="auc", mode="max", sampler=TPESampler(seed=seed))
+
+
 def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
              force: bool = False) -> Path:
     """Runs the sweep, or resumes the interrupted one in out_dir/<name> (`force`: starts it again from nothing);
@@ -156,7 +180,7 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
         tune.with_resources(_trial, {"CPU": 0.1}), base=base.to_dict(),
         normalize_weights=bool(space.get("normalize_weights", True)),
         features_dir=str(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()),
-        trials_dir=str(experiment / "trials"))
+        trials_dir=str(experiment / "trials"), report_epochs=space["search"] == "basic")
     limit = space.get("max_concurrent_trials") or concurrent_trials(base, ray.cluster_resources())
     recorded = experiment / SPACE_RECORD
     if recorded.exists():
@@ -171,7 +195,8 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
         tuner = tune.Tuner(
             trainable, param_space=param_space(space),
             # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
-            tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit),
+            tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit,
+                                        search_alg=search_algorithm(space)),
             run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
         log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {experiment}")
     results = tuner.fit()
