@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rcmae import tracking
 from rcmae.config import Config, section_defaults
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.detect.detector import current_detector
@@ -22,7 +23,7 @@ from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
 from rcmae.train.stage import FINETUNE, PRETRAIN, Stage
 
 SETTINGS = "settings.json"
-MADE_HERE = ("checkpoints", "ray_results", "model", "metrics.jsonl", SETTINGS)
+MADE_HERE = ("checkpoints", "ray_results", "model", "metrics.jsonl", tracking.FOLDER, SETTINGS)
 
 
 def stage_settings(made: dict, stage: Stage) -> dict:

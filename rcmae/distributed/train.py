@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from rcmae import tracking
 from rcmae.config import Config
 from rcmae.data.feature_table import read_feature_table
 from rcmae.detect.detector import save_detector
@@ -46,6 +47,7 @@ class RaySession:
         self.meta: CheckpointMeta = loop_config["meta"]
         self.normalizer = Normalizer.from_dict(self.meta.normalizer)
         self.classes = self.meta.classes
+        self.tensorboard_dir = Path(loop_config["tensorboard_dir"])
         self._restored: str | None = None
 
     def batches(self, epoch: int):
@@ -121,7 +123,8 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
     dataset = train_dataset(config, stage, features_dir)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, log_level=current_level()),
+        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, log_level=current_level(),
+                               tensorboard_dir=str(out_dir.resolve() / tracking.FOLDER)),
         torch_config=TorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=plan.resources_per_worker),

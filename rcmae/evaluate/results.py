@@ -29,6 +29,7 @@ from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
 from rcmae.models.checkpoint import CheckpointMeta, read_meta
 from rcmae.registry import SCORES
+from rcmae.tracking import write_final_metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
                                    extra={"method": method}, families=families)
         metrics["methods"] = {method: metrics["mean"], **comparison}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_final_metrics(staging, metrics)
     return metrics
 
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from rcmae import tracking
 from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, stream_rows
 from rcmae.detect.apply import fit_from_rows
@@ -33,6 +34,7 @@ class LocalSession:
     def __init__(self, run_dir: str | Path, batches, epochs: int, keep: int = 2, device: str | None = None,
                  on_epoch: Callable[[dict], None] | None = None):
         self.run_dir = Path(run_dir)
+        self.tensorboard_dir = self.run_dir / tracking.FOLDER
         self.on_epoch = on_epoch  # also told every epoch's metrics (a Tune trial reports them)
         self.checkpoints = self.run_dir / "checkpoints"
         self._batches, self.epochs, self.keep = batches, epochs, keep

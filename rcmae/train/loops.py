@@ -11,7 +11,7 @@ import math
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
@@ -24,6 +24,7 @@ from rcmae.config import Config
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import WEIGHTS, CheckpointMeta, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
+from rcmae.tracking import EventFiles, write_epoch
 from rcmae.train.stage import PATHS, Stage
 
 
@@ -31,6 +32,7 @@ class Session(Protocol):
     rank: int
     world_size: int
     device: torch.device
+    tensorboard_dir: Path  # where rank 0 writes the stage's TensorBoard event files
 
     def batches(self, epoch: int) -> Iterable[dict[str, np.ndarray | torch.Tensor]]: ...
 
@@ -86,37 +88,46 @@ def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta
             load_training_state(resume_from, optimizer, scheduler)
             start_epoch, history = resumed.epoch, resumed.history
     trained = session.prepare(objective)
-    for epoch in range(start_epoch, cfg.epochs):
-        started, sums, count = time.time(), defaultdict(float), 0
-        seed_epoch(cfg.seed, epoch, session.rank)
-        trained.train()
-        samples = 0
-        for step_index, batch in enumerate(session.batches(epoch)):
-            paths = batch.pop(PATHS)
-            batch = to_device(batch, session.device)
-            samples += len(paths)
-            with autocast(session.device):
-                terms = stage.step(trained, batch)
-            if not torch.isfinite(terms["loss"].detach()):  # stop before the step: the last checkpoint stays good
-                raise DataError(non_finite_loss(stage.name, epoch, step_index, terms, paths))
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
-            optimizer.step()
-            for name, value in terms.items():
-                sums[name] += float(value.detach())
-            count += 1
-        if count == 0:
-            raise DataError(f"{stage.name}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
-        scheduler.step()
-        metrics = {name: total / count for name, total in sums.items()}
-        metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,
-                       stage=stage.name, samples_per_second=samples * session.world_size / (time.time() - started))
-        history.append(metrics)
-        _report_epoch(session, model, config, replace(meta, stage=stage.name, epoch=epoch + 1, history=history),
-                      optimizer, scheduler, metrics)
+    with closing(EventFiles(session.tensorboard_dir if session.rank == 0 else None)) as events:
+        for epoch in range(start_epoch, cfg.epochs):
+            metrics = _train_epoch(session, stage, cfg, trained, optimizer, scheduler, epoch)
+            history.append(metrics)
+            write_epoch(events, metrics)
+            _report_epoch(session, model, config, replace(meta, stage=stage.name, epoch=epoch + 1, history=history),
+                          optimizer, scheduler, metrics)
     return history
+
+
+def _train_epoch(session: Session, stage: Stage, cfg, trained: torch.nn.Module, optimizer, scheduler,
+                 epoch: int) -> dict:
+    """One epoch over the session's batches: the mean of each term, the learning rate and the throughput."""
+    started, sums, count = time.time(), defaultdict(float), 0
+    seed_epoch(cfg.seed, epoch, session.rank)
+    trained.train()
+    samples = 0
+    for step_index, batch in enumerate(session.batches(epoch)):
+        paths = batch.pop(PATHS)
+        batch = to_device(batch, session.device)
+        samples += len(paths)
+        with autocast(session.device):
+            terms = stage.step(trained, batch)
+        if not torch.isfinite(terms["loss"].detach()):  # stop before the step: the last checkpoint stays good
+            raise DataError(non_finite_loss(stage.name, epoch, step_index, terms, paths))
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
+        optimizer.step()
+        for name, value in terms.items():
+            sums[name] += float(value.detach())
+        count += 1
+    if count == 0:
+        raise DataError(f"{stage.name}: epoch {epoch + 1} had no batches (too few clips for the batch size?)")
+    scheduler.step()
+    metrics = {name: total / count for name, total in sums.items()}
+    metrics.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - started,
+                   stage=stage.name, samples_per_second=samples * session.world_size / (time.time() - started))
+    return metrics
 
 
 def non_finite_loss(stage: str, epoch: int, step: int, terms: dict[str, torch.Tensor], paths: list[str]) -> str:
