@@ -220,8 +220,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
     config = _config_from(args).override(overrides)
+    if (args.tracking == "mlflow") != (args.tracking_uri is not None):
+        raise RcmaeError("--tracking mlflow and --tracking-uri URI go together (TensorBoard files are always written)")
     result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline,
-                     force=args.force)
+                     force=args.force, mlflow_uri=args.tracking_uri)
     if result["mean"]:
         print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
     else:
@@ -388,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
+    p.add_argument("--tracking", choices=["tensorboard", "mlflow"], default="tensorboard",
+                   help="also log to MLflow (TensorBoard event files are always written)")
+    p.add_argument("--tracking-uri", help="the MLflow tracking server, e.g. http://127.0.0.1:5000")
     p.add_argument("--force", action="store_true",
                    help="redo the augmentation and stages a previous run made with other settings")
     p.set_defaults(func=cmd_run)

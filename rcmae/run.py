@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rcmae import tracking
 from rcmae.config import Config
 from rcmae.data.audio import cropping_note, typical_seconds
 from rcmae.data.layout import index_clips
@@ -35,7 +36,21 @@ def preset_for_data(data: str | Path) -> str:
 
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
-            seed: int = 0, baseline: bool = True, force: bool = False) -> dict:
+            seed: int = 0, baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> dict:
+    """The whole job into `out`; with `mlflow_uri`, also one MLflow run (rcmae.tracking)."""
+    if mlflow_uri is None:
+        return _run_all(config, out, data, synth_preset, seed, baseline, force)
+    out = Path(out).resolve()
+    with tracking.mlflow_run(mlflow_uri, out.name, tracking.flat_params(config.to_dict())) as target:
+        result = _run_all(config, out, data, synth_preset, seed, baseline, force)
+        tracking.log_artifacts(target, [Path(result["report"]), out / "evaluation" / "metrics.json",
+                                        out / "finetune" / "model"])
+    log.info(f"run: logged to MLflow at {mlflow_uri} (run {target.run_id})")
+    return result
+
+
+def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_preset: str, seed: int,
+             baseline: bool, force: bool) -> dict:
     from rcmae.baseline import run_reference
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray

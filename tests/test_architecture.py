@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "rcmae"
 # a module may import its own package and any lower layer, never a higher one or a sibling of its layer
 LAYERS = [
-    {"registry", "logs", "errors", "tracking"},
-    {"config"},
+    {"registry", "logs", "errors"},
+    {"config", "tracking"},
     {"losses", "features"},
     {"data", "models"},
     {"augment"},

@@ -1,6 +1,13 @@
 """TensorBoard event files, read back with TensorBoard's own reader: both stages' loss terms under the paper's
-equation numbers, one step per epoch, a resumed stage going on at its next epoch, and the final per-type metrics."""
+equation numbers, one step per epoch, a resumed stage going on at its next epoch, and the final per-type metrics.
+MLflow: the same numbers in a run on a real tracking server (SQLite backend) started on 127.0.0.1, read back with
+MlflowClient."""
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,3 +48,99 @@ def test_both_stages_and_the_evaluation_write_their_curves(toy_features, quick_c
 
 def test_a_term_without_an_equation_keeps_its_name():
     assert tracking.tag("finetune", "ce") == "finetune/ce" and tracking.tag("pretrain", "vcr") == "pretrain/vcr_eq7"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "the MLflow server did not start"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_job_logs_params_epochs_and_final_metrics_to_an_mlflow_run(mlflow_server, toy_features, quick_config,
+                                                                     tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from rcmae.evaluate.results import evaluate_checkpoint
+
+    with tracking.mlflow_run(mlflow_server, "job", tracking.flat_params(quick_config.to_dict())) as target:
+        pretrained = stages.pretrain(quick_config, toy_features, tmp_path / "pretrain")
+        model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
+        metrics = evaluate_checkpoint(model, None, tmp_path / "evaluation", features_dir=toy_features)
+        tracking.log_artifacts(target, [tmp_path / "evaluation" / "metrics.json", model])
+    assert tracking.active_mlflow() is None
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(target.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "job"
+    assert run.data.params["pretrain.tau"] == str(quick_config.pretrain.tau)
+    assert run.data.params["model.mask_ratio"] == str(quick_config.model.mask_ratio)
+    history = client.get_metric_history(target.run_id, "pretrain/loss_eq8")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(target.run_id, "finetune/supcon_eq9")) == [1, 2]
+    assert run.data.metrics["evaluation/auc/mean"] == pytest.approx(metrics["mean"]["auc"])
+    artifacts = {a.path for a in client.list_artifacts(target.run_id)}
+    assert {"metrics.json", "model"} <= artifacts
+    assert "meta.json" in {Path(a.path).name for a in client.list_artifacts(target.run_id, "model")}
+
+
+def test_a_job_that_fails_leaves_its_mlflow_run_failed(mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.mlflow_run(mlflow_server, "broken", {"a": "1"}) as target:
+            raise RuntimeError("boom")
+    assert MlflowClient(tracking_uri=mlflow_server).get_run(target.run_id).info.status == "FAILED"
+
+
+def test_mlflow_tracking_without_a_server_uri_is_one_line(capsys):
+    from rcmae.cli import main
+    from rcmae.errors import EXIT
+
+    assert main(["run", "--tracking", "mlflow", "--out", "unused"]) == EXIT.user_error
+    assert "--tracking mlflow and --tracking-uri URI go together" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_rcmae_run_with_mlflow_tracking_logs_the_whole_job(ray_session, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from rcmae.cli import main
+    from rcmae.data.synth import synthesize
+
+    data = tmp_path / "data"
+    synthesize(data, preset="small", seed=1, types=("valve",))
+    out = tmp_path / "job"
+    assert main(["run", "--data", str(data), "--out", str(out), "--no-baseline", "--tracking", "mlflow",
+                 "--tracking-uri", mlflow_server, "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1",
+                 "--set", "augment.variants=1"]) == 0
+    client = MlflowClient(tracking_uri=mlflow_server)
+    [run] = client.search_runs([client.get_experiment_by_name("rcmae").experiment_id], "attributes.run_name = 'job'")
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "pretrain/loss_eq8")] == [1]  # rank 0 only
+    assert {"report.md", "metrics.json", "model"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    metrics = __import__("json").loads((out / "evaluation" / "metrics.json").read_text())
+    assert run.data.metrics["evaluation/auc/valve"] == pytest.approx(metrics["per_type"]["valve"]["auc"])

@@ -48,6 +48,7 @@ class RaySession:
         self.normalizer = Normalizer.from_dict(self.meta.normalizer)
         self.classes = self.meta.classes
         self.tensorboard_dir = Path(loop_config["tensorboard_dir"])
+        self.mlflow = loop_config["mlflow"]
         self._restored: str | None = None
 
     def batches(self, epoch: int):
@@ -124,7 +125,8 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
     trainer = TorchTrainer(
         _worker,
         train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, log_level=current_level(),
-                               tensorboard_dir=str(out_dir.resolve() / tracking.FOLDER)),
+                               tensorboard_dir=str(out_dir.resolve() / tracking.FOLDER),
+                               mlflow=tracking.active_mlflow()),
         torch_config=TorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=plan.resources_per_worker),

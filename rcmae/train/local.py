@@ -35,6 +35,7 @@ class LocalSession:
                  on_epoch: Callable[[dict], None] | None = None):
         self.run_dir = Path(run_dir)
         self.tensorboard_dir = self.run_dir / tracking.FOLDER
+        self.mlflow = tracking.active_mlflow()
         self.on_epoch = on_epoch  # also told every epoch's metrics (a Tune trial reports them)
         self.checkpoints = self.run_dir / "checkpoints"
         self._batches, self.epochs, self.keep = batches, epochs, keep

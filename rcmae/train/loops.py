@@ -24,7 +24,7 @@ from rcmae.config import Config
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import WEIGHTS, CheckpointMeta, load_training_state, read_meta, save_checkpoint
 from rcmae.models.mae import RCMAE
-from rcmae.tracking import EventFiles, write_epoch
+from rcmae.tracking import MlflowTarget, Scalars, write_epoch
 from rcmae.train.stage import PATHS, Stage
 
 
@@ -33,6 +33,7 @@ class Session(Protocol):
     world_size: int
     device: torch.device
     tensorboard_dir: Path  # where rank 0 writes the stage's TensorBoard event files
+    mlflow: MlflowTarget | None  # the MLflow run rank 0 logs every epoch to, if any
 
     def batches(self, epoch: int) -> Iterable[dict[str, np.ndarray | torch.Tensor]]: ...
 
@@ -88,7 +89,7 @@ def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta
             load_training_state(resume_from, optimizer, scheduler)
             start_epoch, history = resumed.epoch, resumed.history
     trained = session.prepare(objective)
-    with closing(EventFiles(session.tensorboard_dir if session.rank == 0 else None)) as events:
+    with closing(Scalars(session.tensorboard_dir if session.rank == 0 else None, session.mlflow)) as events:
         for epoch in range(start_epoch, cfg.epochs):
             metrics = _train_epoch(session, stage, cfg, trained, optimizer, scheduler, epoch)
             history.append(metrics)
