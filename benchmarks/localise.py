@@ -12,6 +12,7 @@ For every test anomaly whose fault left a trace in some but not all patches of t
 Per kind of fault (timing, added-sound), as the family tables split them.
 
     python benchmarks/localise.py --run runs/main
+    python benchmarks/localise.py --run runs/families/hard/seed_0 --data runs/families/hard/data_seed_0
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ def top_k(maps: np.ndarray, k: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="an `rcmae run` folder on the toy factory")
+    parser.add_argument("--data", type=Path, help="the toy factory the run used (default: RUN/data, where "
+                                                  "`rcmae run` synthesises it)")
     parser.add_argument("--method", help="score for faithfulness (default: the model's)")
     args = parser.parse_args()
+    data = args.data or args.run / "data"
     model_dir = args.run / "finetune" / "model"
     checkpoint, detector = load_checkpoint(model_dir), load_detector(model_dir)
     config = checkpoint.config
     method = args.method or config.score.method
-    regions, families = fault_regions(args.run / "data"), fault_families(args.run / "data")
+    regions, families = fault_regions(data), fault_families(data)
     table = pa.concat_tables(feature_test_split(args.run / "augment" / "features"))  # toy data: small
     paths = table["path"].to_pylist()
     masks = {i: region_mask(regions[clip_key(p)], config.features, config.audio.sample_rate)
