@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -56,11 +57,13 @@ def main() -> None:
         sys.exit("screenshots: no chromium found (apt-get install chromium, or set CHROMIUM)")
     bin_dir = Path(sys.executable).parent
     dashboard = free_port()
-    env = dict(os.environ)
+    # Ray >= 2.59 asks local clusters for a token: the CLI calls share one through the environment
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(16))
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([str(bin_dir / "ray"), "start", "--head", "--num-cpus=2", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dashboard}", "--include-dashboard=true", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True)
+    subprocess.run([str(bin_dir / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+                    "--num-cpus=2", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                    "--include-dashboard=true", "--disable-usage-stats"], check=True, env=env, capture_output=True)
     tensorboard = None
     try:
         data = out / "data"
@@ -71,7 +74,7 @@ def main() -> None:
         subprocess.run([str(bin_dir / "ray"), "job", "submit", f"--address={address}", "--working-dir", str(ROOT),
                         "--", "python", "jobs/tune.py", "--space", "tune_spaces/smoke.yaml", "--data",
                         str(data / "dev_data" / "valve"), "--out", str(out / "tune")],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+                       check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         screenshot(browser, f"{address}/#/jobs", out / "dashboard_jobs.png")
         board = free_port()
         tensorboard = subprocess.Popen([str(bin_dir / "tensorboard"), "--logdir", str(out / "tune" / "smoke"),
