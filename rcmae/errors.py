@@ -18,6 +18,10 @@ class RcmaeError(Exception):
     """A problem the user can fix; its message names the file or value and the reason."""
 
 
+class ConfigError(RcmaeError):
+    """A configuration value is out of range or inconsistent."""
+
+
 class DataError(RcmaeError):
     """The data cannot be used as they are: no clips, too few, non-finite values."""
 

@@ -14,6 +14,7 @@ PACKAGE = ROOT / "rcmae"
 # a module may import its own package and any lower layer, never a higher one or a sibling of its layer
 LAYERS = [
     {"registry", "logs", "errors"},
+    {"config_input"},
     {"config", "tracking"},
     {"losses", "features"},
     {"data", "models"},
