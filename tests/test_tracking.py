@@ -133,12 +133,13 @@ def test_rcmae_run_with_mlflow_tracking_logs_the_whole_job(ray_session, mlflow_s
 
     data = tmp_path / "data"
     synthesize(data, preset="small", seed=1, types=("valve",))
-    out = tmp_path / "job"
+    out = tmp_path / "whole_job"  # the MLflow run's name
     assert main(["run", "--data", str(data), "--out", str(out), "--no-baseline", "--tracking", "mlflow",
                  "--tracking-uri", mlflow_server, "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1",
                  "--set", "augment.variants=1"]) == 0
     client = MlflowClient(tracking_uri=mlflow_server)
-    [run] = client.search_runs([client.get_experiment_by_name("rcmae").experiment_id], "attributes.run_name = 'job'")
+    experiment = client.get_experiment_by_name("rcmae").experiment_id
+    [run] = client.search_runs([experiment], "attributes.run_name = 'whole_job'")
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "pretrain/loss_eq8")] == [1]  # rank 0 only
     assert {"report.md", "metrics.json", "model"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
