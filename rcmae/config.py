@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from rcmae.config_input import allows_none, choices, coerce, field_types, load_yaml
+from rcmae.config_input import allows_none, check, choices, coerce, field_types, load_yaml
 from rcmae.errors import ConfigError, bounded
 from rcmae.registry import AUGMENTERS, SCORES
 
@@ -27,11 +27,6 @@ def _doc(text: str, default: Any, runtime: bool = False) -> Any:
     return field(default=default, metadata=metadata)
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
 class Section:
     """A config section: one named part of `Config`, whose `Literal` fields hold one of their choices however
     the section was built (from a file, a --set flag or Python)."""
@@ -42,7 +37,7 @@ class Section:
         for name, kind in field_types(type(self)).items():
             allowed = choices(kind)
             value = getattr(self, name)
-            _check(allowed is None or value in allowed or (value is None and allows_none(kind)),
+            check(allowed is None or value in allowed or (value is None and allows_none(kind)),
                    f"{self.section}.{name} must be one of {', '.join(map(repr, allowed or ()))}, got {bounded(value)}")
 
     def outcome(self) -> dict[str, Any]:
@@ -61,11 +56,11 @@ class AudioConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(1000 <= self.sample_rate <= 384000, f"audio.sample_rate must be in [1000, 384000] Hz, got "
+        check(1000 <= self.sample_rate <= 384000, f"audio.sample_rate must be in [1000, 384000] Hz, got "
                                                     f"{self.sample_rate}")
-        _check(self.clip_seconds is None or 0 < self.clip_seconds <= 600,
+        check(self.clip_seconds is None or 0 < self.clip_seconds <= 600,
                f"audio.clip_seconds must be in (0, 600] or None, got {self.clip_seconds}")
-        _check(self.min_seconds >= 0, f"audio.min_seconds must be >= 0, got {self.min_seconds}")
+        check(self.min_seconds >= 0, f"audio.min_seconds must be >= 0, got {self.min_seconds}")
 
 
 @dataclass
@@ -82,14 +77,14 @@ class FeatureConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(0 < self.n_fft <= 65536 and 0 < self.hop_length <= self.n_fft,
+        check(0 < self.n_fft <= 65536 and 0 < self.hop_length <= self.n_fft,
                f"features: need 0 < hop_length <= n_fft <= 65536, got {self.hop_length}, {self.n_fft}")
-        _check(1 <= self.n_mels <= 1024 and 1 <= self.n_frames <= 100000,
+        check(1 <= self.n_mels <= 1024 and 1 <= self.n_frames <= 100000,
                f"features: n_mels in [1, 1024] and n_frames in [1, 100000], got {self.n_mels}, {self.n_frames}")
-        _check(0 <= self.f_min < self.f_max, f"features: need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
-        _check(self.n_mels % self.patch_freq == 0,
+        check(0 <= self.f_min < self.f_max, f"features: need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
+        check(self.n_mels % self.patch_freq == 0,
                f"features.n_mels ({self.n_mels}) must be a multiple of patch_freq ({self.patch_freq})")
-        _check(self.n_frames % self.patch_time == 0,
+        check(self.n_frames % self.patch_time == 0,
                f"features.n_frames ({self.n_frames}) must be a multiple of patch_time ({self.patch_time})")
 
     @property
@@ -134,14 +129,14 @@ class ModelConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.embed_dim % self.num_heads == 0,
+        check(self.embed_dim % self.num_heads == 0,
                f"model.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        _check(self.decoder_embed_dim % self.decoder_num_heads == 0,
+        check(self.decoder_embed_dim % self.decoder_num_heads == 0,
                "model.decoder_embed_dim must be divisible by decoder_num_heads")
-        _check(0.0 <= self.mask_ratio < 1.0, f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
-        _check(self.mask_ratio_max is None or self.mask_ratio <= self.mask_ratio_max < 1.0,
+        check(0.0 <= self.mask_ratio < 1.0, f"model.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        check(self.mask_ratio_max is None or self.mask_ratio <= self.mask_ratio_max < 1.0,
                f"model.mask_ratio_max must be in [mask_ratio, 1), got {self.mask_ratio_max}")
-        _check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
+        check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
 
 
 @dataclass
@@ -176,18 +171,18 @@ class AugmentConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.augmenter in AUGMENTERS,
+        check(self.augmenter in AUGMENTERS,
                f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {self.augmenter!r}")
-        _check(self.variants >= 1, f"augment.variants must be >= 1, got {self.variants}")
-        _check(0.0 < self.t0 <= 1.0, f"augment.t0 must be in (0, 1], got {self.t0}")
-        _check(1 <= self.steps_min <= self.steps_max,
+        check(self.variants >= 1, f"augment.variants must be >= 1, got {self.variants}")
+        check(0.0 < self.t0 <= 1.0, f"augment.t0 must be in (0, 1], got {self.t0}")
+        check(1 <= self.steps_min <= self.steps_max,
                f"augment: need 1 <= steps_min <= steps_max, got {self.steps_min}, {self.steps_max}")
-        _check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
-        _check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
-        _check(self.batch_size >= 1, "augment.batch_size must be >= 1")
-        _check(0.0 <= self.eta <= 1.0, f"augment.eta must be in [0, 1], got {self.eta}")
-        _check(self.num_actors is None or self.num_actors >= 1, "augment.num_actors must be >= 1 or None")
-        _check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
+        check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
+        check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
+        check(self.batch_size >= 1, "augment.batch_size must be >= 1")
+        check(0.0 <= self.eta <= 1.0, f"augment.eta must be in [0, 1], got {self.eta}")
+        check(self.num_actors is None or self.num_actors >= 1, "augment.num_actors must be >= 1 or None")
+        check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
 
     @property
     def per_step(self) -> bool:
@@ -218,11 +213,11 @@ class OptimizerConfig(Section):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = self.section
-        _check(self.epochs >= 1 and self.batch_size >= 2, f"{name}: epochs >= 1 and batch_size >= 2")
-        _check(0 < self.lr <= 1, f"{name}.lr must be in (0, 1], got {self.lr}")
-        _check(self.tau > 0, f"{name}.tau must be > 0, got {self.tau}")
-        _check(self.warmup_epochs >= 0 and self.grad_clip >= 0, f"{name}: warmup_epochs and grad_clip must be >= 0")
-        _check(self.schedule == "cosine" or self.warmup_epochs == 0,
+        check(self.epochs >= 1 and self.batch_size >= 2, f"{name}: epochs >= 1 and batch_size >= 2")
+        check(0 < self.lr <= 1, f"{name}.lr must be in (0, 1], got {self.lr}")
+        check(self.tau > 0, f"{name}.tau must be > 0, got {self.tau}")
+        check(self.warmup_epochs >= 0 and self.grad_clip >= 0, f"{name}: warmup_epochs and grad_clip must be >= 0")
+        check(self.schedule == "cosine" or self.warmup_epochs == 0,
                f"{name}: warmup_epochs needs schedule 'cosine' (the constant schedule has no warm-up)")
 
 
@@ -241,7 +236,7 @@ class PretrainConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         weights = (self.lambda_con, self.lambda_vcr, self.lambda_mae)
-        _check(min(weights) >= 0 and sum(weights) > 0, f"pretrain: loss weights must be >= 0, sum > 0: {weights}")
+        check(min(weights) >= 0 and sum(weights) > 0, f"pretrain: loss weights must be >= 0, sum > 0: {weights}")
 
 
 @dataclass
@@ -255,7 +250,7 @@ class FinetuneConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(min(self.lambda_scl, self.lambda_ce) >= 0 and self.lambda_scl + self.lambda_ce > 0,
+        check(min(self.lambda_scl, self.lambda_ce) >= 0 and self.lambda_scl + self.lambda_ce > 0,
                "finetune: loss weights must be >= 0 with a positive sum")
 
 
@@ -276,10 +271,10 @@ class ScoreConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.method in SCORES, f"score.method must be one of {sorted(SCORES)}, got {self.method!r}")
-        _check(1 <= self.components <= 4096, f"score.components must be in [1, 4096], got {self.components}")
-        _check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
-        _check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
+        check(self.method in SCORES, f"score.method must be one of {sorted(SCORES)}, got {self.method!r}")
+        check(1 <= self.components <= 4096, f"score.components must be in [1, 4096], got {self.components}")
+        check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
+        check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
 
 
 @dataclass
@@ -293,7 +288,7 @@ class BaselineConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.epochs >= 1 and self.batch_size >= 2 and self.lr > 0 and self.frames >= 1,
+        check(self.epochs >= 1 and self.batch_size >= 2 and self.lr > 0 and self.frames >= 1,
                "baseline: epochs >= 1, batch_size >= 2, lr > 0, frames >= 1")
 
 
@@ -314,10 +309,10 @@ class ScaleConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.num_workers is None or self.num_workers >= 0, "scale.num_workers must be >= 0")
-        _check(self.cpus_per_worker > 0, "scale.cpus_per_worker must be > 0")
-        _check(self.keep_checkpoints >= 1, "scale.keep_checkpoints must be >= 1")
-        _check(self.shuffle_buffer_batches >= 1, "scale.shuffle_buffer_batches must be >= 1")
+        check(self.num_workers is None or self.num_workers >= 0, "scale.num_workers must be >= 0")
+        check(self.cpus_per_worker > 0, "scale.cpus_per_worker must be > 0")
+        check(self.keep_checkpoints >= 1, "scale.keep_checkpoints must be >= 1")
+        check(self.shuffle_buffer_batches >= 1, "scale.shuffle_buffer_batches must be >= 1")
 
 
 @dataclass
@@ -351,14 +346,14 @@ class Config:
         """The named preset (`data["preset"]`, else `tiny`) with the sections and keys `data` gives laid over
         it: a partial file is its preset plus its changes. Values are converted to each field's type."""
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        _check(not unknown, f"unknown config sections: {sorted(unknown)}")
+        check(not unknown, f"unknown config sections: {sorted(unknown)}")
         name = data.get("preset") or "tiny"
-        _check(name in PRESETS, f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        check(name in PRESETS, f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         merged = PRESETS[name]().to_dict()
         for section, values in data.items():
             if section == "preset":
                 continue
-            _check(isinstance(values, dict) or values is None, f"config section {section!r} must be a mapping")
+            check(isinstance(values, dict) or values is None, f"config section {section!r} must be a mapping")
             merged[section].update(values or {})
         kwargs: dict[str, Any] = {"preset": name}
         for f in dataclasses.fields(cls):
@@ -372,7 +367,7 @@ class Config:
         data = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
-            _check(section in data and isinstance(data[section], dict) and name in data[section],
+            check(section in data and isinstance(data[section], dict) and name in data[section],
                    f"unknown config key {key!r}")
             data[section][name] = value
         return Config.from_dict(data)
@@ -381,7 +376,7 @@ class Config:
 def _build_section(section_cls: type, name: str, values: dict[str, Any], given: set[str]) -> Any:
     kinds = field_types(section_cls)
     unknown = set(values) - set(kinds)
-    _check(not unknown, f"unknown keys in config section {name!r}: {sorted(unknown)}")
+    check(not unknown, f"unknown keys in config section {name!r}: {sorted(unknown)}")
     return section_cls(**{key: coerce(f"{name}.{key}", value, kinds[key]) if key in given else value
                           for key, value in values.items()})
 
@@ -428,7 +423,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """A preset (default `tiny`), or a YAML file laid over the preset it names (or over `preset`), with dotted
     overrides applied. A file naming one preset and `preset` another is an error."""
-    _check(preset is None or preset in PRESETS, f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    check(preset is None or preset in PRESETS, f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     if path is None:
         config = PRESETS[preset or "tiny"]()
     else:
@@ -436,9 +431,9 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         data = load_yaml(path.read_text(), str(path)) or {}
-        _check(isinstance(data, dict), f"{path}: a config file is a mapping of sections")
+        check(isinstance(data, dict), f"{path}: a config file is a mapping of sections")
         named = data.get("preset")
-        _check(preset is None or named is None or named == preset,
+        check(preset is None or named is None or named == preset,
                f"{path} is based on preset {named!r} but --preset {preset!r} was given: drop one of them")
         config = Config.from_dict(dict(data, preset=named or preset or "tiny"))
     return config.override(overrides or {})

@@ -14,7 +14,8 @@ import yaml
 from rcmae.errors import ConfigError, bounded
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
+    """A ConfigError with `message` unless `condition` holds."""
     if not condition:
         raise ConfigError(message)
 
@@ -33,7 +34,7 @@ def load_yaml(text: str, source: str) -> Any:
     while pending:
         value = pending.pop()
         count += 1
-        _check(count <= YAML_NODES_MAX, f"{source}: refused: its aliases expand to more than {YAML_NODES_MAX:,} "
+        check(count <= YAML_NODES_MAX, f"{source}: refused: its aliases expand to more than {YAML_NODES_MAX:,} "
                                         f"values")
         if isinstance(value, dict):
             pending += [*value.keys(), *value.values()]
@@ -86,7 +87,7 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
     `Literal` of choices, list, dict, or a union of these with None. Anything else is a ConfigError naming the
     key, the value and the type expected."""
     if _is_none(value, kind):
-        _check(_holds(kind, lambda option: option is type(None)), f"{key}: got no value, expected {_type_name(kind)}")
+        check(_holds(kind, lambda option: option is type(None)), f"{key}: got no value, expected {_type_name(kind)}")
         return None
     options = get_args(kind) if get_origin(kind) in (Union, types.UnionType) else (kind,)
     for option in options:
@@ -120,7 +121,7 @@ def _coerce_one(key: str, value: Any, kind: Any) -> Any:
             number = float(value)
         except (ValueError, OverflowError):
             return _NOT_THIS
-        _check(math.isfinite(number), f"{key}: {bounded(value)} is not a finite number")
+        check(math.isfinite(number), f"{key}: {bounded(value)} is not a finite number")
         return number
     if kind is str:
         return value if isinstance(value, str) else _NOT_THIS

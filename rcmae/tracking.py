@@ -99,7 +99,7 @@ class Scalars:
     def __init__(self, folder: str | Path | None, mlflow: MlflowTarget | None = None):
         self.folder = Path(folder) if folder is not None else None
         self.mlflow = mlflow if folder is not None else None
-        self._writer = None
+        self._writer = self._client = None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.folder is None:
@@ -108,7 +108,8 @@ class Scalars:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.mlflow.client().log_batch(self.mlflow.run_id, metrics=[
+            self._client = self._client or self.mlflow.client()
+            self._client.log_batch(self.mlflow.run_id, metrics=[
                 Metric(key, float(value), now, step) for key, value in values.items()])
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
