@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rcmae.config import Config
 from rcmae.data.audio import load_clip, prepare
 from rcmae.data.feature_table import machine_key
 from rcmae.data.layout import parse_clip_name
@@ -32,6 +33,16 @@ class Result:
     # with explain=True: (windows, rows, cols) anomaly maps, one value per patch of each window's (frequency x time)
     # grid, low rows low frequencies (`rcmae.evaluate.maps.patch_bands` / `patch_times` give hertz and seconds)
     maps: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A recording checked and prepared for the model (`Detector.prepare`)."""
+
+    key: str            # the machine, "type/ID"
+    machine_type: str
+    machine_id: str
+    wave: np.ndarray    # mono, at the model's sample rate, whole
 
 
 class Detector:
@@ -53,19 +64,25 @@ class Detector:
     def sample_rate(self) -> int:
         return self._scorer.config.audio.sample_rate
 
+    @property
+    def clip_seconds(self) -> float | None:
+        """The model's clip length: longer recordings are scored in windows of it (None: each clip whole)."""
+        return self._scorer.config.audio.clip_seconds
+
+    @property
+    def method(self) -> str:
+        return self._scorer.method
+
+    @property
+    def config(self) -> Config:
+        """The configuration the model was trained with."""
+        return self._scorer.config
+
     def score(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
               explain: bool = False) -> Result:
         """Score a waveform ([n] or [channels, n] samples), resampled and downmixed as the training clips were;
         `explain` adds the anomaly maps."""
-        machine_id = f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)
-        key = machine_key(machine_type, machine_id)
-        if key not in self.machines:
-            raise RcmaeError(f"unknown machine {key}: this model knows {', '.join(self.machines)}")
-        audio = replace(self._scorer.config.audio, clip_seconds=None)
-        wave = prepare(np.asarray(waveform), int(sample_rate), audio, "<waveform>")
-        return self._result(key, dict(path="<waveform>", file_name="<waveform>", machine_type=machine_type,
-                                      machine_id=machine_id, split="test", label="unknown", domain="unknown",
-                                      attributes=""), wave, explain)
+        return self.score_prepared([self.prepare(waveform, sample_rate, machine_type, machine_id)], explain)[0]
 
     def score_file(self, path: str | Path, machine_type: str | None = None,
                    machine_id: str | int | None = None, explain: bool = False) -> Result:
@@ -76,11 +93,32 @@ class Detector:
         wave = load_clip(path, replace(self._scorer.config.audio, clip_seconds=None))
         return self.score(wave, self.sample_rate, machine_type, machine_id, explain)
 
-    def _result(self, key: str, clip: dict, wave: np.ndarray, explain: bool) -> Result:
-        windows = self._scorer.windows(clip, wave)
-        scored = self._scorer.score_windows(windows)
-        score, threshold, decision = self._scorer.verdict(key, scored.scores)
-        return Result(score=score, decision=decision, threshold=threshold, method=self._scorer.method,
-                      window_scores=tuple(float(s) for s in scored.scores),
-                      window_starts_s=tuple(round(w["start_s"], 3) for w in windows),
-                      maps=scored.maps if explain else None)
+    def prepare(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
+                name: str = "<waveform>") -> Prepared:
+        """A waveform checked (a machine this model knows, audio as training accepted it: an `RcmaeError`
+        naming `name` otherwise), downmixed and resampled, ready for `score_prepared`."""
+        machine_id = f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)
+        key = machine_key(machine_type, machine_id)
+        if key not in self.machines:
+            raise RcmaeError(f"unknown machine {key}: this model knows {', '.join(self.machines)}")
+        audio = replace(self._scorer.config.audio, clip_seconds=None)
+        return Prepared(key, machine_type, machine_id, prepare(np.asarray(waveform), int(sample_rate), audio, name))
+
+    def score_prepared(self, recordings: list[Prepared], explain: bool = False) -> list[Result]:
+        """Results of several prepared recordings, their windows scored together (a batch of requests shares
+        the model's passes; each result equals the recording scored alone)."""
+        windows = [self._scorer.windows(dict(path=str(i), file_name="<waveform>", machine_type=r.machine_type,
+                                             machine_id=r.machine_id, split="test", label="unknown",
+                                             domain="unknown", attributes=""), r.wave)
+                   for i, r in enumerate(recordings)]
+        scored = self._scorer.score_windows([w for mine in windows for w in mine])
+        results, first = [], 0
+        for recording, mine in zip(recordings, windows):
+            part = slice(first, first + len(mine))
+            first += len(mine)
+            score, threshold, decision = self._scorer.verdict(recording.key, scored.scores[part])
+            results.append(Result(score=score, decision=decision, threshold=threshold, method=self._scorer.method,
+                                  window_scores=tuple(float(s) for s in scored.scores[part]),
+                                  window_starts_s=tuple(round(w["start_s"], 3) for w in mine),
+                                  maps=scored.maps[part] if explain else None))
+        return results

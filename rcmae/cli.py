@@ -172,6 +172,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT.anomaly_found if any(row["decision"] for row in result.rows) else EXIT.ok
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rcmae.serve.app import ServiceSettings, run_service
+    from rcmae.serve.uploads import Limits
+
+    settings = ServiceSettings(str(args.checkpoint), args.method, args.aggregate, args.max_batch_size,
+                               args.batch_wait_ms / 1000, Limits(int(args.max_upload_mb * 2**20), args.max_seconds))
+    run_service(settings, args.host, args.port, args.replicas)
+    return EXIT.ok
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from rcmae.baseline import run_reference
     from rcmae.evaluate.families import fault_families
@@ -353,6 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "compares them)")
     p.add_argument("--windows", type=Path, help="also write every window's score: file, start_s, end_s, score")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("serve", help="a live scoring service on Ray Serve: POST /score (a WAV file), GET /healthz, "
+                                     "GET / (a web page); runs until Ctrl-C")
+    p.add_argument("--checkpoint", required=True, type=Path, help="a fine-tuned model folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
+                                                       "only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=count(1), help="a fixed number of replicas (default: autoscaling from 1 to "
+                                                     "one per GPU, or per CPU without GPUs)")
+    p.add_argument("--method", choices=sorted(SCORES))
+    p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="mean")
+    p.add_argument("--max-batch-size", type=count(1), default=8, help="requests scored together (1: no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="larger uploads get 413")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="longer recordings get 413")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("baseline", help="fit + evaluate a reference: the DCASE 2020 dense AE baseline, or the floor "
                                         "(a per-ID Gaussian on each clip's log-mel mean and standard deviation)")

@@ -6,6 +6,7 @@ Every failure is an AudioError with a reason; the pipeline turns it into a rejec
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ def decode(source: str | Path | bytes, label: str | Path | None = None) -> tuple
         with io.BytesIO(source) if isinstance(source, bytes) else open(path_of(source), "rb") as handle:
             data, rate = sf.read(handle, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for corrupt input
-        raise AudioError(name, f"unreadable or truncated audio ({type(error).__name__}: {error})") from None
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the bytes", str(error))
+        raise AudioError(name, f"unreadable or truncated audio ({type(error).__name__}: {reason})") from None
     return data.T, int(rate)
 
 

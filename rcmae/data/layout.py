@@ -62,6 +62,15 @@ class ClipIndex:
         return self.table.num_rows
 
 
+def machine_id_of(file_name: str) -> str | None:
+    """The machine ID (DCASE 2021+: section) a DCASE file name carries; None for other names."""
+    stem = Path(file_name).stem
+    for grammar in (_DCASE2020, _DCASE2020_UNLABELLED, _DCASE2021, _DCASE2021_UNLABELLED):
+        if match := grammar.match(stem):
+            return match["id"]
+    return None
+
+
 def parse_clip_name(path: Path) -> dict[str, str]:
     """Parse one clip path; raises LayoutError naming the file and the expected patterns."""
     stem, split_dir = path.stem, path.parent.name

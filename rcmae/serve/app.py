@@ -1,0 +1,210 @@
+"""The live service: a Ray Serve deployment holding one `Detector` per replica behind a FastAPI ingress.
+
+    POST /score     a WAV body (machine_type / machine_id / filename as query parameters) or a multipart upload
+                    (`file`, with machine_type / machine_id fields or a DCASE file name) -> the API's `Result` as
+                    JSON; `?view=1` adds the recording's log-mel for the page
+    GET  /healthz   {"status": "ok", the machines, the method, ...}
+    GET  /          the web page (upload a file or record from the microphone)
+
+Requests are scored in batches (`@serve.batch`: the windows of every waiting request share the model's passes).
+`rcmae serve` runs it; `serve run rcmae.serve.app:build checkpoint=DIR` or a Serve config YAML
+(`cluster/serve.yaml`, `serve deploy`) does the same on a cluster.
+"""
+
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from ray import serve
+from starlette.formparsers import MultiPartException
+
+import rcmae
+from rcmae.api import Detector, Prepared, Result
+from rcmae.errors import RcmaeError
+from rcmae.models.checkpoint import META
+from rcmae.serve.uploads import Limits, UploadError, check_declared_size, media_type, read_upload
+from rcmae.serve.view import logmel_view
+
+log = logging.getLogger(__name__)
+PAGE = resources.files("rcmae.serve").joinpath("page.html")
+api = FastAPI(title="rcmae", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    checkpoint: str                    # a fine-tuned model folder
+    method: str | None = None          # the score method (default: the model's)
+    aggregate: str = "mean"            # a long recording's score from its windows'
+    max_batch_size: int = 8            # requests scored together; 1 turns batching off
+    batch_wait_s: float = 0.005        # how long a batch waits to fill
+    limits: Limits = Limits()
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.batch_wait_s < 0:
+            raise RcmaeError(f"batching: max_batch_size {self.max_batch_size} must be >= 1 and batch_wait_s "
+                             f"{self.batch_wait_s} >= 0")
+        if not (Path(self.checkpoint) / META).is_file():
+            raise RcmaeError(f"{self.checkpoint}: not a fine-tuned model folder (no meta.json); pass "
+                             f"`rcmae finetune`'s model folder, e.g. runs/main/finetune/model")
+
+    @classmethod
+    def from_args(cls, args: dict) -> "ServiceSettings":
+        """Settings from a Serve config's `args` (or `serve run ... key=value`): every value may be a string."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"limits"} | {"max_upload_mb", "max_seconds"}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise RcmaeError(f"unknown service argument(s) {', '.join(unknown)}: choose from "
+                             f"{', '.join(sorted(known))}")
+        if "checkpoint" not in args:
+            raise RcmaeError("the service needs checkpoint=DIR (a fine-tuned model folder)")
+        limits = Limits(int(float(args.get("max_upload_mb", Limits.max_bytes / 2**20)) * 2**20),
+                        float(args.get("max_seconds", Limits.max_seconds)))
+        return cls(checkpoint=str(args["checkpoint"]), method=args.get("method") or None,
+                   aggregate=str(args.get("aggregate", "mean")), max_batch_size=int(args.get("max_batch_size", 8)),
+                   batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The body, refused (413) as soon as it passes the size limit, whatever Content-Length said."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise UploadError(413, f"upload over the limit of {limits.max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request, limits: Limits, machine_type: str | None, machine_id: str | None,
+                    filename: str | None) -> tuple[bytes, str | None, str | None, str | None]:
+    """(file bytes, file name, machine type, machine ID) of a multipart upload; form fields win over the query."""
+    try:
+        form = await request.form(max_files=1, max_fields=8, max_part_size=limits.max_bytes)
+    except MultiPartException as refused:
+        raise UploadError(400, f"multipart upload: {refused.message}") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise UploadError(400, "multipart upload without a `file` field holding the WAV file")
+    data = await upload.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise UploadError(413, f"{upload.filename}: over the limit of {limits.max_bytes} bytes")
+    field = lambda name, default: str(form.get(name) or "") or default  # noqa: E731
+    return data, upload.filename or filename, field("machine_type", machine_type), field("machine_id", machine_id)
+
+
+@serve.deployment(max_ongoing_requests=64)
+@serve.ingress(api)
+class ScoreService:
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.detector = Detector.load(settings.checkpoint, settings.method, settings.aggregate)
+        self.score_batch.set_max_batch_size(settings.max_batch_size)
+        self.score_batch.set_batch_wait_timeout_s(settings.batch_wait_s)
+
+    @api.get("/healthz")
+    def healthz(self) -> dict:
+        return dict(status="ok", version=rcmae.__version__, machines=self.detector.machines,
+                    method=self.detector.method, aggregate=self.settings.aggregate,
+                    sample_rate=self.detector.sample_rate, clip_seconds=self.detector.clip_seconds,
+                    max_upload_bytes=self.settings.limits.max_bytes, max_seconds=self.settings.limits.max_seconds)
+
+    @api.get("/", response_class=HTMLResponse)
+    def page(self) -> str:
+        return PAGE.read_text()
+
+    @api.post("/score")
+    async def score(self, request: Request, machine_type: str | None = None, machine_id: str | None = None,
+                    filename: str | None = None, view: bool = False):
+        limits = self.settings.limits
+        try:
+            check_declared_size(request.headers.get("content-length"), limits)
+            if media_type(request.headers.get("content-type")) == "multipart":
+                data, filename, machine_type, machine_id = await read_form(request, limits, machine_type,
+                                                                           machine_id, filename)
+            else:
+                data = await read_body(request, limits)
+            prepared = await asyncio.to_thread(read_upload, data, filename, machine_type, machine_id,
+                                               self.detector, limits)
+        except UploadError as refused:
+            return error(refused.status, str(refused))
+        result = await self.score_batch(prepared)
+        body = {k: v for k, v in dataclasses.asdict(result).items() if k != "maps"}
+        seconds = len(prepared.wave) / self.detector.sample_rate
+        body.update(machine=prepared.key, seconds=seconds, window_seconds=self.detector.clip_seconds or seconds)
+        if view:
+            body["view"] = await asyncio.to_thread(logmel_view, prepared.wave, self.detector.config)
+        return body
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def score_batch(self, recordings: list[Prepared]) -> list[Result]:
+        # in a thread: the replica's event loop keeps taking requests (the next batch fills while this one runs)
+        return await asyncio.to_thread(self.detector.score_prepared, recordings)
+
+
+def deployment_options(settings: ServiceSettings, replicas: int | None, resources: dict) -> dict:
+    """A fixed `replicas`, or an autoscaling range up to one replica per GPU (GPU replicas) or per CPU."""
+    gpus = int(resources.get("GPU", 0))
+    options: dict = dict(ray_actor_options={"num_cpus": 1, "num_gpus": 1 if gpus else 0})
+    if replicas is not None:
+        options["num_replicas"] = replicas
+    else:
+        most = max(1, gpus or int(resources.get("CPU", 1)))
+        options["autoscaling_config"] = dict(min_replicas=1, max_replicas=most,
+                                             target_ongoing_requests=2 * settings.max_batch_size)
+    return options
+
+
+def application(settings: ServiceSettings, replicas: int | None = None, resources: dict | None = None):
+    """The Serve application: the deployment bound to its settings."""
+    import ray
+
+    if replicas is not None and replicas < 1:
+        raise RcmaeError(f"--replicas {replicas}: at least 1")
+    if resources is None:
+        resources = ray.cluster_resources() if ray.is_initialized() else {}
+    options = deployment_options(settings, replicas, resources)
+    return ScoreService.options(**options).bind(settings)
+
+
+def build(args: dict):
+    """The application builder `serve run rcmae.serve.app:build checkpoint=DIR` and Serve config YAMLs name."""
+    replicas = args.get("replicas")
+    return application(ServiceSettings.from_args({k: v for k, v in args.items() if k != "replicas"}),
+                       int(replicas) if replicas is not None else None)
+
+
+def run_service(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000,
+                replicas: int | None = None) -> None:
+    """`rcmae serve`: the application on this machine's Ray (or RAY_ADDRESS's) until Ctrl-C or SIGTERM."""
+    from rcmae.distributed.runtime import ensure_ray
+
+    Detector.load(settings.checkpoint, settings.method, settings.aggregate)  # a bad folder: one line, here
+    ensure_ray()
+    serve.start(http_options={"host": host, "port": port})
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        serve.run(application(settings, replicas), name="rcmae", route_prefix="/")
+        print(f"serving http://{host}:{port}/ (POST /score, GET /healthz; Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log.info("stopping the service")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        serve.shutdown()
+
+
+def stop(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,235 @@
+"""`rcmae serve`: what an upload may be (4xx otherwise), batches that score as requests alone do, and the live
+service on a local Ray answering with `rcmae score`'s and the Python API's scores, in a real browser too."""
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from rcmae import Detector
+from rcmae.errors import RcmaeError
+from rcmae.serve.uploads import Limits, UploadError, check_declared_size, machine_of, media_type, read_upload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wav_bytes(wave: np.ndarray, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def valve_clips(toy_root, count=3):
+    return sorted((toy_root / "dev_data" / "valve" / "test").glob("*.wav"))[:count]
+
+
+@pytest.fixture(scope="module")
+def detector(finetuned_model):
+    return Detector.load(finetuned_model)
+
+
+def refused(status: int, call, *args) -> str:
+    with pytest.raises(UploadError) as caught:
+        call(*args)
+    assert caught.value.status == status, str(caught.value)
+    return str(caught.value)
+
+
+def test_an_upload_is_read_within_its_limits_or_refused_with_a_4xx(detector, toy_root):
+    clip = valve_clips(toy_root)[0]
+    data = clip.read_bytes()
+    prepared = read_upload(data, clip.name, "valve", None, detector, Limits())  # the ID from the DCASE name
+    assert prepared.key == "valve/00" and len(prepared.wave) == 32000
+    assert "empty" in refused(400, read_upload, b"", None, "valve", "00", detector, Limits())
+    assert "unreadable" in refused(400, read_upload, b"RIFF not a wav", "x.wav", "valve", "00", detector, Limits())
+    assert "bytes" in refused(413, read_upload, data, None, "valve", "00", detector, Limits(max_bytes=1000))
+    assert "1.5 s" in refused(413, read_upload, data, None, "valve", "00", detector, Limits(max_seconds=1.5))
+    assert "unknown machine valve/07" in refused(422, read_upload, data, None, "valve", "7", detector, Limits())
+    silent = wav_bytes(np.zeros(16000, np.float32))
+    assert "silent" in refused(400, read_upload, silent, None, "valve", "00", detector, Limits())
+    assert refused(413, check_declared_size, "999999", Limits(max_bytes=1000))
+    assert refused(400, check_declared_size, "lots", Limits())
+    check_declared_size(None, Limits())  # chunked: the body itself is counted as it arrives
+    assert media_type("audio/wav") == media_type("application/octet-stream") == "raw"
+    assert media_type("multipart/form-data; boundary=x") == "multipart"
+    assert "multipart/form-data" in refused(415, media_type, "text/plain")
+
+
+def test_the_machine_comes_from_fields_or_a_dcase_name(detector):
+    machines = detector.machines  # two types, each with IDs 00, 02, 04
+    assert machine_of(None, "valve", "02", machines) == ("valve", "02")
+    assert machine_of("normal_id_04_00000001.wav", "valve", None, machines) == ("valve", "04")
+    assert machine_of("section_02_source_test_normal_0001.wav", "valve", None, machines) == ("valve", "02")
+    assert "machine_type" in refused(422, machine_of, "normal_id_04_00000001.wav", None, None, machines)
+    only = [m for m in machines if m.startswith("valve/")]
+    assert machine_of("normal_id_04_00000001.wav", None, None, only) == ("valve", "04")
+    assert "machine_type and machine_id" in refused(422, machine_of, "recording.wav", None, None, machines)
+
+
+def test_a_batch_of_recordings_scores_as_each_alone(detector, toy_root):
+    waves = [sf.read(path, dtype="float32")[0] for path in valve_clips(toy_root)]
+    waves[1] = np.concatenate([waves[1]] * 3)  # 6 s: five windows among one-window recordings
+    prepared = [detector.prepare(wave, 16000, "valve", "00") for wave in waves]
+    together = detector.score_prepared(prepared)
+    for wave, result in zip(waves, together):
+        alone = detector.score(wave, 16000, "valve", "00")
+        assert result.score == pytest.approx(alone.score, rel=1e-5)
+        assert result.window_scores == pytest.approx(alone.window_scores, rel=1e-5)
+        assert result.window_starts_s == alone.window_starts_s and result.decision == alone.decision
+    assert len(together[1].window_scores) == 5
+
+
+def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
+    from rcmae.serve.app import ServiceSettings, deployment_options
+
+    settings = ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "4",
+                                          "max_upload_mb": "2", "max_seconds": "30"})
+    assert settings.max_batch_size == 4 and settings.limits == Limits(2 * 2**20, 30.0)
+    with pytest.raises(RcmaeError, match="unknown service argument"):
+        ServiceSettings.from_args({"checkpoint": str(finetuned_model), "batch": "4"})
+    with pytest.raises(RcmaeError, match="not a fine-tuned model folder"):
+        ServiceSettings(str(tmp_path))
+    on_gpus = deployment_options(settings, None, {"CPU": 16, "GPU": 2})
+    assert on_gpus["ray_actor_options"]["num_gpus"] == 1 and on_gpus["autoscaling_config"]["max_replicas"] == 2
+    on_cpus = deployment_options(settings, None, {"CPU": 6})
+    assert on_cpus["ray_actor_options"]["num_gpus"] == 0 and on_cpus["autoscaling_config"]["max_replicas"] == 6
+    assert deployment_options(settings, 3, {"CPU": 6})["num_replicas"] == 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def post(url: str, data: bytes, content_type: str = "audio/wav") -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refusal:
+        return refusal.code, json.loads(refusal.read())
+
+
+def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "rcmae-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+                 f"Content-Type: audio/wav\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture(scope="module")
+def service(finetuned_model, tmp_path_factory):
+    """`rcmae serve` on its own local Ray, on a free loopback port, stopped by Ctrl-C (SIGINT) at the end."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "rcmae.cli", "serve", "--checkpoint", str(finetuned_model),
+                                    "--port", str(port), "--replicas", "1", "--max-upload-mb", "1",
+                                    "--max-seconds", "30"], stdout=handle, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, RAY_ADDRESS=""))
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 240
+    while True:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=5) as answer:
+                health = json.loads(answer.read())
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"the service did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+    yield url, health
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_service_answers_with_the_scores_of_rcmae_score_and_the_api(service, detector, finetuned_model,
+                                                                         toy_root, tmp_path):
+    url, health = service
+    assert health["status"] == "ok" and health["machines"] == detector.machines
+    clips = valve_clips(toy_root)
+    long = tmp_path / "long_id_00.wav"  # 6 s: windowed
+    sf.write(long, np.concatenate([sf.read(clips[1], dtype="float32")[0]] * 3), 16000)
+    cli = subprocess.run([sys.executable, "-m", "rcmae.cli", "score", "--checkpoint", str(finetuned_model),
+                          "--machine-type", "valve", "--machine-id", "00", *map(str, clips), str(long)],
+                         capture_output=True, text=True)
+    assert cli.returncode in (0, 1), cli.stderr
+    expected = pd.read_csv(io.StringIO(cli.stdout)).set_index("file")
+    for path in [*clips, long]:
+        status, raw = post(url + "score?machine_type=valve&machine_id=00", path.read_bytes())
+        body, content_type = multipart({"machine_type": "valve", "machine_id": "00"}, path.name, path.read_bytes())
+        status_form, form = post(url + "score", body, content_type)
+        api = detector.score_file(path, "valve", "00")
+        assert status == status_form == 200, (raw, form)
+        for answer in (raw, form):
+            assert answer["score"] == pytest.approx(expected.loc[str(path), "score"], rel=1e-4)
+            assert int(answer["decision"]) == expected.loc[str(path), "decision"]
+            assert answer["score"] == pytest.approx(api.score, rel=1e-4)
+            assert answer["window_scores"] == pytest.approx(api.window_scores, rel=1e-4)
+            assert answer["threshold"] == pytest.approx(api.threshold) and answer["machine"] == "valve/00"
+    assert len(raw["window_starts_s"]) == 5  # the last answer: the 6 s recording
+
+    # concurrent requests share batches and still get their own scores
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: post(url + "score?machine_type=valve&machine_id=00", p.read_bytes()),
+                                clips * 3))
+    for path, (status, answer) in zip(clips * 3, answers):
+        assert status == 200 and answer["score"] == pytest.approx(expected.loc[str(path), "score"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_bad_uploads_get_a_4xx_with_the_reason(service, toy_root):
+    url, _ = service
+    clip = valve_clips(toy_root)[0].read_bytes()
+    assert post(url + "score?machine_type=valve&machine_id=00", b"not audio at all")[0] == 400
+    assert post(url + "score?machine_type=valve&machine_id=00", clip, "text/plain")[0] == 415
+    assert post(url + "score", clip)[0] == 422  # no machine
+    assert post(url + "score?machine_type=valve&machine_id=09", clip)[0] == 422
+    status, answer = post(url + "score?machine_type=valve&machine_id=00", wav_bytes(np.ones(40 * 8000) * 0.1, 8000))
+    assert status == 413 and "30 s" in answer["error"]  # 40 s at 8 kHz: under 1 MB, over 30 s
+    status, answer = post(url + "score?machine_type=valve&machine_id=00", clip * 20)  # 1.3 MB
+    assert status == 413 and "limit" in answer["error"]
+    body, content_type = multipart({"machine_type": "valve"}, "x.wav", b"")
+    assert post(url + "score", body.replace(b'name="file"', b'name="other"'), content_type)[0] == 400
+    page = urllib.request.urlopen(url, timeout=30).read().decode()
+    assert "<title>rcmae" in page and 'id="file"' in page
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_page_shows_the_score_in_a_real_browser(service, toy_root, tmp_path):
+    if not (os.environ.get("CHROMIUM") or shutil.which("chromium")):
+        pytest.skip("no Chromium here: apt-get install chromium (CI installs it)")
+    url, _ = service
+    clip = valve_clips(toy_root)[0]
+    screenshot = tmp_path / "page.png"
+    shown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_page.py"), "--url", url, "--clip",
+                            str(clip), "--machine", "valve/00", "--out", str(screenshot)],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    _, score, _, decision = shown.stdout.split()
+    status, answer = post(url + "score?machine_type=valve&machine_id=00", clip.read_bytes())
+    assert float(score) == pytest.approx(answer["score"], rel=1e-3)
+    assert decision == ("ANOMALY" if answer["decision"] else "normal")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
