@@ -233,3 +233,19 @@ def test_the_page_shows_the_score_in_a_real_browser(service, toy_root, tmp_path)
     assert float(score) == pytest.approx(answer["score"], rel=1e-3)
     assert decision == ("ANOMALY" if answer["decision"] else "normal")
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_serve_config_is_valid_and_builds_the_application(finetuned_model):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from rcmae.serve.app import build
+
+    raw = yaml.safe_load((ROOT / "cluster" / "serve" / "rcmae-serve.yaml").read_text())
+    config = ServeDeploySchema.model_validate(raw)
+    assert config.http_options.host == "127.0.0.1"  # loopback unless told otherwise
+    (application,) = config.applications
+    module, _, name = application.import_path.partition(":")
+    assert (module, name) == ("rcmae.serve.app", "build")
+    app = build(dict(application.args, checkpoint=str(finetuned_model)))
+    assert app._bound_deployment.name == application.deployments[0].name == "ScoreService"
