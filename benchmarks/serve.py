@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
     parser.add_argument("--max-batch-size", type=int, default=16, help="the batching arm's batch size")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the batching arm's wait for a batch")
     args = parser.parse_args()
     os.environ.setdefault("RCMAE_PROGRESS", "0")
     import ray
@@ -127,13 +128,12 @@ def main() -> None:
     rows = {}
     try:
         for batch in (1, args.max_batch_size):
-            settings = ServiceSettings(str(args.model), max_batch_size=batch)
+            settings = ServiceSettings(str(args.model), max_batch_size=batch, batch_wait_s=args.batch_wait_ms / 1000)
             serve.run(application(settings, replicas=1), name="rcmae", route_prefix="/")
             for concurrency in CONCURRENCY:
                 rows[batch, concurrency] = load(port, machine, files, concurrency, args.requests)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # the local instance, Serve with it
     print()
     print("| concurrency | batching | requests/s | p50 ms | p99 ms | p50 over the floor ms |")
     print("|---:|---|---:|---:|---:|---:|")
