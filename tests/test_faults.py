@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from rcmae.config import tiny
-from rcmae.data.run_folder import LOCK, FolderBusy, SettingsChanged, owned
-from rcmae.errors import DataError
+from rcmae.data.run_folder import LOCK, FolderBusy, SettingsChanged, lock_owner, owned
+from rcmae.errors import DataError, RcmaeError
 from rcmae.models.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.ray]
@@ -110,6 +110,58 @@ def test_the_lock_is_released_when_the_writer_fails(tmp_path):
         with owned(tmp_path, "test"):
             raise RuntimeError("boom")
     assert not (tmp_path / LOCK).exists()
+
+
+def foreign_lock(folder, heartbeat_age_s: float, lease_s: float = 60):
+    """A lock written by a process on a host that no longer exists, last renewed `heartbeat_age_s` ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    path.write_text(json.dumps({"host": "lost-node-7", "pid": 4242, "started": "2026-11-30 08:00:00",
+                                "what": "rcmae augment", "lease_s": lease_s, "token": "theirs"}))
+    then = time.time() - heartbeat_age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_a_lock_from_a_lost_host_is_taken_over_once_its_lease_ran_out(tmp_path, caplog):
+    foreign_lock(tmp_path, heartbeat_age_s=30)  # within its lease: the holder may still run
+    with pytest.raises(FolderBusy, match="lost-node-7"):
+        with owned(tmp_path, "test"):
+            pass
+    foreign_lock(tmp_path, heartbeat_age_s=90)  # past its 60 s lease
+    with caplog.at_level("WARNING", logger="rcmae.data.run_folder"):
+        with owned(tmp_path, "test"):
+            mine = json.loads((tmp_path / LOCK).read_text())
+            assert mine["host"] == socket.gethostname() and mine["pid"] == os.getpid()
+    assert "lost-node-7" in caplog.text and "pid 4242" in caplog.text and "past its 60 s lease" in caplog.text
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_held_lock_keeps_its_heartbeat_and_is_not_taken_over(tmp_path, monkeypatch):
+    monkeypatch.setenv("RCMAE_LOCK_LEASE_S", "0.4")
+    with owned(tmp_path, "test"):
+        path = tmp_path / LOCK
+        long_ago = time.time() - 100
+        os.utime(path, (long_ago, long_ago))
+        time.sleep(0.5)  # a quarter-lease heartbeat renews it
+        assert time.time() - path.stat().st_mtime < 0.4
+        assert lock_owner(tmp_path)["pid"] == os.getpid()
+        with pytest.raises(FolderBusy):
+            with owned(tmp_path, "second"):
+                pass
+    monkeypatch.setenv("RCMAE_LOCK_LEASE_S", "soon")
+    with pytest.raises(RcmaeError, match="RCMAE_LOCK_LEASE_S"):
+        with owned(tmp_path, "test"):
+            pass
+
+
+def test_a_half_written_lock_is_busy_at_first_and_stale_later(tmp_path):
+    path = tmp_path / LOCK
+    path.write_text("")  # a writer between creating the file and writing its record
+    assert lock_owner(tmp_path) is not None
+    then = time.time() - 60
+    os.utime(path, (then, then))  # still empty a minute later: left by a crash
+    assert lock_owner(tmp_path) is None
 
 
 def test_a_training_stage_owns_its_folder(tmp_path):

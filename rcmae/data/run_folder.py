@@ -1,18 +1,23 @@
 """A run folder has one writer at a time and remembers the settings that made it.
 
-`owned(folder)` holds `folder/.rcmae.lock` (the owner's host, pid and start time) while a stage writes there:
-a second writer fails at once naming the owner; a lock left by a process that no longer runs on this host
-is stale and taken over. `check_settings` compares what a folder was made with against a re-run's settings
-and stops on any difference, naming them and the two ways out.
+`owned(folder)` holds `folder/.rcmae.lock` (the owner's host, pid, start time and lease) while a stage writes
+there, renewing its heartbeat (the file's modification time, which a shared file system's server sets) every
+quarter lease: a second writer fails at once naming the owner. A lock is stale, and taken over with a warning
+naming its old holder, when its process no longer runs on this host, or, from any host, when its heartbeat is
+older than its lease (a lost node, a head pod recreated under another name). `check_settings` compares what a
+folder was made with against a re-run's settings and stops on any difference, naming them and the two ways out.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +25,10 @@ from typing import Iterator
 from rcmae.errors import RcmaeError
 
 LOCK = ".rcmae.lock"
+LEASE_ENV = "RCMAE_LOCK_LEASE_S"  # seconds a lock stays valid without a heartbeat (default DEFAULT_LEASE_S)
+DEFAULT_LEASE_S = 120.0
+UNREADABLE_GRACE_S = 10.0  # an unreadable lock younger than this is being written, not stale
+log = logging.getLogger(__name__)
 
 
 class FolderBusy(RcmaeError):
@@ -40,16 +49,75 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def lock_owner(folder: str | Path) -> dict | None:
-    """Who holds the folder's lock, or None when it is free (a stale lock on this host counts as free)."""
-    path = Path(folder) / LOCK
+def lease_seconds() -> float:
+    text = os.environ.get(LEASE_ENV)
     try:
-        owner = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        lease = float(text) if text else DEFAULT_LEASE_S
+    except ValueError:
+        raise RcmaeError(f"{LEASE_ENV}={text!r}: a number of seconds") from None
+    if lease <= 0:
+        raise RcmaeError(f"{LEASE_ENV}={text!r}: must be positive")
+    return lease
+
+
+def stale_reason(owner: dict, heartbeat_age_s: float) -> str | None:
+    """Why a lock no longer holds (its process is gone, its heartbeat is past its lease), or None."""
+    if not owner:  # unreadable: being written this instant, or left half-written by a crash
+        return "unreadable" if heartbeat_age_s > UNREADABLE_GRACE_S else None
     if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
+        return "its process is gone"
+    lease = float(owner.get("lease_s", DEFAULT_LEASE_S))
+    if heartbeat_age_s > lease:
+        return f"no heartbeat for {heartbeat_age_s:.0f} s, past its {lease:g} s lease"
+    return None
+
+
+def _read_lock(path: Path) -> tuple[dict, float] | None:
+    """(the lock's record, {} when unreadable; its heartbeat's age in seconds), or None without a lock."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    return owner
+    try:
+        owner = json.loads(text)
+    except json.JSONDecodeError:
+        owner = {}
+    return (owner if isinstance(owner, dict) else {}), age
+
+
+def lock_owner(folder: str | Path) -> dict | None:
+    """Who holds the folder's lock, or None when it is free (a stale lock counts as free)."""
+    found = _read_lock(Path(folder) / LOCK)
+    if found is None or stale_reason(*found) is not None:
+        return None
+    return found[0]
+
+
+class Heartbeat:
+    """Renews a held lock's modification time every quarter lease until stopped; stops renewing (with a
+    warning) if the lock file is no longer this holder's (taken over while this process was stalled)."""
+
+    def __init__(self, path: Path, token: str, lease_s: float):
+        self.path, self.token, self.interval = path, token, lease_s / 4
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rcmae-lock-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            found = _read_lock(self.path)
+            if found is None or found[0].get("token") != self.token:
+                log.warning(f"{self.path}: the lock is no longer this process's; another writer took it over")
+                return
+            os.utime(self.path)
 
 
 @contextmanager
@@ -57,26 +125,38 @@ def owned(folder: str | Path, what: str) -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
+    lease = lease_seconds()
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "what": what}
+          "what": what, "lease_s": lease, "token": uuid.uuid4().hex}
     for _ in range(2):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            owner = lock_owner(folder)
-            if owner is not None:
+            found = _read_lock(path)
+            if found is None:  # released meanwhile
+                continue
+            reason = stale_reason(*found)
+            if reason is None:
+                owner = found[0]
                 raise FolderBusy(f"{folder} is being written by {owner.get('what', 'another run')} (host "
                                  f"{owner.get('host')}, pid {owner.get('pid')}, since {owner.get('started')}): "
                                  f"wait for it, or use another --out") from None
-            path.unlink(missing_ok=True)  # stale: its owner is gone
+            if found[0]:
+                old = found[0]
+                log.warning(f"{folder}: taking over the lock of {old.get('what', 'a run')} (host {old.get('host')}, "
+                            f"pid {old.get('pid')}, since {old.get('started')}): {reason}")
+            path.unlink(missing_ok=True)
             continue
         with os.fdopen(handle, "w") as stream:
             stream.write(json.dumps(me))
         break
     try:
-        yield folder
+        with Heartbeat(path, me["token"], lease):
+            yield folder
     finally:
-        path.unlink(missing_ok=True)
+        found = _read_lock(path)
+        if found is not None and found[0].get("token") == me["token"]:
+            path.unlink(missing_ok=True)
 
 
 def check_settings(recorded: dict, wanted: dict, folder: str | Path) -> None:
