@@ -25,6 +25,11 @@ def test_launcher_passes_ray_validation_and_starts_its_workers(path):
     assert "--dashboard-host=127.0.0.1" in head  # job submission is not open on the network
     assert any(target == "." for target in raw["file_mounts"].values())  # the checkout goes to every node
     assert any(str(mount) in " ".join(raw["setup_commands"]) for mount in raw["file_mounts"])
+    # token auth on every node, with the one token file shipped to all of them
+    starts = raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]
+    assert all(c.startswith("RAY_AUTH_MODE=token ") for c in starts if " start " in f" {c} ")
+    assert any(mount.endswith("/.ray/auth_token") and source == "~/.ray/auth_token"
+               for mount, source in raw["file_mounts"].items())
 
 
 def test_gpu_launcher_pins_ray_autoscales_gpus_and_mounts_shared_storage():
@@ -59,3 +64,41 @@ def test_the_image_kuberay_runs_is_built_on_the_pinned_ray():
     base = next(line.split()[1] for line in (CLUSTER / "Dockerfile").read_text().splitlines()
                 if line.startswith("FROM "))
     assert image_tag_matches_ray(base)
+
+
+def test_kuberay_clusters_use_token_auth_and_the_rayjob_runs_the_main_job_on_its_own_cluster():
+    from ray.runtime_env import RuntimeEnv
+
+    cluster = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    assert cluster["spec"]["authOptions"] == {"mode": "token"}
+    job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob.yaml").read_text())
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert spec["rayClusterSpec"] == cluster["spec"]  # the same cluster, created for the job
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+    entry = spec["entrypoint"].split()
+    assert entry[:2] == ["python", "/home/ray/rcmae/jobs/run.py"] and entry[entry.index("--out") + 1].startswith(
+        "/mnt/shared/")
+    runtime_env = RuntimeEnv(**yaml.safe_load(spec["runtimeEnvYAML"]))
+    assert runtime_env["env_vars"]["HF_HOME"].startswith("/mnt/shared/")
+    gpu = [g for g in spec["rayClusterSpec"]["workerGroupSpecs"]
+           if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
+    assert gpu and all(g["minReplicas"] == 0 for g in gpu)
+
+
+def test_the_image_leaves_environments_runs_and_data_out():
+    ignored = (CLUSTER.parent / ".dockerignore").read_text().split()
+    assert {".venv/", "runs/", "data/", ".git/", "**/__pycache__/"} <= set(ignored)
+
+
+def test_the_job_runtime_envs_are_valid_and_pin_what_pyproject_pins():
+    import tomllib
+
+    from ray.runtime_env import RuntimeEnv
+
+    plain = RuntimeEnv(**yaml.safe_load((CLUSTER / "runtime_env" / "installed.yaml").read_text()))
+    with_pip = RuntimeEnv(**yaml.safe_load((CLUSTER / "runtime_env" / "pip.yaml").read_text()))
+    assert plain["env_vars"]["HF_HOME"] == with_pip["env_vars"]["HF_HOME"]
+    pinned = tomllib.loads((CLUSTER.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert with_pip["pip"]["packages"] == [d for d in pinned if not d.startswith("ray[")]
+    assert with_pip["env_vars"]["PYTHONPATH"] == "."

@@ -1,4 +1,5 @@
-"""End to end as a user runs it: `ray start --head`, `ray job submit ... jobs/pipeline.py`, `ray stop`."""
+"""End to end as a user runs it: `ray start --head` (token auth), `ray job submit ... jobs/pipeline.py` (with the
+token; without it the job is refused), `ray stop`."""
 
 import json
 import os
@@ -39,6 +40,17 @@ def test_job_submit_runs_the_main_job(tmp_path, no_local_ray):
     assert started.returncode == 0, started.stderr
     out = tmp_path / "run"
     try:
+        # the head runs with token auth: a client without the token is refused, and nothing runs
+        home = tmp_path / "home"  # no ~/.ray/auth_token to fall back on
+        home.mkdir()
+        for mode in ("token", "disabled"):
+            tokenless = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(home),
+                                                                                 "RAY_AUTH_MODE": mode}
+            refused = ray("job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--", "python", "-c",
+                          f"open({str(tmp_path / 'ran')!r}, 'w')", env=tokenless, timeout=120)
+            assert refused.returncode != 0, refused.stdout
+            assert "token" in (refused.stdout + refused.stderr).lower(), refused.stdout + refused.stderr
+        assert not (tmp_path / "ran").exists()
         job = ray("job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
                   "python", "jobs/pipeline.py", "--out", str(out), "--no-baseline",
                   "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", env=env, timeout=900)
