@@ -6,8 +6,9 @@ the machine (cores, memory, GPU or none) and the package versions.
 
 Sections: `families` (benchmarks/families.py: every score, the DCASE 2020 AE baseline and the floor per fault
 family, three seeds of the toy factory's small and hard presets and of its 10 s clips), `ablation` (`rcmae
-ablate` on the small toy factory, three seeds: the paper's Table 3 with factory-mix standing in for AudioLDM)
-and `serve` (benchmarks/serve.py on the small set's seed-0 model: the live service under load).
+ablate` on the small toy factory, three seeds: the paper's Table 3 with factory-mix standing in for AudioLDM),
+`scale` (benchmarks/scale.py: driver memory and time at paper feature size as the data grows) and `serve`
+(benchmarks/serve.py on the small set's seed-0 model: the live service under load).
 The runs are kept in --out and reused, so an interrupted regeneration resumes; a section not asked for keeps its
 text from the file's previous version (the file says which, and that their figures are older), or is left out.
 """
@@ -25,9 +26,10 @@ from pathlib import Path
 
 import families
 
-SECTIONS = ("families", "ablation", "serve")
+SECTIONS = ("families", "ablation", "scale", "serve")
 HEADINGS = {"families": "## What each score hears, per fault family",
-            "ablation": "## The paper's Table 3 on the toy factory", "serve": "## The live service under load"}
+            "ablation": "## The paper's Table 3 on the toy factory",
+            "scale": "## Driver memory and time as the data grows", "serve": "## The live service under load"}
 PACKAGES = ("rcmae", "torch", "torchaudio", "ray", "numpy", "scikit-learn", "scipy", "pyarrow")
 
 
@@ -67,6 +69,12 @@ def ablation_section(out: Path, seeds: list[int]) -> str:
     return "\n".join([HEADINGS["ablation"], "", f"`{' '.join(command)}`", "", table])
 
 
+def scale_section(out: Path, seeds: list[int]) -> str:
+    command = [sys.executable, str(Path(__file__).with_name("scale.py"))]
+    printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return "\n".join([HEADINGS["scale"], "", "`python benchmarks/scale.py`", "", "```", printed.strip(), "```"])
+
+
 def serve_section(out: Path, seeds: list[int]) -> str:
     run = families.run_once(out / "families", "small", seeds[0], True)
     command = [sys.executable, str(Path(__file__).with_name("serve.py")), "--model", str(run / "finetune" / "model"),
@@ -94,7 +102,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md")
     args = parser.parse_args()
-    makers = {"families": families_section, "ablation": ablation_section, "serve": serve_section}
+    makers = {"families": families_section, "ablation": ablation_section, "scale": scale_section,
+              "serve": serve_section}
     kept = {name: text for name, text in previous_sections(args.results).items() if name not in args.sections}
     made = {name: makers[name](args.out, args.seeds) for name in args.sections}
     body = [made.get(name) or kept[name] for name in SECTIONS if name in made or name in kept]

@@ -206,9 +206,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         run_augment(args.data, args.out / "augment", base_config(load_space(args.space)))
         features = args.out / "augment" / "features"
-    folder = run_tune(args.space, features, args.data, args.out, force=args.force)
+    folder = run_tune(args.space, features, args.data, args.out, force=args.force, mlflow_uri=_mlflow_uri(args))
     print(f"wrote {folder / 'trials.csv'}, {folder / 'trials.parquet'} and {folder / 'comparison.png'}")
     return 0
+
+
+def _mlflow_uri(args: argparse.Namespace) -> str | None:
+    if (args.tracking == "mlflow") != (args.tracking_uri is not None):
+        raise RcmaeError("--tracking mlflow and --tracking-uri URI go together (TensorBoard files are always written)")
+    return args.tracking_uri
+
+
+def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking", choices=["tensorboard", "mlflow"], default="tensorboard",
+                        help="also log to MLflow (TensorBoard event files are always written)")
+    parser.add_argument("--tracking-uri", help="the MLflow tracking server, e.g. http://127.0.0.1:5000")
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -230,10 +242,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
     config = _config_from(args).override(overrides)
-    if (args.tracking == "mlflow") != (args.tracking_uri is not None):
-        raise RcmaeError("--tracking mlflow and --tracking-uri URI go together (TensorBoard files are always written)")
     result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline,
-                     force=args.force, mlflow_uri=args.tracking_uri)
+                     force=args.force, mlflow_uri=_mlflow_uri(args))
     if result["mean"]:
         print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
     else:
@@ -394,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="DCASE-layout data (its test split is evaluated)")
     p.add_argument("--features", type=Path, help="feature folder from `rcmae augment` (made when omitted)")
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    _add_tracking_args(p)
     p.add_argument("--force", action="store_true",
                    help="start the sweep in --out again from nothing (by default an interrupted sweep is resumed)")
     p.set_defaults(func=cmd_tune)
@@ -416,9 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
-    p.add_argument("--tracking", choices=["tensorboard", "mlflow"], default="tensorboard",
-                   help="also log to MLflow (TensorBoard event files are always written)")
-    p.add_argument("--tracking-uri", help="the MLflow tracking server, e.g. http://127.0.0.1:5000")
+    _add_tracking_args(p)
     p.add_argument("--force", action="store_true",
                    help="redo the augmentation and stages a previous run made with other settings")
     p.set_defaults(func=cmd_run)

@@ -66,14 +66,19 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def require_mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise RcmaeError("--tracking mlflow needs MLflow: pip install 'rcmae[mlflow]' (or mlflow)") from None
+
+
 @contextmanager
 def mlflow_run(uri: str, name: str, params: dict[str, str]) -> Iterator[MlflowTarget]:
     """An MLflow run for the block (the experiment `rcmae` made when missing), active in this process."""
     global _active
-    try:
-        from mlflow.entities import Param
-    except ImportError:
-        raise RcmaeError("--tracking mlflow needs MLflow: pip install 'rcmae[mlflow]' (or mlflow)") from None
+    require_mlflow()
+    from mlflow.entities import Param
 
     client = MlflowTarget(uri, "").client()
     experiment = client.get_experiment_by_name("rcmae")

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -145,3 +146,29 @@ def test_rcmae_run_with_mlflow_tracking_logs_the_whole_job(ray_session, mlflow_s
     assert {"report.md", "metrics.json", "model"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     metrics = __import__("json").loads((out / "evaluation" / "metrics.json").read_text())
     assert run.data.metrics["evaluation/auc/valve"] == pytest.approx(metrics["per_type"]["valve"]["auc"])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_sweep_with_mlflow_tracking_makes_one_mlflow_run_per_trial(ray_session, mlflow_server, toy_root,
+                                                                     toy_features, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from rcmae.cli import main
+
+    space = tmp_path / "tracked.yaml"
+    space.write_text("name: tracked\npreset: tiny\nset:\n  pretrain.epochs: 1\n  finetune.epochs: 1\n"
+                     "  scale.num_workers: 0\nparams:\n  model.mask_ratio: {grid: [0.6, 0.7]}\n")
+    assert main(["tune", "--space", str(space), "--features", str(toy_features), "--data",
+                 str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "out"), "--tracking", "mlflow",
+                 "--tracking-uri", mlflow_server]) == 0
+    trials = pd.read_csv(tmp_path / "out" / "tracked" / "trials.csv").set_index("config/model.mask_ratio")
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("rcmae-tune-tracked")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    for run in runs:
+        ratio = float(run.data.params["model.mask_ratio"])
+        assert run.data.metrics["auc"] == pytest.approx(trials.loc[ratio, "auc"])  # the trial's final AUC
+        assert run.data.metrics["auc_valve"] == pytest.approx(trials.loc[ratio, "auc_valve"])
+        assert run.data.tags["rcmae.sweep"] == "tracked"

@@ -159,10 +159,23 @@ def search_algorithm(space: dict):
     return OptunaSearch(metric="auc", mode="max", sampler=TPESampler(seed=seed))
 
 
+def mlflow_callbacks(uri: str | None, name: str) -> list:
+    """Ray's own MLflow logger: one MLflow run per trial (a restored sweep keeps the callbacks it started with)."""
+    if uri is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from rcmae.tracking import require_mlflow
+
+    require_mlflow()
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"rcmae-tune-{name}", tags={"rcmae.sweep": name})]
+
+
 def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
-             force: bool = False) -> Path:
+             force: bool = False, mlflow_uri: str | None = None) -> Path:
     """Runs the sweep, or resumes the interrupted one in out_dir/<name> (`force`: starts it again from nothing);
-    writes trials.csv, trials.parquet, comparison.png and best.json there."""
+    writes trials.csv, trials.parquet, comparison.png and best.json there. With `mlflow_uri`, every trial is also
+    an MLflow run (its parameters, each reported result, in the experiment `rcmae-tune-<name>`)."""
     import shutil
 
     import ray
@@ -197,7 +210,8 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
             # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
             tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit,
                                         search_alg=search_algorithm(space)),
-            run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir)))
+            run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir),
+                                      callbacks=mlflow_callbacks(mlflow_uri, space["name"])))
         log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {experiment}")
     results = tuner.fit()
     return export_results(results, experiment, list((space.get("params") or {}).keys()))
