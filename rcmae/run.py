@@ -65,9 +65,11 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_pre
     config.to_yaml(out / "config.yaml")
     timings: dict[str, float] = {}
 
-    def timed(name: str, started: float) -> None:
+    def timed(name: str, started: float, count: int | None = None, unit: str = "clips") -> None:
+        """One plain line per finished step: its time, and with `count`, what it did and how fast."""
         timings[name] = time.time() - started
-        log.info(f"run: {name} finished in {timings[name]:.0f} s")
+        done = f" ({count} {unit}, {count / max(timings[name], 1e-9):.1f} {unit}/s)" if count is not None else ""
+        log.info(f"run: {name} finished in {timings[name]:.0f} s{done}")
 
     started = time.time()
     if data is None:
@@ -82,34 +84,34 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_pre
     note = cropping_note(index.table["path"].to_pylist(), config.audio)
     if note:
         log.warning(f"run: warning: {note}")
-    timed("data", started)
+    timed("data", started, len(index), "clips indexed")
 
     ensure_ray()
     started = time.time()
     summary = run_augment(data, out / "augment", config, force=force)
-    timed("augment", started)
+    timed("augment", started, summary["clips"])
     features = out / "augment" / "features"
 
     started = time.time()
     pretrain_dir = pretrain(config, features, out / "pretrain", force=force)
-    timed("pretrain", started)
+    timed("pretrain", started, config.pretrain.epochs, "epochs")
 
     started = time.time()
     finetune_dir = finetune(config, features, pretrain_dir, out / "finetune", force=force)
-    timed("finetune", started)
+    timed("finetune", started, config.finetune.epochs, "epochs")
 
     started = time.time()
     families = fault_families(data)
     scored = score_test_split(config, finetune_dir, features)
     metrics = write_scored(scored, finetune_dir, out / "evaluation", families=families)
-    timed("evaluate", started)
+    timed("evaluate", started, scored.num_rows, "test clips")
 
     references = {}
     for name in ("floor", "dcase2020_ae") if baseline else ("floor",):
         started = time.time()
         references[name] = run_reference(name, config, features, lambda machine_type: feature_test_split(
             features, machine_type=machine_type), out / REFERENCE_FOLDERS[name], families)
-        timed(REFERENCE_FOLDERS[name], started)
+        timed(REFERENCE_FOLDERS[name], started, scored.num_rows, "test clips")
     baseline_metrics = references.get("dcase2020_ae")
 
     tsne_rows = tsne_sample(feature_test_split(features), seed=seed)

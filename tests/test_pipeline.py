@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -37,8 +38,12 @@ def read(out):
     return table.to_pylist()
 
 
-def test_every_clip_accounted_for_and_corrupt_file_rejected(ray_session, small_root, tmp_path):
-    summary = run_augment(small_root, tmp_path, config())
+def test_every_clip_accounted_for_and_corrupt_file_rejected(ray_session, small_root, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="rcmae"):
+        summary = run_augment(small_root, tmp_path, config())
+    # the step ends with one plain line of what it did and how fast
+    assert re.search(r"augment: 25 clips \(24 usable, 2 rejected\), 24 augmented variants, in [\d.]+ s "
+                     r"\([\d.]+ clips/s\)", caplog.text), caplog.text
     rows = read(tmp_path)
     assert len(rows) == 25  # 24 clips + the corrupt one; the badly named file is rejected by name
     bad = [r for r in rows if r["error"]]

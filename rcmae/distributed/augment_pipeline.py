@@ -167,5 +167,7 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for line in reject_summary([(reject["path"], reject["reason"]) for reject in rejects]):
         log.warning(f"augment: rejected {line} (all in {out_dir / REJECTS})")
-    log.info(f"augment: {summary}")
+    log.info(f"augment: {summary['clips']} clips ({summary['usable']} usable, {summary['rejected']} rejected), "
+             f"{variants} augmented variants, in {seconds:.1f} s ({len(paths) / max(seconds, 1e-9):.1f} clips/s); "
+             f"{out_dir / SUMMARY}")
     return summary
