@@ -1,5 +1,5 @@
 """Run by tests/test_autoscaling.py in its own process (Ray's fake multi-node provider runs `ray stop --force`):
-a CPU-only head and a `{CPU: 1, GPU: 1}` node type from 0 nodes. Prints one JSON line of what happened."""
+a CPU-only head and a `{CPU: 1, GPU: 1}` node type from 0 to 3 nodes. Prints one JSON line of what happened."""
 
 import json
 import sys
@@ -11,6 +11,7 @@ import soundfile as sf
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 from ray.cluster_utils import AutoscalingCluster
 
+from rcmae.augment.tiny import save_tiny
 from rcmae.config import tiny
 from rcmae.distributed.augment_pipeline import run_augment
 from rcmae.distributed.runtime import ResourceError
@@ -35,11 +36,11 @@ class FakeGPUCluster(AutoscalingCluster):
             worker_setup_commands=[], head_start_ray_commands=[], worker_start_ray_commands=[], **config_kwargs)
 
 
-def toy_clips(root: Path) -> Path:
+def toy_clips(root: Path, count: int = 8) -> Path:
     folder = root / "dev_data" / "fan" / "train"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i in range(8):
+    for i in range(count):
         sf.write(folder / f"normal_id_{i % 2:02d}_{i:08d}.wav", 0.1 * rng.standard_normal(8000).astype(np.float32),
                  16000)
     return root
@@ -48,7 +49,7 @@ def toy_clips(root: Path) -> Path:
 def main(work: Path) -> None:
     cluster = FakeGPUCluster(head_resources={"CPU": 2},
                              worker_node_types={"gpu_node": dict(resources={"CPU": 1, "GPU": 1}, node_config={},
-                                                                 min_workers=0, max_workers=2)})
+                                                                 min_workers=0, max_workers=3)})
     cluster.start()
     try:
         ray.init("auto", logging_level="error")
@@ -67,9 +68,19 @@ def main(work: Path) -> None:
         table = ray.data.read_parquet(str(work / "gpu" / "features")).to_pandas()
         records = [p for cell in table["provenance"] for p in json.loads(cell)]
         gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
+        # an elastic pool: up to 3 GPU actors (a slow augmenter, the tiny AudioLDM), from the GPU nodes there now
+        elastic = base.override({"augment.augmenter": "audioldm", "augment.model": str(save_tiny(work / "tiny")),
+                                 "augment.num_actors": 3, "augment.batch_size": 1, "augment.steps_min": 10,
+                                 "augment.steps_max": 12})
+        gpus_before_growth = ray.cluster_resources().get("GPU", 0)
+        grown = run_augment(toy_clips(work / "many", 48), work / "grown", elastic)
+        grown_records = [p for cell in ray.data.read_parquet(str(work / "grown" / "features")).to_pandas()[
+            "provenance"] for p in json.loads(cell)]
         print(json.dumps(dict(gpus_at_start=gpus_at_start, never=never, clips=summary["clips"],
                               actor_nodes_with_gpu=all(r["node"] in gpu_nodes for r in records),
-                              devices=sorted({r["device"] for r in records}), gpu_nodes=len(gpu_nodes))))
+                              devices=sorted({r["device"] for r in records}), gpu_nodes=len(gpu_nodes),
+                              gpus_before_growth=gpus_before_growth, grown_clips=grown["clips"],
+                              grown_actors=grown["actors"], grown_nodes=len({r["node"] for r in grown_records}))))
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -1,4 +1,5 @@
-"""Plans that ask for GPUs make an autoscaler add GPU nodes; plans no node type can meet fail at once.
+"""Plans that ask for GPUs make an autoscaler add GPU nodes; plans no node type can meet fail at once; a GPU pool
+grows to its maximum as the autoscaler adds nodes.
 Simulated with Ray's fake multi-node provider in a separate process (it stops every Ray on the machine, so
 this runs with the end-to-end tests, after the session's Ray is shut down)."""
 
@@ -24,3 +25,6 @@ def test_gpu_actors_get_autoscaled_gpu_nodes_and_impossible_plans_fail(tmp_path,
     assert result["gpu_nodes"] >= 1 and result["actor_nodes_with_gpu"] and result["clips"] == 8
     assert result["devices"] == ["cpu"]  # fake GPU nodes have no CUDA: the actors fall back to the CPU
     assert "no node of this cluster" in result["never"] and "'GPU': 2" in result["never"]
+    # the elastic pool started on the GPU nodes already there and grew to its 3 actors as nodes arrived
+    assert result["gpus_before_growth"] < 3 and result["grown_clips"] == 48
+    assert result["grown_actors"] == 3 and result["grown_nodes"] == 3

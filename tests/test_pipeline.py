@@ -42,8 +42,8 @@ def test_every_clip_accounted_for_and_corrupt_file_rejected(ray_session, small_r
     with caplog.at_level("INFO", logger="rcmae"):
         summary = run_augment(small_root, tmp_path, config())
     # the step ends with one plain line of what it did and how fast
-    assert re.search(r"augment: 25 clips \(24 usable, 2 rejected\), 24 augmented variants, in [\d.]+ s "
-                     r"\([\d.]+ clips/s\)", caplog.text), caplog.text
+    assert re.search(r"augment: 25 clips \(24 usable, 2 rejected\), 24 augmented variants by \d actor\(s\), "
+                     r"in [\d.]+ s \([\d.]+ clips/s\)", caplog.text), caplog.text
     rows = read(tmp_path)
     assert len(rows) == 25  # 24 clips + the corrupt one; the badly named file is rejected by name
     bad = [r for r in rows if r["error"]]

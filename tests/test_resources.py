@@ -22,13 +22,13 @@ def test_explicit_gpu_training_is_requested_from_a_cluster_without_gpus():
 
 
 def test_augmentation_pool_plan():
-    assert pool_plan(AugmentConfig(), {"CPU": 4.0}) == PoolPlan(size=4, num_gpus=0, num_cpus=0.5)
+    assert pool_plan(AugmentConfig(), {"CPU": 4.0}) == PoolPlan(min_size=4, max_size=4, num_gpus=0, num_cpus=0.5)
     # auto: GPUs only for the diffusion augmenter, only when the cluster has them now
     assert pool_plan(AugmentConfig(augmenter="audioldm"), {"CPU": 8.0, "GPU": 2.0}).num_gpus == 1
     assert pool_plan(AugmentConfig(), {"CPU": 8.0, "GPU": 2.0}).num_gpus == 0
     # explicit: requested as given on a CPU-only cluster (an autoscaler adds the GPU nodes)
     explicit = pool_plan(AugmentConfig(use_gpu=True, num_actors=4, gpus_per_actor=0.5), {"CPU": 2.0})
-    assert explicit == PoolPlan(size=4, num_gpus=0.5, num_cpus=1)
+    assert explicit == PoolPlan(min_size=1, max_size=4, num_gpus=0.5, num_cpus=1)  # grows as GPU nodes arrive
     # the ablation's masking arm under the paper preset: log-mels only, so no GPU actors however use_gpu is set
     masking = paper().override({"augment.augmenter": "masking"}).augment
     assert masking.use_gpu is True and pool_plan(masking, {"CPU": 8.0, "GPU": 2.0}).num_gpus == 0
@@ -57,3 +57,25 @@ def test_on_a_cluster_without_autoscaler_a_gpu_request_fails_at_once(ray_session
     with pytest.raises(ResourceError, match="no node of this cluster"):
         require_feasible("training", {"CPU": 0.5, "GPU": 1})
     require_feasible("training", {"CPU": 0.5})
+
+
+def test_gpu_pools_start_with_what_is_there_and_grow_to_what_was_asked_or_can_be_reached():
+    audioldm = AugmentConfig(augmenter="audioldm")
+    # auto on a fixed cluster: one actor per GPU present
+    assert pool_plan(audioldm, {"CPU": 8.0, "GPU": 2.0}, reachable_gpus=2) == PoolPlan(2, 2, 1, 1)
+    # auto on an autoscaling cluster with 1 GPU now and 6 reachable: from 1 up to 6
+    assert pool_plan(audioldm, {"CPU": 8.0, "GPU": 1.0}, reachable_gpus=6) == PoolPlan(1, 6, 1, 1)
+    # asked for 3 with half a GPU each, 1 GPU now: 2 fit now, the third when a node arrives
+    asked = AugmentConfig(augmenter="audioldm", num_actors=3, gpus_per_actor=0.5)
+    assert pool_plan(asked, {"CPU": 8.0, "GPU": 1.0}, reachable_gpus=6) == PoolPlan(2, 3, 0.5, 1)
+    # CPU pools are sized from the cores present, fixed
+    assert pool_plan(AugmentConfig(), {"CPU": 4.0, "GPU": 1.0}, reachable_gpus=6) == PoolPlan(4, 4, 0, 0.5)
+
+
+def test_inference_pools_grow_from_the_workers_that_fit_now():
+    from rcmae.distributed.runtime import inference_pool
+
+    plan = scaling_plan(ScaleConfig(use_gpu=True, num_workers=4), {"CPU": 8.0, "GPU": 1.0})
+    assert inference_pool(plan, {"CPU": 8.0, "GPU": 1.0}) == PoolPlan(1, 4, 1, plan.resources_per_worker["CPU"])
+    cpu = scaling_plan(ScaleConfig(), {"CPU": 2.0})
+    assert inference_pool(cpu, {"CPU": 2.0}).min_size == inference_pool(cpu, {"CPU": 2.0}).max_size == cpu.num_workers

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from rcmae.config import Config
 from rcmae.data.layout import ClipIndex, index_clips, reject_summary
 from rcmae.data.run_folder import check_settings, owned
-from rcmae.distributed.runtime import ensure_ray, pool_plan, require_feasible
+from rcmae.distributed.runtime import ensure_ray, pool_plan, reachable_gpus, require_feasible
 from rcmae.errors import disk_full_named
 from rcmae.registry import AUGMENTERS
 
@@ -118,7 +118,8 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
     todo = clips.filter(pc.invert(pc.is_in(clips["path"], pa.array(sorted(done), pa.string()))))
     # a seeded random order: every block, and so every shard and training batch, mixes machine IDs
     todo = todo.take(pa.array(np.random.default_rng(config.augment.seed).permutation(todo.num_rows)))
-    plan = pool_plan(config.augment, ray.cluster_resources())
+    resources = ray.cluster_resources()
+    plan = pool_plan(config.augment, resources, reachable_gpus(resources))
     require_feasible("augmentation actor", {"CPU": plan.num_cpus, "GPU": plan.num_gpus})
     if config.augment.augmenter == "factory-mix":
         log.info("augment: using factory-mix, the weight-free prompt-driven noise mixer (no AudioLDM model given; "
@@ -127,7 +128,7 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
     making = (f"{config.augment.augmenter} x{config.augment.variants}" if config.augment.variants_written else
               f"log-mels only ({config.augment.augmenter} is applied to every training batch)")
     log.info(f"augment: {clips.num_rows} clips, {len(done)} already done, {todo.num_rows} to process: {making}, on "
-             f"{plan.size} actor(s)")
+             f"{plan.sizes} actor(s)")
     if todo.num_rows:
         batch = config.augment.batch_size
         blocks = [todo.slice(start, batch) for start in range(0, todo.num_rows, batch)]
@@ -139,7 +140,7 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
         dataset = dataset.map_batches(
             AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits),
             batch_size=batch, batch_format="pandas", num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
-            compute=ray.data.ActorPoolStrategy(size=plan.size))
+            compute=plan.strategy())
         with disk_full_named(features_dir, "writing features (a re-run keeps the shards already written)"):
             dataset.write_parquet(str(features_dir), ray_remote_args={"num_cpus": 0.25})
     return finalize(out_dir, index, clips, config, time.time() - started, settings)
@@ -160,14 +161,16 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
     rejects += [{"path": p, "reason": r} for p, r in index.skipped]
     pq.write_table(pa.Table.from_pylist(rejects, schema=pa.schema([("path", pa.string()), ("reason", pa.string())])),
                    out_dir / REJECTS)
-    variants = sum(len(json.loads(p)) for p in table["provenance"].to_pylist())
+    records = [record for cell in table["provenance"].to_pylist() for record in json.loads(cell)]
+    variants = len(records)
     summary = dict(clips=len(paths), usable=len(paths) - failed.num_rows, rejected=len(rejects),
-                   augmented_variants=variants, augmenter=config.augment.augmenter, model=config.augment.model,
+                   augmented_variants=variants, actors=len({record.get("worker") for record in records}),
+                   augmenter=config.augment.augmenter, model=config.augment.model,
                    variants_per_clip=config.augment.variants_written, seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for line in reject_summary([(reject["path"], reject["reason"]) for reject in rejects]):
         log.warning(f"augment: rejected {line} (all in {out_dir / REJECTS})")
     log.info(f"augment: {summary['clips']} clips ({summary['usable']} usable, {summary['rejected']} rejected), "
-             f"{variants} augmented variants, in {seconds:.1f} s ({len(paths) / max(seconds, 1e-9):.1f} clips/s); "
-             f"{out_dir / SUMMARY}")
+             f"{variants} augmented variants by {summary['actors']} actor(s), in {seconds:.1f} s "
+             f"({len(paths) / max(seconds, 1e-9):.1f} clips/s); {out_dir / SUMMARY}")
     return summary

@@ -13,7 +13,7 @@ from rcmae.data.feature_table import META_COLUMNS
 from rcmae.detect.apply import fit_machine
 from rcmae.detect.detector import Detector, load_detector
 from rcmae.detect.encode import TableEncoder
-from rcmae.distributed.runtime import require_feasible, scaling_plan
+from rcmae.distributed.runtime import inference_pool, require_feasible, scaling_plan
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import load_checkpoint
 
@@ -40,14 +40,15 @@ def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
     load_checkpoint(model_dir)
     if with_scores:
         load_detector(model_dir)
-    plan = scaling_plan(config.scale, ray.cluster_resources())
-    actor = plan.resources_per_worker
-    require_feasible("batch inference", actor)
+    resources = ray.cluster_resources()
+    plan = scaling_plan(config.scale, resources)
+    require_feasible("batch inference", plan.resources_per_worker)
+    pool = inference_pool(plan, resources)
     return dataset.map_batches(
         TableEncoder, fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), with_scores=with_scores,
                                                  keep_encoded=not with_scores),
-        batch_size=ENCODE_BATCH, batch_format="pyarrow", num_cpus=actor["CPU"], num_gpus=actor.get("GPU", 0),
-        compute=ray.data.ActorPoolStrategy(size=max(1, plan.num_workers)))
+        batch_size=ENCODE_BATCH, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
+        compute=pool.strategy())
 
 
 def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig, grid: tuple[int, int]) -> pa.Table:

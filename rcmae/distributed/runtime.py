@@ -100,11 +100,29 @@ class ResourcePlan:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """An augmentation actor pool: its size and what each actor reserves."""
+    """An actor pool that grows from `min_size` (what the cluster holds now) to `max_size` (what was asked for,
+    or what an autoscaling cluster can reach) as nodes arrive, and what each actor reserves."""
 
-    size: int
+    min_size: int
+    max_size: int
     num_gpus: float
     num_cpus: float
+
+    @property
+    def sizes(self) -> str:
+        return str(self.max_size) if self.min_size == self.max_size else f"{self.min_size} to {self.max_size}"
+
+    def strategy(self):
+        import ray.data
+
+        return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size)
+
+
+def fitting_now(wanted: int, per_actor: dict, resources: dict) -> int:
+    """How many of `wanted` actors the cluster's resources hold now (at least 1: the pool waits for it)."""
+    room = min((float(resources.get(name, 0)) / amount for name, amount in per_actor.items() if amount),
+               default=float(wanted))
+    return max(1, min(wanted, int(room + 1e-9)))
 
 
 def scaling_plan(scale: ScaleConfig, resources: dict) -> ResourcePlan:
@@ -123,30 +141,43 @@ def scaling_plan(scale: ScaleConfig, resources: dict) -> ResourcePlan:
     return ResourcePlan(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker)
 
 
-def pool_plan(augment: AugmentConfig, resources: dict) -> PoolPlan:
-    """Augmentation actor pool: size and per-actor resources. GPU actors when `augment.use_gpu` says so, or
+def pool_plan(augment: AugmentConfig, resources: dict, reachable_gpus: float | None = None) -> PoolPlan:
+    """Augmentation actor pool: sizes and per-actor resources. GPU actors when `augment.use_gpu` says so, or
     (auto) when the cluster has GPUs now and the augmenter's registry entry `needs_gpu` (never for one applied per
-    training step: its pipeline computes log-mels only); otherwise one CPU actor per
-    core, each reserving half a core so Ray Data's Parquet writers (and a previous pool still shutting down)
-    always find room; the reservation is a scheduling hint, not a cap."""
+    training step: its pipeline computes log-mels only): the pool starts with the actors the GPUs present hold
+    and grows to `augment.num_actors`, or (auto) to what `reachable_gpus` (the GPUs an autoscaling cluster can
+    reach) holds. Otherwise one CPU actor per core, each reserving half a core so Ray Data's Parquet writers
+    (and a previous pool still shutting down) always find room; the reservation is a scheduling hint, not a cap."""
     gpus_now = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     wants_gpu = AUGMENTERS[augment.augmenter].needs_gpu
     use_gpu = (bool(gpus_now) and wants_gpu) if augment.use_gpu is None else augment.use_gpu
     use_gpu = use_gpu and not augment.per_step  # log-mels only: a GPU would sit idle
     if use_gpu:
-        size = augment.num_actors or max(1, int(gpus_now / augment.gpus_per_actor))
-        return PoolPlan(size=size, num_gpus=augment.gpus_per_actor, num_cpus=1)
+        ceiling = max(gpus_now, reachable_gpus or 0)
+        most = augment.num_actors or max(1, int(ceiling / augment.gpus_per_actor + 1e-9))
+        return PoolPlan(min_size=fitting_now(most, {"GPU": augment.gpus_per_actor}, resources), max_size=most,
+                        num_gpus=augment.gpus_per_actor, num_cpus=1)
     size = augment.num_actors or max(1, min(8, int(cpus)))
-    return PoolPlan(size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
+    return PoolPlan(min_size=size, max_size=size, num_gpus=0, num_cpus=max(0.1, 0.5 * cpus / size))
 
 
-def autoscaler_node_types() -> list[dict] | None:
-    """Resources of the node types the cluster's autoscaler may start; [] without an autoscaler; None when
-    there is one but its node types cannot be read from here (the driver is not on the head node)."""
+def inference_pool(plan: ResourcePlan, resources: dict) -> PoolPlan:
+    """Batch inference's model actors: from those the cluster holds now up to the plan's workers."""
+    actor = plan.resources_per_worker
+    most = max(1, plan.num_workers)
+    return PoolPlan(min_size=fitting_now(most, actor, resources), max_size=most, num_gpus=actor.get("GPU", 0),
+                    num_cpus=actor["CPU"])
+
+
+def autoscaler_node_groups() -> list[tuple[dict, int]] | None:
+    """(resources, most nodes: -1 when unbounded) of each node type the cluster's autoscaler may start; [] without
+    an autoscaler; None when there is one but its node types cannot be read from here (the driver is not on the
+    head node)."""
     config = gcs_cluster_config()
     if config is not None:
-        return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+        return [(dict(group.resources), int(group.max_count)) for group in config.node_group_configs
+                if group.max_count != 0]
     if not autoscaler_status_published():
         return []
     monitor_args = autoscaler_monitor_args()  # autoscaler v1: the head's monitor process names its config file
@@ -156,8 +187,23 @@ def autoscaler_node_types() -> list[dict] | None:
     if path is None:  # a monitor without a config: `ray start` without autoscaling, no node can be added
         return []
     config = yaml.safe_load(Path(path).expanduser().read_text())
-    return [dict(node_type.get("resources", {})) for node_type in config.get("available_node_types", {}).values()
-            if node_type.get("max_workers", 1) != 0]
+    most = int(config.get("max_workers", -1))
+    return [(dict(node_type.get("resources", {})), int(node_type.get("max_workers", most)))
+            for node_type in config.get("available_node_types", {}).values() if node_type.get("max_workers", 1) != 0]
+
+
+def autoscaler_node_types() -> list[dict] | None:
+    """Resources of the node types the cluster's autoscaler may start (see `autoscaler_node_groups`)."""
+    groups = autoscaler_node_groups()
+    return None if groups is None else [resources for resources, _ in groups]
+
+
+def reachable_gpus(resources: dict) -> float:
+    """The GPUs this cluster can reach: those present, or every GPU node type at its most nodes when that is
+    more (an unbounded node type counts once: the pool's maximum is then the user's to set)."""
+    groups = autoscaler_node_groups() or []
+    startable = sum(group.get("GPU", 0) * (most if most > 0 else 1) for group, most in groups)
+    return max(float(resources.get("GPU", 0)), float(startable))
 
 
 def node_capacities() -> list[dict] | None:
