@@ -101,6 +101,8 @@ def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
     assert settings.max_batch_size == 4 and settings.limits == Limits(2 * 2**20, 30.0)
     with pytest.raises(RcmaeError, match="unknown service argument"):
         ServiceSettings.from_args({"checkpoint": str(finetuned_model), "batch": "4"})
+    with pytest.raises(RcmaeError, match="invalid literal"):
+        ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "many"})
     with pytest.raises(RcmaeError, match="not a fine-tuned model folder"):
         ServiceSettings(str(tmp_path))
     on_gpus = deployment_options(settings, None, {"CPU": 16, "GPU": 2})

@@ -65,11 +65,15 @@ class ServiceSettings:
                              f"{', '.join(sorted(known))}")
         if "checkpoint" not in args:
             raise RcmaeError("the service needs checkpoint=DIR (a fine-tuned model folder)")
-        limits = Limits(int(float(args.get("max_upload_mb", Limits.max_bytes / 2**20)) * 2**20),
-                        float(args.get("max_seconds", Limits.max_seconds)))
-        return cls(checkpoint=str(args["checkpoint"]), method=args.get("method") or None,
-                   aggregate=str(args.get("aggregate", "mean")), max_batch_size=int(args.get("max_batch_size", 8)),
-                   batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits)
+        try:
+            limits = Limits(int(float(args.get("max_upload_mb", Limits.max_bytes / 2**20)) * 2**20),
+                            float(args.get("max_seconds", Limits.max_seconds)))
+            return cls(checkpoint=str(args["checkpoint"]), method=args.get("method") or None,
+                       aggregate=str(args.get("aggregate", "mean")),
+                       max_batch_size=int(args.get("max_batch_size", 8)),
+                       batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits)
+        except ValueError as error:
+            raise RcmaeError(f"service arguments {args}: {error}") from None
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -100,7 +104,9 @@ async def read_form(request: Request, limits: Limits, machine_type: str | None, 
     data = await upload.read(limits.max_bytes + 1)
     if len(data) > limits.max_bytes:
         raise UploadError(413, f"{upload.filename}: over the limit of {limits.max_bytes} bytes")
-    field = lambda name, default: str(form.get(name) or "") or default  # noqa: E731
+    def field(name: str, default: str | None) -> str | None:
+        return str(form.get(name) or "") or default
+
     return data, upload.filename or filename, field("machine_type", machine_type), field("machine_id", machine_id)
 
 
