@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -20,7 +21,7 @@ from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="config preset (default: the one --config names, else tiny)")
-    parser.add_argument("--config", type=Path, help="YAML config file, laid over the preset it names")
+    parser.add_argument("--config", type=local_path, help="YAML config file, laid over the preset it names")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set pretrain.epochs=5 (repeatable)")
 
@@ -258,6 +259,15 @@ EXIT_STATUS = (f"exit status, every command: {EXIT.ok} done; {EXIT.anomaly_found
                f"weights, a full disk: one line, the traceback with --log-level debug); {EXIT.not_all_scored} some "
                f"inputs not scored (score, listed with the reason); {EXIT.internal_error} an internal error (a bug: "
                f"the traceback is printed); 130 interrupted")
+def local_path(text: str) -> Path:
+    """An argparse type: a local (or mounted) path; object-store URIs are refused by name, not taken as folders."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(
+            f"{text}: object-store URIs are not supported yet; give a folder on storage every node mounts at the "
+            f"same path (NFS, EFS, a ReadWriteMany volume)")
+    return Path(text)
+
+
 def count(minimum: int):
     """An argparse type: a whole number >= minimum, else a usage error naming the value."""
     def parse(text: str) -> int:
@@ -279,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write the toy-factory data set (DCASE 2020 dev layout, or 2021+ with a "
                                      "target domain)")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=local_path)
     p.add_argument("--preset", default="small", choices=sorted(SYNTH_PRESETS),
                    help="small: 2 s clips, 3 IDs per type; full: 10 s, DCASE-sized IDs; hard: 4 s clips whose faults "
                         "sound 0.2-2 s from a random onset, over louder impulsive background, with more timing faults "
@@ -299,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = data_sub.add_parser("download", help="download, verify (md5) and unpack a DCASE data set from Zenodo "
                                              "into the layout rcmae reads; an interrupted download resumes")
     d.add_argument("dataset", choices=sorted(DOWNLOADABLE))
-    d.add_argument("--out", required=True, type=Path)
+    d.add_argument("--out", required=True, type=local_path)
     d.add_argument("--sets", default="dev,additional,eval",
                    help="comma-separated parts: dev (development train+test), additional (more train IDs), "
                         "eval (evaluation test, unlabelled); default: %(default)s")
@@ -310,20 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data_download)
 
     p = sub.add_parser("index", help="index a DCASE-layout data root into a clip table")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out", type=Path, help="write the table as Parquet")
+    p.add_argument("--data", required=True, type=local_path)
+    p.add_argument("--out", type=local_path, help="write the table as Parquet")
     p.add_argument("--lenient", action="store_true", help="skip (and report) files with unknown names")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("config", help="print a preset's fields with their meaning, or write it as YAML")
     _add_config_args(p)
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=local_path)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("augment", help="Ray Data: read, augment K variants, log-mel -> Parquet (resumable)")
     _add_config_args(p)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data", required=True, type=local_path)
+    p.add_argument("--out", required=True, type=local_path)
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder (with --augmenter audioldm)")
     p.add_argument("--variants", type=count(1), help="augmented variants per train clip")
@@ -333,50 +343,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="stage 1: MAE + InfoNCE + VCR on (original, augmented) pairs")
     _add_config_args(p)
-    p.add_argument("--features", required=True, type=Path, help="feature folder written by `rcmae augment`")
-    p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes it)")
+    p.add_argument("--features", required=True, type=local_path, help="feature folder written by `rcmae augment`")
+    p.add_argument("--out", required=True, type=local_path, help="run folder (re-running resumes it)")
     p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="stage 2: supervised contrastive + cross-entropy over machine IDs")
     _add_config_args(p)
-    p.add_argument("--features", required=True, type=Path)
-    p.add_argument("--pretrained", required=True, type=Path, help="stage-1 model folder (PRETRAIN_OUT/model)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes it)")
+    p.add_argument("--features", required=True, type=local_path)
+    p.add_argument("--pretrained", required=True, type=local_path, help="stage-1 model folder (PRETRAIN_OUT/model)")
+    p.add_argument("--out", required=True, type=local_path, help="run folder (re-running resumes it)")
     p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a test split: DCASE CSVs and metrics.json")
-    p.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned model folder (FINETUNE_OUT/model)")
+    p.add_argument("--checkpoint", required=True, type=local_path, help="fine-tuned model folder (FINETUNE_OUT/model)")
     test = p.add_mutually_exclusive_group(required=True)
-    test.add_argument("--data", type=Path, help="DCASE-layout data: its test clips are read and featurised")
-    test.add_argument("--features", type=Path, help="feature folder from `rcmae augment`: its test rows are scored")
-    p.add_argument("--out", required=True, type=Path)
+    test.add_argument("--data", type=local_path, help="DCASE-layout data: its test clips are read and featurised")
+    test.add_argument("--features", type=local_path,
+                      help="feature folder from `rcmae augment`: its test rows are scored")
+    p.add_argument("--out", required=True, type=local_path)
     p.add_argument("--method", choices=sorted(SCORES), help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score recordings of any length (folders: their .wav files): CSV of file, "
                                      "machine_type, machine_id, score, decision; exit 0 all scored and normal, 1 an "
                                      "anomaly found, 3 some not scored (listed on stderr with the reason)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("audio", nargs="+", type=Path)
+    p.add_argument("--checkpoint", required=True, type=local_path)
+    p.add_argument("audio", nargs="+", type=local_path)
     p.add_argument("--machine-type", help="for file names outside the DCASE grammar")
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
     p.add_argument("--method", choices=sorted(SCORES))
-    p.add_argument("--out", type=Path, help="write the CSV here instead of standard output")
-    p.add_argument("--explain", type=Path, metavar="DIR",
+    p.add_argument("--out", type=local_path, help="write the CSV here instead of standard output")
+    p.add_argument("--explain", type=local_path, metavar="DIR",
                    help="write each recording's anomaly maps here: NAME.npy (windows x frequency rows x time "
                         "columns of the patch grid) and NAME.png (the highest-scoring window's log-mel under its map)")
     p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="mean",
                    help="a recording longer than the model's clip is scored in clip-long windows half a clip apart; "
                         "its score is their mean or max (default: %(default)s; benchmarks/long_recordings.py "
                         "compares them)")
-    p.add_argument("--windows", type=Path, help="also write every window's score: file, start_s, end_s, score")
+    p.add_argument("--windows", type=local_path, help="also write every window's score: file, start_s, end_s, score")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("serve", help="a live scoring service on Ray Serve: POST /score (a WAV file), GET /healthz, "
                                      "GET / (a web page); runs until Ctrl-C")
-    p.add_argument("--checkpoint", required=True, type=Path, help="a fine-tuned model folder")
+    p.add_argument("--checkpoint", required=True, type=local_path, help="a fine-tuned model folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
                                                        "only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000)
@@ -394,16 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(a per-ID Gaussian on each clip's log-mel mean and standard deviation)")
     _add_config_args(p)
     p.add_argument("--reference", choices=sorted(REFERENCES), default="dcase2020_ae")
-    p.add_argument("--features", required=True, type=Path)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--features", required=True, type=local_path)
+    p.add_argument("--data", required=True, type=local_path)
+    p.add_argument("--out", required=True, type=local_path)
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("tune", help="Ray Tune sweep: each trial = stage 1 + stage 2 + evaluation")
-    p.add_argument("--space", required=True, type=Path, help="search space YAML (see tune_spaces/)")
-    p.add_argument("--data", required=True, type=Path, help="DCASE-layout data (its test split is evaluated)")
-    p.add_argument("--features", type=Path, help="feature folder from `rcmae augment` (made when omitted)")
-    p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    p.add_argument("--space", required=True, type=local_path, help="search space YAML (see tune_spaces/)")
+    p.add_argument("--data", required=True, type=local_path, help="DCASE-layout data (its test split is evaluated)")
+    p.add_argument("--features", type=local_path, help="feature folder from `rcmae augment` (made when omitted)")
+    p.add_argument("--out", type=local_path, default=Path("runs/tune"))
     _add_tracking_args(p)
     p.add_argument("--force", action="store_true",
                    help="start the sweep in --out again from nothing (by default an interrupted sweep is resumed)")
@@ -412,8 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="Table 3: the same model with the configured augmentation and with time/"
                                       "frequency masking, over seeds -> ablation.md")
     _add_config_args(p)
-    p.add_argument("--data", required=True, type=Path, help="DCASE-layout data")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data", required=True, type=local_path, help="DCASE-layout data")
+    p.add_argument("--out", required=True, type=local_path)
     p.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2])
     p.add_argument("--augmenter", choices=sorted(set(AUGMENTERS) - {"specaugment", "masking"}))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
@@ -421,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole job: (synth) -> augment -> pretrain -> finetune -> evaluate -> report")
     _add_config_args(p)
-    p.add_argument("--data", type=Path, help="DCASE-layout data (default: synthesise the toy factory)")
-    p.add_argument("--out", type=Path, default=Path("runs/main"), help="run folder (default: %(default)s)")
+    p.add_argument("--data", type=local_path, help="DCASE-layout data (default: synthesise the toy factory)")
+    p.add_argument("--out", type=local_path, default=Path("runs/main"), help="run folder (default: %(default)s)")
     p.add_argument("--synth-preset", default="small", choices=sorted(SYNTH_PRESETS))
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")

@@ -52,8 +52,10 @@ def test_synth_then_index(tmp_path, capsys):
     (["augment", "--data", "d", "--out", "o", "--limit", "-3"], "-3 is below 1"),
     (["augment", "--data", "d", "--out", "o", "--variants", "two"], "'two' is not a whole number"),
     (["synth", "--out", "o", "--seed", "-1"], "-1 is below 0"),
+    (["run", "--out", "s3://bucket/run"], "s3://bucket/run: object-store URIs are not supported yet"),
+    (["score", "--checkpoint", "gs://b/model", "x.wav"], "gs://b/model: object-store URIs are not supported"),
 ])
-def test_numeric_options_are_validated_before_any_work(argv, message, capsys):
+def test_numeric_options_and_paths_are_validated_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
