@@ -94,7 +94,7 @@ def test_a_batch_of_recordings_scores_as_each_alone(detector, toy_root):
 
 
 def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
-    from rcmae.serve.app import ServiceSettings, deployment_options
+    from rcmae.serve.app import ServiceSettings, deployment_options, require_free
 
     settings = ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "4",
                                           "max_upload_mb": "2", "max_seconds": "30"})
@@ -110,6 +110,11 @@ def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
     on_cpus = deployment_options(settings, None, {"CPU": 6})
     assert on_cpus["ray_actor_options"]["num_gpus"] == 0 and on_cpus["autoscaling_config"]["max_replicas"] == 6
     assert deployment_options(settings, 3, {"CPU": 6})["num_replicas"] == 3
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(RcmaeError, match="choose another --port"):
+            require_free("127.0.0.1", taken.getsockname()[1])
 
 
 def free_port() -> int:

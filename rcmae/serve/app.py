@@ -15,7 +15,9 @@ Requests are scored in batches (`@serve.batch`: the windows of every waiting req
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -197,6 +199,8 @@ def run_service(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 
     from rcmae.distributed.runtime import ensure_ray
 
     Detector.load(settings.checkpoint, settings.method, settings.aggregate)  # a bad folder: one line, here
+    if not os.environ.get("RAY_ADDRESS"):  # a local Ray: Serve's proxy will listen here
+        require_free(host, port)
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})
     previous = signal.signal(signal.SIGTERM, stop)
@@ -210,6 +214,16 @@ def run_service(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 
     finally:
         signal.signal(signal.SIGTERM, previous)
         serve.shutdown()
+
+
+def require_free(host: str, port: int) -> None:
+    """A port something else holds is the user's to change, said before Ray starts."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise RcmaeError(f"cannot listen on {host}:{port} ({error.strerror}): choose another --port or --host") \
+                from None
 
 
 def stop(signum, frame) -> None:
