@@ -1,5 +1,5 @@
 """Run by tests/test_autoscaling.py in its own process (Ray's fake multi-node provider runs `ray stop --force`):
-a CPU-only head and a `{CPU: 1, GPU: 1}` node type from 0 to 3 nodes. Prints one JSON line of what happened."""
+a CPU-only head and a `{CPU: 2, GPU: 1}` node type from 0 to 3 nodes. Prints one JSON line of what happened."""
 
 import json
 import sys
@@ -48,7 +48,7 @@ def toy_clips(root: Path, count: int = 8) -> Path:
 
 def main(work: Path) -> None:
     cluster = FakeGPUCluster(head_resources={"CPU": 2},
-                             worker_node_types={"gpu_node": dict(resources={"CPU": 1, "GPU": 1}, node_config={},
+                             worker_node_types={"gpu_node": dict(resources={"CPU": 2, "GPU": 1}, node_config={},
                                                                  min_workers=0, max_workers=3)})
     cluster.start()
     try:
@@ -59,6 +59,16 @@ def main(work: Path) -> None:
         base = tiny().override({"augment.augmenter": "specaugment", "augment.variants": 1, "augment.batch_size": 4,
                                 "augment.use_gpu": True, "augment.num_actors": 1, "audio.clip_seconds": 0.5,
                                 "features.n_frames": 16})
+        # an elastic pool first, on no GPU node: it waits for one actor, then grows to 3 as the autoscaler adds
+        # nodes (a slow augmenter, the tiny AudioLDM, keeps it busy long enough)
+        elastic = base.override({"augment.augmenter": "audioldm", "augment.model": str(save_tiny(work / "tiny")),
+                                 "augment.num_actors": 3, "augment.batch_size": 1, "augment.steps_min": 10,
+                                 "augment.steps_max": 12})
+        gpus_before_growth = ray.cluster_resources().get("GPU", 0)
+        grown = run_augment(toy_clips(work / "many", 96), work / "grown", elastic)
+        gpus_after_growth = ray.cluster_resources().get("GPU", 0)
+        grown_records = [p for cell in ray.data.read_parquet(str(work / "grown" / "features")).to_pandas()[
+            "provenance"] for p in json.loads(cell)]
         try:
             run_augment(data, work / "never", base.override({"augment.gpus_per_actor": 2}))
             never = "no error"
@@ -68,18 +78,11 @@ def main(work: Path) -> None:
         table = ray.data.read_parquet(str(work / "gpu" / "features")).to_pandas()
         records = [p for cell in table["provenance"] for p in json.loads(cell)]
         gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
-        # an elastic pool: up to 3 GPU actors (a slow augmenter, the tiny AudioLDM), from the GPU nodes there now
-        elastic = base.override({"augment.augmenter": "audioldm", "augment.model": str(save_tiny(work / "tiny")),
-                                 "augment.num_actors": 3, "augment.batch_size": 1, "augment.steps_min": 10,
-                                 "augment.steps_max": 12})
-        gpus_before_growth = ray.cluster_resources().get("GPU", 0)
-        grown = run_augment(toy_clips(work / "many", 48), work / "grown", elastic)
-        grown_records = [p for cell in ray.data.read_parquet(str(work / "grown" / "features")).to_pandas()[
-            "provenance"] for p in json.loads(cell)]
         print(json.dumps(dict(gpus_at_start=gpus_at_start, never=never, clips=summary["clips"],
                               actor_nodes_with_gpu=all(r["node"] in gpu_nodes for r in records),
                               devices=sorted({r["device"] for r in records}), gpu_nodes=len(gpu_nodes),
-                              gpus_before_growth=gpus_before_growth, grown_clips=grown["clips"],
+                              gpus_before_growth=gpus_before_growth, gpus_after_growth=gpus_after_growth,
+                              grown_clips=grown["clips"],
                               grown_actors=grown["actors"], grown_nodes=len({r["node"] for r in grown_records}))))
     finally:
         ray.shutdown()

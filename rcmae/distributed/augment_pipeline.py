@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from rcmae.config import Config
 from rcmae.data.layout import ClipIndex, index_clips, reject_summary
 from rcmae.data.run_folder import check_settings, owned
-from rcmae.distributed.runtime import ensure_ray, pool_plan, reachable_gpus, require_feasible
+from rcmae.distributed.runtime import ensure_ray, nodes_for, pool_plan, reachable_gpus, require_feasible
 from rcmae.errors import disk_full_named
 from rcmae.registry import AUGMENTERS
 
@@ -141,7 +141,8 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
             AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits),
             batch_size=batch, batch_format="pandas", num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
             compute=plan.strategy())
-        with disk_full_named(features_dir, "writing features (a re-run keeps the shards already written)"):
+        with nodes_for(plan), disk_full_named(features_dir, "writing features (a re-run keeps the shards already "
+                                                                     "written)"):
             dataset.write_parquet(str(features_dir), ray_remote_args={"num_cpus": 0.25})
     return finalize(out_dir, index, clips, config, time.time() - started, settings)
 

@@ -118,6 +118,23 @@ class PoolPlan:
         return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size)
 
 
+@contextmanager
+def nodes_for(plan: PoolPlan) -> Iterator[None]:
+    """While the block runs, ask the cluster's autoscaler (if any) for the nodes an elastic pool's largest size
+    needs: Ray Data grows a pool only into resources the cluster has, so without this request it would stay at the
+    size it started with. The request is withdrawn when the block ends (each request replaces the last)."""
+    if plan.max_size == plan.min_size:
+        yield
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"CPU": plan.num_cpus, "GPU": plan.num_gpus}] * plan.max_size)
+    try:
+        yield
+    finally:
+        request_resources(bundles=[])
+
+
 def fitting_now(wanted: int, per_actor: dict, resources: dict) -> int:
     """How many of `wanted` actors the cluster's resources hold now (at least 1: the pool waits for it)."""
     room = min((float(resources.get(name, 0)) / amount for name, amount in per_actor.items() if amount),
