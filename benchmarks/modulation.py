@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
+from kinds import mean_auc, print_table
 from rcmae.config import AudioConfig, FeatureConfig
 from rcmae.data.audio import load_clip
 from rcmae.data.feature_table import machine_key
@@ -54,16 +54,6 @@ def per_id_scores(values: np.ndarray, rows: list[dict]) -> np.ndarray:
     return scores
 
 
-def mean_auc(rows: list[dict], scores: np.ndarray) -> float:
-    by_type: dict[str, list[float]] = defaultdict(list)
-    for key in sorted({(r["machine_type"], r["machine_id"]) for r in rows}):
-        mine = [i for i, r in enumerate(rows) if (r["machine_type"], r["machine_id"]) == key]
-        labels = [rows[i]["label"] == "anomaly" for i in mine]
-        if 0 < sum(labels) < len(labels):
-            by_type[key[0]].append(roc_auc_score(labels, scores[mine]))
-    return float(np.mean([np.mean(v) for v in by_type.values()]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True)
@@ -88,13 +78,7 @@ def main() -> None:
             kinds = family_metrics(test, scores, families)["per_kind"]
             results[name].append(dict(mean=mean_auc(test, scores), **{k: v["auc"] for k, v in kinds.items()}))
         print(f"done {data}", flush=True)
-    kinds = sorted({k for rows in results.values() for row in rows for k in row if k != "mean"})
-    print(f"\n{len(args.data)} data set(s); mean AUC over types, then per kind of fault (mean over data sets)")
-    print("| features | mean | " + " | ".join(kinds) + " |")
-    print("|---|---:|" + "---:|" * len(kinds))
-    for name, found in results.items():
-        cells = [f"{np.mean([r.get(k, np.nan) for r in found]):.3f}" for k in ["mean", *kinds]]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print_table(results, "features", len(args.data))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from sklearn.metrics import roc_auc_score
 
+from kinds import mean_auc, print_table
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
 from rcmae.detect.encode import TableEncoder, encoded_of
 from rcmae.detect.shrunk import ShrunkGaussian
@@ -80,16 +80,6 @@ def scores_of(pooling: list, train: tuple[list[dict], np.ndarray], test: tuple[l
     return scores
 
 
-def mean_auc(rows: list[dict], scores: np.ndarray) -> float:
-    by_type: dict[str, list[float]] = defaultdict(list)
-    for key in sorted({(r["machine_type"], r["machine_id"]) for r in rows}):
-        mine = [i for i, r in enumerate(rows) if (r["machine_type"], r["machine_id"]) == key]
-        labels = [rows[i]["label"] == "anomaly" for i in mine]
-        if 0 < sum(labels) < len(labels):
-            by_type[key[0]].append(roc_auc_score(labels, scores[mine]))
-    return float(np.mean([np.mean(v) for v in by_type.values()]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="+", required=True)
@@ -109,13 +99,7 @@ def main() -> None:
             kinds = found["families"]["per_kind"]
             results[name].append(dict(mean=found["mean"]["auc"], **{k: v["auc"] for k, v in kinds.items()}))
         print(f"done {run}", flush=True)
-    kinds = sorted({k for rows in results.values() for row in rows for k in row if k != "mean"})
-    print(f"\n{len(args.runs)} run(s); mean AUC over types, then per kind of fault (mean over runs)")
-    print("| pooling | mean | " + " | ".join(kinds) + " |")
-    print("|---|---:|" + "---:|" * len(kinds))
-    for name, rows in results.items():
-        cells = [f"{np.mean([r.get(k, np.nan) for r in rows]):.3f}" for k in ["mean", *kinds]]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print_table(results, "pooling", len(args.runs))
 
 
 if __name__ == "__main__":
