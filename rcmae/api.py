@@ -16,7 +16,7 @@ import numpy as np
 
 from rcmae.config import Config
 from rcmae.data.audio import load_clip, prepare
-from rcmae.data.feature_table import machine_key
+from rcmae.data.feature_table import dcase_id, machine_key
 from rcmae.data.layout import parse_clip_name
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.recordings import RecordingScorer
@@ -97,7 +97,7 @@ class Detector:
                 name: str = "<waveform>") -> Prepared:
         """A waveform checked (a machine this model knows, audio as training accepted it: an `RcmaeError`
         naming `name` otherwise), downmixed and resampled, ready for `score_prepared`."""
-        machine_id = f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)
+        machine_id = dcase_id(machine_id)
         key = machine_key(machine_type, machine_id)
         if key not in self.machines:
             raise RcmaeError(f"unknown machine {key}: this model knows {', '.join(self.machines)}")

@@ -13,7 +13,7 @@ import pandas as pd
 from rcmae.augment.featurize import Featurizer
 from rcmae.config import Config
 from rcmae.data.audio import AudioError, fit_length, load_clip
-from rcmae.data.feature_table import machine_key, specs_from_column
+from rcmae.data.feature_table import dcase_id, machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
 from rcmae.detect.encode import TableEncoder, map_values, score_values
 from rcmae.errors import RcmaeError
@@ -127,8 +127,8 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
     (a number, zero-padded as DCASE's) for other names. With `explain`, each scored recording's anomaly maps go
     there (`write_explanation`)."""
     scorer = RecordingScorer(checkpoint_dir, method, aggregate)
-    if machine_id is not None and machine_id.isdigit():
-        machine_id = f"{int(machine_id):02d}"
+    if machine_id is not None:
+        machine_id = dcase_id(machine_id)
     clips, failures = [], []
     for path in recordings(paths):
         if not Path(path).is_file():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from rcmae.api import Detector, Prepared
 from rcmae.data.audio import AudioError, decode
+from rcmae.data.feature_table import dcase_id
 from rcmae.data.layout import machine_id_of
 from rcmae.errors import RcmaeError
 
@@ -58,7 +59,7 @@ def machine_of(file_name: str | None, machine_type: str | None, machine_id: str 
     model knows with that ID."""
     machine_id = machine_id or (machine_id_of(file_name) if file_name else None)
     if machine_id and not machine_type:
-        wanted = f"{int(machine_id):02d}" if machine_id.isdigit() else machine_id
+        wanted = dcase_id(machine_id)
         types = sorted({key.split("/")[0] for key in machines if key.split("/")[1] == wanted})
         machine_type = types[0] if len(types) == 1 else None
     if machine_type and machine_id:
