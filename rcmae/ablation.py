@@ -21,7 +21,7 @@ MASKING = "masking"  # the paper's Baseline arm: random time and frequency maski
 
 def arm_name(config: Config) -> str:
     if config.augment.augmenter == "audioldm":
-        return f"diffusion (AudioLDM SDEdit, {config.augment.model})"
+        return f"diffusion (AudioLDM SDEdit, {config.augment.options.model})"
     if config.augment.augmenter == MASKING:
         return "Baseline (time and frequency masking)"
     return f"{config.augment.augmenter} (stands in for AudioLDM: no diffusion weights given)"

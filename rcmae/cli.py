@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -16,6 +15,7 @@ from rcmae.errors import EXIT, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
+from rcmae.stores import StoreError, check_uri, is_uri
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -261,11 +261,21 @@ EXIT_STATUS = (f"exit status, every command: {EXIT.ok} done; {EXIT.anomaly_found
                f"the traceback is printed); 130 interrupted")
 def local_path(text: str) -> Path:
     """An argparse type: a local (or mounted) path; object-store URIs are refused by name, not taken as folders."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+    if is_uri(text):
         raise argparse.ArgumentTypeError(
-            f"{text}: object-store URIs are not supported yet; give a folder on storage every node mounts at the "
-            f"same path (NFS, EFS, a ReadWriteMany volume)")
+            f"{text}: object-store URIs are taken by `rcmae run --out` and by --checkpoint; here give a folder on "
+            f"storage every node mounts at the same path (NFS, EFS, a ReadWriteMany volume)")
     return Path(text)
+
+
+def location(text: str) -> Path | str:
+    """An argparse type: a local (or mounted) path, or an s3://, gs:// or file:// URI (kept as text)."""
+    if not is_uri(text):
+        return Path(text)
+    try:
+        return check_uri(text)
+    except StoreError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def count(minimum: int):
@@ -357,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a test split: DCASE CSVs and metrics.json")
-    p.add_argument("--checkpoint", required=True, type=local_path, help="fine-tuned model folder (FINETUNE_OUT/model)")
+    p.add_argument("--checkpoint", required=True, type=location,
+                   help="fine-tuned model folder (FINETUNE_OUT/model), or its s3://, gs:// or file:// URI")
     test = p.add_mutually_exclusive_group(required=True)
     test.add_argument("--data", type=local_path, help="DCASE-layout data: its test clips are read and featurised")
     test.add_argument("--features", type=local_path,
@@ -369,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score recordings of any length (folders: their .wav files): CSV of file, "
                                      "machine_type, machine_id, score, decision; exit 0 all scored and normal, 1 an "
                                      "anomaly found, 3 some not scored (listed on stderr with the reason)")
-    p.add_argument("--checkpoint", required=True, type=local_path)
+    p.add_argument("--checkpoint", required=True, type=location, help="a fine-tuned model folder or its URI")
     p.add_argument("audio", nargs="+", type=local_path)
     p.add_argument("--machine-type", help="for file names outside the DCASE grammar")
     p.add_argument("--machine-id", help="for file names outside the DCASE grammar (e.g. 00)")
@@ -387,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a live scoring service on Ray Serve: POST /score (a WAV file), GET /healthz, "
                                      "GET / (a web page); runs until Ctrl-C")
-    p.add_argument("--checkpoint", required=True, type=local_path, help="a fine-tuned model folder")
+    p.add_argument("--checkpoint", required=True, type=location, help="a fine-tuned model folder or its URI (each "
+                                                                      "replica fetches it)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
                                                        "only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000)
@@ -433,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole job: (synth) -> augment -> pretrain -> finetune -> evaluate -> report")
     _add_config_args(p)
     p.add_argument("--data", type=local_path, help="DCASE-layout data (default: synthesise the toy factory)")
-    p.add_argument("--out", type=local_path, default=Path("runs/main"), help="run folder (default: %(default)s)")
+    p.add_argument("--out", type=location, default=Path("runs/main"),
+                   help="run folder, or an s3:// or file:// URI (default: %(default)s)")
     p.add_argument("--synth-preset", default="small", choices=sorted(SYNTH_PRESETS))
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")

@@ -10,49 +10,23 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import yaml
 
-from rcmae.config_input import allows_none, check, choices, coerce, field_types, load_yaml
-from rcmae.errors import ConfigError, bounded
+from rcmae.config_input import Section, check, coerce, doc_field, field_types, load_yaml
+from rcmae.errors import ConfigError
 from rcmae.registry import AUGMENTERS, SCORES
-
-
-def _doc(text: str, default: Any, runtime: bool = False) -> Any:
-    """A field with its meaning; `runtime`: it changes where or how fast something is made, not what is made."""
-    metadata = {"doc": text, "runtime": runtime}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-class Section:
-    """A config section: one named part of `Config`, whose `Literal` fields hold one of their choices however
-    the section was built (from a file, a --set flag or Python)."""
-
-    section: ClassVar[str]
-
-    def __post_init__(self) -> None:
-        for name, kind in field_types(type(self)).items():
-            allowed = choices(kind)
-            value = getattr(self, name)
-            check(allowed is None or value in allowed or (value is None and allows_none(kind)),
-                   f"{self.section}.{name} must be one of {', '.join(map(repr, allowed or ()))}, got {bounded(value)}")
-
-    def outcome(self) -> dict[str, Any]:
-        """The fields that change what is made (runtime fields left out)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
 
 
 @dataclass
 class AudioConfig(Section):
     section = "audio"
-    sample_rate: int = _doc("Sample rate every clip is resampled to (Hz).", 16000)
-    clip_seconds: float | None = _doc(
+    sample_rate: int = doc_field("Sample rate every clip is resampled to (Hz).", 16000)
+    clip_seconds: float | None = doc_field(
         "Length every clip is padded/cropped to; None keeps each clip's own length.", None)
-    pad_mode: Literal["zeros", "repeat"] = _doc("How short clips are padded: 'zeros' or 'repeat'.", "repeat")
-    min_seconds: float = _doc("Clips shorter than this are rejected.", 0.25)
+    pad_mode: Literal["zeros", "repeat"] = doc_field("How short clips are padded: 'zeros' or 'repeat'.", "repeat")
+    min_seconds: float = doc_field("Clips shorter than this are rejected.", 0.25)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,14 +40,14 @@ class AudioConfig(Section):
 @dataclass
 class FeatureConfig(Section):
     section = "features"
-    n_fft: int = _doc("STFT window length (samples).", 1024)
-    hop_length: int = _doc("STFT hop (samples).", 512)
-    n_mels: int = _doc("Mel bands.", 128)
-    f_min: float = _doc("Lowest mel band edge (Hz).", 50.0)
-    f_max: float = _doc("Highest mel band edge (Hz).", 8000.0)
-    n_frames: int = _doc("Frames per clip after padding/cropping (a multiple of patch_time).", 320)
-    patch_freq: int = _doc("Patch height in mel bands.", 8)
-    patch_time: int = _doc("Patch width in frames.", 10)
+    n_fft: int = doc_field("STFT window length (samples).", 1024)
+    hop_length: int = doc_field("STFT hop (samples).", 512)
+    n_mels: int = doc_field("Mel bands.", 128)
+    f_min: float = doc_field("Lowest mel band edge (Hz).", 50.0)
+    f_max: float = doc_field("Highest mel band edge (Hz).", 8000.0)
+    n_frames: int = doc_field("Frames per clip after padding/cropping (a multiple of patch_time).", 320)
+    patch_freq: int = doc_field("Patch height in mel bands.", 8)
+    patch_time: int = doc_field("Patch width in frames.", 10)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,23 +81,23 @@ PAPER_AUDIOLDM = "cvssp/audioldm-s-full-v2"  # AudioLDM checkpoint of the `paper
 @dataclass
 class ModelConfig(Section):
     section = "model"
-    embed_dim: int = _doc("Encoder width.", 384)
-    depth: int = _doc("Encoder blocks.", 12)
-    num_heads: int = _doc("Encoder attention heads.", 6)
-    decoder_embed_dim: int = _doc("Decoder width.", 256)
-    decoder_depth: int = _doc("Decoder blocks.", 4)
-    decoder_num_heads: int = _doc("Decoder attention heads.", 8)
-    mlp_ratio: float = _doc("Transformer MLP hidden size / width.", 4.0)
-    proj_dim: int = _doc("Projection (embedding) size per branch.", 512)
-    mask_ratio: float = _doc("Share of patches hidden from the encoder (the lowest share when mask_ratio_max is set).",
-                             0.75)
-    mask_ratio_max: float | None = _doc("When set, each stage-1 batch hides a share drawn uniformly from "
-                                        "[mask_ratio, mask_ratio_max] (the paper: 50-75 %).", None)
-    norm_pix_loss: bool = _doc("Normalise each target patch before the MSE (MAE paper option).", False)
-    pooling: Literal["frequency", "mean"] = _doc(
+    embed_dim: int = doc_field("Encoder width.", 384)
+    depth: int = doc_field("Encoder blocks.", 12)
+    num_heads: int = doc_field("Encoder attention heads.", 6)
+    decoder_embed_dim: int = doc_field("Decoder width.", 256)
+    decoder_depth: int = doc_field("Decoder blocks.", 4)
+    decoder_num_heads: int = doc_field("Decoder attention heads.", 8)
+    mlp_ratio: float = doc_field("Transformer MLP hidden size / width.", 4.0)
+    proj_dim: int = doc_field("Projection (embedding) size per branch.", 512)
+    mask_ratio: float = doc_field(
+        "Share of patches hidden from the encoder (the lowest share when mask_ratio_max is set).", 0.75)
+    mask_ratio_max: float | None = doc_field("When set, each stage-1 batch hides a share drawn uniformly from "
+                                             "[mask_ratio, mask_ratio_max] (the paper: 50-75 %).", None)
+    norm_pix_loss: bool = doc_field("Normalise each target patch before the MSE (MAE paper option).", False)
+    pooling: Literal["frequency", "mean"] = doc_field(
         "How encoder tokens become one clip vector: 'frequency' averages each frequency row over time and "
         "concatenates the rows (keeps where in the spectrum energy sits), 'mean' averages all tokens.", "frequency")
-    weight_init: Literal["mae", "torch"] = _doc(
+    weight_init: Literal["mae", "torch"] = doc_field(
         "'mae': the reference MAE's Xavier-uniform linear layers; 'torch': PyTorch's layer defaults (README "
         "compares them over three seeds).", "torch")
 
@@ -141,48 +115,61 @@ class ModelConfig(Section):
 
 @dataclass
 class AugmentConfig(Section):
+    """What every augmenter shares; its own options (`options`, the dataclass its registry entry names) sit
+    beside these fields in YAML and `--set` (`augment.t0`, `augment.snr_db_min`, ...)."""
+
     section = "augment"
     # `augmenter` is a str checked against the registry (its one list of names), not a Literal repeating them
-    augmenter: str = _doc("One of rcmae.registry.AUGMENTERS: 'factory-mix' (weight-free), 'audioldm' (needs "
-                          "`model`) or 'specaugment'.", "factory-mix")
-    model: str | None = _doc("AudioLDM hub id or local diffusers folder (augmenter 'audioldm').", None)
-    variants: int = _doc("Augmented variants written per clip.", 2)
-    t0: float = _doc("SDEdit insertion point: the real clip enters at DDIM step floor(S*t0) (Eq. 1).", 0.5)
-    guidance_scale: float = _doc("Classifier-free guidance (paper Table 2).", 2.5)
-    steps_min: int = _doc("Fewest DDIM steps S drawn per clip (paper: 10).", 10)
-    steps_max: int = _doc("Most DDIM steps S drawn per clip (paper: 50).", 50)
-    snr_db_min: float = _doc("factory-mix: lowest clip-to-noise SNR (dB).", 0.0)
-    snr_db_max: float = _doc("factory-mix: highest clip-to-noise SNR (dB).", 15.0)
-    time_masks: int = _doc("specaugment: time masks per clip.", 2)
-    freq_masks: int = _doc("specaugment: frequency masks per clip.", 2)
-    max_mask_fraction: float = _doc("specaugment: widest mask as a share of the axis.", 0.15)
-    prompts: str = _doc("Prompt library: 'paper' (Table 1's six), 'extended' (Table 1 and rcmae's 30 more) or "
-                        "a text file, one prompt per line ('family: prompt' or prompt).", "extended")
-    eta: float = _doc("DDIM eta of the denoising steps (0: deterministic DDIM; AudioLDM's audio-to-audio "
-                      "transfer uses 1.0).", 0.0)
-    seed: int = _doc("Base seed; each clip's seed derives from it and the clip's path.", 0)
-    batch_size: int = _doc("Clips per actor batch.", 8, runtime=True)
-    num_actors: int | None = _doc("Actor pool size; None picks from the cluster's resources now.", None, runtime=True)
-    use_gpu: bool | None = _doc("Augmentation actors on GPUs: true requests them from Ray (an autoscaler adds GPU "
-                                "nodes), false keeps them on CPUs, None uses GPUs when the cluster has them now "
-                                "and the augmenter's registry entry needs one (AudioLDM).", None, runtime=True)
-    gpus_per_actor: float = _doc("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).", 1.0,
-                                 runtime=True)
+    augmenter: str = doc_field("One of rcmae.registry.AUGMENTERS: 'factory-mix' (weight-free), 'audioldm' (needs "
+                               "`model`), 'masking' or 'specaugment'.", "factory-mix")
+    variants: int = doc_field("Augmented variants written per clip.", 2)
+    seed: int = doc_field("Base seed; each clip's seed derives from it and the clip's path.", 0)
+    options: Section | None = doc_field("The augmenter's options (its registry entry's dataclass); None: its "
+                                        "defaults.", None)
+    batch_size: int = doc_field("Clips per actor batch.", 8, runtime=True)
+    num_actors: int | None = doc_field("Actor pool size; None picks from the cluster's resources now.", None,
+                                       runtime=True)
+    use_gpu: bool | None = doc_field("Augmentation actors on GPUs: true requests them from Ray (an autoscaler adds "
+                                     "GPU nodes), false keeps them on CPUs, None uses GPUs when the cluster has "
+                                     "them now and the augmenter's registry entry needs one (AudioLDM).", None,
+                                     runtime=True)
+    gpus_per_actor: float = doc_field("GPUs each augmentation actor reserves when on GPUs (0.5 packs two per GPU).",
+                                      1.0, runtime=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.augmenter in AUGMENTERS,
-               f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {self.augmenter!r}")
+              f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {self.augmenter!r}")
+        kind = AUGMENTERS[self.augmenter].load_options()
+        self.options = kind() if self.options is None else self.options
+        check(isinstance(self.options, kind), f"augment: augmenter {self.augmenter!r} takes {kind.__name__} "
+                                              f"options, got {type(self.options).__name__}")
         check(self.variants >= 1, f"augment.variants must be >= 1, got {self.variants}")
-        check(0.0 < self.t0 <= 1.0, f"augment.t0 must be in (0, 1], got {self.t0}")
-        check(1 <= self.steps_min <= self.steps_max,
-               f"augment: need 1 <= steps_min <= steps_max, got {self.steps_min}, {self.steps_max}")
-        check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
-        check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
         check(self.batch_size >= 1, "augment.batch_size must be >= 1")
-        check(0.0 <= self.eta <= 1.0, f"augment.eta must be in [0, 1], got {self.eta}")
         check(self.num_actors is None or self.num_actors >= 1, "augment.num_actors must be >= 1 or None")
         check(self.gpus_per_actor > 0, "augment.gpus_per_actor must be > 0")
+
+    def items(self) -> list[tuple[dataclasses.Field, Any]]:
+        return [(f, value) for f, value in super().items() if f.name != "options"] + self.options.items()
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], given: set[str], strict: set[str]) -> "AugmentConfig":
+        """The section from its YAML layout (`given`: keys whose values are to be coerced). A key that is neither
+        a shared field nor an option of the chosen augmenter is dropped (another augmenter's option, from the
+        preset or a folder an older rcmae recorded) unless the user gave it (`strict`): then it is an error."""
+        shared = {name: kind for name, kind in field_types(cls).items() if name != "options"}
+        augmenter = values.get("augmenter", "factory-mix")
+        check(augmenter in AUGMENTERS, f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {augmenter!r}")
+        option_kinds = field_types(AUGMENTERS[augmenter].load_options())
+        stray = sorted(key for key in values if key not in shared and key not in option_kinds and key in strict)
+        check(not stray, f"augment.{', augment.'.join(stray)}: not an option of augmenter {augmenter!r} (its "
+                         f"options: {', '.join(option_kinds)})")
+
+        def typed(kinds: dict[str, Any]) -> dict[str, Any]:
+            return {key: coerce(f"augment.{key}", value, kinds[key]) if key in given else value
+                    for key, value in values.items() if key in kinds}
+
+        return cls(**typed(shared), options=AUGMENTERS[augmenter].load_options()(**typed(option_kinds)))
 
     @property
     def per_step(self) -> bool:
@@ -198,17 +185,17 @@ class AugmentConfig(Section):
 class OptimizerConfig(Section):
     """What both training stages share: schedule, batch and optimiser."""
 
-    epochs: int = _doc("Epochs of the stage.", 100)
-    batch_size: int = _doc("Global batch size (split over workers).", 128)
-    lr: float = _doc("Adam learning rate.", 1e-4)
-    weight_decay: float = _doc("Adam weight decay.", 0.0)
-    schedule: Literal["constant", "cosine"] = _doc(
+    epochs: int = doc_field("Epochs of the stage.", 100)
+    batch_size: int = doc_field("Global batch size (split over workers).", 128)
+    lr: float = doc_field("Adam learning rate.", 1e-4)
+    weight_decay: float = doc_field("Adam weight decay.", 0.0)
+    schedule: Literal["constant", "cosine"] = doc_field(
         "Learning-rate schedule: 'constant' (the paper's plain Adam) or 'cosine' (an rcmae option: decay to ~0 "
         "over the stage, after `warmup_epochs`).", "cosine")
-    warmup_epochs: int = _doc("Linear warm-up epochs before the cosine decay (rcmae option; 'cosine' only).", 0)
-    grad_clip: float = _doc("Gradient norm clip (rcmae option; the paper clips nothing); 0 disables.", 1.0)
-    tau: float = _doc("Contrastive temperature.", 0.1)
-    seed: int = _doc("Seed for weights, masking and batch order.", 0)
+    warmup_epochs: int = doc_field("Linear warm-up epochs before the cosine decay (rcmae option; 'cosine' only).", 0)
+    grad_clip: float = doc_field("Gradient norm clip (rcmae option; the paper clips nothing); 0 disables.", 1.0)
+    tau: float = doc_field("Contrastive temperature.", 0.1)
+    seed: int = doc_field("Seed for weights, masking and batch order.", 0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -224,12 +211,12 @@ class OptimizerConfig(Section):
 @dataclass
 class PretrainConfig(OptimizerConfig):
     section = "pretrain"
-    epochs: int = _doc("Stage-1 epochs (paper: 400).", 400)
-    tau: float = _doc("InfoNCE temperature (Eq. 3).", 0.05)
-    lambda_con: float = _doc("Weight of InfoNCE (Eq. 8).", 0.3)
-    lambda_vcr: float = _doc("Weight of variance/covariance regularisation (Eq. 8).", 0.3)
-    lambda_mae: float = _doc("Weight of masked reconstruction (Eq. 8).", 0.4)
-    contrastive: Literal["paper", "symmetric"] = _doc(
+    epochs: int = doc_field("Stage-1 epochs (paper: 400).", 400)
+    tau: float = doc_field("InfoNCE temperature (Eq. 3).", 0.05)
+    lambda_con: float = doc_field("Weight of InfoNCE (Eq. 8).", 0.3)
+    lambda_vcr: float = doc_field("Weight of variance/covariance regularisation (Eq. 8).", 0.3)
+    lambda_mae: float = doc_field("Weight of masked reconstruction (Eq. 8).", 0.4)
+    contrastive: Literal["paper", "symmetric"] = doc_field(
         "'paper': Eq. 3 as written (original anchors, augmented positives and negatives); 'symmetric': NT-Xent "
         "over both views (an rcmae option).", "paper")
 
@@ -242,11 +229,11 @@ class PretrainConfig(OptimizerConfig):
 @dataclass
 class FinetuneConfig(OptimizerConfig):
     section = "finetune"
-    tau: float = _doc("Supervised contrastive temperature (Eq. 9).", 0.1)
-    lambda_scl: float = _doc("Weight of supervised contrastive loss (Eq. 10).", 0.5)
-    lambda_ce: float = _doc("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
-    use_augmented: bool = _doc("Also train on augmented variants (labels carry over). Off by default, as the "
-                               "paper fine-tunes on the real train clips.", False)
+    tau: float = doc_field("Supervised contrastive temperature (Eq. 9).", 0.1)
+    lambda_scl: float = doc_field("Weight of supervised contrastive loss (Eq. 10).", 0.5)
+    lambda_ce: float = doc_field("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
+    use_augmented: bool = doc_field("Also train on augmented variants (labels carry over). Off by default, as the "
+                                    "paper fine-tunes on the real train clips.", False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -258,16 +245,16 @@ class FinetuneConfig(OptimizerConfig):
 class ScoreConfig(Section):
     section = "score"
     # `method` is a str checked against the registry, as augment.augmenter
-    method: str = _doc("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
-                       "(distance from a Gaussian of the ID's train features), 'embedding' (cosine distance to "
-                       "the ID's train centroid), 'rhythm' (distance of the log-mel's band-envelope "
-                       "autocorrelation from the ID's), 'patch' (top 5 % of the anomaly map) or 'combined' (the "
-                       "larger of mahalanobis and rhythm, each standardised on held-out train clips).",
-                       "mahalanobis")
-    components: int = _doc("'mahalanobis': principal directions per ID with their own variance (the rest "
-                           "share one); capped at the ID's train clips - 2.", 16)
-    decision_percentile: float = _doc("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
-    max_fpr: float = _doc("p of pAUC.", 0.1)
+    method: str = doc_field("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
+                            "(distance from a Gaussian of the ID's train features), 'embedding' (cosine distance to "
+                            "the ID's train centroid), 'rhythm' (distance of the log-mel's band-envelope "
+                            "autocorrelation from the ID's), 'patch' (top 5 % of the anomaly map) or 'combined' (the "
+                            "larger of mahalanobis and rhythm, each standardised on held-out train clips).",
+                            "mahalanobis")
+    components: int = doc_field("'mahalanobis': principal directions per ID with their own variance (the rest "
+                                "share one); capped at the ID's train clips - 2.", 16)
+    decision_percentile: float = doc_field("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
+    max_fpr: float = doc_field("p of pAUC.", 0.1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -280,11 +267,11 @@ class ScoreConfig(Section):
 @dataclass
 class BaselineConfig(Section):
     section = "baseline"
-    epochs: int = _doc("DCASE 2020 AE baseline epochs (official: 100).", 100)
-    batch_size: int = _doc("Baseline batch size in stacked-frame vectors (official: 512).", 512)
-    lr: float = _doc("Baseline Adam learning rate (official: 1e-3).", 1e-3)
-    frames: int = _doc("Consecutive log-mel frames stacked per input vector (official: 5).", 5)
-    seed: int = _doc("Baseline seed.", 0)
+    epochs: int = doc_field("DCASE 2020 AE baseline epochs (official: 100).", 100)
+    batch_size: int = doc_field("Baseline batch size in stacked-frame vectors (official: 512).", 512)
+    lr: float = doc_field("Baseline Adam learning rate (official: 1e-3).", 1e-3)
+    frames: int = doc_field("Consecutive log-mel frames stacked per input vector (official: 5).", 5)
+    seed: int = doc_field("Baseline seed.", 0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -295,17 +282,17 @@ class BaselineConfig(Section):
 @dataclass
 class ScaleConfig(Section):
     section = "scale"
-    num_workers: int | None = _doc("Ray Train workers; None picks from resources, 0 runs in-process.", None)
-    use_gpu: bool | None = _doc("Train (and run batch inference) on GPUs: true requests them from Ray (an "
-                                "autoscaler adds GPU nodes), None uses GPUs when the cluster has them now.", None)
-    cpus_per_worker: float = _doc("CPUs each train worker reserves (fractional leaves room for Ray Data).",
-                                  0.5)
-    max_failures: int = _doc("Worker failures a run survives (resuming from the last checkpoint).", 2)
-    keep_checkpoints: int = _doc("Checkpoints kept per run (best by loss).", 2)
-    cache_dataset: bool = _doc("Materialise the train features in Ray's object store once, so epochs do not "
-                               "re-read Parquet; turn off when they outgrow the object store.", True)
-    shuffle_buffer_batches: int = _doc("Batches' worth of rows each training worker shuffles across (on top of "
-                                       "a new random file/block order every epoch).", 8)
+    num_workers: int | None = doc_field("Ray Train workers; None picks from resources, 0 runs in-process.", None)
+    use_gpu: bool | None = doc_field("Train (and run batch inference) on GPUs: true requests them from Ray (an "
+                                     "autoscaler adds GPU nodes), None uses GPUs when the cluster has them now.", None)
+    cpus_per_worker: float = doc_field("CPUs each train worker reserves (fractional leaves room for Ray Data).",
+                                       0.5)
+    max_failures: int = doc_field("Worker failures a run survives (resuming from the last checkpoint).", 2)
+    keep_checkpoints: int = doc_field("Checkpoints kept per run (best by loss).", 2)
+    cache_dataset: bool = doc_field("Materialise the train features in Ray's object store once, so epochs do not "
+                                    "re-read Parquet; turn off when they outgrow the object store.", True)
+    shuffle_buffer_batches: int = doc_field("Batches' worth of rows each training worker shuffles across (on top of "
+                                            "a new random file/block order every epoch).", 8)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -320,7 +307,7 @@ class Config:
     """The whole configuration. `Config()` is the `tiny` preset; each section's own defaults are the paper's
     numbers (so `paper()` names only where rcmae's sections differ from them)."""
 
-    preset: str = _doc("Name of the preset this config started from.", "tiny")
+    preset: str = doc_field("Name of the preset this config started from.", "tiny")
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(clip_seconds=2.0))
     features: FeatureConfig = field(default_factory=lambda: FeatureConfig(n_frames=64, patch_freq=16, patch_time=8))
     model: ModelConfig = field(default_factory=lambda: ModelConfig(
@@ -336,15 +323,16 @@ class Config:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: value.to_dict() if isinstance(value, Section) else value for name, value in vars(self).items()}
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
+    def from_dict(cls, data: dict[str, Any], strict: set[str] = frozenset()) -> "Config":
         """The named preset (`data["preset"]`, else `tiny`) with the sections and keys `data` gives laid over
-        it: a partial file is its preset plus its changes. Values are converted to each field's type."""
+        it: a partial file is its preset plus its changes. Values are converted to each field's type. `strict`:
+        the dotted keys a user gave (a stray augmenter option among them is an error, not dropped)."""
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         check(not unknown, f"unknown config sections: {sorted(unknown)}")
         name = data.get("preset") or "tiny"
@@ -358,8 +346,8 @@ class Config:
         kwargs: dict[str, Any] = {"preset": name}
         for f in dataclasses.fields(cls):
             if f.name != "preset":
-                kwargs[f.name] = _build_section(type(getattr(PRESETS[name](), f.name)), f.name, merged[f.name],
-                                                set((data.get(f.name) or {}).keys()))
+                kwargs[f.name] = _build_section(f.name, merged[f.name], set((data.get(f.name) or {}).keys()),
+                                                strict)
         return cls(**kwargs)
 
     def override(self, dotted: dict[str, Any]) -> "Config":
@@ -367,13 +355,18 @@ class Config:
         data = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
-            check(section in data and isinstance(data[section], dict) and name in data[section],
-                   f"unknown config key {key!r}")
+            check(section in data and isinstance(data[section], dict) and (name in data[section] or
+                                                                            section == "augment"),
+                  f"unknown config key {key!r}")  # augment: another augmenter's options, checked when built
             data[section][name] = value
-        return Config.from_dict(data)
+        return Config.from_dict(data, strict=set(dotted))
 
 
-def _build_section(section_cls: type, name: str, values: dict[str, Any], given: set[str]) -> Any:
+def _build_section(name: str, values: dict[str, Any], given: set[str], strict: set[str] = frozenset()) -> Any:
+    section_cls = field_types(Config)[name]
+    if section_cls is AugmentConfig:
+        return AugmentConfig.from_values(values, given, {key.partition(".")[2] for key in strict
+                                                         if key.startswith("augment.")})
     kinds = field_types(section_cls)
     unknown = set(values) - set(kinds)
     check(not unknown, f"unknown keys in config section {name!r}: {sorted(unknown)}")
@@ -384,8 +377,14 @@ def _build_section(section_cls: type, name: str, values: dict[str, Any], given: 
 def section_defaults() -> dict[str, dict[str, Any]]:
     """Each section's own defaults (the paper's numbers, and for a field added later the value that keeps what
     rcmae did before it), as `Config.to_dict()` lays them out."""
-    return {name: dataclasses.asdict(kind()) for name, kind in field_types(Config).items()
-            if dataclasses.is_dataclass(kind)}
+    return {name: kind().to_dict() for name, kind in field_types(Config).items() if dataclasses.is_dataclass(kind)}
+
+
+def recorded_section(name: str, values: dict[str, Any]) -> Section:
+    """A section as a run folder recorded it, in this rcmae's layout: each field added since at its section's
+    default (the value that keeps what rcmae did before it existed), and the options of augmenters other than the
+    recorded one dropped (an older rcmae kept every augmenter's options in `augment`)."""
+    return _build_section(name, {**section_defaults()[name], **values} if name != "augment" else values, set(values))
 
 
 def tiny() -> Config:
@@ -411,8 +410,8 @@ def paper() -> Config:
                   model=ModelConfig(mask_ratio=0.5, mask_ratio_max=0.75), baseline=BaselineConfig(),
                   pretrain=PretrainConfig(schedule="constant", grad_clip=0.0),
                   finetune=FinetuneConfig(schedule="constant", grad_clip=0.0),
-                  augment=AugmentConfig(augmenter="audioldm", model=PAPER_AUDIOLDM, prompts="paper", eta=1.0,
-                                        use_gpu=True),
+                  augment=AugmentConfig(augmenter="audioldm", use_gpu=True, options=AUGMENTERS[
+                      "audioldm"].load_options()(model=PAPER_AUDIOLDM, prompts="paper", eta=1.0)),
                   score=ScoreConfig(method="id_logprob"), scale=ScaleConfig(use_gpu=True))
 
 
@@ -435,7 +434,8 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         named = data.get("preset")
         check(preset is None or named is None or named == preset,
                f"{path} is based on preset {named!r} but --preset {preset!r} was given: drop one of them")
-        config = Config.from_dict(dict(data, preset=named or preset or "tiny"))
+        given = {f"{section}.{key}" for section, values in data.items() if isinstance(values, dict) for key in values}
+        config = Config.from_dict(dict(data, preset=named or preset or "tiny"), strict=given)
     return config.override(overrides or {})
 
 
@@ -447,7 +447,9 @@ def describe(config: Config) -> str:
         if not dataclasses.is_dataclass(value):
             lines.append(f"{section.name}: {value}")
             continue
-        lines.append(f"{section.name}:")
-        for f in dataclasses.fields(value):
-            lines.append(f"  {f.name}: {getattr(value, f.name)!r}  # {f.metadata.get('doc', '')}")
+        shared = (f"  # shared, then {value.augmenter}'s {type(value.options).__name__}"
+                  if isinstance(value, AugmentConfig) else "")
+        lines.append(f"{section.name}:{shared}")
+        for f, field_value in value.items():
+            lines.append(f"  {f.name}: {field_value!r}  # {f.metadata.get('doc', '')}")
     return "\n".join(lines)

@@ -1,13 +1,16 @@
-"""What a configuration is read from: YAML (refusing alias bombs) and values (from YAML, a --set flag or a Tune
-sample) coerced to their fields' types: bool, int, float, str, a `Literal` of choices, list, dict, or a union of
-these with None."""
+"""What a configuration is made of and read from: `Section`, the validated dataclass every config section (and
+every augmenter's options) is; YAML (refusing alias bombs); values (from YAML, a --set flag or a Tune sample)
+coerced to their fields' types: bool, int, float, str, a `Literal` of choices, list, dict, or a union of these
+with None."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import math
 import types
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -18,6 +21,39 @@ def check(condition: bool, message: str) -> None:
     """A ConfigError with `message` unless `condition` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def doc_field(text: str, default: Any, runtime: bool = False) -> Any:
+    """A field with its meaning; `runtime`: it changes where or how fast something is made, not what is made."""
+    metadata = {"doc": text, "runtime": runtime}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Section:
+    """A config section: one named part of the config, whose `Literal` fields hold one of their choices however
+    the section was built (from a file, a --set flag or Python)."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for name, kind in field_types(type(self)).items():
+            allowed = choices(kind)
+            value = getattr(self, name)
+            check(allowed is None or value in allowed or (value is None and allows_none(kind)),
+                  f"{self.section}.{name} must be one of {', '.join(map(repr, allowed or ()))}, got {bounded(value)}")
+
+    def items(self) -> list[tuple[dataclasses.Field, Any]]:
+        """Each field with its value, as YAML and `--set` lay the section out."""
+        return [(f, getattr(self, f.name)) for f in dataclasses.fields(self)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: copy.deepcopy(value) for f, value in self.items()}
+
+    def outcome(self) -> dict[str, Any]:
+        """The fields that change what is made (runtime fields left out)."""
+        return {f.name: copy.deepcopy(value) for f, value in self.items() if not f.metadata.get("runtime")}
 
 
 YAML_NODES_MAX = 100_000  # a config, --set value or search space holds far fewer values, counted with aliases expanded
@@ -45,8 +81,10 @@ def load_yaml(text: str, source: str) -> Any:
 
 @functools.cache
 def field_types(section_cls: type) -> dict[str, Any]:
-    """Each field's type, as objects (the annotations are strings under `from __future__ import annotations`)."""
-    return get_type_hints(section_cls)
+    """Each dataclass field's type, as objects (the annotations are strings under `from __future__ import
+    annotations`)."""
+    hints = get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
 
 
 def choices(kind: Any) -> tuple | None:

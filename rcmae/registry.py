@@ -1,7 +1,8 @@
 """The pluggable kinds and their members, by name: augmenters, score methods and the reference detectors.
 Config validation, the CLI's choices, the actor-pool plan and the augmenter factory all read these tables, so
 a new augmenter is its module, one entry here and its test. Entries name their implementation as
-"module:attribute" and load it only when used, so this table (the bottom layer) imports nothing of rcmae."""
+"module:attribute" and load it only when used, so this table (the bottom layer) imports nothing of rcmae; the
+config loads the chosen augmenter's options dataclass through it (the one reference from a low layer up)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def load(target: str):
 @dataclass(frozen=True)
 class Augmenter:
     name: str
-    target: str      # "module:Class"; the class takes (AugmentConfig, sample_rate=..., device=...)
+    target: str      # "module:Class"; the class takes (its options, sample_rate=..., device=...)
+    options: str     # "module:Class" of its options: a config Section whose fields sit in `augment` beside the rest
     needs_gpu: bool  # worth a GPU actor when the cluster has GPUs and augment.use_gpu is auto
     doc: str
     # applied to every training batch on the training device (the class gives `draw(rng, shape)`), nothing written:
@@ -27,6 +29,9 @@ class Augmenter:
 
     def load(self) -> type:
         return load(self.target)
+
+    def load_options(self) -> type:
+        return load(self.options)
 
 
 @dataclass(frozen=True)
@@ -40,14 +45,16 @@ class Score:
 
 
 AUGMENTERS = {entry.name: entry for entry in (
-    Augmenter("factory-mix", "rcmae.augment.factory_mix:FactoryMix", False,
+    Augmenter("factory-mix", "rcmae.augment.factory_mix:FactoryMix", "rcmae.augment.factory_mix:FactoryMixOptions",
+              False,
               "weight-free: synthetic factory noise chosen by the same prompts, mixed at a random SNR"),
-    Augmenter("audioldm", "rcmae.augment.audioldm:AudioLDMAugmenter", True,
+    Augmenter("audioldm", "rcmae.augment.audioldm:AudioLDMAugmenter", "rcmae.augment.audioldm:AudioLDMOptions",
+              True,
               "AudioLDM SDEdit diffusion (the paper's; needs `model`)"),
-    Augmenter("masking", "rcmae.augment.specaugment:StepMasking", False,
+    Augmenter("masking", "rcmae.augment.specaugment:StepMasking", "rcmae.augment.specaugment:MaskOptions", False,
               "fresh random time and frequency masks on every training batch (the paper's Table 3 Baseline)",
               per_step=True),
-    Augmenter("specaugment", "rcmae.augment.specaugment:SpecAugment", False,
+    Augmenter("specaugment", "rcmae.augment.specaugment:SpecAugment", "rcmae.augment.specaugment:MaskOptions", False,
               "random time and frequency masks written as variants (a quick augmenter for tests and drills)"),
 )}
 

@@ -17,6 +17,8 @@ from rcmae import tracking
 from rcmae.config import Config
 from rcmae.data.audio import cropping_note, typical_seconds
 from rcmae.data.layout import index_clips
+from rcmae.data.run_folder import staged, sync
+from rcmae.stores import is_uri, shared
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,12 @@ def preset_for_data(data: str | Path) -> str:
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
             seed: int = 0, baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> dict:
-    """The whole job into `out`; with `mlflow_uri`, also one MLflow run (rcmae.tracking)."""
+    """The whole job into `out` (a folder, or a store URI: the job runs in its working copy, sent to the store
+    after every step); with `mlflow_uri`, also one MLflow run (rcmae.tracking)."""
+    if is_uri(out):
+        with staged(str(out), "rcmae run") as local:
+            result = run_all(config, local, data, synth_preset, seed, baseline, force, mlflow_uri)
+            return dict(result, report=shared(result["report"]))
     if mlflow_uri is None:
         return _run_all(config, out, data, synth_preset, seed, baseline, force)
     out = Path(out).resolve()
@@ -70,6 +77,7 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_pre
         timings[name] = time.time() - started
         done = f" ({count} {unit}, {count / max(timings[name], 1e-9):.1f} {unit}/s)" if count is not None else ""
         log.info(f"run: {name} finished in {timings[name]:.0f} s{done}")
+        sync(out)
 
     started = time.time()
     if data is None:

@@ -10,16 +10,16 @@ Raising `epochs` is not a change of settings: it continues training.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 
 from rcmae import tracking
-from rcmae.config import Config, section_defaults
+from rcmae.config import Config, recorded_section
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.detect.detector import current_detector
 from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
+from rcmae.stores import clear
 from rcmae.train.stage import FINETUNE, PRETRAIN, Stage
 
 SETTINGS = "settings.json"
@@ -34,11 +34,11 @@ def stage_settings(made: dict, stage: Stage) -> dict:
 
 
 def with_later_fields(recorded: dict, stage: Stage) -> dict:
-    """Settings an older rcmae recorded, with every field added since at its dataclass default: a field is
-    added with the default that keeps what rcmae did before it existed, so an old folder is not taken for one
-    made with other settings."""
-    defaults = json.loads(json.dumps(stage_settings(section_defaults(), stage)))
-    return {section: {**defaults.get(section, {}), **(values or {})} for section, values in recorded.items()}
+    """Settings an older rcmae recorded, in this rcmae's layout (`config.recorded_section`: fields added since at
+    the defaults that keep what rcmae did before them), so an old folder is not taken for one made with other
+    settings."""
+    upgraded = {section: recorded_section(section, recorded.get(section) or {}).to_dict() for section in recorded}
+    return json.loads(json.dumps(stage_settings(upgraded, stage)))
 
 
 def claim(out_dir: Path, stage: Stage, config: Config, force: bool) -> Path | None:
@@ -48,8 +48,7 @@ def claim(out_dir: Path, stage: Stage, config: Config, force: bool) -> Path | No
     model_dir = out_dir / "model"
     if force:
         for name in MADE_HERE:
-            path = out_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            clear(out_dir / name)
     recorded = out_dir / SETTINGS
     meta = None
     try:

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "rcmae"
 # a module may import its own package and any lower layer, never a higher one or a sibling of its layer
 LAYERS = [
     {"registry", "logs", "errors"},
-    {"config_input"},
+    {"config_input", "stores"},
     {"config", "tracking"},
     {"losses", "features"},
     {"data", "models"},
@@ -97,7 +97,7 @@ def registry_targets() -> list[str]:
     from rcmae import registry
 
     return [entry.target for table in (registry.AUGMENTERS, registry.SCORES, registry.REFERENCES)
-            for entry in table.values()]
+            for entry in table.values()] + [entry.options for entry in registry.AUGMENTERS.values()]
 
 
 @pytest.mark.parametrize("target", registry_targets())

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -7,22 +8,23 @@ import torch
 
 from rcmae.augment.audioldm import (
     AudioLDMAugmenter,
+    AudioLDMOptions,
     WeightsUnavailable,
     audioldm_normalized,
     ddim_start,
     load_components,
 )
 from rcmae.augment.base import clip_seed
-from rcmae.augment.factory_mix import FactoryMix
+from rcmae.augment.factory_mix import FactoryMix, FactoryMixOptions
 from rcmae.augment.prompts import EXTENDED, FAMILIES, TABLE_1, load_prompts
-from rcmae.augment.specaugment import SpecAugment
-from rcmae.config import AugmentConfig, ConfigError
+from rcmae.augment.specaugment import MaskOptions, SpecAugment
+from rcmae.config import ConfigError
 from rcmae.data.audio import rms
 
 
 @pytest.fixture(scope="module")
 def augmenter(tiny_audioldm):
-    config = AugmentConfig(augmenter="audioldm", model=str(tiny_audioldm), steps_min=2, steps_max=3, t0=0.5)
+    config = AudioLDMOptions(model=str(tiny_audioldm), steps_min=2, steps_max=3, t0=0.5)
     return AudioLDMAugmenter(config, device="cpu")
 
 
@@ -68,8 +70,8 @@ def test_ddim_start_is_floor_of_s_t0_and_at_least_one():
 
 
 def test_steps_always_in_paper_range():
-    config = AugmentConfig()
-    plans = AudioLDMAugmenter._plan(type("A", (), {"config": config, "prompts": EXTENDED})(),
+    options = AudioLDMOptions()
+    plans = AudioLDMAugmenter._plan(type("A", (), {"options": options, "prompts": EXTENDED})(),
                                     [clip_seed(0, f"clip{i}", 0) for i in range(500)])
     steps = [p.steps for p in plans]
     assert min(steps) >= 10 and max(steps) <= 50 and len(set(steps)) > 20
@@ -114,7 +116,7 @@ def test_loader_errors_name_the_source(tmp_path):
 
 
 def test_factory_mix_is_deterministic_and_hits_its_snr():
-    config = AugmentConfig(snr_db_min=5.0, snr_db_max=5.0)
+    config = FactoryMixOptions(snr_db_min=5.0, snr_db_max=5.0)
     mix = FactoryMix(config)
     wave = clip(2.0)
     a, b = mix.augment([wave], [1])[0], mix.augment([wave], [1])[0]
@@ -127,7 +129,7 @@ def test_factory_mix_is_deterministic_and_hits_its_snr():
 
 def test_specaugment_masks_stay_in_bounds():
     spec = np.random.default_rng(0).normal(size=(128, 64)).astype(np.float32)
-    result = SpecAugment(AugmentConfig(time_masks=2, freq_masks=2, max_mask_fraction=0.15)).augment([spec], [4])[0]
+    result = SpecAugment(MaskOptions(time_masks=2, freq_masks=2, max_mask_fraction=0.15)).augment([spec], [4])[0]
     masked_rows = np.all(result.data == result.data[:, :1], axis=1)
     for start, width in result.provenance["freq_masks"]:
         assert 1 <= width <= int(128 * 0.15) and start + width <= 128
@@ -145,12 +147,12 @@ def test_input_is_normalised_as_audioldm_does_and_loudness_restored(augmenter):
 
 
 def test_eta_draws_seeded_noise_per_clip(tiny_audioldm):
-    config = AugmentConfig(augmenter="audioldm", model=str(tiny_audioldm), steps_min=6, steps_max=6, eta=1.0)
+    config = AudioLDMOptions(model=str(tiny_audioldm), steps_min=6, steps_max=6, eta=1.0)
     stochastic = AudioLDMAugmenter(config, device="cpu")
     first, again = (stochastic.augment([clip(1.0)], [5])[0] for _ in range(2))
     np.testing.assert_allclose(first.data, again.data, atol=1e-5)
     assert first.provenance["eta"] == 1.0
-    deterministic = AudioLDMAugmenter(AugmentConfig(**{**config.__dict__, "eta": 0.0}), device="cpu")
+    deterministic = AudioLDMAugmenter(dataclasses.replace(config, eta=0.0), device="cpu")
     assert not np.allclose(first.data, deterministic.augment([clip(1.0)], [5])[0].data, atol=1e-4)
 
 

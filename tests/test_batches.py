@@ -67,8 +67,8 @@ def test_the_masking_arm_draws_fresh_masks_per_batch_and_applies_them_in_the_ste
                              for p in sorted(folder.glob("*.parquet")))
     maker = BatchMaker(PRETRAIN, config, Normalizer(mean=np.zeros(16), std=np.ones(16)), [], 4)
     first, second = list(maker([table], np.random.default_rng(0)))[:2]
-    assert first[FREQ_SPANS].shape == (4, config.augment.freq_masks, 2)
-    assert first[TIME_SPANS].shape == (4, config.augment.time_masks, 2)
+    assert first[FREQ_SPANS].shape == (4, config.augment.options.freq_masks, 2)
+    assert first[TIME_SPANS].shape == (4, config.augment.options.time_masks, 2)
     assert not np.array_equal(first[FREQ_SPANS], second[FREQ_SPANS])
     seen = {}
 

@@ -52,8 +52,9 @@ def test_synth_then_index(tmp_path, capsys):
     (["augment", "--data", "d", "--out", "o", "--limit", "-3"], "-3 is below 1"),
     (["augment", "--data", "d", "--out", "o", "--variants", "two"], "'two' is not a whole number"),
     (["synth", "--out", "o", "--seed", "-1"], "-1 is below 0"),
-    (["run", "--out", "s3://bucket/run"], "s3://bucket/run: object-store URIs are not supported yet"),
-    (["score", "--checkpoint", "gs://b/model", "x.wav"], "gs://b/model: object-store URIs are not supported"),
+    (["run", "--out", "hdfs://name/run"], "hdfs://name/run: rcmae reads and writes s3://, gs://, file:// URIs"),
+    (["augment", "--data", "d", "--out", "s3://b/f"], "s3://b/f: object-store URIs are taken by `rcmae run --out` "
+                                                      "and by --checkpoint; here give a folder"),
 ])
 def test_numeric_options_and_paths_are_validated_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

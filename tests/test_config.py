@@ -1,6 +1,6 @@
 import pytest
 
-from rcmae.config import ConfigError, describe, load_config, paper, tiny
+from rcmae.config import Config, ConfigError, describe, load_config, paper, tiny
 
 
 def test_paper_preset_has_the_papers_numbers():
@@ -9,7 +9,8 @@ def test_paper_preset_has_the_papers_numbers():
     assert (config.model.depth, config.model.num_heads, config.model.embed_dim) == (12, 6, 384)
     assert (config.pretrain.lambda_con, config.pretrain.lambda_vcr, config.pretrain.lambda_mae) == (0.3, 0.3, 0.4)
     assert config.pretrain.tau == 0.05 and config.pretrain.lr == 1e-4 and config.pretrain.batch_size == 128
-    assert config.augment.guidance_scale == 2.5 and (config.augment.steps_min, config.augment.steps_max) == (10, 50)
+    options = config.augment.options
+    assert options.guidance_scale == 2.5 and (options.steps_min, options.steps_max) == (10, 50)
     for stage in (config.pretrain, config.finetune):  # "Adam, learning rate 0.0001": no schedule, no clipping
         assert (stage.schedule, stage.warmup_epochs, stage.grad_clip) == ("constant", 0, 0.0)
 
@@ -71,10 +72,11 @@ def test_a_file_and_a_different_preset_flag_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("key, text, expected", [
     ("pretrain.epochs", "5", 5), ("pretrain.lr", "3e-4", 3e-4), ("pretrain.lr", 1, 1.0),
-    ("scale.use_gpu", "true", True), ("scale.num_workers", "none", None), ("augment.model", "cvssp/x", "cvssp/x"),
+    ("scale.use_gpu", "true", True), ("scale.num_workers", "none", None), ("augment.prompts", "paper", "paper"),
 ])
 def test_set_values_are_converted_to_the_fields_type(key, text, expected):
-    value = getattr(getattr(tiny().override({key: text}), key.split(".")[0]), key.split(".")[1])
+    section, name = key.split(".")
+    value = tiny().override({key: text}).to_dict()[section][name]
     assert value == expected and type(value) is type(expected)
 
 
@@ -117,4 +119,41 @@ def test_runtime_fields_are_marked_and_left_out_of_what_is_made():
 
     made = AugmentConfig().outcome()
     assert not {"batch_size", "num_actors", "use_gpu", "gpus_per_actor"} & set(made)
-    assert {"augmenter", "variants", "seed", "t0"} <= set(made)
+    assert {"augmenter", "variants", "seed", "snr_db_min"} <= set(made)
+
+
+def test_each_augmenter_has_its_own_options_beside_the_shared_fields():
+    from rcmae.augment.audioldm import AudioLDMOptions
+    from rcmae.augment.factory_mix import FactoryMixOptions
+
+    config = tiny().override({"augment.augmenter": "audioldm", "augment.model": "cvssp/x", "augment.t0": "0.3"})
+    assert isinstance(config.augment.options, AudioLDMOptions) and config.augment.options.t0 == 0.3
+    assert config.augment.options.prompts == tiny().augment.options.prompts  # an option both augmenters have
+    laid_out = config.to_dict()["augment"]
+    assert laid_out["model"] == "cvssp/x" and "snr_db_min" not in laid_out and "options" not in laid_out
+    assert Config.from_dict(config.to_dict()) == config
+    assert isinstance(tiny().augment.options, FactoryMixOptions)
+    with pytest.raises(ConfigError, match=r"augment.model: not an option of augmenter 'factory-mix' \(its options: "
+                                          r"prompts, snr_db_min, snr_db_max\)"):
+        tiny().override({"augment.model": "cvssp/x"})
+    with pytest.raises(ConfigError, match="augment.t0 must be in"):
+        tiny().override({"augment.augmenter": "audioldm", "augment.t0": 0})
+
+
+def test_a_config_file_giving_another_augmenters_option_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("augment:\n  augmenter: masking\n  snr_db_min: 3\n")
+    with pytest.raises(ConfigError, match="augment.snr_db_min: not an option of augmenter 'masking'"):
+        load_config(path=path)
+
+
+def test_a_config_an_older_rcmae_recorded_loads_without_the_other_augmenters_options():
+    """Older rcmae kept every augmenter's options in `augment`: a checkpoint's config still loads, and a folder's
+    recorded settings read as this layout (so a resumed run is not taken for one with other settings)."""
+    from rcmae.config import recorded_section
+
+    old = {**tiny().to_dict()["augment"], "model": None, "t0": 0.5, "time_masks": 2, "eta": 0.0}
+    assert Config.from_dict({"preset": "tiny", "augment": old}) == tiny()
+    assert recorded_section("augment", old).outcome() == tiny().augment.outcome()
+    assert recorded_section("augment", {"augmenter": "masking"}).outcome() == {
+        "augmenter": "masking", "variants": 2, "seed": 0, "time_masks": 2, "freq_masks": 2, "max_mask_fraction": 0.15}

@@ -1,27 +1,52 @@
 """One registry per pluggable kind: a new augmenter is one entry, and config validation, the CLI's choices,
 the actor-pool plan and the pipeline's factory all see it."""
 
+from dataclasses import dataclass
+
+import numpy as np
 import pytest
 
 from rcmae import registry
+from rcmae.augment.base import Augmented
 from rcmae.cli import build_parser
-from rcmae.config import AugmentConfig, ConfigError, tiny
+from rcmae.config import AugmentConfig, ConfigError, describe, tiny
+from rcmae.config_input import Section, doc_field
 from rcmae.distributed.augment_pipeline import build_augmenter
 from rcmae.distributed.runtime import pool_plan
 
 
+@dataclass
+class EchoOptions(Section):
+    section = "augment"
+    delay: int = doc_field("Samples the echo lags the clip by.", 160)
+
+
+class Echo:
+    """A new augmenter as a user writes one: a class, its options dataclass and one registry entry."""
+
+    name, domain = "echo", "wave"
+
+    def __init__(self, options: EchoOptions, sample_rate: int = 16000, device: str = "cpu"):
+        self.options = options
+
+    def augment(self, items, seeds):
+        return [Augmented(item + 0.5 * np.roll(item, self.options.delay), {"augmenter": self.name}) for item in items]
+
+
 @pytest.fixture
 def echo(monkeypatch):
-    """A new augmenter registered as a user would: one entry (here reusing SpecAugment's class)."""
-    entry = registry.Augmenter("echo", "rcmae.augment.specaugment:SpecAugment", True, "test entry")
+    entry = registry.Augmenter("echo", f"{__name__}:Echo", f"{__name__}:EchoOptions", True, "test entry")
     monkeypatch.setitem(registry.AUGMENTERS, "echo", entry)
     return entry
 
 
 def test_a_registered_augmenter_is_known_everywhere(echo):
-    config = tiny().override({"augment.augmenter": "echo"})
+    config = tiny().override({"augment.augmenter": "echo", "augment.delay": "80"})
+    assert config.augment.options == EchoOptions(delay=80) and config.to_dict()["augment"]["delay"] == 80
+    assert "  delay: 80  # Samples the echo lags the clip by." in describe(config)
     assert pool_plan(config.augment, {"CPU": 4.0, "GPU": 2.0}).num_gpus == 1  # needs_gpu, read from the entry
-    assert type(build_augmenter(config)).__name__ == "SpecAugment"
+    made = build_augmenter(config)
+    assert isinstance(made, Echo) and made.options.delay == 80
     args = build_parser().parse_args(["augment", "--data", "d", "--out", "o", "--augmenter", "echo"])
     assert args.augmenter == "echo"
 
@@ -35,15 +60,13 @@ def test_an_unregistered_augmenter_is_refused_by_name():
 
 def test_every_entry_loads_and_every_score_says_where_it_comes_from():
     for entry in registry.AUGMENTERS.values():
-        assert entry.load().name == entry.name
+        assert entry.load().name == entry.name and issubclass(entry.load_options(), Section)
     assert all(callable(entry.load()) for entry in registry.SCORES.values())
     assert registry.SCORES["id_logprob"].origin == "the paper's score"
     assert {entry.origin for entry in registry.SCORES.values()} == {"the paper's score", "rcmae extension"}
 
 
 def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
-    import numpy as np
-
     from encoded_values import encoded as make_encoded
     from rcmae.config import ScoreConfig
     from rcmae.detect.detector import anomaly_scores, fit_detector
@@ -61,6 +84,4 @@ def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
 
 
 def pooled_norm(encoded, keys, classes, detector):
-    import numpy as np
-
     return np.linalg.norm(encoded.pooled, axis=1)

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 import torchaudio
 
 from rcmae.augment.base import Augmented
-from rcmae.augment.prompts import Prompt, load_prompts, pick
-from rcmae.config import PAPER_AUDIOLDM, AugmentConfig
+from rcmae.augment.prompts import Prompt, PromptOptions, load_prompts, pick
+from rcmae.config import PAPER_AUDIOLDM
+from rcmae.config_input import check, doc_field
 from rcmae.data.audio import resample, rms
 from rcmae.errors import RcmaeError
 
@@ -58,6 +59,24 @@ class ClipPlan:
     steps: int
     prompt: Prompt
     seed: int
+
+
+@dataclass
+class AudioLDMOptions(PromptOptions):
+    model: str | None = doc_field("AudioLDM hub id or local diffusers folder.", None)
+    t0: float = doc_field("SDEdit insertion point: the real clip enters at DDIM step floor(S*t0) (Eq. 1).", 0.5)
+    guidance_scale: float = doc_field("Classifier-free guidance (paper Table 2).", 2.5)
+    steps_min: int = doc_field("Fewest DDIM steps S drawn per clip (paper: 10).", 10)
+    steps_max: int = doc_field("Most DDIM steps S drawn per clip (paper: 50).", 50)
+    eta: float = doc_field("DDIM eta of the denoising steps (0: deterministic DDIM; AudioLDM's audio-to-audio "
+                           "transfer uses 1.0).", 0.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 < self.t0 <= 1.0, f"augment.t0 must be in (0, 1], got {self.t0}")
+        check(1 <= self.steps_min <= self.steps_max,
+              f"augment: need 1 <= steps_min <= steps_max, got {self.steps_min}, {self.steps_max}")
+        check(0.0 <= self.eta <= 1.0, f"augment.eta must be in [0, 1], got {self.eta}")
 
 
 class WeightsUnavailable(RcmaeError):
@@ -142,15 +161,15 @@ class AudioLDMAugmenter:
     name = "audioldm"
     domain = "wave"
 
-    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str | None = None,
+    def __init__(self, options: AudioLDMOptions, sample_rate: int = 16000, device: str | None = None,
                  components: Components | None = None):
-        if components is None and not config.model:
+        if components is None and not options.model:
             raise WeightsUnavailable("augmenter 'audioldm' needs a model: --model HUB_ID_OR_FOLDER")
-        self.config, self.sample_rate = config, sample_rate
+        self.options, self.sample_rate = options, sample_rate
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.parts = components or load_components(config.model, self.device)
+        self.parts = components or load_components(options.model, self.device)
         self.dtype = self.parts.unet.dtype
-        self.prompts = load_prompts(config.prompts)
+        self.prompts = load_prompts(options.prompts)
         self.mel = torchaudio.transforms.MelSpectrogram(
             **MEL, power=1.0, norm="slaney", mel_scale="slaney", center=True).to(self.device)
         self.latent_scale = 2 ** (len(self.parts.vae.config.block_out_channels) - 1)
@@ -159,7 +178,7 @@ class AudioLDMAugmenter:
         self.window_frames = self.frame_multiple * math.ceil(WINDOW_SECONDS * 100 / self.frame_multiple)
         hop = int(np.prod(self.parts.vocoder.config.upsample_rates))
         if hop != MEL["hop_length"]:
-            raise WeightsUnavailable(f"{config.model}: vocoder upsample rates multiply to {hop}, not the mel hop "
+            raise WeightsUnavailable(f"{options.model}: vocoder upsample rates multiply to {hop}, not the mel hop "
                                      f"{MEL['hop_length']}")
 
     # ------------------------------------------------------------ steps
@@ -186,7 +205,7 @@ class AudioLDMAugmenter:
         """Eq. 1: the latent at DDIM step floor(S * t0) and the timesteps that remain to denoise."""
         self.parts.scheduler.set_timesteps(num_steps, device=self.device)
         timesteps = self.parts.scheduler.timesteps
-        remaining = timesteps[num_steps - ddim_start(num_steps, self.config.t0):]
+        remaining = timesteps[num_steps - ddim_start(num_steps, self.options.t0):]
         return self.parts.scheduler.add_noise(x0, noise, remaining[:1].repeat(len(x0))), remaining
 
     @torch.no_grad()
@@ -197,8 +216,8 @@ class AudioLDMAugmenter:
             model_in = self.parts.scheduler.scale_model_input(torch.cat([latents] * 2), t)
             noise_pred = self.parts.unet(model_in, t, encoder_hidden_states=None, class_labels=class_labels).sample
             uncond_pred, cond_pred = noise_pred.chunk(2)
-            guided = uncond_pred + self.config.guidance_scale * (cond_pred - uncond_pred)
-            latents = self.parts.scheduler.step(guided, t, latents, eta=self.config.eta,
+            guided = uncond_pred + self.options.guidance_scale * (cond_pred - uncond_pred)
+            latents = self.parts.scheduler.step(guided, t, latents, eta=self.options.eta,
                                                 generator=generators).prev_sample
         return latents
 
@@ -224,7 +243,7 @@ class AudioLDMAugmenter:
         plans = []
         for seed in seeds:
             rng = np.random.default_rng(seed)
-            plans.append(ClipPlan(steps=int(rng.integers(self.config.steps_min, self.config.steps_max + 1)),
+            plans.append(ClipPlan(steps=int(rng.integers(self.options.steps_min, self.options.steps_max + 1)),
                                   prompt=pick(self.prompts, rng), seed=seed))
         return plans
 
@@ -251,10 +270,10 @@ class AudioLDMAugmenter:
             audio = resample(audio, MEL["sample_rate"], self.sample_rate)[:len(wave)]
             audio = audio * (rms(wave) / rms(audio))
             results.append(Augmented(audio.astype(np.float32), dict(
-                augmenter=self.name, model=str(self.config.model or "in-memory"), prompt=plan.prompt.text,
-                family=plan.prompt.family, steps=plan.steps, seed=plan.seed, t0=self.config.t0,
-                start_step=ddim_start(plan.steps, self.config.t0), guidance_scale=self.config.guidance_scale,
-                eta=self.config.eta)))
+                augmenter=self.name, model=str(self.options.model or "in-memory"), prompt=plan.prompt.text,
+                family=plan.prompt.family, steps=plan.steps, seed=plan.seed, t0=self.options.t0,
+                start_step=ddim_start(plan.steps, self.options.t0), guidance_scale=self.options.guidance_scale,
+                eta=self.options.eta)))
         return results
 
     def _run_group(self, steps: int, clip_windows: list[np.ndarray], plans: list[ClipPlan]) -> list[np.ndarray]:

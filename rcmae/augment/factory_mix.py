@@ -4,11 +4,13 @@ model is given."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rcmae.augment.base import Augmented
-from rcmae.augment.prompts import FAMILIES, load_prompts, pick
-from rcmae.config import AugmentConfig
+from rcmae.augment.prompts import FAMILIES, PromptOptions, load_prompts, pick
+from rcmae.config_input import check, doc_field
 from rcmae.data.audio import rms
 from rcmae.data.sound_models import band_noise, harmonic_tone, impacts, periodic_times, slow_noise
 
@@ -58,13 +60,23 @@ NOISES = {"saw": saw, "press": press, "crusher": crusher, "moulding": moulding, 
 assert set(NOISES) == set(FAMILIES)
 
 
+@dataclass
+class FactoryMixOptions(PromptOptions):
+    snr_db_min: float = doc_field("Lowest clip-to-noise SNR (dB).", 0.0)
+    snr_db_max: float = doc_field("Highest clip-to-noise SNR (dB).", 15.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.snr_db_min <= self.snr_db_max, "augment: snr_db_min must be <= snr_db_max")
+
+
 class FactoryMix:
     name = "factory-mix"
     domain = "wave"
 
-    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str = "cpu"):
-        self.config, self.sample_rate = config, sample_rate
-        self.prompts = load_prompts(config.prompts)
+    def __init__(self, options: FactoryMixOptions, sample_rate: int = 16000, device: str = "cpu"):
+        self.options, self.sample_rate = options, sample_rate
+        self.prompts = load_prompts(options.prompts)
 
     def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented]:
         results = []
@@ -73,7 +85,7 @@ class FactoryMix:
             prompt = pick(self.prompts, rng)
             family = prompt.family if prompt.family in NOISES else str(rng.choice(FAMILIES))
             noise = NOISES[family](len(wave), self.sample_rate, rng)
-            snr_db = float(rng.uniform(self.config.snr_db_min, self.config.snr_db_max))
+            snr_db = float(rng.uniform(self.options.snr_db_min, self.options.snr_db_max))
             mixed = wave + noise / rms(noise) * rms(wave) / 10 ** (snr_db / 20)
             peak = float(np.max(np.abs(mixed)))
             mixed = mixed / peak * min(peak, 0.99)  # keep the loudness; only a clipping mix is scaled down

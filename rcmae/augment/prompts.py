@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import ConfigError
+from rcmae.config_input import Section, doc_field
+from rcmae.errors import ConfigError
 
 FAMILIES = ("saw", "press", "crusher", "moulding", "woodworking", "pneumatic")
 
@@ -71,6 +72,15 @@ MORE = tuple(Prompt(family, text) for family, text in (
 
 EXTENDED = TABLE_1 + MORE
 LIBRARIES = {"paper": TABLE_1, "extended": EXTENDED}  # `augment.prompts` names one of these, or a file
+
+
+@dataclass
+class PromptOptions(Section):
+    """The option of every prompt-driven augmenter."""
+
+    section = "augment"
+    prompts: str = doc_field("Prompt library: 'paper' (Table 1's six), 'extended' (Table 1 and rcmae's 30 more) or "
+                             "a text file, one prompt per line ('family: prompt' or prompt).", "extended")
 
 
 def load_prompts(spec: str = "extended") -> tuple[Prompt, ...]:

@@ -11,13 +11,30 @@ Each span is (start, width) on its axis; a masked band or stretch holds the clip
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from rcmae.augment.base import Augmented
-from rcmae.config import AugmentConfig
+from rcmae.config_input import Section, check, doc_field
 
 FREQ_SPANS, TIME_SPANS = "freq_spans", "time_spans"  # the batch keys of the per-step masks
+
+
+@dataclass
+class MaskOptions(Section):
+    """The options of `masking` and `specaugment`."""
+
+    section = "augment"
+    time_masks: int = doc_field("Time masks per clip.", 2)
+    freq_masks: int = doc_field("Frequency masks per clip.", 2)
+    max_mask_fraction: float = doc_field("Widest mask as a share of the axis.", 0.15)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.time_masks >= 0 and self.freq_masks >= 0, "augment: time_masks and freq_masks must be >= 0")
+        check(0 < self.max_mask_fraction < 1, "augment.max_mask_fraction must be in (0, 1)")
 
 
 def draw_spans(rng: np.random.Generator, clips: int, size: int, count: int, max_fraction: float) -> np.ndarray:
@@ -54,13 +71,13 @@ class StepMasking:
 
     name = "masking"
 
-    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str = "cpu"):
-        self.config = config
+    def __init__(self, options: MaskOptions, sample_rate: int = 16000, device: str = "cpu"):
+        self.options = options
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
         """Fresh spans for a batch of `shape` (clips, n_mels, n_frames)."""
         clips, n_mels, n_frames = shape
-        cfg = self.config
+        cfg = self.options
         return {FREQ_SPANS: draw_spans(rng, clips, n_mels, cfg.freq_masks, cfg.max_mask_fraction),
                 TIME_SPANS: draw_spans(rng, clips, n_frames, cfg.time_masks, cfg.max_mask_fraction)}
 
@@ -71,8 +88,8 @@ class SpecAugment:
     name = "specaugment"
     domain = "spec"
 
-    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, device: str = "cpu"):
-        self.masks = StepMasking(config)
+    def __init__(self, options: MaskOptions, sample_rate: int = 16000, device: str = "cpu"):
+        self.masks = StepMasking(options)
 
     def augment(self, items: list[np.ndarray], seeds: list[int]) -> list[Augmented]:
         results = []

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rcmae.errors import RcmaeError
+from rcmae.stores import Mirror, StoreError, activate, check_uri, deactivate, flat, mirror_of, scheme_of
 
 LOCK = ".rcmae.lock"
 LEASE_ENV = "RCMAE_LOCK_LEASE_S"  # seconds a lock stays valid without a heartbeat (default DEFAULT_LEASE_S)
@@ -72,34 +73,122 @@ def stale_reason(owner: dict, heartbeat_age_s: float) -> str | None:
     return None
 
 
-def _read_lock(path: Path) -> tuple[dict, float] | None:
-    """(the lock's record, {} when unreadable; its heartbeat's age in seconds), or None without a lock."""
-    try:
-        age = time.time() - path.stat().st_mtime
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
+class LockFile:
+    """The lock as a file in the folder: created only if absent (`O_EXCL`), its heartbeat the file's mtime."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.path = folder, folder / LOCK
+
+    def create(self, text: str) -> bool:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        return True
+
+    def read(self) -> tuple[dict, float] | None:
+        """(the lock's record, {} when unreadable; its heartbeat's age in seconds), or None without a lock."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        return _record(text), age
+
+    def renew(self, text: str) -> None:
+        os.utime(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class StoreLock:
+    """The lock as an object in an S3 folder: created only if absent (a conditional put, `If-None-Match: *`, which
+    S3 and most S3-compatible stores honour), its heartbeat the object's last-modified time (rewritten)."""
+
+    def __init__(self, uri: str):
+        bucket, _, prefix = check_uri(uri).split("://", 1)[1].partition("/")
+        self.bucket, self.key = bucket, f"{prefix}/{LOCK}".lstrip("/")
+        try:
+            import boto3
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError:
+            raise StoreError(f"{uri}: an s3:// run folder needs boto3 for its one-writer lock (pip install "
+                             f"boto3)") from None
+        self.client, self.errors, self.ClientError = boto3.client("s3"), (BotoCoreError, ClientError), ClientError
+
+    def _call(self, name: str, **kwargs):
+        try:
+            return getattr(self.client, name)(Bucket=self.bucket, Key=self.key, **kwargs)
+        except self.errors as error:
+            if isinstance(error, self.ClientError) and error.response.get("Error", {}).get("Code") in (
+                    "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409"):
+                raise
+            raise StoreError(f"s3://{self.bucket}/{self.key}: {flat(error)}") from None
+
+    def create(self, text: str) -> bool:
+        try:
+            self._call("put_object", Body=text.encode(), IfNoneMatch="*")
+        except self.ClientError:
+            return False
+        return True
+
+    def read(self) -> tuple[dict, float] | None:
+        try:
+            answer = self._call("get_object")
+        except self.ClientError:
+            return None
+        return _record(answer["Body"].read().decode(errors="replace")), time.time() - answer["LastModified"].timestamp()
+
+    def renew(self, text: str) -> None:
+        self._call("put_object", Body=text.encode())
+
+    def remove(self) -> None:
+        try:
+            self._call("delete_object")
+        except self.ClientError:
+            pass
+
+
+def _record(text: str) -> dict:
     try:
         owner = json.loads(text)
     except json.JSONDecodeError:
         owner = {}
-    return (owner if isinstance(owner, dict) else {}), age
+    return owner if isinstance(owner, dict) else {}
+
+
+def lock_for(folder: str | Path) -> LockFile | StoreLock:
+    """The lock of a local folder (or a `file://` one), or of an `s3://` folder; other stores are refused."""
+    scheme = scheme_of(folder)
+    if scheme is None:
+        return LockFile(Path(folder))
+    if scheme == "file":
+        return LockFile(Path(check_uri(str(folder))[len("file://"):]))
+    if scheme == "s3":
+        return StoreLock(str(folder))
+    raise StoreError(f"{folder}: rcmae writes run folders to s3:// (whose conditional create keeps one writer per "
+                     f"folder) or to local or mounted folders; it refuses {scheme}:// rather than share a folder "
+                     f"between writers")
 
 
 def lock_owner(folder: str | Path) -> dict | None:
     """Who holds the folder's lock, or None when it is free (a stale lock counts as free)."""
-    found = _read_lock(Path(folder) / LOCK)
+    found = lock_for(folder).read()
     if found is None or stale_reason(*found) is not None:
         return None
     return found[0]
 
 
 class Heartbeat:
-    """Renews a held lock's modification time every quarter lease until stopped; stops renewing (with a
-    warning) if the lock file is no longer this holder's (taken over while this process was stalled)."""
+    """Renews a held lock's heartbeat every quarter lease until stopped; stops renewing (with a warning) if the
+    lock is no longer this holder's (taken over while this process was stalled)."""
 
-    def __init__(self, path: Path, token: str, lease_s: float):
-        self.path, self.token, self.interval = path, token, lease_s / 4
+    def __init__(self, lock: LockFile | StoreLock, label: str, me: dict, lease_s: float):
+        self.lock, self.label, self.me, self.interval = lock, label, me, lease_s / 4
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="rcmae-lock-heartbeat", daemon=True)
 
@@ -113,50 +202,70 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
-            found = _read_lock(self.path)
-            if found is None or found[0].get("token") != self.token:
-                log.warning(f"{self.path}: the lock is no longer this process's; another writer took it over")
+            found = self.lock.read()
+            if found is None or found[0].get("token") != self.me["token"]:
+                log.warning(f"{self.label}: the lock is no longer this process's; another writer took it over")
                 return
-            os.utime(self.path)
+            self.lock.renew(json.dumps(self.me))
 
 
 @contextmanager
-def owned(folder: str | Path, what: str) -> Iterator[Path]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK
+def owned(folder: str | Path, what: str) -> Iterator[str | Path]:
+    """Hold `folder`'s lock (a local folder, or an `s3://` one) while the block runs."""
+    lock, label = lock_for(folder), str(folder)
     lease = lease_seconds()
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
           "what": what, "lease_s": lease, "token": uuid.uuid4().hex}
     for _ in range(2):
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            found = _read_lock(path)
-            if found is None:  # released meanwhile
-                continue
-            reason = stale_reason(*found)
-            if reason is None:
-                owner = found[0]
-                raise FolderBusy(f"{folder} is being written by {owner.get('what', 'another run')} (host "
-                                 f"{owner.get('host')}, pid {owner.get('pid')}, since {owner.get('started')}): "
-                                 f"wait for it, or use another --out") from None
-            if found[0]:
-                old = found[0]
-                log.warning(f"{folder}: taking over the lock of {old.get('what', 'a run')} (host {old.get('host')}, "
-                            f"pid {old.get('pid')}, since {old.get('started')}): {reason}")
-            path.unlink(missing_ok=True)
+        if lock.create(json.dumps(me)):
+            break
+        found = lock.read()
+        if found is None:  # released meanwhile
             continue
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(me))
-        break
+        reason = stale_reason(*found)
+        if reason is None:
+            owner = found[0]
+            raise FolderBusy(f"{label} is being written by {owner.get('what', 'another run')} (host "
+                             f"{owner.get('host')}, pid {owner.get('pid')}, since {owner.get('started')}): "
+                             f"wait for it, or use another --out")
+        if found[0]:
+            old = found[0]
+            log.warning(f"{label}: taking over the lock of {old.get('what', 'a run')} (host {old.get('host')}, "
+                        f"pid {old.get('pid')}, since {old.get('started')}): {reason}")
+        lock.remove()
+    else:
+        raise FolderBusy(f"{label}: another writer took the lock at the same moment; try again")
     try:
-        with Heartbeat(path, me["token"], lease):
+        with Heartbeat(lock, label, me, lease):
             yield folder
     finally:
-        found = _read_lock(path)
+        found = lock.read()
         if found is not None and found[0].get("token") == me["token"]:
-            path.unlink(missing_ok=True)
+            lock.remove()
+
+
+@contextmanager
+def staged(uri: str, what: str) -> Iterator[Path]:
+    """Work on a store folder in its local working copy (`stores.Mirror`) while holding the store folder's lock:
+    the copy is made equal to the store first, and the store to the copy at every `sync` and when the block
+    ends, also after a failure (what finished is kept for a resume)."""
+    mirror = Mirror.of(uri)
+    with owned(mirror.uri, what):
+        fetched = mirror.pull()
+        log.info(f"{mirror.uri}: working in {mirror.local} ({fetched} files fetched from the store)")
+        activate(mirror)
+        try:
+            yield mirror.local
+        finally:
+            deactivate(mirror)
+            log.info(f"{mirror.uri}: {mirror.push()} files sent to the store")
+
+
+def sync(path: str | Path) -> None:
+    """Send a working copy's changes to its store now (nothing for a local folder)."""
+    mirror = mirror_of(path)
+    if mirror is not None:
+        mirror.push()
 
 
 def check_settings(recorded: dict, wanted: dict, folder: str | Path) -> None:

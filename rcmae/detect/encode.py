@@ -20,6 +20,7 @@ from rcmae.features import Normalizer
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.registry import SCORES
+from rcmae.stores import fetched
 
 ENCODED_COLUMNS = ("pooled", "embedding", "log_probs", "rhythm", "patches")
 MAP_COLUMN = "patch_map"
@@ -86,6 +87,7 @@ class TableEncoder:
         self.keep_encoded = keep_encoded  # False: metadata and scores only (what evaluation keeps of a clip)
         self.with_maps = with_maps and with_scores
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model_dir = fetched(model_dir)  # a store URI (an actor on another node than the run's driver): a local copy
         self.checkpoint = load_checkpoint(model_dir, device=self.device)
         self.detector: Detector | None = load_detector(model_dir) if with_scores else None
         features = self.checkpoint.config.features

@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rcmae.config import Config
+from rcmae.config import Config, recorded_section
 from rcmae.data.layout import ClipIndex, index_clips, reject_summary
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.distributed.runtime import ensure_ray, nodes_for, pool_plan, reachable_gpus, require_feasible
-from rcmae.errors import disk_full_named
+from rcmae.errors import DataError, disk_full_named
 from rcmae.registry import AUGMENTERS
+from rcmae.stores import on_driver
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def build_augmenter(config: Config, device: str = "cpu"):
     entry = AUGMENTERS[config.augment.augmenter]
     if entry.per_step:
         return None
-    return entry.load()(config.augment, sample_rate=config.audio.sample_rate, device=device)
+    return entry.load()(config.augment.options, sample_rate=config.audio.sample_rate, device=device)
 
 
 class AugmentActor:
@@ -82,7 +82,7 @@ def finished_paths(features_dir: Path) -> set[str]:
 def augment_settings(config: Config) -> dict:
     """What each clip's features depend on: a re-run with other values would mix two data sets. (`--limit`
     is not one: a limited run resumed without it extends the same set.)"""
-    return dict(augment=config.augment.outcome(), audio=asdict(config.audio), features=asdict(config.features))
+    return {name: getattr(config, name).outcome() for name in ("augment", "audio", "features")}
 
 
 def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit: int | None = None,
@@ -92,7 +92,7 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
     if config.augment.augmenter == "audioldm":
         from rcmae.augment.audioldm import require_model
 
-        require_model(config.augment.model)  # before Ray and any actor start: no silent fallback, no wasted pool
+        require_model(config.augment.options.model)  # before Ray and any actor starts: no silent fallback
     ensure_ray()
     with owned(out_dir, "rcmae augment"):
         summary_path = Path(out_dir) / SUMMARY
@@ -101,7 +101,9 @@ def run_augment(data_dir: str | Path, out_dir: str | Path, config: Config, limit
             shutil.rmtree(Path(out_dir) / FEATURES, ignore_errors=True)
             summary_path.unlink(missing_ok=True)
         elif summary_path.exists():
-            check_settings(json.loads(summary_path.read_text()).get("settings", {}), settings, out_dir)
+            recorded = json.loads(summary_path.read_text()).get("settings", {})
+            check_settings({name: recorded_section(name, values).outcome() for name, values in recorded.items()},
+                           settings, out_dir)
         return _augment(data_dir, Path(out_dir), config, limit, augment_splits, settings)
 
 
@@ -115,6 +117,11 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
     index: ClipIndex = index_clips(data_dir, lenient=True)
     clips = index.table if limit is None else index.table.slice(0, limit)
     done = finished_paths(features_dir)
+    foreign = sorted(done - set(index.table["path"].to_pylist()))
+    if foreign:
+        raise DataError(f"{out_dir}: its features hold {len(foreign)} clips that are not under {data_dir} (e.g. "
+                        f"{foreign[0]}): the data moved since, or (a store's run folder) the working copy is not where "
+                        f"the run began (RCMAE_STORE_CACHE); use the same paths, or --force to make the features again")
     todo = clips.filter(pc.invert(pc.is_in(clips["path"], pa.array(sorted(done), pa.string()))))
     # a seeded random order: every block, and so every shard and training batch, mixes machine IDs
     todo = todo.take(pa.array(np.random.default_rng(config.augment.seed).permutation(todo.num_rows)))
@@ -143,7 +150,7 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
             compute=plan.strategy())
         with nodes_for(plan), disk_full_named(features_dir, "writing features (a re-run keeps the shards already "
                                                                      "written)"):
-            dataset.write_parquet(str(features_dir), ray_remote_args={"num_cpus": 0.25})
+            dataset.write_parquet(on_driver(features_dir), ray_remote_args={"num_cpus": 0.25})
     return finalize(out_dir, index, clips, config, time.time() - started, settings)
 
 
@@ -166,7 +173,7 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
     variants = len(records)
     summary = dict(clips=len(paths), usable=len(paths) - failed.num_rows, rejected=len(rejects),
                    augmented_variants=variants, actors=len({record.get("worker") for record in records}),
-                   augmenter=config.augment.augmenter, model=config.augment.model,
+                   augmenter=config.augment.augmenter,
                    variants_per_clip=config.augment.variants_written, seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for line in reject_summary([(reject["path"], reject["reason"]) for reject in rejects]):

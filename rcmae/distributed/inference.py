@@ -16,6 +16,7 @@ from rcmae.detect.encode import TableEncoder
 from rcmae.distributed.runtime import inference_pool, require_feasible, scaling_plan
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import load_checkpoint
+from rcmae.stores import on_driver, published
 
 ENCODE_BATCH = 64
 
@@ -26,7 +27,7 @@ def usable_rows(features_dir: str | Path, columns: list[str], split: str):
     from ray.data.expressions import col
 
     # small read tasks: on a 2-core node the train workers already hold most of the CPUs
-    dataset = ray.data.read_parquet(str(features_dir), num_cpus=0.25)
+    dataset = ray.data.read_parquet(on_driver(features_dir), num_cpus=0.25)
     dataset = dataset.select_columns(list(dict.fromkeys(columns + ["error", "split"])))
     return dataset.filter(expr=col("error").is_null() & (col("split") == split)).select_columns(columns)
 
@@ -45,8 +46,8 @@ def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
     require_feasible("batch inference", plan.resources_per_worker)
     pool = inference_pool(plan, resources)
     return dataset.map_batches(
-        TableEncoder, fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), with_scores=with_scores,
-                                                 keep_encoded=not with_scores),
+        TableEncoder, fn_constructor_kwargs=dict(model_dir=published(Path(model_dir).resolve()),
+                                                 with_scores=with_scores, keep_encoded=not with_scores),
         batch_size=ENCODE_BATCH, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
         compute=pool.strategy())
 

@@ -24,6 +24,7 @@ from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
 from rcmae.logs import current_level
 from rcmae.models.checkpoint import CheckpointMeta
+from rcmae.stores import shared
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng
 from rcmae.train.loops import epoch_line, run_stage
@@ -131,14 +132,14 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=plan.resources_per_worker),
         run_config=RunConfig(
-            name=run_name, storage_path=str(out_dir.resolve() / "ray_results"),
+            name=run_name, storage_path=shared(out_dir.resolve() / "ray_results"),
             checkpoint_config=CheckpointConfig(num_to_keep=config.scale.keep_checkpoints,
                                                checkpoint_score_attribute="loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.scale.max_failures), callbacks=callbacks or []),
         datasets={"train": dataset},
     )
     log.info(f"[{stage.name}] Ray Train: {plan.num_workers} worker(s), {plan.backend}, "
-             f"{'GPU' if plan.use_gpu else 'CPU'}, run {out_dir / 'ray_results' / run_name}")
+             f"{'GPU' if plan.use_gpu else 'CPU'}, run {shared(out_dir.resolve() / 'ray_results')}/{run_name}")
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{stage.name}: Ray Train finished without a checkpoint ({result.error})")

@@ -19,6 +19,7 @@ from rcmae.detect.encode import TableEncoder, map_values, score_values
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.maps import plot_map
 from rcmae.models.checkpoint import read_meta
+from rcmae.stores import fetched
 
 BATCH = 64  # windows featurised and scored at a time
 WINDOW_HOP = 0.5  # windows of a long recording start this share of a clip apart
@@ -71,6 +72,7 @@ class RecordingScorer:
     def __init__(self, model_dir: str | Path, method: str | None = None, aggregate: str = "mean"):
         if aggregate not in AGGREGATES:
             raise RcmaeError(f"aggregate {aggregate!r}: choose from {sorted(AGGREGATES)}")
+        model_dir = fetched(model_dir)  # a store URI: its local copy
         self.meta = read_meta(model_dir)
         self.config = Config.from_dict(self.meta.config)
         self.method = method or self.config.score.method

@@ -29,6 +29,7 @@ from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
 from rcmae.models.checkpoint import CheckpointMeta, read_meta
 from rcmae.registry import SCORES
+from rcmae.stores import fetched
 from rcmae.tracking import write_final_metrics
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None,
                         method: str | None = None, features_dir: str | Path | None = None) -> dict:
     """In-process: scores the test clips (from `features_dir`'s Parquet, else read from `data_dir`) and
     writes the DCASE CSVs and metrics.json to `out_dir` (with per-family results for labelled faults)."""
+    checkpoint_dir = fetched(checkpoint_dir)  # a store URI: its local copy
     if features_dir is not None:
         rows = feature_test_split(features_dir)
     elif data_dir is not None:

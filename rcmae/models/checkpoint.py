@@ -20,6 +20,7 @@ from rcmae.config import Config
 from rcmae.errors import RcmaeError
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
+from rcmae.stores import fetched
 
 WEIGHTS, META, OPTIMIZER, DETECTOR = "model.safetensors", "meta.json", "optimizer.pt", "detector.safetensors"
 
@@ -38,7 +39,7 @@ class CheckpointMeta:
     epoch: int | None = None           # epochs trained
     history: list[dict] = field(default_factory=list)  # each epoch's metrics
     classes: list[str] = field(default_factory=list)   # stage 2: the machine IDs the ID head classifies
-    pretrained_from: str | None = None  # stage 2: the stage-1 model folder it started from
+    pretrained_from: str | None = None  # stage 2: the stage-1 model folder it started from (a URI in a store)
     detector: dict | None = None        # final stage-2 models: `Detector.meta()` (its arrays: detector.safetensors)
 
     @classmethod
@@ -120,7 +121,8 @@ def checkpoint_problem(folder: str | Path) -> str | None:
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    folder = Path(folder)
+    """The model in `folder` (a store URI: fetched first, so a worker on any node can load it)."""
+    folder = fetched(folder)
     meta = read_meta(folder)
     if not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder}: checkpoint has no {WEIGHTS}")

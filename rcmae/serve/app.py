@@ -21,7 +21,6 @@ import socket
 import time
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -34,6 +33,7 @@ from rcmae.errors import RcmaeError
 from rcmae.models.checkpoint import META
 from rcmae.serve.uploads import Limits, UploadError, check_declared_size, media_type, read_upload
 from rcmae.serve.view import logmel_view
+from rcmae.stores import fetched
 
 log = logging.getLogger(__name__)
 PAGE = resources.files("rcmae.serve").joinpath("page.html")
@@ -53,7 +53,7 @@ class ServiceSettings:
         if self.max_batch_size < 1 or self.batch_wait_s < 0:
             raise RcmaeError(f"batching: max_batch_size {self.max_batch_size} must be >= 1 and batch_wait_s "
                              f"{self.batch_wait_s} >= 0")
-        if not (Path(self.checkpoint) / META).is_file():
+        if not (fetched(self.checkpoint) / META).is_file():  # a store URI: checked in its fetched copy
             raise RcmaeError(f"{self.checkpoint}: not a fine-tuned model folder (no meta.json); pass "
                              f"`rcmae finetune`'s model folder, e.g. runs/main/finetune/model")
 

@@ -17,6 +17,7 @@ from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.errors import DataError
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import META, WEIGHTS, CheckpointMeta, read_meta
+from rcmae.stores import shared
 
 FINAL = "model"
 PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional training set
@@ -78,7 +79,7 @@ def finetune_start(config: Config, features_dir: str | Path,
                     "set); these features hold %d: index a root holding both dev_data/ and eval_data/<type>/train",
                     PAPER_CLASSES, len(classes))
     meta = CheckpointMeta(normalizer=pretrained.normalizer, classes=classes,
-                          pretrained_from=str(Path(pretrained_dir).resolve()))
+                          pretrained_from=shared(Path(pretrained_dir).resolve()))
     return meta, classes
 
 

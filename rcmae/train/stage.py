@@ -69,7 +69,7 @@ class Pretrain(Stage):
         shape = (config.features.n_mels, config.features.n_frames)
         original = normalizer(specs_from_column(rows["features"], *shape)).astype(np.float32)
         if config.augment.per_step:
-            per_step = AUGMENTERS[config.augment.augmenter].load()(config.augment)
+            per_step = AUGMENTERS[config.augment.augmenter].load()(config.augment.options)
             return {"original": original, **per_step.draw(rng, original.shape), PATHS: rows["path"].to_pylist()}
         return {"original": original,
                 "augmented": normalizer(pick_variants(rows["augmented"], rng, *shape)).astype(np.float32),
