@@ -10,12 +10,13 @@ from pathlib import Path
 from rcmae.config import PRESETS, ConfigError, describe, load_config, load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
+from rcmae.data.run_folder import writing
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
 from rcmae.errors import EXIT, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
-from rcmae.stores import StoreError, check_uri, is_uri
+from rcmae.stores import StoreError, check_uri, is_uri, reading, shared
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +99,8 @@ def cmd_augment(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model),
                                    ("augment.variants", args.variants)) if v is not None}
     config = _config_from(args).override(overrides)
-    run_augment(args.data, args.out, config, limit=args.limit, force=args.force)
+    with writing(args.out, "rcmae augment") as out:
+        run_augment(args.data, out, config, limit=args.limit, force=args.force)
     return 0
 
 
@@ -106,7 +108,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from rcmae.stages import pretrain
 
     config = _config_from(args)
-    model_dir = pretrain(config, args.features, args.out, force=args.force)
+    with reading(args.features) as features, writing(args.out, "rcmae pretrain") as out:
+        model_dir = shared(pretrain(config, features, out, force=args.force))
     print(f"stage 1 done: {model_dir}")
     return 0
 
@@ -115,7 +118,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from rcmae.stages import finetune
 
     config = _config_from(args)
-    model_dir = finetune(config, args.features, args.pretrained, args.out, force=args.force)
+    with (reading(args.features) as features, reading(args.pretrained) as pretrained,
+          writing(args.out, "rcmae finetune") as out):
+        model_dir = shared(finetune(config, features, pretrained, out, force=args.force))
     print(f"stage 2 done: {model_dir} (pass it to `rcmae evaluate --checkpoint` / `rcmae score --checkpoint`)")
     return 0
 
@@ -130,7 +135,8 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rcmae.evaluate.results import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, method=args.method, features_dir=args.features)
+    with reading(args.features) as features, writing(args.out, "rcmae evaluate") as out:
+        metrics = evaluate_checkpoint(args.checkpoint, args.data, out, method=args.method, features_dir=features)
     _print_metrics(metrics)
     for method, mean in metrics["methods"].items():
         print(f"score method {method:10s} mean AUC {mean.get('auc', float('nan')):.4f}  "
@@ -263,8 +269,9 @@ def local_path(text: str) -> Path:
     """An argparse type: a local (or mounted) path; object-store URIs are refused by name, not taken as folders."""
     if is_uri(text):
         raise argparse.ArgumentTypeError(
-            f"{text}: object-store URIs are taken by `rcmae run --out` and by --checkpoint; here give a folder on "
-            f"storage every node mounts at the same path (NFS, EFS, a ReadWriteMany volume)")
+            f"{text}: object-store URIs are taken by the run folders (--out) of run, augment, pretrain, finetune "
+            f"and evaluate, by --features, --pretrained and --checkpoint; here give a folder on storage every node "
+            f"mounts at the same path (NFS, EFS, a ReadWriteMany volume)")
     return Path(text)
 
 
@@ -343,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("augment", help="Ray Data: read, augment K variants, log-mel -> Parquet (resumable)")
     _add_config_args(p)
     p.add_argument("--data", required=True, type=local_path)
-    p.add_argument("--out", required=True, type=local_path)
+    p.add_argument("--out", required=True, type=location, help="feature folder, or its s3:// or file:// URI")
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder (with --augmenter audioldm)")
     p.add_argument("--variants", type=count(1), help="augmented variants per train clip")
@@ -353,16 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="stage 1: MAE + InfoNCE + VCR on (original, augmented) pairs")
     _add_config_args(p)
-    p.add_argument("--features", required=True, type=local_path, help="feature folder written by `rcmae augment`")
-    p.add_argument("--out", required=True, type=local_path, help="run folder (re-running resumes it)")
+    p.add_argument("--features", required=True, type=location, help="feature folder written by `rcmae augment`")
+    p.add_argument("--out", required=True, type=location, help="run folder (re-running resumes it)")
     p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="stage 2: supervised contrastive + cross-entropy over machine IDs")
     _add_config_args(p)
-    p.add_argument("--features", required=True, type=local_path)
-    p.add_argument("--pretrained", required=True, type=local_path, help="stage-1 model folder (PRETRAIN_OUT/model)")
-    p.add_argument("--out", required=True, type=local_path, help="run folder (re-running resumes it)")
+    p.add_argument("--features", required=True, type=location)
+    p.add_argument("--pretrained", required=True, type=location, help="stage-1 model folder (PRETRAIN_OUT/model)")
+    p.add_argument("--out", required=True, type=location, help="run folder (re-running resumes it)")
     p.add_argument("--force", action="store_true", help="redo a folder made with other settings")
     p.set_defaults(func=cmd_finetune)
 
@@ -371,9 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuned model folder (FINETUNE_OUT/model), or its s3://, gs:// or file:// URI")
     test = p.add_mutually_exclusive_group(required=True)
     test.add_argument("--data", type=local_path, help="DCASE-layout data: its test clips are read and featurised")
-    test.add_argument("--features", type=local_path,
+    test.add_argument("--features", type=location,
                       help="feature folder from `rcmae augment`: its test rows are scored")
-    p.add_argument("--out", required=True, type=local_path)
+    p.add_argument("--out", required=True, type=location)
     p.add_argument("--method", choices=sorted(SCORES), help="score method (default: the model's)")
     p.set_defaults(func=cmd_evaluate)
 

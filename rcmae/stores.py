@@ -17,8 +17,10 @@ import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from rcmae.errors import RcmaeError
 
@@ -92,10 +94,11 @@ def _current(have: tuple[int, float] | None, wanted: tuple[int, float]) -> bool:
 
 @dataclass(frozen=True)
 class Mirror:
-    """A store folder (`uri`) and its local working copy (`local`)."""
+    """A store folder (`uri`) and its local working copy (`local`; `read_only`: a fetched copy, never sent)."""
 
     uri: str
     local: Path
+    read_only: bool = False
 
     @classmethod
     def of(cls, uri: str) -> "Mirror":
@@ -211,8 +214,29 @@ def published(path: str | Path) -> str:
     mirror = mirror_of(path)
     if mirror is None:
         return str(path)
-    mirror.push(under=Path(path).resolve())
+    if not mirror.read_only:
+        mirror.push(under=Path(path).resolve())
     return mirror.uri_of(Path(path))
+
+
+def parent_of(location: str | Path) -> str | Path:
+    """The folder holding `location` (a path or a store URI)."""
+    return check_uri(str(location)).rsplit("/", 1)[0] if is_uri(location) else Path(location).parent
+
+
+@contextmanager
+def reading(location: str | Path | None) -> Iterator[Path | None]:
+    """A command's input folder: a local one as it is (None: none given); a store folder as its fetched copy,
+    named by its URI (`shared`) and read by Ray Data on this node (`on_driver`) while the block runs."""
+    if location is None or not is_uri(location):
+        yield None if location is None else Path(location)
+        return
+    mirror = Mirror(check_uri(str(location)), fetched(location), read_only=True)
+    activate(mirror)
+    try:
+        yield mirror.local
+    finally:
+        deactivate(mirror)
 
 
 def on_driver(path: str | Path) -> str:

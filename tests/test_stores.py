@@ -207,3 +207,32 @@ def test_the_main_job_runs_in_a_bucket_refuses_a_second_writer_and_resumes_from_
     bucket_rows, folder_rows = (list(csv.DictReader(io.StringIO(run.stdout))) for run in (from_bucket, from_folder))
     assert len(bucket_rows) == 3 and [r["decision"] for r in bucket_rows] == [r["decision"] for r in folder_rows]
     assert [float(r["score"]) for r in bucket_rows] == pytest.approx([float(r["score"]) for r in folder_rows], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_each_stage_command_reads_and_writes_store_folders(s3_server, ray_session, tmp_path, capsys):
+    from rcmae.cli import main
+    from rcmae.data.synth import synthesize
+    from rcmae.evaluate.results import evaluate_checkpoint
+
+    data = tmp_path / "data"
+    synthesize(data, preset="small", seed=1, types=("valve",))
+    uri = f"s3://{BUCKET}/steps"
+    quick = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", "--set", "scale.num_workers=0"]
+    assert main(["augment", "--data", str(data), "--out", f"{uri}/augment", "--variants", "1"]) == 0
+    assert main(["pretrain", "--features", f"{uri}/augment/features", "--out", f"{uri}/pretrain", *quick]) == 0
+    assert f"stage 1 done: {uri}/pretrain/model" in capsys.readouterr().out
+    assert main(["finetune", "--features", f"{uri}/augment/features", "--pretrained", f"{uri}/pretrain/model",
+                 "--out", f"{uri}/finetune", *quick]) == 0
+    assert main(["evaluate", "--checkpoint", f"{uri}/finetune/model", "--features", f"{uri}/augment/features",
+                 "--out", f"{uri}/evaluation"]) == 0
+    stored = keys(s3_server, "steps")
+    assert {"augment/summary.json", "pretrain/model/meta.json", "finetune/model/detector.safetensors",
+            "evaluation/metrics.json"} <= stored and not any(key.endswith(".rcmae.lock") for key in stored)
+    meta = json.loads(s3_server.get_object(Bucket=BUCKET, Key="steps/finetune/model/meta.json")["Body"].read())
+    assert meta["pretrained_from"] == f"{uri}/pretrain/model"  # what a worker on any node loads
+    local = evaluate_checkpoint(fetched(f"{uri}/finetune/model"), None, tmp_path / "evaluation",
+                                features_dir=fetched(f"{uri}/augment/features"))
+    stored_metrics = json.loads(s3_server.get_object(Bucket=BUCKET, Key="steps/evaluation/metrics.json")["Body"].read())
+    assert stored_metrics["mean"] == pytest.approx(local["mean"], rel=1e-5)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rcmae.errors import RcmaeError
-from rcmae.stores import Mirror, StoreError, activate, check_uri, deactivate, flat, mirror_of, scheme_of
+from rcmae.stores import Mirror, StoreError, activate, check_uri, deactivate, flat, is_uri, mirror_of, scheme_of
 
 LOCK = ".rcmae.lock"
 LEASE_ENV = "RCMAE_LOCK_LEASE_S"  # seconds a lock stays valid without a heartbeat (default DEFAULT_LEASE_S)
@@ -261,10 +261,20 @@ def staged(uri: str, what: str) -> Iterator[Path]:
             log.info(f"{mirror.uri}: {mirror.push()} files sent to the store")
 
 
+@contextmanager
+def writing(out: str | Path, what: str) -> Iterator[Path]:
+    """A command's output folder: a local one as it is, a store URI as its working copy (`staged`)."""
+    if not is_uri(out):
+        yield Path(out)
+        return
+    with staged(str(out), what) as local:
+        yield local
+
+
 def sync(path: str | Path) -> None:
-    """Send a working copy's changes to its store now (nothing for a local folder)."""
+    """Send a working copy's changes to its store now (nothing for a local folder or a fetched copy)."""
     mirror = mirror_of(path)
-    if mirror is not None:
+    if mirror is not None and not mirror.read_only:
         mirror.push()
 
 

@@ -17,7 +17,7 @@ from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.errors import DataError
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import META, WEIGHTS, CheckpointMeta, read_meta
-from rcmae.stores import shared
+from rcmae.stores import parent_of, shared
 
 FINAL = "model"
 PAPER_CLASSES = 41  # DCASE 2020: 23 development IDs + 18 of the additional training set
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def require_finished(features_dir: str | Path) -> None:
     """No stage trains on features whose augmentation is still being written."""
-    owner = lock_owner(Path(features_dir).parent)
+    owner = lock_owner(parent_of(shared(features_dir)))  # a fetched copy: its store folder's lock
     if owner is not None:
         raise DataError(f"{features_dir}: its augmentation has not finished ({owner.get('what')} on host "
                          f"{owner.get('host')}, pid {owner.get('pid')}, since {owner.get('started')})")
