@@ -241,7 +241,8 @@ def reading(location: str | Path | None) -> Iterator[Path | None]:
 
 def on_driver(path: str | Path) -> str:
     """`path` for Ray Data reads and writes: inside a working copy (which only this node has) as `local://`, so
-    Ray Data runs those tasks on this node; else the path itself."""
+    Ray Data runs those tasks on this node; else the path itself. (Ray 2.60 warns that `local://` goes after
+    January 2027: then these reads and writes take the store URIs themselves.)"""
     return f"local://{Path(path).resolve()}" if mirror_of(path) is not None else str(path)
 
 
