@@ -156,12 +156,14 @@ class AugmentConfig(Section):
     def from_values(cls, values: dict[str, Any], given: set[str], strict: set[str]) -> "AugmentConfig":
         """The section from its YAML layout (`given`: keys whose values are to be coerced). A key that is neither
         a shared field nor an option of the chosen augmenter is dropped (another augmenter's option, from the
-        preset or a folder an older rcmae recorded) unless the user gave it (`strict`): then it is an error."""
+        preset or a folder an older rcmae recorded) unless the user gave it (`strict`) with a value other than
+        that option's default: then it is an error."""
         shared = {name: kind for name, kind in field_types(cls).items() if name != "options"}
         augmenter = values.get("augmenter", "factory-mix")
         check(augmenter in AUGMENTERS, f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {augmenter!r}")
         option_kinds = field_types(AUGMENTERS[augmenter].load_options())
-        stray = sorted(key for key in values if key not in shared and key not in option_kinds and key in strict)
+        stray = sorted(key for key in values if key not in shared and key not in option_kinds and key in strict
+                       and not _another_augmenters_default(key, values[key]))
         check(not stray, f"augment.{', augment.'.join(stray)}: not an option of augmenter {augmenter!r} (its "
                          f"options: {', '.join(option_kinds)})")
 
@@ -179,6 +181,13 @@ class AugmentConfig(Section):
     @property
     def variants_written(self) -> int:
         return 0 if self.per_step else self.variants
+
+
+def _another_augmenters_default(key: str, value: Any) -> bool:
+    """An option of another augmenter at its default: what a file an older `rcmae config --out` wrote holds
+    (every augmenter's options were in one section then), dropped rather than refused."""
+    return any(key in field_types(kind) and getattr(kind(), key) == value
+               for kind in {entry.load_options() for entry in AUGMENTERS.values()})
 
 
 @dataclass

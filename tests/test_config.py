@@ -147,6 +147,16 @@ def test_a_config_file_giving_another_augmenters_option_is_refused(tmp_path):
         load_config(path=path)
 
 
+def test_a_config_file_an_older_rcmae_wrote_still_loads(tmp_path):
+    """`rcmae config --out` used to write every augmenter's options: at their defaults they are dropped."""
+    path = tmp_path / "old.yaml"
+    path.write_text("augment:\n  augmenter: factory-mix\n  snr_db_min: 3.0\n  t0: 0.5\n  time_masks: 2\n")
+    assert load_config(path=path).augment.options.snr_db_min == 3.0
+    path.write_text("augment:\n  augmenter: factory-mix\n  t0: 0.3\n")
+    with pytest.raises(ConfigError, match="augment.t0: not an option of augmenter 'factory-mix'"):
+        load_config(path=path)
+
+
 def test_a_config_an_older_rcmae_recorded_loads_without_the_other_augmenters_options():
     """Older rcmae kept every augmenter's options in `augment`: a checkpoint's config still loads, and a folder's
     recorded settings read as this layout (so a resumed run is not taken for one with other settings)."""

@@ -140,6 +140,33 @@ def test_one_writer_per_store_folder_and_a_lost_writers_lock_is_taken_over(s3_se
     assert "taking over the lock of rcmae run (host lost-node-7" in caplog.text
 
 
+def test_a_run_that_fails_keeps_what_it_finished_in_the_store(s3_server):
+    with pytest.raises(RuntimeError, match="stage 2 broke"):
+        with staged(f"s3://{BUCKET}/failed", "test") as local:
+            (local / "augment").mkdir()
+            (local / "augment" / "summary.json").write_text("{}")
+            raise RuntimeError("stage 2 broke")
+    assert keys(s3_server, "failed") == {"augment/summary.json"}  # and the lock released
+    with owned(f"s3://{BUCKET}/failed", "next"):
+        pass
+
+
+def test_a_file_uri_is_a_store_folder_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("RCMAE_STORE_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "shared" / "run"
+    with staged(f"file://{target}", "test") as local:
+        assert (target / ".rcmae.lock").is_file() and local != target
+        (local / "report.md").write_text("done")
+    assert (target / "report.md").read_text() == "done" and not (target / ".rcmae.lock").exists()
+    assert (fetched(f"file://{target}") / "report.md").read_text() == "done"
+
+
+def test_a_missing_bucket_is_one_clear_error(s3_server):
+    with pytest.raises(StoreError, match="s3://no-such-bucket/run/.rcmae.lock: .*NoSuchBucket"):
+        with staged("s3://no-such-bucket/run", "test"):
+            pass
+
+
 def test_stores_rcmae_cannot_lock_are_refused_by_name(tmp_path):
     from rcmae.data.run_folder import lock_for
 

@@ -256,9 +256,15 @@ def staged(uri: str, what: str) -> Iterator[Path]:
         activate(mirror)
         try:
             yield mirror.local
-        finally:
+        except BaseException:
             deactivate(mirror)
-            log.info(f"{mirror.uri}: {mirror.push()} files sent to the store")
+            try:
+                log.info(f"{mirror.uri}: {mirror.push()} files sent to the store (what finished, for a resume)")
+            except RcmaeError as error:  # the run's own error is the one to report
+                log.error(f"{mirror.uri}: could not send the working copy {mirror.local} to the store: {error}")
+            raise
+        deactivate(mirror)
+        log.info(f"{mirror.uri}: {mirror.push()} files sent to the store")
 
 
 @contextmanager
