@@ -92,6 +92,20 @@ def _current(have: tuple[int, float] | None, wanted: tuple[int, float]) -> bool:
     return have is not None and have[0] == wanted[0] and have[1] >= wanted[1]
 
 
+def store_files(uri: str, partial: bool = False) -> dict[str, tuple[int, float]]:
+    """relative path -> (size, modification time) of every synced object under a store folder (`partial`: with
+    the folders being written aside)."""
+    import pyarrow.fs
+
+    fs, root = filesystem(uri)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError as error:
+        raise StoreError(f"{uri}: cannot list the store folder ({flat(error)})") from None
+    return {rel: (info.size, info.mtime.timestamp()) for info in infos
+            if info.type == pyarrow.fs.FileType.File and _synced(rel := info.path[len(root):].lstrip("/"), partial)}
+
+
 @dataclass(frozen=True)
 class Mirror:
     """A store folder (`uri`) and its local working copy (`local`; `read_only`: a fetched copy, never sent)."""
@@ -104,18 +118,6 @@ class Mirror:
     def of(cls, uri: str) -> "Mirror":
         uri = check_uri(uri)
         return cls(uri, _cache_folder("work", uri).resolve())
-
-    def _store_files(self, partial: bool = False) -> dict[str, tuple[int, float]]:
-        """relative path -> (size, modification time) of every synced object under the store folder."""
-        import pyarrow.fs
-
-        fs, root = filesystem(self.uri)
-        try:
-            infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-        except OSError as error:
-            raise StoreError(f"{self.uri}: cannot list the store folder ({flat(error)})") from None
-        return {rel: (info.size, info.mtime.timestamp()) for info in infos
-                if info.type == pyarrow.fs.FileType.File and _synced(rel := info.path[len(root):].lstrip("/"), partial)}
 
     def _local_files(self, under: Path | None = None) -> dict[str, tuple[int, float]]:
         found = {}
@@ -132,7 +134,7 @@ class Mirror:
         import pyarrow.fs
 
         fs, root = filesystem(self.uri)
-        remote, local = self._store_files(), self._local_files()
+        remote, local = store_files(self.uri), self._local_files()
         for relative in set(local) - set(remote):
             (self.local / relative).unlink()
         fetched = 0
@@ -154,7 +156,7 @@ class Mirror:
         import pyarrow.fs
 
         fs, root = filesystem(self.uri)
-        remote, local = self._store_files(partial=True), self._local_files(under)
+        remote, local = store_files(self.uri, partial=True), self._local_files(under)
         sent = 0
         for relative, state in sorted(local.items()):
             if _current(remote.get(relative), state):
@@ -182,7 +184,7 @@ class Mirror:
         return self.uri if relative == "." else f"{self.uri}/{relative}"
 
 
-_ACTIVE: list[Mirror] = []  # the working copies this process runs in (`rcmae run --out URI`)
+_ACTIVE: list[Mirror] = []  # the working copies (and fetched inputs) this process's commands run in
 
 
 def activate(mirror: Mirror) -> None:
@@ -253,7 +255,7 @@ def fetched(location: str | Path) -> Path:
     if not is_uri(location):
         return Path(location)
     uri = check_uri(str(location))
-    listing = Mirror(uri, Path())._store_files()
+    listing = store_files(uri)
     if not listing:
         raise StoreError(f"{uri}: nothing there")
     version = hashlib.sha256(repr(sorted(listing.items())).encode()).hexdigest()[:16]

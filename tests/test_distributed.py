@@ -68,6 +68,17 @@ def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, to
     assert meta.epoch == 3 and [h["epoch"] for h in meta.history] == [1, 2, 3]
 
 
+def test_concurrent_trials_leave_room_for_each_trials_detector_fit():
+    from rcmae.config import tiny
+    from rcmae.distributed.tune import concurrent_trials
+
+    one_worker = tiny().override({"scale.num_workers": 1})  # 0.5 CPU per worker
+    assert concurrent_trials(one_worker, {"CPU": 2.0}) == 1  # two would stall each other on a 2-core machine
+    assert concurrent_trials(one_worker, {"CPU": 16.0}) == 10
+    assert concurrent_trials(tiny().override({"scale.num_workers": 2, "scale.use_gpu": True}),
+                             {"CPU": 8.0, "GPU": 4.0}) == 2
+
+
 def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_features, tmp_path):
     from rcmae.distributed.tune import run_tune
 

@@ -176,8 +176,13 @@ def lock_for(folder: str | Path) -> LockFile | StoreLock:
 
 
 def lock_owner(folder: str | Path) -> dict | None:
-    """Who holds the folder's lock, or None when it is free (a stale lock counts as free)."""
-    found = lock_for(folder).read()
+    """Who holds the folder's lock, or None when it is free (a stale lock counts as free, and a store rcmae does
+    not write run folders to holds none)."""
+    try:
+        lock = lock_for(folder)
+    except StoreError:
+        return None
+    found = lock.read()
     if found is None or stale_reason(*found) is not None:
         return None
     return found[0]
@@ -202,11 +207,14 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
-            found = self.lock.read()
-            if found is None or found[0].get("token") != self.me["token"]:
-                log.warning(f"{self.label}: the lock is no longer this process's; another writer took it over")
-                return
-            self.lock.renew(json.dumps(self.me))
+            try:
+                found = self.lock.read()
+                if found is None or found[0].get("token") != self.me["token"]:
+                    log.warning(f"{self.label}: the lock is no longer this process's; another writer took it over")
+                    return
+                self.lock.renew(json.dumps(self.me))
+            except (OSError, RcmaeError) as error:  # a store or file server briefly away: the next beat retries
+                log.warning(f"{self.label}: could not renew the lock ({error}); retrying")
 
 
 @contextmanager

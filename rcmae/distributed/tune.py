@@ -127,13 +127,16 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
 
 
 def concurrent_trials(config: Config, resources: dict) -> int:
-    """As many trials as the cluster fits at once: GPUs per trial, or their train workers' CPUs."""
+    """As many trials as the cluster fits at once: GPUs per trial, or the CPUs a trial holds at its peak, the
+    detector fit after stage 2: its inference actors (as many as train workers) and beside them the trial's own
+    process, the Parquet reads and the per-type shuffle (whose aggregator reserves CPU too). Trials that together
+    ask for more than the cluster has wait on each other's actors and can stall for good."""
     from rcmae.distributed.runtime import scaling_plan
 
     plan = scaling_plan(config.scale, resources)
     if plan.use_gpu:
         return max(1, int(resources.get("GPU", 0)) // max(1, plan.num_workers))
-    per_trial = plan.num_workers * config.scale.cpus_per_worker + 0.5  # + trial process and data reads
+    per_trial = plan.num_workers * config.scale.cpus_per_worker + 1.0
     return max(1, int(float(resources.get("CPU", 1)) // per_trial))
 
 
