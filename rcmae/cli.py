@@ -10,7 +10,7 @@ from pathlib import Path
 from rcmae.config import PRESETS, ConfigError, describe, load_config, load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
-from rcmae.data.run_folder import writing
+from rcmae.data.run_folder import sync, writing
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
 from rcmae.errors import EXIT, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
@@ -207,14 +207,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rcmae.distributed.tune import base_config, load_space, run_tune
 
     ensure_ray()
-    features = args.features
-    if features is None:
-        from rcmae.distributed.augment_pipeline import run_augment
+    with reading(args.features) as features, writing(args.out, "rcmae tune") as out:
+        if features is None:
+            from rcmae.distributed.augment_pipeline import run_augment
 
-        run_augment(args.data, args.out / "augment", base_config(load_space(args.space)))
-        features = args.out / "augment" / "features"
-    folder = run_tune(args.space, features, args.data, args.out, force=args.force, mlflow_uri=_mlflow_uri(args))
-    print(f"wrote {folder / 'trials.csv'}, {folder / 'trials.parquet'} and {folder / 'comparison.png'}")
+            run_augment(args.data, out / "augment", base_config(load_space(args.space)))
+            features = out / "augment" / "features"
+            sync(out)  # the trials read it from the store
+        folder = shared(run_tune(args.space, features, args.data, out, force=args.force,
+                                 mlflow_uri=_mlflow_uri(args)))
+    print(f"wrote {folder}/trials.csv, {folder}/trials.parquet and {folder}/comparison.png")
     return 0
 
 
@@ -269,9 +271,9 @@ def local_path(text: str) -> Path:
     """An argparse type: a local (or mounted) path; object-store URIs are refused by name, not taken as folders."""
     if is_uri(text):
         raise argparse.ArgumentTypeError(
-            f"{text}: object-store URIs are taken by the run folders (--out) of run, augment, pretrain, finetune "
-            f"and evaluate, by --features, --pretrained and --checkpoint; here give a folder on storage every node "
-            f"mounts at the same path (NFS, EFS, a ReadWriteMany volume)")
+            f"{text}: object-store URIs are taken by the run folders (--out) of run, augment, pretrain, finetune, "
+            f"evaluate and tune, by --features, --pretrained and --checkpoint; here give a folder on storage every "
+            f"node mounts at the same path (NFS, EFS, a ReadWriteMany volume)")
     return Path(text)
 
 
@@ -432,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="Ray Tune sweep: each trial = stage 1 + stage 2 + evaluation")
     p.add_argument("--space", required=True, type=local_path, help="search space YAML (see tune_spaces/)")
     p.add_argument("--data", required=True, type=local_path, help="DCASE-layout data (its test split is evaluated)")
-    p.add_argument("--features", type=local_path, help="feature folder from `rcmae augment` (made when omitted)")
-    p.add_argument("--out", type=local_path, default=Path("runs/tune"))
+    p.add_argument("--features", type=location, help="feature folder from `rcmae augment` (made when omitted)")
+    p.add_argument("--out", type=location, default=Path("runs/tune"), help="sweep folder, or an s3:// or file:// URI")
     _add_tracking_args(p)
     p.add_argument("--force", action="store_true",
                    help="start the sweep in --out again from nothing (by default an interrupted sweep is resumed)")

@@ -26,7 +26,9 @@ from rcmae.errors import RcmaeError
 
 SCHEMES = ("s3", "gs", "file")
 CACHE_ENV = "RCMAE_STORE_CACHE"
-STORE_ONLY = ("ray_results",)  # folders Ray Train writes to the store itself
+# folders others write to the store themselves: Ray Train and Tune (`ray_results`), a sweep's trials (`trials`:
+# each trial's process keeps its own folder there, as a working copy of its own)
+STORE_ONLY = ("ray_results", "trials")
 TRANSIENT = (".rcmae.lock",)  # never synced: each side has its own
 URI_PATTERN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 log = logging.getLogger(__name__)

@@ -53,8 +53,8 @@ def test_synth_then_index(tmp_path, capsys):
     (["augment", "--data", "d", "--out", "o", "--variants", "two"], "'two' is not a whole number"),
     (["synth", "--out", "o", "--seed", "-1"], "-1 is below 0"),
     (["run", "--out", "hdfs://name/run"], "hdfs://name/run: rcmae reads and writes s3://, gs://, file:// URIs"),
-    (["augment", "--data", "d", "--out", "s3://b/f"], "s3://b/f: object-store URIs are taken by `rcmae run --out` "
-                                                      "and by --checkpoint; here give a folder"),
+    (["augment", "--data", "s3://b/data", "--out", "o"], "s3://b/data: object-store URIs are taken by the run "
+                                                         "folders (--out) of run, augment, pretrain"),
 ])
 def test_numeric_options_and_paths_are_validated_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -263,3 +263,43 @@ def test_each_stage_command_reads_and_writes_store_folders(s3_server, ray_sessio
                                 features_dir=fetched(f"{uri}/augment/features"))
     stored_metrics = json.loads(s3_server.get_object(Bucket=BUCKET, Key="steps/evaluation/metrics.json")["Body"].read())
     assert stored_metrics["mean"] == pytest.approx(local["mean"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_sweep_runs_in_a_bucket_and_resumes_from_it(s3_server, toy_root, toy_features, tmp_path):
+    space = tmp_path / "bucket.yaml"
+    space.write_text("name: bucket\npreset: tiny\nmax_concurrent_trials: 1\nset:\n  pretrain.epochs: 1\n"
+                     "  finetune.epochs: 1\n  scale.num_workers: 0\nparams:\n  model.mask_ratio: {grid: [0.5, 0.7]}\n")
+    features = Mirror(f"s3://{BUCKET}/sweep-features", toy_features)
+    features.push()
+    uri = f"s3://{BUCKET}/sweeps"
+    env = dict(os.environ, RCMAE_STORE_CACHE=str(tmp_path / "cache"), RCMAE_PROGRESS="0")
+    args = [sys.executable, "-m", "rcmae.cli", "tune", "--space", str(space), "--features", features.uri,
+            "--data", str(toy_root / "dev_data" / "valve"), "--out", uri]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert f"wrote {uri}/bucket/trials.csv" in first.stdout
+    stored = keys(s3_server, "sweeps/bucket")
+    assert {"trials.csv", "trials.parquet", "best.json", "comparison.png", "space.json"} <= stored
+    assert any(key.startswith("ray_results/bucket/") for key in stored)  # Tune's own files, in the bucket
+    trials = list(csv.DictReader(io.StringIO(s3_server.get_object(
+        Bucket=BUCKET, Key="sweeps/bucket/trials.csv")["Body"].read().decode())))
+    assert len(trials) == 2 and all(row["model"].startswith(f"{uri}/bucket/trials/") for row in trials)
+    in_bucket = keys(s3_server, "sweeps")
+    models = [f"sweeps/{row['model'][len(uri) + 1:]}/meta.json" for row in trials]
+    assert all(key[len("sweeps/"):] in in_bucket for key in models)  # each model where trials.csv says
+
+    def written() -> list:
+        return [s3_server.head_object(Bucket=BUCKET, Key=key)["LastModified"] for key in models]
+
+    before = written()
+
+    shutil.rmtree(tmp_path / "cache")  # another machine: nothing local
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "tune: resuming bucket" in again.stdout + again.stderr
+    assert written() == before  # finished trials are kept, not trained again
+    rerun = list(csv.DictReader(io.StringIO(s3_server.get_object(
+        Bucket=BUCKET, Key="sweeps/bucket/trials.csv")["Body"].read().decode())))
+    assert sorted((r["trial_id"], r["auc"]) for r in rerun) == sorted((r["trial_id"], r["auc"]) for r in trials)

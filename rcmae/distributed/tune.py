@@ -21,7 +21,9 @@ losses are reported too.
 
 Every trial's stages, checkpoints, evaluation and model live in `<out>/<name>/trials/<trial id>/`, beside
 Tune's own experiment files (so `trials.csv` and `best.json` point inside --out and stay valid after `ray stop`;
-on several nodes --out must be storage every node sees). `rcmae tune` on a folder holding an interrupted sweep
+on several nodes --out must be storage every node sees, or a store URI: then the sweep's folder is a working copy,
+Tune writes its files to `<name>/ray_results/` in the store and each trial keeps its folder in the store, as a
+working copy of its own on the trial's node). `rcmae tune` on a folder holding an interrupted sweep
 restores it (`Tuner.restore`): finished trials are kept, unfinished ones continue from their stages' last
 checkpoints, errored ones are run again; a space file changed since is refused, naming what changed.
 
@@ -37,7 +39,9 @@ import re
 from pathlib import Path
 
 from rcmae.config import Config, ConfigError, load_config, load_yaml
+from rcmae.data.run_folder import sync, writing
 from rcmae.errors import RcmaeError, bounded, one_line
+from rcmae.stores import clear, is_uri, mirror_of, reading, shared
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +115,23 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
     from rcmae.evaluate.results import evaluate_checkpoint
 
     config = trial_config(Config.from_dict(base), params, normalize_weights)
-    out = Path(trials_dir) / ray.tune.get_context().get_trial_id()  # the same folder when the sweep is restored
-    if config.scale.num_workers == 0:  # in the trial's own process: the epochs report to Tune directly
-        from rcmae.train.local import finetune_local, pretrain_local
+    trial_id = ray.tune.get_context().get_trial_id()  # the same folder when the sweep is restored
+    folder = f"{trials_dir}/{trial_id}" if is_uri(trials_dir) else Path(trials_dir) / trial_id
+    with reading(features_dir) as features, writing(folder, f"rcmae tune trial {trial_id}") as out:
+        if config.scale.num_workers == 0:  # in the trial's own process: the epochs report to Tune directly
+            from rcmae.train.local import finetune_local, pretrain_local
 
-        on_epoch = ray.tune.report if report_epochs else None
-        pretrained = pretrain_local(config, features_dir, out / "pretrain", on_epoch=on_epoch)
-        model = finetune_local(config, features_dir, pretrained, out / "finetune", on_epoch=on_epoch)
-    else:
-        callbacks = [TuneReportCallback()] if report_epochs else []
-        pretrained = pretrain_ray(config, features_dir, out / "pretrain", callbacks=callbacks)
-        model = finetune_ray(config, features_dir, pretrained, out / "finetune", callbacks=callbacks)
-    metrics = evaluate_checkpoint(model, data_dir, out / "evaluation")
-    ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=str(model)))
+            on_epoch = ray.tune.report if report_epochs else None
+            pretrained = pretrain_local(config, features, out / "pretrain", on_epoch=on_epoch)
+            sync(out)
+            model = finetune_local(config, features, pretrained, out / "finetune", on_epoch=on_epoch)
+        else:
+            callbacks = [TuneReportCallback()] if report_epochs else []
+            pretrained = pretrain_ray(config, features, out / "pretrain", callbacks=callbacks)
+            sync(out)
+            model = finetune_ray(config, features, pretrained, out / "finetune", callbacks=callbacks)
+        metrics = evaluate_checkpoint(model, data_dir, out / "evaluation")
+        ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=shared(model)))
 
 
 def concurrent_trials(config: Config, resources: dict) -> int:
@@ -190,20 +198,26 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
     base = base_config(space)
     out_dir = Path(out_dir).resolve()
     experiment = out_dir / space["name"]
+    # in a store's folder, Tune's own files go to <name>/ray_results in the store (Tune writes them there itself;
+    # a local sweep keeps them beside rcmae's), and every trial keeps its folder in the store
+    in_store = mirror_of(experiment) is not None
+    tune_storage = shared(experiment / "ray_results") if in_store else str(out_dir)
+    tune_experiment = f"{tune_storage}/{space['name']}" if in_store else str(experiment)
     if force:
+        clear(experiment / "ray_results")
         shutil.rmtree(experiment, ignore_errors=True)
     trainable = tune.with_parameters(
         tune.with_resources(_trial, {"CPU": 0.1}), base=base.to_dict(),
         normalize_weights=bool(space.get("normalize_weights", True)),
-        features_dir=str(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()),
-        trials_dir=str(experiment / "trials"), report_epochs=space["search"] == "basic")
+        features_dir=shared(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()),
+        trials_dir=shared(experiment / "trials"), report_epochs=space["search"] == "basic")
     limit = space.get("max_concurrent_trials") or concurrent_trials(base, ray.cluster_resources())
     recorded = experiment / SPACE_RECORD
     if recorded.exists():
         check_settings(json.loads(recorded.read_text()), space_settings(space), experiment)
-    if tune.Tuner.can_restore(str(experiment)):
-        log.info(f"tune: resuming {space['name']} from {experiment} (finished trials are kept)")
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, restart_errored=True,
+    if tune.Tuner.can_restore(tune_experiment):
+        log.info(f"tune: resuming {space['name']} from {shared(experiment)} (finished trials are kept)")
+        tuner = tune.Tuner.restore(tune_experiment, trainable, resume_unfinished=True, restart_errored=True,
                                    param_space=param_space(space))
     else:
         experiment.mkdir(parents=True, exist_ok=True)
@@ -213,9 +227,9 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
             # no metric here: epochs report losses through TuneReportCallback and only the last result has AUC
             tune_config=tune.TuneConfig(num_samples=int(space.get("num_samples", 1)), max_concurrent_trials=limit,
                                         search_alg=search_algorithm(space)),
-            run_config=tune.RunConfig(name=space["name"], storage_path=str(out_dir),
+            run_config=tune.RunConfig(name=space["name"], storage_path=tune_storage,
                                       callbacks=mlflow_callbacks(mlflow_uri, space["name"])))
-        log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {experiment}")
+        log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {shared(experiment)}")
     results = tuner.fit()
     return export_results(results, experiment, list((space.get("params") or {}).keys()))
 
