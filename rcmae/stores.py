@@ -243,6 +243,32 @@ def reading(location: str | Path | None) -> Iterator[Path | None]:
         deactivate(mirror)
 
 
+class Relocated:
+    """The files under a working-copy folder (`local`), read from its store folder (`uri`): how a process on
+    another node than the driver reads them."""
+
+    def __init__(self, local: str, uri: str):
+        self.local, self.uri, self._fs = local, uri, None
+
+    def __getstate__(self) -> dict:  # sent to actors without the open filesystem
+        return {"local": self.local, "uri": self.uri, "_fs": None}
+
+    def read(self, path: str) -> str | bytes:
+        """A file's bytes from the store, or (outside the folder) its path as it is."""
+        if not path.startswith(self.local + "/"):
+            return path
+        if self._fs is None:
+            self._fs = filesystem(self.uri)
+        fs, root = self._fs
+        with fs.open_input_stream(f"{root}{path[len(self.local):]}") as stream:
+            return stream.read()
+
+
+def relocated(folder: str | Path) -> Relocated | None:
+    """For a folder inside a working copy (sent to the store), how other nodes read its files; else None."""
+    return Relocated(str(Path(folder).resolve()), shared(folder)) if mirror_of(folder) is not None else None
+
+
 def on_driver(path: str | Path) -> str:
     """`path` for Ray Data reads and writes: inside a working copy (which only this node has) as `local://`, so
     Ray Data runs those tasks on this node; else the path itself. (Ray 2.60 warns that `local://` goes after

@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from rcmae.data.run_folder import FolderBusy, owned, staged
+from rcmae.data.run_folder import FolderBusy, owned, staged, sync
 from rcmae.stores import Mirror, StoreError, fetched, shared
 
 BUCKET = "rcmae-test"
@@ -105,6 +106,29 @@ def test_a_store_folder_is_fetched_for_reading_and_named_by_its_uri(s3_server, t
     with staged(mirror.uri, "test") as local:
         assert shared(local / "pretrain" / "ray_results") == f"{mirror.uri}/pretrain/ray_results"
     assert shared(tmp_path / "x") == str(tmp_path / "x")
+
+
+def test_clips_in_a_working_copy_are_read_from_the_store_by_other_nodes(s3_server, toy_root, tmp_path):
+    import pandas as pd
+
+    from rcmae.augment.featurize import read_batch
+    from rcmae.config import tiny
+    from rcmae.stores import relocated
+
+    with staged(f"s3://{BUCKET}/clips", "test") as local:
+        clips = sorted((toy_root / "dev_data" / "valve" / "train").glob("*.wav"))[:2]
+        for clip in clips:
+            (local / "data").mkdir(exist_ok=True)
+            shutil.copy(clip, local / "data" / clip.name)
+        sync(local)
+        source = relocated(local / "data")
+        paths = [str(local / "data" / clip.name) for clip in clips] + [str(local / "data" / "gone.wav")]
+        (local / "data" / clips[0].name).unlink()  # not on this disk any more: read from the store
+        rows = read_batch(pd.DataFrame({"path": paths}), tiny().audio, source)
+    here = read_batch(pd.DataFrame({"path": [str(c) for c in clips]}), tiny().audio)
+    for got, want in zip(rows["wave"][:2], here["wave"]):
+        np.testing.assert_array_equal(got, want)
+    assert rows["wave"][2] is None and f"cannot read it from {source.uri}" in rows["error"][2]
 
 
 def test_force_clears_what_ray_train_wrote_to_the_store(s3_server):

@@ -16,14 +16,16 @@ from rcmae.config import AudioConfig, Config
 from rcmae.data.audio import AudioError, load_clip
 from rcmae.data.feature_table import FEATURE_SCHEMA, feature_rows
 from rcmae.features import LogMel, compute_logmel
+from rcmae.stores import Relocated, flat
 
 
-def read_batch(batch: pd.DataFrame, audio: AudioConfig) -> pd.DataFrame:
-    """Adds `wave` (float32 array or None) and `error` (reason or None) to each clip row."""
+def read_batch(batch: pd.DataFrame, audio: AudioConfig, source: Relocated | None = None) -> pd.DataFrame:
+    """Adds `wave` (float32 array or None) and `error` (reason or None) to each clip row (`source`: the clips are
+    a working copy's, read from its store)."""
     waves, errors = [], []
     for path in batch["path"]:
         try:
-            waves.append(load_clip(path, audio))
+            waves.append(load_clip(_read(source, path), audio, label=path))
             errors.append(None)
         except AudioError as error:
             waves.append(None)
@@ -32,6 +34,15 @@ def read_batch(batch: pd.DataFrame, audio: AudioConfig) -> pd.DataFrame:
     out["wave"] = waves
     out["error"] = errors
     return out
+
+
+def _read(source: Relocated | None, path: str) -> str | bytes:
+    if source is None:
+        return path
+    try:
+        return source.read(path)
+    except OSError as error:
+        raise AudioError(path, f"cannot read it from {source.uri} ({flat(error)})") from None
 
 
 class Featurizer:

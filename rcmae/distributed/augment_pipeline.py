@@ -28,7 +28,7 @@ from rcmae.data.run_folder import check_settings, owned
 from rcmae.distributed.runtime import ensure_ray, nodes_for, pool_plan, reachable_gpus, require_feasible
 from rcmae.errors import DataError, disk_full_named
 from rcmae.registry import AUGMENTERS
-from rcmae.stores import on_driver
+from rcmae.stores import Relocated, on_driver, relocated
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def build_augmenter(config: Config, device: str = "cpu"):
 class AugmentActor:
     """One pool member: loads its augmenter once, then reads, augments and featurises batches."""
 
-    def __init__(self, config_dict: dict, augment_splits: tuple[str, ...]):
+    def __init__(self, config_dict: dict, augment_splits: tuple[str, ...], source: Relocated | None = None):
         import os
         import socket
 
@@ -55,7 +55,7 @@ class AugmentActor:
 
         from rcmae.augment.featurize import Featurizer
 
-        self.config = Config.from_dict(config_dict)
+        self.config, self.source = Config.from_dict(config_dict), source
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.featurizer = Featurizer(self.config, build_augmenter(self.config, device), augment_splits, device,
                                      tag={"worker": f"{socket.gethostname()}:{os.getpid()}",
@@ -64,7 +64,7 @@ class AugmentActor:
     def __call__(self, batch):
         from rcmae.augment.featurize import read_batch
 
-        return self.featurizer(read_batch(batch, self.config.audio))
+        return self.featurizer(read_batch(batch, self.config.audio, self.source))
 
 
 def finished_paths(features_dir: Path) -> set[str]:
@@ -145,7 +145,8 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
         # context, shared by the datasets derived from it, so the process's other Ray Data work is untouched
         dataset.context.wait_for_min_actors_s = 600
         dataset = dataset.map_batches(
-            AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits),
+            AugmentActor, fn_constructor_kwargs=dict(config_dict=config.to_dict(), augment_splits=augment_splits,
+                                                     source=relocated(data_dir)),  # data in a working copy
             batch_size=batch, batch_format="pandas", num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
             compute=plan.strategy())
         with nodes_for(plan), disk_full_named(features_dir, "writing features (a re-run keeps the shards already "
