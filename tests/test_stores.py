@@ -153,12 +153,13 @@ def test_one_writer_per_store_folder_and_a_lost_writers_lock_is_taken_over(s3_se
                 pass
     assert "locked/.rcmae.lock" not in {o["Key"] for o in s3_server.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
-    lost = {"host": "lost-node-7", "pid": 1, "started": "yesterday", "what": "rcmae run", "lease_s": 1, "token": "t"}
+    # a lease of 4 s: S3 keeps whole seconds, so a fresh lock may already read as up to a second old
+    lost = {"host": "lost-node-7", "pid": 1, "started": "yesterday", "what": "rcmae run", "lease_s": 4, "token": "t"}
     s3_server.put_object(Bucket=BUCKET, Key="locked/.rcmae.lock", Body=json.dumps(lost).encode())
     with pytest.raises(FolderBusy, match="lost-node-7"):
         with owned(uri, "second"):
             pass
-    time.sleep(2.1)  # past its lease (S3 keeps whole seconds)
+    time.sleep(5.1)  # past its lease
     with owned(uri, "second"):
         pass
     assert "taking over the lock of rcmae run (host lost-node-7" in caplog.text
