@@ -161,7 +161,8 @@ class AugmentConfig(Section):
         shared = {name: kind for name, kind in field_types(cls).items() if name != "options"}
         augmenter = values.get("augmenter", "factory-mix")
         check(augmenter in AUGMENTERS, f"augment.augmenter must be one of {sorted(AUGMENTERS)}, got {augmenter!r}")
-        option_kinds = field_types(AUGMENTERS[augmenter].load_options())
+        options_cls = AUGMENTERS[augmenter].load_options()
+        option_kinds = field_types(options_cls)
         stray = sorted(key for key in values if key not in shared and key not in option_kinds and key in strict
                        and not _another_augmenters_default(key, values[key]))
         check(not stray, f"augment.{', augment.'.join(stray)}: not an option of augmenter {augmenter!r} (its "
@@ -171,7 +172,7 @@ class AugmentConfig(Section):
             return {key: coerce(f"augment.{key}", value, kinds[key]) if key in given else value
                     for key, value in values.items() if key in kinds}
 
-        return cls(**typed(shared), options=AUGMENTERS[augmenter].load_options()(**typed(option_kinds)))
+        return cls(**typed(shared), options=options_cls(**typed(option_kinds)))
 
     @property
     def per_step(self) -> bool:
