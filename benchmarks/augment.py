@@ -17,13 +17,14 @@ from common import PeakMemory, start_ray, toy_data
 from rcmae.augment.featurize import Featurizer, read_batch
 from rcmae.config import tiny
 from rcmae.data.layout import index_clips
-from rcmae.distributed.augment_pipeline import build_augmenter, run_augment
+from rcmae.distributed.augment_pipeline import augmentation, run_augment
 
 
 def sequential(data: Path, config, clips: int) -> float:
     table = index_clips(data).table
     train = table.filter(pc.equal(table["split"], "train")).slice(0, clips)
-    featurizer = Featurizer(config, build_augmenter(config))
+    featurizer = Featurizer(config.features, config.audio.sample_rate,
+                            augmentation(config.augment, config.audio.sample_rate))
     started = time.perf_counter()
     for start in range(0, train.num_rows, config.augment.batch_size):
         featurizer(read_batch(train.slice(start, config.augment.batch_size).to_pandas(), config.audio))

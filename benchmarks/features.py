@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import AudioConfig, FeatureConfig
 from rcmae.data.audio import load_clip, write_wav
 from rcmae.features import LogMel, compute_logmel
+from rcmae.sections import AudioConfig, FeatureConfig
 
 
 def make_clips(folder: Path, count: int) -> list[Path]:

@@ -19,9 +19,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from rcmae import Detector
-from rcmae.config import AudioConfig
 from rcmae.data.audio import load_clip
 from rcmae.data.layout import index_clips
+from rcmae.sections import AudioConfig
 
 SECONDS = 60
 SPLICE_AT = {"middle": 30.0, "first 5 s": 2.0}

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from kinds import mean_auc, print_table
-from rcmae.config import AudioConfig, FeatureConfig
 from rcmae.data.audio import load_clip
 from rcmae.data.feature_table import machine_key
 from rcmae.data.layout import index_clips
@@ -27,6 +26,7 @@ from rcmae.detect.floor import clip_statistics
 from rcmae.detect.shrunk import ShrunkGaussian
 from rcmae.evaluate.families import family_metrics, fault_families
 from rcmae.features import LogMel
+from rcmae.sections import AudioConfig, FeatureConfig
 
 FINE = FeatureConfig(n_fft=512, hop_length=128, n_mels=32, n_frames=10)  # 125 frames/s at 16 kHz
 GROUPS, BINS, MAX_HZ = 8, 24, 62.0

@@ -71,7 +71,7 @@ def measure(features: Path, folder: Path) -> dict:
     figures = {}
     with ObjectStorePeak() as store:
         started = time.perf_counter()
-        pretrain_start(config, features)
+        pretrain_start(config.augment, features)
         classes = train_classes(features)
         figures["setup"] = dict(seconds=time.perf_counter() - started, driver_peak_rss_mib=peak_rss_mib())
         started = time.perf_counter()
@@ -81,7 +81,7 @@ def measure(features: Path, folder: Path) -> dict:
         model_dir = save_checkpoint(folder / "detector_model", checkpoint.model.with_classifier(len(classes)),
                                     config, replace(checkpoint.meta, classes=classes))
         started = time.perf_counter()
-        fit_detector_ray(model_dir, features, classes, config)
+        fit_detector_ray(model_dir, features, classes, config.score, config.scale)
         figures["detector"] = dict(seconds=time.perf_counter() - started, driver_peak_rss_mib=peak_rss_mib())
     figures["object_store_peak_mib"] = store.peak / 2**20
     ray.shutdown()

@@ -37,7 +37,8 @@ def main() -> None:
                                           "pretrain.seed": seed, "finetune.seed": seed})
                 run = folder / f"{init}_{seed}"
                 model = finetune(config, features, pretrain(config, features, run / "pretrain"), run / "finetune")
-                methods = write_scored(score_test_split(config, model, features), model, run / "evaluation")["methods"]
+                scored = score_test_split(config.scale, model, features)
+                methods = write_scored(scored, model, run / "evaluation")["methods"]
                 row = (methods["mahalanobis"]["auc"], methods["mahalanobis"]["pauc"],
                        methods["id_logprob"]["auc"], methods["id_logprob"]["pauc"])
                 results.setdefault(init, []).append(row)

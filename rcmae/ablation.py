@@ -11,20 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import Config, ConfigError
+from rcmae.config import Config
+from rcmae.errors import ConfigError
 from rcmae.registry import SCORES
+from rcmae.sections import AugmentConfig
 
 log = logging.getLogger(__name__)
 
 MASKING = "masking"  # the paper's Baseline arm: random time and frequency masking
 
 
-def arm_name(config: Config) -> str:
-    if config.augment.augmenter == "audioldm":
-        return f"diffusion (AudioLDM SDEdit, {config.augment.options.model})"
-    if config.augment.augmenter == MASKING:
+def arm_name(augment: AugmentConfig) -> str:
+    if augment.augmenter == "audioldm":
+        return f"diffusion (AudioLDM SDEdit, {augment.options.model})"
+    if augment.augmenter == MASKING:
         return "Baseline (time and frequency masking)"
-    return f"{config.augment.augmenter} (stands in for AudioLDM: no diffusion weights given)"
+    return f"{augment.augmenter} (stands in for AudioLDM: no diffusion weights given)"
 
 
 def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
@@ -49,11 +51,12 @@ def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple
             folder = out / key / f"seed_{seed}"
             pretrained = pretrain(seeded, features, folder / "pretrain")
             model = finetune(seeded, features, pretrained, folder / "finetune")
-            results[key].append(write_scored(score_test_split(seeded, model, features), model, folder / "evaluation"))
-            log.info(f"ablate: {arm_name(arm)} seed {seed}: mean AUC {results[key][-1]['mean']['auc']:.3f}")
-    table = ablation_table({arm_name(arms[k]): v for k, v in results.items()}, config.score.method, seeds)
-    (out / "ablation.md").write_text(table)
-    (out / "ablation.json").write_text(json.dumps({arm_name(arms[k]): v for k, v in results.items()}, indent=1))
+            scored = score_test_split(seeded.scale, model, features)
+            results[key].append(write_scored(scored, model, folder / "evaluation"))
+            log.info(f"ablate: {arm_name(arm.augment)} seed {seed}: mean AUC {results[key][-1]['mean']['auc']:.3f}")
+    named = {arm_name(arms[key].augment): arm_results for key, arm_results in results.items()}
+    (out / "ablation.md").write_text(ablation_table(named, config.score.method, seeds))
+    (out / "ablation.json").write_text(json.dumps(named, indent=1))
     return out / "ablation.md"
 
 

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from rcmae.config import Config
 from rcmae.data.feature_table import (
     META_COLUMNS,
     feature_shape,
@@ -31,11 +30,11 @@ from rcmae.evaluate.results import write_evaluation
 from rcmae.features import Normalizer
 from rcmae.models.dcase_ae import DenseAE
 from rcmae.registry import REFERENCES
+from rcmae.sections import BaselineConfig, ScoreConfig
 
 
-def train_type_model(specs: np.ndarray, config: Config, seed: int) -> DenseAE:
+def train_type_model(specs: np.ndarray, cfg: BaselineConfig, seed: int) -> DenseAE:
     torch.manual_seed(seed)
-    cfg = config.baseline
     model = DenseAE(n_mels=specs.shape[1], frames=cfg.frames)
     vectors = model.stack_frames(torch.from_numpy(specs)).reshape(-1, specs.shape[1] * cfg.frames)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -54,17 +53,17 @@ def train_type_model(specs: np.ndarray, config: Config, seed: int) -> DenseAE:
 Scorer = Callable[[np.ndarray, list[str]], np.ndarray]  # normalised log-mels (N, F, T), machine keys -> scores
 
 
-def fit_ae(train: np.ndarray, keys: list[str], config: Config, seed: int) -> Scorer:
+def fit_ae(train: np.ndarray, keys: list[str], config: BaselineConfig, seed: int) -> Scorer:
     model = train_type_model(train, config, seed)
     return lambda specs, keys: model.clip_scores(torch.from_numpy(specs)).numpy()
 
 
-def fit_floor_scorer(train: np.ndarray, keys: list[str], config: Config, seed: int) -> Scorer:
+def fit_floor_scorer(train: np.ndarray, keys: list[str], config: BaselineConfig, seed: int) -> Scorer:
     gaussians = fit_floor(train, keys)
     return lambda specs, keys: floor_scores(gaussians, specs, keys)
 
 
-def run_reference(name: str, config: Config, features_dir: str | Path,
+def run_reference(name: str, baseline: BaselineConfig, score: ScoreConfig, features_dir: str | Path,
                   test_rows: Callable[[str], Iterable[pa.Table]], out_dir: str | Path,
                   families: dict[str, str] | None = None) -> dict:
     """Fits `rcmae.registry.REFERENCES[name]` per machine type on the train split of `features_dir` (one type's
@@ -85,11 +84,11 @@ def run_reference(name: str, config: Config, features_dir: str | Path,
                                   extra_filter=only_type))
         train = normalizer(np.concatenate([specs_from_column(t["features"], *shape) for t in tables]))
         keys = [key for t in tables for key in machine_keys(t)]
-        scorer = fit(train, keys, config, config.baseline.seed + i)
+        scorer = fit(train, keys, baseline, baseline.seed + i)
         train_scores, keys_array = scorer(train, keys), np.array(keys)
         groups = sorted(set(keys)) if reference.threshold_per_id else [None]
         thresholds = {key: gamma_threshold(train_scores if key is None else train_scores[keys_array == key],
-                                           config.score.decision_percentile).value for key in groups}
+                                           score.decision_percentile).value for key in groups}
         del train
         for table in test_rows(machine_type):
             test_keys = machine_keys(table)
@@ -101,5 +100,5 @@ def run_reference(name: str, config: Config, features_dir: str | Path,
     if not rows:
         raise DataError(f"{name}: no test clips of the trained machine types {train_types}")
     with written_aside(out_dir, replace_whole=False) as staging:
-        return write_evaluation(staging, rows, np.array(scores), np.array(decisions), config.score.max_fpr,
+        return write_evaluation(staging, rows, np.array(scores), np.array(decisions), score.max_fpr,
                                 extra={"method": name, "train_seconds": time.time() - started}, families=families)

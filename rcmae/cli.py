@@ -7,12 +7,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from rcmae.config import PRESETS, ConfigError, describe, load_config, load_yaml
+from rcmae.config import PRESETS, describe, load_config
+from rcmae.config_input import load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
 from rcmae.data.run_folder import sync, writing
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
-from rcmae.errors import EXIT, RcmaeError, one_line, user_error
+from rcmae.errors import EXIT, ConfigError, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
@@ -195,8 +196,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from rcmae.evaluate.test_split import data_test_split
 
     config = _config_from(args)
-    metrics = run_reference(args.reference, config, args.features, lambda machine_type: data_test_split(
-        args.data, config, machine_type=machine_type), args.out, fault_families(args.data))
+    def test_rows(machine_type: str):
+        return data_test_split(args.data, config.audio, config.features, machine_type)
+
+    metrics = run_reference(args.reference, config.baseline, config.score, args.features, test_rows, args.out,
+                            fault_families(args.data))
     _print_metrics(metrics)
     print(f"wrote DCASE CSVs and metrics.json to {args.out}")
     return 0

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torchaudio
 
-from rcmae.config import FeatureConfig
 from rcmae.errors import DataError
+from rcmae.sections import FeatureConfig
 
 LOG_FLOOR = 1e-10
 

@@ -73,7 +73,7 @@ class Reference:
     """A detector RC-MAE is compared with, fitted on one machine type's train clips at a time."""
 
     name: str              # its name in metrics.json and report.md
-    target: str            # "module:function"; (train log-mels, machine keys, Config, seed) -> scorer(specs, keys)
+    target: str            # "module:function": (train log-mels, machine keys, BaselineConfig, seed) -> scorer
     threshold_per_id: bool  # decision thresholds per machine ID (else one per type, as the official AE baseline)
     doc: str
 

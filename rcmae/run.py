@@ -110,15 +110,16 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_pre
 
     started = time.time()
     families = fault_families(data)
-    scored = score_test_split(config, finetune_dir, features)
+    scored = score_test_split(config.scale, finetune_dir, features)
     metrics = write_scored(scored, finetune_dir, out / "evaluation", families=families)
     timed("evaluate", started, scored.num_rows, "test clips")
 
     references = {}
     for name in ("floor", "dcase2020_ae") if baseline else ("floor",):
         started = time.time()
-        references[name] = run_reference(name, config, features, lambda machine_type: feature_test_split(
-            features, machine_type=machine_type), out / REFERENCE_FOLDERS[name], families)
+        references[name] = run_reference(name, config.baseline, config.score, features,
+                                         lambda machine_type: feature_test_split(features, machine_type=machine_type),
+                                         out / REFERENCE_FOLDERS[name], families)
         timed(REFERENCE_FOLDERS[name], started, scored.num_rows, "test clips")
     baseline_metrics = references.get("dcase2020_ae")
 

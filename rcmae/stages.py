@@ -19,6 +19,7 @@ from rcmae.config import Config, recorded_section
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.detect.detector import current_detector
 from rcmae.models.checkpoint import DETECTOR, CheckpointError, read_meta
+from rcmae.sections import ScaleConfig
 from rcmae.stores import clear
 from rcmae.train.stage import FINETUNE, PRETRAIN, Stage
 
@@ -100,9 +101,10 @@ def finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Pat
         return finetune_ray(config, features_dir, pretrained_dir, out_dir)
 
 
-def score_test_split(config: Config, model_dir: str | Path, features_dir: str | Path) -> pa.Table:
-    """Metadata and `score_<method>` of every usable test clip in the feature Parquet."""
-    if config.scale.num_workers == 0:
+def score_test_split(scale: ScaleConfig, model_dir: str | Path, features_dir: str | Path) -> pa.Table:
+    """Metadata and `score_<method>` of every usable test clip in the feature Parquet (in-process when
+    `scale.num_workers` is 0, else by Ray Data actors)."""
+    if scale.num_workers == 0:
         from rcmae.detect.apply import score_rows
         from rcmae.evaluate.test_split import feature_test_split
 
@@ -111,4 +113,4 @@ def score_test_split(config: Config, model_dir: str | Path, features_dir: str | 
     from rcmae.distributed.runtime import ensure_ray
 
     ensure_ray()
-    return score_features_ray(model_dir, features_dir, config)
+    return score_features_ray(model_dir, features_dir, scale)

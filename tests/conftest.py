@@ -55,7 +55,7 @@ def toy_features(toy_root, tmp_path_factory):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from rcmae.augment.featurize import Featurizer, read_batch
+    from rcmae.augment.featurize import Augmentation, Featurizer, read_batch
     from rcmae.augment.specaugment import MaskOptions, SpecAugment
     from rcmae.config import tiny
     from rcmae.data.layout import index_clips
@@ -65,7 +65,8 @@ def toy_features(toy_root, tmp_path_factory):
     table = table.filter(pc.is_in(table["machine_type"], value_set=pa.array(["fan", "valve"])))
     folder = tmp_path_factory.mktemp("toy_features") / "features"
     folder.mkdir()
-    featurizer = Featurizer(config, SpecAugment(MaskOptions()))
+    featurizer = Featurizer(config.features, config.audio.sample_rate,
+                            Augmentation(SpecAugment(MaskOptions()), config.augment.variants, config.augment.seed))
     for start in range(0, table.num_rows, 64):
         batch = read_batch(table.slice(start, 64).to_pandas(), config.audio)
         pq.write_table(featurizer(batch), folder / f"part-{start:05d}.parquet")

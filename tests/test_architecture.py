@@ -15,6 +15,7 @@ PACKAGE = ROOT / "rcmae"
 LAYERS = [
     {"registry", "logs", "errors"},
     {"config_input", "stores"},
+    {"sections"},
     {"config", "tracking"},
     {"losses", "features"},
     {"data", "models"},
@@ -91,6 +92,25 @@ def test_relative_imports_are_resolved():
     assert found == ["rcmae.train", "rcmae.evaluate.metrics", "rcmae.evaluate.maps", "rcmae.api"]
     with pytest.raises(AssertionError, match="evaluate may not import train"):
         check_layers("rcmae.evaluate.probe", found)
+
+
+# where the whole `Config` may travel: the commands and the drivers that split it into sections, the training
+# stages (a checkpoint records all of it) and the API that hands a model's config back; every other module takes
+# the sections it uses (`rcmae.sections`)
+WHOLE_CONFIG = {"cli", "run", "ablation", "api", "stages", "distributed", "train", "models.checkpoint"}
+
+
+def takes_whole_config(path: Path) -> bool:
+    return any(isinstance(node, ast.ImportFrom) and node.module == "rcmae.config" and
+               any(alias.name == "Config" for alias in node.names) for node in ast.walk(ast.parse(path.read_text())))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_whole_config_travels_only_into_the_drivers(path):
+    name = module_name(path).removeprefix("rcmae.")
+    if takes_whole_config(path):
+        assert name.split(".")[0] in WHOLE_CONFIG or name in WHOLE_CONFIG, (
+            f"rcmae.{name} imports the whole Config: take the sections it uses (rcmae.sections) instead")
 
 
 def registry_targets() -> list[str]:

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rcmae.config import AudioConfig
 from rcmae.data.audio import AudioError, fit_length, load_clip, write_wav
+from rcmae.sections import AudioConfig
 
 
 def sine(seconds, rate, freq=440.0, channels=1):

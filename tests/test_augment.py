@@ -157,7 +157,7 @@ def test_eta_draws_seeded_noise_per_clip(tiny_audioldm):
 
 
 def test_non_finite_generated_audio_is_an_error_row_not_a_feature(augmenter, monkeypatch):
-    from rcmae.augment.featurize import Featurizer
+    from rcmae.augment.featurize import Augmentation, Featurizer
     from rcmae.config import tiny
 
     monkeypatch.setattr(augmenter, "decode", lambda latents: torch.full((len(latents), 16000), float("nan")))
@@ -166,5 +166,6 @@ def test_non_finite_generated_audio_is_an_error_row_not_a_feature(augmenter, mon
     rows = pd.DataFrame([dict(path="/x/normal_id_00_00000000.wav", file_name="normal_id_00_00000000.wav",
                               machine_type="fan", machine_id="00", split="train", label="normal", domain="source",
                               attributes="", wave=clip(2.0), error=None)])
-    table = Featurizer(tiny(), augmenter)(rows)
+    config = tiny()
+    table = Featurizer(config.features, config.audio.sample_rate, Augmentation(augmenter, 2, 0))(rows)
     assert "non-finite" in table["error"][0].as_py() and table["features"][0].as_py() is None

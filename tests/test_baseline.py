@@ -30,7 +30,7 @@ def test_training_lowers_reconstruction_error(quick_config):
     vectors = DenseAE().stack_frames(torch.from_numpy(specs)).reshape(-1, 640)
     torch.manual_seed(0)
     before = DenseAE()  # the initial weights train_type_model starts from
-    after = train_type_model(specs, quick_config.override({"baseline.epochs": 3}), seed=0)
+    after = train_type_model(specs, quick_config.override({"baseline.epochs": 3}).baseline, seed=0)
     before.eval(), after.eval()
     with torch.no_grad():
         assert after.loss(vectors) < before.loss(vectors)
@@ -43,8 +43,9 @@ def test_a_reference_writes_dcase_files_that_reproduce_its_metrics(reference, to
 
     config = quick_config.override({"baseline.epochs": 2})
     data = toy_root / "dev_data" / "valve"
-    metrics = run_reference(reference, config, toy_features, lambda machine_type: data_test_split(
-        data, config, machine_type=machine_type), tmp_path, fault_families(data))
+    metrics = run_reference(reference, config.baseline, config.score, toy_features,
+                            lambda machine_type: data_test_split(data, config.audio, config.features, machine_type),
+                            tmp_path, fault_families(data))
     assert metrics["method"] == reference and {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
     for row in metrics["per_id"]:
         scores = read_scores(score_file(tmp_path, "valve", row["machine_id"]))

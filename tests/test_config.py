@@ -108,14 +108,14 @@ def test_a_choice_outside_its_literal_names_the_choices(key, value, allowed):
 
 
 def test_a_section_built_in_python_checks_its_choices_too():
-    from rcmae.config import ModelConfig
+    from rcmae.sections import ModelConfig
 
     with pytest.raises(ConfigError, match=r"model.pooling must be one of 'frequency', 'mean', got 'sum'"):
         ModelConfig(pooling="sum")
 
 
 def test_runtime_fields_are_marked_and_left_out_of_what_is_made():
-    from rcmae.config import AugmentConfig
+    from rcmae.sections import AugmentConfig
 
     made = AugmentConfig().outcome()
     assert not {"batch_size", "num_actors", "use_gpu", "gpus_per_actor"} & set(made)

@@ -72,10 +72,10 @@ def test_concurrent_trials_leave_room_for_each_trials_detector_fit():
     from rcmae.config import tiny
     from rcmae.distributed.tune import concurrent_trials
 
-    one_worker = tiny().override({"scale.num_workers": 1})  # 0.5 CPU per worker
+    one_worker = tiny().override({"scale.num_workers": 1}).scale  # 0.5 CPU per worker
     assert concurrent_trials(one_worker, {"CPU": 2.0}) == 1  # two would stall each other on a 2-core machine
     assert concurrent_trials(one_worker, {"CPU": 16.0}) == 10
-    assert concurrent_trials(tiny().override({"scale.num_workers": 2, "scale.use_gpu": True}),
+    assert concurrent_trials(tiny().override({"scale.num_workers": 2, "scale.use_gpu": True}).scale,
                              {"CPU": 8.0, "GPU": 4.0}) == 2
 
 

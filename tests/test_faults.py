@@ -63,7 +63,7 @@ def test_training_refuses_features_whose_augmentation_is_still_running(small_dat
     hold_lock(tmp_path / "augment", os.getpid())
     (tmp_path / "augment" / "features").mkdir()
     with pytest.raises(DataError, match="augmentation has not finished"):
-        pretrain_start(config(), tmp_path / "augment" / "features")
+        pretrain_start(config().augment, tmp_path / "augment" / "features")
 
 
 def test_a_rerun_with_other_settings_stops_naming_them_and_force_redoes(ray_session, small_data, tmp_path):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from rcmae.config import FeatureConfig
 from rcmae.features import LOG_FLOOR, Normalizer, compute_logmel, fix_frames, patchify, unpatchify
+from rcmae.sections import FeatureConfig
 
 
 # ---- an independent log-mel: numpy STFT + a Slaney mel filterbank written from its formulas

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from encoded_values import encoded as make_encoded
-from rcmae.config import ScoreConfig, tiny
+from rcmae.config import tiny
 from rcmae.detect.detector import anomaly_scores, fit_detector
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
+from rcmae.sections import ScoreConfig
 
 TOL = dict(rel=1e-5, abs=1e-6)
 

@@ -8,9 +8,10 @@ import torch
 
 from rcmae import Detector
 from rcmae.cli import main
-from rcmae.config import FeatureConfig, tiny
+from rcmae.config import tiny
 from rcmae.evaluate.maps import hz_to_mel, mel_to_hz, patch_bands, patch_times, plot_map, region_mask
 from rcmae.models.mae import RCMAE
+from rcmae.sections import FeatureConfig
 
 
 def test_the_slaney_mel_scale_by_hand():

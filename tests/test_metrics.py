@@ -7,7 +7,6 @@ from sklearn.metrics import roc_auc_score
 
 from dcase_files import read_scores
 from encoded_values import encoded
-from rcmae.config import ScoreConfig
 from rcmae.detect.detector import (
     Detector,
     anomaly_scores,
@@ -26,6 +25,7 @@ from rcmae.evaluate.metrics import (
     summarize_domains,
 )
 from rcmae.evaluate.results import write_evaluation
+from rcmae.sections import ScoreConfig
 
 
 def test_auc_and_pauc_equal_sklearn_on_random_inputs():

@@ -9,10 +9,11 @@ import pytest
 from rcmae import registry
 from rcmae.augment.base import Augmented
 from rcmae.cli import build_parser
-from rcmae.config import AugmentConfig, ConfigError, describe, tiny
+from rcmae.config import ConfigError, describe, tiny
 from rcmae.config_input import Section, doc_field
-from rcmae.distributed.augment_pipeline import build_augmenter
+from rcmae.distributed.augment_pipeline import augmentation
 from rcmae.distributed.runtime import pool_plan
+from rcmae.sections import AugmentConfig
 
 
 @dataclass
@@ -45,8 +46,9 @@ def test_a_registered_augmenter_is_known_everywhere(echo):
     assert config.augment.options == EchoOptions(delay=80) and config.to_dict()["augment"]["delay"] == 80
     assert "  delay: 80  # Samples the echo lags the clip by." in describe(config)
     assert pool_plan(config.augment, {"CPU": 4.0, "GPU": 2.0}).num_gpus == 1  # needs_gpu, read from the entry
-    made = build_augmenter(config)
-    assert isinstance(made, Echo) and made.options.delay == 80
+    made = augmentation(config.augment, config.audio.sample_rate)
+    assert isinstance(made.augmenter, Echo) and made.augmenter.options.delay == 80
+    assert (made.variants, made.seed) == (config.augment.variants, config.augment.seed)
     args = build_parser().parse_args(["augment", "--data", "d", "--out", "o", "--augmenter", "echo"])
     assert args.augmenter == "echo"
 
@@ -68,8 +70,8 @@ def test_every_entry_loads_and_every_score_says_where_it_comes_from():
 
 def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
     from encoded_values import encoded as make_encoded
-    from rcmae.config import ScoreConfig
     from rcmae.detect.detector import anomaly_scores, fit_detector
+    from rcmae.sections import ScoreConfig
 
     # a new score: a function (here below) and one registry entry
     monkeypatch.setitem(registry.SCORES, "norm", registry.Score("norm", f"{__name__}:pooled_norm", "rcmae extension"))

@@ -3,8 +3,9 @@ autoscaler can add nodes for them), and a request no node type can hold is refus
 
 import pytest
 
-from rcmae.config import AugmentConfig, ScaleConfig, paper, tiny
+from rcmae.config import paper, tiny
 from rcmae.distributed.runtime import PoolPlan, ResourceError, ResourcePlan, pool_plan, require_feasible, scaling_plan
+from rcmae.sections import AugmentConfig, ScaleConfig
 
 
 def test_auto_training_plan_follows_the_cluster_now():

@@ -13,7 +13,7 @@ import json, resource, sys
 from rcmae.config import paper
 from rcmae.data.feature_table import train_classes
 from rcmae.train.setup import pretrain_start
-pretrain_start(paper(), sys.argv[1])
+pretrain_start(paper().augment, sys.argv[1])
 train_classes(sys.argv[1])
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from encoded_values import encoded
-from rcmae.config import ScoreConfig, tiny
+from rcmae.config import tiny
 from rcmae.detect.detector import COMBINED_MEMBERS, Detector, anomaly_scores, combine, fit_detector
 from rcmae.detect.patches import PATCH_DIMS, PatchModel, top_mean
 from rcmae.detect.rhythm import envelope_autocorrelation
 from rcmae.detect.shrunk import SHRINKAGE
 from rcmae.models.mae import RCMAE
+from rcmae.sections import ScoreConfig
 
 
 def test_rhythm_is_each_band_groups_normalised_envelope_autocorrelation():

@@ -7,15 +7,17 @@ no features; the rest of its batch goes on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from rcmae.augment.base import Augmenter, clip_seed
-from rcmae.config import AudioConfig, Config
 from rcmae.data.audio import AudioError, load_clip
 from rcmae.data.feature_table import FEATURE_SCHEMA, feature_rows
 from rcmae.features import LogMel, compute_logmel
+from rcmae.sections import AudioConfig, FeatureConfig
 from rcmae.stores import Relocated, flat
 
 
@@ -45,38 +47,49 @@ def _read(source: Relocated | None, path: str) -> str | bytes:
         raise AudioError(path, f"cannot read it from {source.uri} ({flat(error)})") from None
 
 
-class Featurizer:
-    """Callable over read batches: K augmented variants for clips of `augment_splits`, log-mel of all."""
+@dataclass(frozen=True)
+class Augmentation:
+    """What the featuriser adds to each clip of `splits`: `variants` outputs of `augmenter`, each seeded from `seed`,
+    the clip's path and the variant's number (`clip_seed`)."""
 
-    def __init__(self, config: Config, augmenter: Augmenter | None, augment_splits: tuple[str, ...] = ("train",),
+    augmenter: Augmenter
+    variants: int
+    seed: int
+    splits: tuple[str, ...] = ("train",)
+
+
+class Featurizer:
+    """Callable over read batches: the log-mel of every clip (`features` at `sample_rate`) and, given an
+    `augmentation`, its augmented variants."""
+
+    def __init__(self, features: FeatureConfig, sample_rate: int, augmentation: Augmentation | None = None,
                  device: str = "cpu", tag: dict | None = None):
-        self.config, self.augmenter, self.device = config, augmenter, device
+        self.features, self.sample_rate, self.augmentation, self.device = features, sample_rate, augmentation, device
         self.tag = tag or {}  # added to every provenance record (e.g. which worker made it)
-        self.augment_splits = augment_splits
-        self.extractor = LogMel(config.features, config.audio.sample_rate).to(device)
+        self.extractor = LogMel(features, sample_rate).to(device)
 
     def logmel(self, items: list[np.ndarray]) -> list[np.ndarray]:
         if len({len(item) for item in items}) == 1:
-            return list(compute_logmel(np.stack(items), self.config.features, self.config.audio.sample_rate,
-                                       self.device, self.extractor))
-        return [compute_logmel(item[None], self.config.features, self.config.audio.sample_rate, self.device,
-                               self.extractor)[0] for item in items]
+            return list(compute_logmel(np.stack(items), self.features, self.sample_rate, self.device, self.extractor))
+        return [compute_logmel(item[None], self.features, self.sample_rate, self.device, self.extractor)[0]
+                for item in items]
 
     def _augment_variant(self, waves, specs, seeds) -> list:
         """One variant for each clip: augmented log-mel plus provenance, or an exception per failed clip."""
-        items = waves if self.augmenter.domain == "wave" else specs
+        augmenter = self.augmentation.augmenter
+        items = waves if augmenter.domain == "wave" else specs
         try:
-            results = self.augmenter.augment(items, seeds)
+            results = augmenter.augment(items, seeds)
         except Exception:  # a bad clip must not sink its batch: retry one by one to find it
             results = []
             for item, seed in zip(items, seeds):
                 try:
-                    results.extend(self.augmenter.augment([item], [seed]))
+                    results.extend(augmenter.augment([item], [seed]))
                 except Exception as error:
                     results.append(error)
         good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
         out: list = list(results)
-        if self.augmenter.domain == "wave" and good:
+        if augmenter.domain == "wave" and good:
             for i, spec in zip(good, self.logmel([results[i].data for i in good])):
                 out[i] = (spec, results[i].provenance)
         else:
@@ -93,9 +106,10 @@ class Featurizer:
         features = dict(zip(ok, specs))
         augmented: dict[int, list] = {i: [] for i in ok}
         provenance: dict[int, list] = {i: [] for i in ok}
-        targets = [i for i in ok if rows[i]["split"] in self.augment_splits] if self.augmenter else []
-        for variant in range(self.config.augment.variants if targets else 0):
-            seeds = [clip_seed(self.config.augment.seed, rows[i]["path"], variant) for i in targets]
+        plan = self.augmentation
+        targets = [i for i in ok if rows[i]["split"] in plan.splits] if plan else []
+        for variant in range(plan.variants if targets else 0):
+            seeds = [clip_seed(plan.seed, rows[i]["path"], variant) for i in targets]
             results = self._augment_variant([rows[i]["wave"] for i in targets], [features[i] for i in targets], seeds)
             for i, result in zip(targets, results):
                 if isinstance(result, Exception) and rows[i]["error"] is None:
@@ -103,13 +117,12 @@ class Featurizer:
                 elif not isinstance(result, Exception):
                     augmented[i].append(result[0].reshape(-1))
                     provenance[i].append(dict(variant=variant, **result[1], **self.tag))
-        return feature_rows(rows, features, augmented, provenance, self.config.features.n_mels,
-                            self.config.features.n_frames)
+        return feature_rows(rows, features, augmented, provenance, self.features.n_mels, self.features.n_frames)
 
 
-def featurize_table(clips: pa.Table, config: Config, batch_size: int = 64) -> pa.Table:
+def featurize_table(clips: pa.Table, audio: AudioConfig, features: FeatureConfig, batch_size: int = 64) -> pa.Table:
     """In-process featurisation without augmentation (evaluation and scoring), errors kept as rows."""
-    featurizer = Featurizer(config, augmenter=None)
-    parts = [featurizer(read_batch(clips.slice(start, batch_size).to_pandas(), config.audio))
+    featurizer = Featurizer(features, audio.sample_rate)
+    parts = [featurizer(read_batch(clips.slice(start, batch_size).to_pandas(), audio))
              for start in range(0, clips.num_rows, batch_size)]
     return pa.concat_tables(parts) if parts else FEATURE_SCHEMA.empty_table()

@@ -14,9 +14,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from rcmae.config import AudioConfig
 from rcmae.data.paths import path_of
 from rcmae.errors import RcmaeError
+from rcmae.sections import AudioConfig
 
 
 def rms(wave: np.ndarray) -> float:

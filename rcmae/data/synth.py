@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import ConfigError
 from rcmae.data.audio import rms, write_wav
 from rcmae.data.sound_models import MACHINES, TIMING_RICH_FAULTS, factory_background, impacts
+from rcmae.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

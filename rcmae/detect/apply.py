@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rcmae.config import ScoreConfig
 from rcmae.data.feature_table import machine_keys
 from rcmae.detect.detector import Detector, fit_detector
 from rcmae.detect.encode import TableEncoder, encoded_of
 from rcmae.errors import DataError
+from rcmae.sections import ScoreConfig
 
 
 def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig, grid: tuple[int, int]) -> Detector:

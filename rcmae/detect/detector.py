@@ -27,7 +27,6 @@ import safetensors.numpy
 import scipy.stats
 from sklearn.decomposition import PCA
 
-from rcmae.config import ScoreConfig
 from rcmae.detect.patches import PatchModel
 from rcmae.detect.shrunk import ShrunkGaussian
 from rcmae.errors import DataError
@@ -40,6 +39,7 @@ from rcmae.models.checkpoint import (
     write_meta,
 )
 from rcmae.registry import SCORES
+from rcmae.sections import ScoreConfig
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
 MIN_OWN_CLIPS = 3  # fewest train clips for an ID's own Gaussian and threshold; fewer use the type's pooled ones

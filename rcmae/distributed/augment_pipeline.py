@@ -22,12 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rcmae.augment.featurize import Augmentation, Featurizer, read_batch
 from rcmae.config import Config, recorded_section
 from rcmae.data.layout import ClipIndex, index_clips, reject_summary
 from rcmae.data.run_folder import check_settings, owned
 from rcmae.distributed.runtime import ensure_ray, nodes_for, pool_plan, reachable_gpus, require_feasible
 from rcmae.errors import DataError, disk_full_named
 from rcmae.registry import AUGMENTERS
+from rcmae.sections import AugmentConfig
 from rcmae.stores import Relocated, on_driver, relocated
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,15 @@ log = logging.getLogger(__name__)
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
 
 
-def build_augmenter(config: Config, device: str = "cpu"):
-    """The configured augmenter, from the registry; None for one applied per training step (nothing to write)."""
-    entry = AUGMENTERS[config.augment.augmenter]
+def augmentation(augment: AugmentConfig, sample_rate: int, splits: tuple[str, ...] = ("train",),
+                 device: str = "cpu") -> Augmentation | None:
+    """The configured augmenter (from the registry) with its variants and seed; None for one applied per
+    training step (nothing to write)."""
+    entry = AUGMENTERS[augment.augmenter]
     if entry.per_step:
         return None
-    return entry.load()(config.augment.options, sample_rate=config.audio.sample_rate, device=device)
+    augmenter = entry.load()(augment.options, sample_rate=sample_rate, device=device)
+    return Augmentation(augmenter, augment.variants, augment.seed, splits)
 
 
 class AugmentActor:
@@ -53,18 +58,16 @@ class AugmentActor:
         import ray
         import torch
 
-        from rcmae.augment.featurize import Featurizer
-
-        self.config, self.source = Config.from_dict(config_dict), source
+        config, self.source = Config.from_dict(config_dict), source
+        self.audio = config.audio
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.featurizer = Featurizer(self.config, build_augmenter(self.config, device), augment_splits, device,
-                                     tag={"worker": f"{socket.gethostname()}:{os.getpid()}",
-                                          "node": ray.get_runtime_context().get_node_id(), "device": device})
+        self.featurizer = Featurizer(config.features, config.audio.sample_rate,
+                                     augmentation(config.augment, config.audio.sample_rate, augment_splits, device),
+                                     device, tag={"worker": f"{socket.gethostname()}:{os.getpid()}",
+                                                  "node": ray.get_runtime_context().get_node_id(), "device": device})
 
     def __call__(self, batch):
-        from rcmae.augment.featurize import read_batch
-
-        return self.featurizer(read_batch(batch, self.config.audio, self.source))
+        return self.featurizer(read_batch(batch, self.audio, self.source))
 
 
 def finished_paths(features_dir: Path) -> set[str]:
@@ -152,10 +155,10 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
         with nodes_for(plan), disk_full_named(features_dir, "writing features (a re-run keeps the shards already "
                                                                      "written)"):
             dataset.write_parquet(on_driver(features_dir), ray_remote_args={"num_cpus": 0.25})
-    return finalize(out_dir, index, clips, config, time.time() - started, settings)
+    return finalize(out_dir, index, clips, config.augment, time.time() - started, settings)
 
 
-def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, seconds: float,
+def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, augment: AugmentConfig, seconds: float,
              settings: dict) -> dict:
     """rejects.parquet and summary.json from what the shards hold; checks every clip is there once."""
     table = pq.read_table(out_dir / FEATURES, columns=["path", "error", "split", "provenance"])
@@ -174,8 +177,8 @@ def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, config: Config, s
     variants = len(records)
     summary = dict(clips=len(paths), usable=len(paths) - failed.num_rows, rejected=len(rejects),
                    augmented_variants=variants, actors=len({record.get("worker") for record in records}),
-                   augmenter=config.augment.augmenter,
-                   variants_per_clip=config.augment.variants_written, seconds=round(seconds, 2), settings=settings)
+                   augmenter=augment.augmenter, variants_per_clip=augment.variants_written,
+                   seconds=round(seconds, 2), settings=settings)
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     for line in reject_summary([(reject["path"], reject["reason"]) for reject in rejects]):
         log.warning(f"augment: rejected {line} (all in {out_dir / REJECTS})")

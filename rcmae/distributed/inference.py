@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rcmae.config import Config, ScoreConfig
 from rcmae.data.feature_table import META_COLUMNS
 from rcmae.detect.apply import fit_machine
 from rcmae.detect.detector import Detector, load_detector
 from rcmae.detect.encode import TableEncoder
 from rcmae.distributed.runtime import inference_pool, require_feasible, scaling_plan
 from rcmae.errors import DataError
-from rcmae.models.checkpoint import load_checkpoint
+from rcmae.models.checkpoint import load_checkpoint, read_meta
+from rcmae.sections import ScaleConfig, ScoreConfig
 from rcmae.stores import on_driver, published
 
 ENCODE_BATCH = 64
@@ -32,7 +32,7 @@ def usable_rows(features_dir: str | Path, columns: list[str], split: str):
     return dataset.filter(expr=col("error").is_null() & (col("split") == split)).select_columns(columns)
 
 
-def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
+def _encoded(dataset, model_dir: str | Path, scale: ScaleConfig, with_scores: bool):
     import ray
     import ray.data
 
@@ -42,7 +42,7 @@ def _encoded(dataset, model_dir: str | Path, config: Config, with_scores: bool):
     if with_scores:
         load_detector(model_dir)
     resources = ray.cluster_resources()
-    plan = scaling_plan(config.scale, resources)
+    plan = scaling_plan(scale, resources)
     require_feasible("batch inference", plan.resources_per_worker)
     pool = inference_pool(plan, resources)
     return dataset.map_batches(
@@ -56,23 +56,25 @@ def _fit_group(group: pa.Table, classes: list[str], score: ScoreConfig, grid: tu
     return pa.table({"detector": [fit_machine(group, classes, score, grid).to_bytes()]})
 
 
-def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: list[str], config: Config) -> Detector:
+def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: list[str], score: ScoreConfig,
+                     scale: ScaleConfig) -> Detector:
     """The detector of a fine-tuned model, fitted on the train split: encode with actors, fit per machine type."""
-    encoded = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "train"), model_dir, config, False)
+    encoded = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "train"), model_dir, scale, False)
+    grid = read_meta(model_dir).made_with().features.grid
     # a group per machine type (few-shot IDs borrow their type's covariance); one partition per type at most:
     # Ray's default (200) costs minutes of task overhead on small clusters
     types = len({key.split("/", 1)[0] for key in classes})
     fitted = encoded.groupby("machine_type", num_partitions=max(1, min(types, 64))).map_groups(
-        _fit_group, fn_kwargs=dict(classes=classes, score=config.score, grid=config.features.grid),
+        _fit_group, fn_kwargs=dict(classes=classes, score=score, grid=grid),
         batch_format="pyarrow")
     return Detector.merge([Detector.from_bytes(row["detector"]) for row in fitted.take_all()])
 
 
-def score_features_ray(model_dir: str | Path, features_dir: str | Path, config: Config) -> pa.Table:
+def score_features_ray(model_dir: str | Path, features_dir: str | Path, scale: ScaleConfig) -> pa.Table:
     """Metadata and `score_<method>` of every usable test clip in the feature Parquet."""
     import ray
 
-    scored = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "test"), model_dir, config, True)
+    scored = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "test"), model_dir, scale, True)
     parts = ray.get(scored.to_arrow_refs())
     if not parts:
         raise DataError(f"{features_dir}: no usable test clips to score")

@@ -19,7 +19,6 @@ from typing import Iterator
 
 import yaml
 
-from rcmae.config import AugmentConfig, ScaleConfig
 from rcmae.distributed.ray_internals import (
     autoscaler_monitor_args,
     autoscaler_status_published,
@@ -28,6 +27,7 @@ from rcmae.distributed.ray_internals import (
 )
 from rcmae.errors import RcmaeError
 from rcmae.registry import AUGMENTERS
+from rcmae.sections import AugmentConfig, ScaleConfig
 
 log = logging.getLogger(__name__)
 

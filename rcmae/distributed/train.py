@@ -149,7 +149,7 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
 
 def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain",
                  callbacks: list | None = None) -> Path:
-    meta = setup.pretrain_start(config, features_dir)
+    meta = setup.pretrain_start(config.augment, features_dir)
     return _fit(config, PRETRAIN, Path(features_dir), Path(out_dir),
                 dict(meta=meta), run_name, callbacks)
 
@@ -159,7 +159,7 @@ def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str |
     meta, classes = setup.finetune_start(config, features_dir, pretrained_dir)
 
     def fit(model_dir: Path) -> None:
-        save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config))
+        save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config.score, config.scale))
 
     return _fit(config, FINETUNE, Path(features_dir), Path(out_dir),
                 dict(meta=meta), run_name, callbacks, fit)

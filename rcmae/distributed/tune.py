@@ -38,9 +38,11 @@ import logging
 import re
 from pathlib import Path
 
-from rcmae.config import Config, ConfigError, load_config, load_yaml
+from rcmae.config import Config, load_config
+from rcmae.config_input import load_yaml
 from rcmae.data.run_folder import sync, writing
-from rcmae.errors import RcmaeError, bounded, one_line
+from rcmae.errors import ConfigError, RcmaeError, bounded, one_line
+from rcmae.sections import ScaleConfig
 from rcmae.stores import clear, is_uri, mirror_of, reading, shared
 
 log = logging.getLogger(__name__)
@@ -134,17 +136,17 @@ def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str,
         ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=shared(model)))
 
 
-def concurrent_trials(config: Config, resources: dict) -> int:
+def concurrent_trials(scale: ScaleConfig, resources: dict) -> int:
     """As many trials as the cluster fits at once: GPUs per trial, or the CPUs a trial holds at its peak, the
     detector fit after stage 2: its inference actors (as many as train workers) and beside them the trial's own
     process, the Parquet reads and the per-type shuffle (whose aggregator reserves CPU too). Trials that together
     ask for more than the cluster has wait on each other's actors and can stall for good."""
     from rcmae.distributed.runtime import scaling_plan
 
-    plan = scaling_plan(config.scale, resources)
+    plan = scaling_plan(scale, resources)
     if plan.use_gpu:
         return max(1, int(resources.get("GPU", 0)) // max(1, plan.num_workers))
-    per_trial = plan.num_workers * config.scale.cpus_per_worker + 1.0
+    per_trial = plan.num_workers * scale.cpus_per_worker + 1.0
     return max(1, int(float(resources.get("CPU", 1)) // per_trial))
 
 
@@ -211,7 +213,7 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
         normalize_weights=bool(space.get("normalize_weights", True)),
         features_dir=shared(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()),
         trials_dir=shared(experiment / "trials"), report_epochs=space["search"] == "basic")
-    limit = space.get("max_concurrent_trials") or concurrent_trials(base, ray.cluster_resources())
+    limit = space.get("max_concurrent_trials") or concurrent_trials(base.scale, ray.cluster_resources())
     recorded = experiment / SPACE_RECORD
     if recorded.exists():
         check_settings(json.loads(recorded.read_text()), space_settings(space), experiment)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rcmae.config import FeatureConfig
+from rcmae.sections import FeatureConfig
 
 
 def pyplot():

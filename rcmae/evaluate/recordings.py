@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from rcmae.augment.featurize import Featurizer
-from rcmae.config import Config
 from rcmae.data.audio import AudioError, fit_length, load_clip
 from rcmae.data.feature_table import dcase_id, machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
@@ -74,11 +73,11 @@ class RecordingScorer:
             raise RcmaeError(f"aggregate {aggregate!r}: choose from {sorted(AGGREGATES)}")
         model_dir = fetched(model_dir)  # a store URI: its local copy
         self.meta = read_meta(model_dir)
-        self.config = Config.from_dict(self.meta.config)
+        self.config = self.meta.made_with()
         self.method = method or self.config.score.method
         self.aggregate = aggregate
         self.encoder = TableEncoder(model_dir, with_scores=True, keep_encoded=False, with_maps=True)
-        self.featurizer = Featurizer(self.config, augmenter=None)
+        self.featurizer = Featurizer(self.config.features, self.config.audio.sample_rate)
         self.thresholds = self.meta.thresholds(self.method)
 
     @property

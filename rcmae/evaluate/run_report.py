@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
-from rcmae.config import Config
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
@@ -21,6 +20,7 @@ from rcmae.evaluate.families import clip_key
 from rcmae.evaluate.maps import plot_map, pyplot, region_mask
 from rcmae.models.checkpoint import load_checkpoint, read_meta
 from rcmae.registry import SCORES
+from rcmae.sections import AugmentConfig
 
 PAPER_SCORE = "id_logprob"
 NOT_LOSSES = ("epoch", "lr", "seconds", "stage", "accuracy", "samples_per_second")
@@ -195,14 +195,14 @@ def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict
             f"writes such maps for any recording.\n\n" + "\n".join(lines) + "\n")
 
 
-def provenance_line(config: Config, method: str) -> str:
-    """What made the run, each part marked as the paper's or rcmae's."""
-    preset = "the paper's settings" if config.preset == "paper" else "rcmae's, scaled down from the paper's"
+def provenance_line(preset: str, augment: AugmentConfig, method: str) -> str:
+    """What made the run (its preset, augmenter and score method), each part marked as the paper's or rcmae's."""
+    whose = "the paper's settings" if preset == "paper" else "rcmae's, scaled down from the paper's"
     augmenter = {"audioldm": "the paper's AudioLDM diffusion",
                  "masking": "the paper's Table 3 Baseline: fresh time/frequency masks every training batch",
                  "specaugment": "rcmae's: time/frequency masks written as variants"
-                 }.get(config.augment.augmenter, "rcmae's, standing in for the paper's AudioLDM")
-    return (f"Preset `{config.preset}` ({preset}); augmenter `{config.augment.augmenter}` ({augmenter}); score "
+                 }.get(augment.augmenter, "rcmae's, standing in for the paper's AudioLDM")
+    return (f"Preset `{preset}` ({whose}); augmenter `{augment.augmenter}` ({augmenter}); score "
             f"`{method}` ({SCORES[method].origin}).")
 
 
@@ -254,14 +254,16 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     if unlabelled:
         methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
                     f"{', '.join(unlabelled)}.")
-    few_shot = (read_meta(finetune_dir).detector or {}).get("few_shot", [])
+    finetuned = read_meta(finetune_dir)
+    made = finetuned.made_with()
+    few_shot = (finetuned.detector or {}).get("few_shot", [])
     if few_shot:
         methods += (f"\n\nFew-shot machines (under {MIN_OWN_CLIPS} train clips), scored with their own mean and "
                     f"their machine type's pooled covariance and thresholds: {', '.join(few_shot)}.")
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
 
-{provenance_line(Config.from_dict(read_meta(finetune_dir).config), metrics["method"])}
+{provenance_line(made.preset, made.augment, metrics["method"])}
 
 pAUC is the DCASE value (`roc_auc_score(..., max_fpr=0.1)`, McClish-standardised: random = 0.5);
 the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.

@@ -11,34 +11,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rcmae.augment.featurize import featurize_table
-from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, stream_rows
 from rcmae.data.layout import index_clips, reject_summary
 from rcmae.errors import DataError
+from rcmae.sections import AudioConfig, FeatureConfig
 
 log = logging.getLogger(__name__)
 
 
-def featurized_rows(clips: pa.Table, config: Config, batch_rows: int = 64,
-                    failures: list[dict] | None = None) -> Iterator[pa.Table]:
-    """Log-mels of the clips a batch at a time; unreadable clips are left out and reported: added to
-    `failures` (file, reason) when given, else logged as warnings."""
+def featurized_rows(clips: pa.Table, audio: AudioConfig, features: FeatureConfig,
+                    batch_rows: int = 64) -> Iterator[pa.Table]:
+    """Log-mels of the clips a batch at a time; unreadable clips are left out and logged as warnings."""
     unusable = []
     for start in range(0, clips.num_rows, batch_rows):
-        table = featurize_table(clips.slice(start, batch_rows), config)
+        table = featurize_table(clips.slice(start, batch_rows), audio, features)
         bad = table.filter(pc.invert(pc.is_null(table["error"])))
         unusable += zip(bad["path"].to_pylist(), bad["error"].to_pylist())
         usable = table.filter(pc.is_null(table["error"]))
         if usable.num_rows:
             yield usable
-    if failures is not None:
-        failures += [dict(file=path, reason=reason) for path, reason in unusable]
-    else:
-        for line in reject_summary(unusable):
-            log.warning(f"skipped: {line}")
+    for line in reject_summary(unusable):
+        log.warning(f"skipped: {line}")
 
 
-def data_test_split(data_dir: str | Path, config: Config, machine_type: str | None = None) -> Iterator[pa.Table]:
+def data_test_split(data_dir: str | Path, audio: AudioConfig, features: FeatureConfig,
+                    machine_type: str | None = None) -> Iterator[pa.Table]:
     """Features of every readable test clip (of one machine type when given) under `data_dir` (names outside
     the grammar are reported)."""
     index = index_clips(data_dir, lenient=True)
@@ -49,7 +46,7 @@ def data_test_split(data_dir: str | Path, config: Config, machine_type: str | No
         raise DataError(f"{data_dir}: no test clips to evaluate")
     if machine_type is not None:
         clips = clips.filter(pc.field("machine_type") == machine_type)
-    return featurized_rows(clips, config)
+    return featurized_rows(clips, audio, features)
 
 
 def feature_test_split(features_dir: str | Path, machine_type: str | None = None,

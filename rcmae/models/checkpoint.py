@@ -54,6 +54,10 @@ class CheckpointMeta:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def made_with(self) -> Config:
+        """The config that made the model, typed (sections and fields added since at their defaults)."""
+        return Config.from_dict(self.config)
+
     def thresholds(self, method: str) -> dict[str, float]:
         """The decision thresholds of `method` per machine ID (final stage-2 models)."""
         if not self.detector:
@@ -126,7 +130,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     meta = read_meta(folder)
     if not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder}: checkpoint has no {WEIGHTS}")
-    config = Config.from_dict(meta.config)
+    config = meta.made_with()
     model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.classes))
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))

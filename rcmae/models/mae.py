@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rcmae.config import FeatureConfig, ModelConfig
 from rcmae.errors import RcmaeError
 from rcmae.features import patchify
+from rcmae.sections import FeatureConfig, ModelConfig
 
 
 def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:

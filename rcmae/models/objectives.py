@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rcmae import losses
-from rcmae.config import FinetuneConfig, PretrainConfig
 from rcmae.models.mae import RCMAE
+from rcmae.sections import FinetuneConfig, PretrainConfig
 
 
 def full_precision(*tensors: torch.Tensor):

@@ -152,7 +152,8 @@ class ScoreService:
         seconds = len(prepared.wave) / self.detector.sample_rate
         body.update(machine=prepared.key, seconds=seconds, window_seconds=self.detector.clip_seconds or seconds)
         if view:
-            body["view"] = await asyncio.to_thread(logmel_view, prepared.wave, self.detector.config)
+            body["view"] = await asyncio.to_thread(logmel_view, prepared.wave, self.detector.config.features,
+                                                   self.detector.sample_rate)
         return body
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)

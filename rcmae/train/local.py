@@ -96,7 +96,7 @@ def _session(config: Config, stage: Stage, features_dir: str | Path, run_dir: st
 
 def pretrain_local(config: Config, features_dir: str | Path, run_dir: str | Path,
                    on_epoch: Callable[[dict], None] | None = None) -> Path:
-    meta = setup.pretrain_start(config, features_dir)
+    meta = setup.pretrain_start(config.augment, features_dir)
     session = _session(config, PRETRAIN, features_dir, run_dir, Normalizer.from_dict(meta.normalizer), [],
                        on_epoch)
     run_stage(session, PRETRAIN, PRETRAIN.start_model(config, meta), config, meta)

@@ -10,13 +10,14 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from rcmae.config import Config, ConfigError
+from rcmae.config import Config
 from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs, train_classes
 from rcmae.data.run_folder import lock_owner, written_aside
 from rcmae.detect.detector import MIN_OWN_CLIPS
-from rcmae.errors import DataError
+from rcmae.errors import ConfigError, DataError
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import META, WEIGHTS, CheckpointMeta, read_meta
+from rcmae.sections import AugmentConfig
 from rcmae.stores import parent_of, shared
 
 FINAL = "model"
@@ -51,11 +52,12 @@ def check_detector_data(features_dir: str | Path) -> list[str]:
     return few
 
 
-def pretrain_start(config: Config, features_dir: str | Path) -> CheckpointMeta:
-    """The metadata every stage-1 checkpoint carries (the train normaliser)."""
+def pretrain_start(augment: AugmentConfig, features_dir: str | Path) -> CheckpointMeta:
+    """The metadata every stage-1 checkpoint carries (the train normaliser), once the features are checked
+    (finished, enough clips, variants for every train clip unless `augment` applies per step)."""
     require_finished(features_dir)
     check_detector_data(features_dir)
-    if not config.augment.per_step and fewest_variants(features_dir) == 0:
+    if not augment.per_step and fewest_variants(features_dir) == 0:
         raise DataError(f"{features_dir}: stage 1 needs augmented variants for every train clip: "
                          f"run `rcmae augment` (its train clips get --variants K >= 1)")
     return CheckpointMeta(normalizer=Normalizer.fit_stream(stream_specs(features_dir)).to_dict())

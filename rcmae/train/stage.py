@@ -13,13 +13,15 @@ import pyarrow as pa
 import torch
 
 from rcmae.augment.specaugment import masked_view
-from rcmae.config import Config, ConfigError, FinetuneConfig, PretrainConfig
+from rcmae.config import Config
 from rcmae.data.feature_table import machine_keys, pick_variants, specs_from_column
+from rcmae.errors import ConfigError
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import CheckpointMeta, load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 from rcmae.registry import AUGMENTERS
+from rcmae.sections import FinetuneConfig, PretrainConfig
 
 StageName = Literal["pretrain", "finetune"]
 PATHS = "paths"  # the batch's clip paths (not a tensor): named when a batch gives a non-finite loss
