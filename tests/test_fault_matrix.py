@@ -87,7 +87,7 @@ def test_a_single_machine_id_is_trained_and_scored_in_process(tmp_path, capsys):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert [(r["machine_type"], r["machine_id"]) for r in metrics["per_id"]] == [("valve", "00")]
     # one class: the ID head is certain of every clip, so its score is constant and its threshold the fallback
-    assert read_meta(out / "finetune" / "model").detector["threshold_methods"]["id_logprob"] == {
+    assert read_meta(out / "finetune" / "model").detector.threshold_methods["id_logprob"] == {
         "valve/00": "constant"}
     assert "train scores are all equal" in capsys.readouterr().err
 
@@ -134,7 +134,7 @@ def test_a_model_folder_without_a_current_detector_is_refit_without_retraining(t
             load_detector(model)
     assert stages.claim(tmp_path / "finetune", stages.FINETUNE, quick_config, force=False) is None
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
-    assert read_meta(model).detector["format"] == DETECTOR_FORMAT
+    assert read_meta(model).detector.format == DETECTOR_FORMAT
     assert (model / "model.safetensors").read_bytes() == weights
     load_detector(model)
 

@@ -39,7 +39,7 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert {"supcon", "ce", "loss", "accuracy", "z_std"} <= set(stage2[0])
     checkpoint = load_checkpoint(model)
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
-    assert set(checkpoint.meta.detector["thresholds"]) == set(SCORES)
+    assert set(checkpoint.meta.detector.thresholds) == set(SCORES)
     arrays = load_detector_arrays(model)
     parts = ("centroid", *GAUSSIAN_PARTS, "rhythm_mean", "rhythm_inverse", *(f"patch_{p}" for p in PatchModel.PARTS))
     assert {f"{kind}/{key}" for kind in parts for key in checkpoint.classes} == set(arrays)

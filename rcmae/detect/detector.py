@@ -33,6 +33,7 @@ from rcmae.errors import DataError
 from rcmae.models.checkpoint import (
     META,
     CheckpointError,
+    DetectorMeta,
     load_detector_arrays,
     read_meta,
     save_detector_arrays,
@@ -63,9 +64,9 @@ class Encoded:
 DETECTOR_FORMAT = 2  # 2 (rcmae 0.2): rhythm and patch models, calibration; 1 (no "format", 0.1): Gaussians only
 
 
-def current_detector(meta: dict | None) -> bool:
+def current_detector(meta: DetectorMeta | None) -> bool:
     """Whether a detector's stored meta is of this rcmae's format."""
-    return bool(meta) and meta.get("format") == DETECTOR_FORMAT
+    return meta is not None and meta.format == DETECTOR_FORMAT
 
 
 @dataclass
@@ -94,22 +95,21 @@ class Detector:
             arrays.update({f"patch_{part}/{key}": value for part, value in model.arrays().items()})
         return arrays
 
-    def meta(self) -> dict:
+    def meta(self) -> DetectorMeta:
         """What meta.json keeps of the detector (its arrays go to detector.safetensors)."""
-        return {"format": DETECTOR_FORMAT, "thresholds": self.thresholds, "threshold_methods": self.threshold_methods,
-                "few_shot": self.few_shot,
-                "calibration": {method: {key: list(stats) for key, stats in per_key.items()}
-                                for method, per_key in self.calibration.items()}}
+        return DetectorMeta(DETECTOR_FORMAT, self.thresholds, self.threshold_methods, self.few_shot,
+                            {method: {key: list(stats) for key, stats in per_key.items()}
+                             for method, per_key in self.calibration.items()})
 
     def to_bytes(self) -> bytes:
-        return safetensors.numpy.save(self.arrays(), metadata={"meta": json.dumps(self.meta())})
+        return safetensors.numpy.save(self.arrays(), metadata={"meta": json.dumps(dataclasses.asdict(self.meta()))})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Detector":
         arrays = safetensors.numpy.load(data)
         header_size = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8:8 + header_size])["__metadata__"]["meta"])
-        return cls.from_arrays(arrays, meta)
+        return cls.from_arrays(arrays, DetectorMeta(**meta))
 
     @classmethod
     def merge(cls, parts: list["Detector"]) -> "Detector":
@@ -128,7 +128,7 @@ class Detector:
         return merged
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Detector":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: DetectorMeta) -> "Detector":
         """From `arrays()` and `meta()` as stored."""
         if not current_detector(meta):
             raise CheckpointError("the detector was fitted by an older rcmae (it has no rhythm and patch models): "
@@ -142,9 +142,8 @@ class Detector:
                    patch_models={key: PatchModel.from_arrays({part: arrays[f"patch_{part}/{key}"]
                                                               for part in PatchModel.PARTS}) for key in keys},
                    calibration={method: {key: (float(stats[0]), float(stats[1])) for key, stats in per_key.items()}
-                                for method, per_key in (meta.get("calibration") or {}).items()},
-                   thresholds=meta["thresholds"], few_shot=list(meta.get("few_shot") or []),
-                   threshold_methods=meta.get("threshold_methods") or {})
+                                for method, per_key in meta.calibration.items()},
+                   thresholds=meta.thresholds, few_shot=list(meta.few_shot), threshold_methods=meta.threshold_methods)
 
 
 def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]:

@@ -256,7 +256,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
                     f"{', '.join(unlabelled)}.")
     finetuned = read_meta(finetune_dir)
     made = finetuned.made_with()
-    few_shot = (finetuned.detector or {}).get("few_shot", [])
+    few_shot = finetuned.detector.few_shot if finetuned.detector else []
     if few_shot:
         methods += (f"\n\nFew-shot machines (under {MIN_OWN_CLIPS} train clips), scored with their own mean and "
                     f"their machine type's pooled covariance and thresholds: {', '.join(few_shot)}.")

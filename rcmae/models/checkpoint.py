@@ -30,6 +30,24 @@ class CheckpointError(RcmaeError):
 
 
 @dataclass
+class DetectorMeta:
+    """What meta.json keeps of a final model's fitted detector (its arrays: detector.safetensors)."""
+
+    format: int = 1  # the detector format of the rcmae that fitted it (1: from before formats were recorded)
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> machine key -> threshold
+    threshold_methods: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> key -> how it was found
+    few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
+    calibration: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method -> key -> [mean, std]
+
+    @classmethod
+    def from_json(cls, data: dict, path: Path | str) -> "DetectorMeta":
+        unknown = sorted(set(data) - {f.name for f in fields(cls)}) if isinstance(data, dict) else ["(not a mapping)"]
+        if unknown:
+            raise CheckpointError(f"{path}: not rcmae detector metadata (unknown keys {', '.join(unknown)})")
+        return cls(**data)
+
+
+@dataclass
 class CheckpointMeta:
     """What a checkpoint's meta.json holds."""
 
@@ -40,7 +58,7 @@ class CheckpointMeta:
     history: list[dict] = field(default_factory=list)  # each epoch's metrics
     classes: list[str] = field(default_factory=list)   # stage 2: the machine IDs the ID head classifies
     pretrained_from: str | None = None  # stage 2: the stage-1 model folder it started from (a URI in a store)
-    detector: dict | None = None        # final stage-2 models: `Detector.meta()` (its arrays: detector.safetensors)
+    detector: DetectorMeta | None = None  # final stage-2 models: `Detector.meta()`
 
     @classmethod
     def from_json(cls, data: dict, path: Path) -> "CheckpointMeta":
@@ -49,7 +67,8 @@ class CheckpointMeta:
         if unknown or "normalizer" not in data:
             why = f"unknown keys {', '.join(unknown)}" if unknown else "no normaliser"
             raise CheckpointError(f"{path}: not rcmae checkpoint metadata ({why})")
-        return cls(**data)
+        detector = data.get("detector")
+        return cls(**dict(data, detector=None if detector is None else DetectorMeta.from_json(detector, path)))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -62,7 +81,7 @@ class CheckpointMeta:
         """The decision thresholds of `method` per machine ID (final stage-2 models)."""
         if not self.detector:
             raise CheckpointError("the model has no fitted detector: pass the model folder written by `rcmae finetune`")
-        return self.detector["thresholds"][method]
+        return self.detector.thresholds[method]
 
 
 @dataclass
