@@ -12,7 +12,9 @@ from rcmae.config_input import load_yaml
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
 from rcmae.data.run_folder import sync, writing
+from rcmae.data.sound_models import MACHINES as TOY_MACHINES
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
+from rcmae.data.synth import ToyData
 from rcmae.errors import EXIT, ConfigError, RcmaeError, one_line, user_error
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
@@ -48,8 +50,8 @@ def _config_from(args: argparse.Namespace):
 def cmd_synth(args: argparse.Namespace) -> int:
     from rcmae.data.synth import synthesize
 
-    root = synthesize(args.out, preset=args.preset, seed=args.seed, additional=args.additional, layout=args.layout,
-                      clip_seconds=args.clip_seconds)
+    root = synthesize(args.out, preset=args.preset, seed=args.seed, types=args.types, additional=args.additional,
+                      layout=args.layout, clip_seconds=args.clip_seconds)
     print(f"wrote {root} and {Path(args.out) / 'manifest.json'}")
     return 0
 
@@ -255,8 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
     config = _config_from(args).override(overrides)
-    result = run_all(config, args.out, args.data, synth_preset=args.synth_preset, baseline=not args.no_baseline,
-                     force=args.force, mlflow_uri=_mlflow_uri(args))
+    result = run_all(config, args.out, args.data, ToyData(args.synth_preset, types=args.synth_types),
+                     baseline=not args.no_baseline, force=args.force, mlflow_uri=_mlflow_uri(args))
     if result["mean"]:
         print(f"mean AUC {result['mean']['auc']:.4f}  pAUC {result['mean']['pauc']:.4f}  -> {result['report']}")
     else:
@@ -289,6 +291,15 @@ def location(text: str) -> Path | str:
         return check_uri(text)
     except StoreError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def machine_types(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated toy-factory machine types."""
+    types = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(types) - set(TOY_MACHINES))
+    if unknown or not types:
+        raise argparse.ArgumentTypeError(f"{text!r}: machine types of the toy factory are {', '.join(TOY_MACHINES)}")
+    return types
 
 
 def count(minimum: int):
@@ -324,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--additional", action="store_true",
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "
                         "training set), so stage 2 classifies over both sets' IDs")
+    p.add_argument("--types", type=machine_types, default=tuple(TOY_MACHINES),
+                   help="comma-separated machine types (default: all six)")
     p.add_argument("--seed", type=count(0), default=0)
     p.set_defaults(func=cmd_synth)
 
@@ -461,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=location, default=Path("runs/main"),
                    help="run folder, or an s3:// or file:// URI (default: %(default)s)")
     p.add_argument("--synth-preset", default="small", choices=sorted(SYNTH_PRESETS))
+    p.add_argument("--synth-types", type=machine_types, default=tuple(TOY_MACHINES),
+                   help="without --data: the machine types to synthesise (comma-separated; default: all six)")
     p.add_argument("--augmenter", choices=sorted(AUGMENTERS))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")

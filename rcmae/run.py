@@ -18,6 +18,7 @@ from rcmae.config import Config
 from rcmae.data.audio import cropping_note, typical_seconds
 from rcmae.data.layout import index_clips
 from rcmae.data.run_folder import staged, sync
+from rcmae.data.synth import ToyData
 from rcmae.stores import is_uri, shared
 
 log = logging.getLogger(__name__)
@@ -37,27 +38,28 @@ def preset_for_data(data: str | Path) -> str:
     return "tiny"
 
 
-def run_all(config: Config, out: str | Path, data: str | Path | None = None, synth_preset: str = "small",
-            seed: int = 0, baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> dict:
+def run_all(config: Config, out: str | Path, data: str | Path | None = None, toy: ToyData = ToyData(),
+            baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> dict:
     """The whole job into `out` (a folder, or a store URI: the job runs in its working copy, sent to the store
-    after every step); with `mlflow_uri`, also one MLflow run (rcmae.tracking)."""
+    after every step) on `data`, else on the `toy` factory synthesised into `out/data`; with `mlflow_uri`, also
+    one MLflow run (rcmae.tracking)."""
     if is_uri(out):
         with staged(str(out), "rcmae run") as local:
-            result = run_all(config, local, data, synth_preset, seed, baseline, force, mlflow_uri)
+            result = run_all(config, local, data, toy, baseline, force, mlflow_uri)
             return dict(result, report=shared(result["report"]))
     if mlflow_uri is None:
-        return _run_all(config, out, data, synth_preset, seed, baseline, force)
+        return _run_all(config, out, data, toy, baseline, force)
     out = Path(out).resolve()
     with tracking.mlflow_run(mlflow_uri, out.name, tracking.flat_params(config.to_dict())) as target:
-        result = _run_all(config, out, data, synth_preset, seed, baseline, force)
+        result = _run_all(config, out, data, toy, baseline, force)
         tracking.log_artifacts(target, [Path(result["report"]), out / "evaluation" / "metrics.json",
                                         out / "finetune" / "model"])
     log.info(f"run: logged to MLflow at {mlflow_uri} (run {target.run_id})")
     return result
 
 
-def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_preset: str, seed: int,
-             baseline: bool, force: bool) -> dict:
+def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyData, baseline: bool,
+             force: bool) -> dict:
     from rcmae.baseline import run_reference
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
@@ -85,8 +87,9 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_pre
         if not (data / "manifest.json").exists():
             from rcmae.data.synth import synthesize
 
-            log.info(f"run: no --data given: synthesising the toy factory ({synth_preset}) in {data}")
-            synthesize(data, preset=synth_preset, seed=seed)
+            log.info(f"run: no --data given: synthesising the toy factory ({toy.preset}, {', '.join(toy.types)}) "
+                     f"in {data}")
+            synthesize(data, preset=toy.preset, seed=toy.seed, types=toy.types)
     index = index_clips(data, lenient=True)
     pq.write_table(index.table, out / "index.parquet")
     note = cropping_note(index.table["path"].to_pylist(), config.audio)
@@ -123,7 +126,7 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, synth_pre
         timed(REFERENCE_FOLDERS[name], started, scored.num_rows, "test clips")
     baseline_metrics = references.get("dcase2020_ae")
 
-    tsne_rows = tsne_sample(feature_test_split(features), seed=seed)
+    tsne_rows = tsne_sample(feature_test_split(features))
     chosen = pa.array(top_anomalies(scored, metrics["method"]))
     map_rows = pa.concat_tables([part.filter(pc.is_in(part["path"], chosen)) for part in feature_test_split(features)])
     report = write_report(out, scored, tsne_rows, metrics, references, pretrain_dir, finetune_dir, summary,

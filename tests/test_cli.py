@@ -38,11 +38,12 @@ def test_bad_input_is_one_line_naming_it_and_exit_code_2(argv, message, capsys):
 
 
 def test_synth_then_index(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path)]) == 0
+    assert main(["synth", "--out", str(tmp_path), "--types", "fan,valve"]) == 0
     shown = capsys.readouterr()
     assert "wrote" in shown.out and "synth: dev_data fan id_00 done" in shown.err  # result: stdout; progress: stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["preset"] == "small"
+    assert manifest["preset"] == "small" and set(manifest["machines"]) == {"fan", "valve"}
+    assert {path.name for path in (tmp_path / "dev_data").iterdir()} == {"fan", "valve"}
     assert main(["index", "--data", str(tmp_path)]) == 0
     assert f"{len(manifest['clips'])} clips" in capsys.readouterr().out
 
@@ -52,6 +53,8 @@ def test_synth_then_index(tmp_path, capsys):
     (["augment", "--data", "d", "--out", "o", "--limit", "-3"], "-3 is below 1"),
     (["augment", "--data", "d", "--out", "o", "--variants", "two"], "'two' is not a whole number"),
     (["synth", "--out", "o", "--seed", "-1"], "-1 is below 0"),
+    (["run", "--synth-types", "valve,bogus"], "'valve,bogus': machine types of the toy factory are fan, pump, "
+                                              "slider, valve, ToyCar, ToyConveyor"),
     (["run", "--out", "hdfs://name/run"], "hdfs://name/run: rcmae reads and writes s3://, gs://, file:// URIs"),
     (["augment", "--data", "s3://b/data", "--out", "o"], "s3://b/data: object-store URIs are taken by the run "
                                                          "folders (--out) of run, augment, pretrain"),

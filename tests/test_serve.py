@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from rcmae import Detector
-from rcmae.errors import RcmaeError
+from rcmae.errors import EXIT, RcmaeError
 from rcmae.serve.uploads import Limits, UploadError, check_declared_size, machine_of, media_type, read_upload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,8 +180,8 @@ def test_the_service_answers_with_the_scores_of_rcmae_score_and_the_api(service,
     cli = subprocess.run([sys.executable, "-m", "rcmae.cli", "score", "--checkpoint", str(finetuned_model),
                           "--machine-type", "valve", "--machine-id", "00", *map(str, clips), str(long)],
                          capture_output=True, text=True)
-    assert cli.returncode in (0, 1), cli.stderr
     expected = pd.read_csv(io.StringIO(cli.stdout)).set_index("file")
+    assert cli.returncode == (EXIT.anomaly_found if expected["decision"].any() else EXIT.ok), cli.stderr
     for path in [*clips, long]:
         status, raw = post(url + "score?machine_type=valve&machine_id=00", path.read_bytes())
         body, content_type = multipart({"machine_type": "valve", "machine_id": "00"}, path.name, path.read_bytes())

@@ -204,7 +204,7 @@ def test_stores_rcmae_cannot_lock_are_refused_by_name(tmp_path):
 
 def run_job(out: str, cache: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, RCMAE_STORE_CACHE=str(cache), RCMAE_LOCK_LEASE_S="4", RCMAE_PROGRESS="0")
-    return subprocess.Popen([sys.executable, "-m", "rcmae.cli", "run", "--out", out, "--synth-preset", "small",
+    return subprocess.Popen([sys.executable, "-m", "rcmae.cli", "run", "--out", out, "--synth-types", "valve",
                              "--no-baseline", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1",
                              "--set", "augment.variants=1", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

@@ -66,6 +66,15 @@ REGION_FRAME = 512  # samples per frame when locating where a fault sounds (32 m
 REGION_SHARE = 0.1  # a frame belongs to the fault when its fault energy is this share of the loudest frame's
 
 
+@dataclass(frozen=True)
+class ToyData:
+    """The toy factory `rcmae run` synthesises when it is given no data."""
+
+    preset: str = "small"
+    seed: int = 0
+    types: tuple[str, ...] = tuple(MACHINES)
+
+
 def machine_ids(machine_type: str, preset: SynthPreset, evaluation: bool = False) -> list[int]:
     count = preset.ids_toyconveyor if machine_type == "ToyConveyor" else preset.ids_per_type
     return [2 * i + int(evaluation) for i in range(count)]  # even IDs in dev, odd ones in eval, as DCASE 2020
