@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,31 +26,43 @@ from rcmae.features import Normalizer
 from rcmae.logs import current_level
 from rcmae.models.checkpoint import CheckpointMeta
 from rcmae.stores import shared
+from rcmae.tracking import MlflowTarget
 from rcmae.train import setup
 from rcmae.train.batches import BatchMaker, epoch_rng
 from rcmae.train.loops import epoch_line, run_stage
-from rcmae.train.stage import FINETUNE, PRETRAIN, STAGES, Stage
+from rcmae.train.stage import FINETUNE, PRETRAIN, STAGES, Stage, StageName
 
 log = logging.getLogger(__name__)
+SETUP = "setup"  # the one key of Ray Train's `train_loop_config`: a `WorkerSetup`
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What the driver hands every Ray Train worker of a stage."""
+
+    stage: StageName
+    config: Config
+    meta: CheckpointMeta  # what the stage's checkpoints carry (normaliser; stage 2: classes, stage 1's folder)
+    log_level: int        # the driver's rcmae log level
+    tensorboard_dir: str  # where rank 0 writes the stage's event files
+    mlflow: MlflowTarget | None
 
 
 class RaySession:
     """The `Session` of a Ray Train worker."""
 
-    def __init__(self, loop_config: dict):
+    def __init__(self, given: WorkerSetup):
         import ray.train
         import ray.train.torch
 
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
-        self.config = Config.from_dict(loop_config["config"])
-        self.stage = STAGES[loop_config["stage"]]
-        self.meta: CheckpointMeta = loop_config["meta"]
+        self.config, self.stage, self.meta = given.config, STAGES[given.stage], given.meta
         self.normalizer = Normalizer.from_dict(self.meta.normalizer)
         self.classes = self.meta.classes
-        self.tensorboard_dir = Path(loop_config["tensorboard_dir"])
-        self.mlflow = loop_config["mlflow"]
+        self.tensorboard_dir = Path(given.tensorboard_dir)
+        self.mlflow = given.mlflow
         self._restored: str | None = None
 
     def batches(self, epoch: int):
@@ -93,10 +106,11 @@ class RaySession:
 def _worker(loop_config: dict) -> None:
     # Ray Train gives the worker's root logger a console handler: rcmae's lines go through it (once), and Ray
     # Train's own line per report shows only at --log-level debug
-    logging.getLogger("rcmae").setLevel(loop_config["log_level"])
-    if loop_config["log_level"] > logging.DEBUG:
+    given: WorkerSetup = loop_config[SETUP]
+    logging.getLogger("rcmae").setLevel(given.log_level)
+    if given.log_level > logging.DEBUG:
         quiet_train_report_lines()
-    session = RaySession(loop_config)
+    session = RaySession(given)
     run_stage(session, session.stage, session.stage.start_model(session.config, session.meta), session.config,
               session.meta)
 
@@ -110,7 +124,7 @@ def train_dataset(config: Config, stage: Stage, features_dir: str | Path):
     return dataset.randomize_block_order()
 
 
-def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_config: dict, run_name: str,
+def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: CheckpointMeta, run_name: str,
          callbacks: list | None = None, finish: Callable[[Path], None] | None = None) -> Path:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -125,9 +139,8 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
     dataset = train_dataset(config, stage, features_dir)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=dict(loop_config, config=config.to_dict(), stage=stage.name, log_level=current_level(),
-                               tensorboard_dir=str(out_dir.resolve() / tracking.FOLDER),
-                               mlflow=tracking.active_mlflow()),
+        train_loop_config={SETUP: WorkerSetup(stage.name, config, meta, current_level(),
+                                              str(out_dir.resolve() / tracking.FOLDER), tracking.active_mlflow())},
         torch_config=TorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=plan.resources_per_worker),
@@ -150,8 +163,7 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, loop_c
 def pretrain_ray(config: Config, features_dir: str | Path, out_dir: str | Path, run_name: str = "pretrain",
                  callbacks: list | None = None) -> Path:
     meta = setup.pretrain_start(config.augment, features_dir)
-    return _fit(config, PRETRAIN, Path(features_dir), Path(out_dir),
-                dict(meta=meta), run_name, callbacks)
+    return _fit(config, PRETRAIN, Path(features_dir), Path(out_dir), meta, run_name, callbacks)
 
 
 def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
@@ -161,5 +173,4 @@ def finetune_ray(config: Config, features_dir: str | Path, pretrained_dir: str |
     def fit(model_dir: Path) -> None:
         save_detector(model_dir, fit_detector_ray(model_dir, features_dir, classes, config.score, config.scale))
 
-    return _fit(config, FINETUNE, Path(features_dir), Path(out_dir),
-                dict(meta=meta), run_name, callbacks, fit)
+    return _fit(config, FINETUNE, Path(features_dir), Path(out_dir), meta, run_name, callbacks, fit)
