@@ -106,10 +106,10 @@ class Featurizer:
         features = dict(zip(ok, specs))
         augmented: dict[int, list] = {i: [] for i in ok}
         provenance: dict[int, list] = {i: [] for i in ok}
-        plan = self.augmentation
-        targets = [i for i in ok if rows[i]["split"] in plan.splits] if plan else []
-        for variant in range(plan.variants if targets else 0):
-            seeds = [clip_seed(plan.seed, rows[i]["path"], variant) for i in targets]
+        augmentation = self.augmentation
+        targets = [i for i in ok if rows[i]["split"] in augmentation.splits] if augmentation else []
+        for variant in range(augmentation.variants if targets else 0):
+            seeds = [clip_seed(augmentation.seed, rows[i]["path"], variant) for i in targets]
             results = self._augment_variant([rows[i]["wave"] for i in targets], [features[i] for i in targets], seeds)
             for i, result in zip(targets, results):
                 if isinstance(result, Exception) and rows[i]["error"] is None:
