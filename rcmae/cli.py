@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
     _add_tracking_args(p)
     p.add_argument("--force", action="store_true",
-                   help="redo the augmentation and stages a previous run made with other settings")
+                   help="redo the toy data, augmentation and stages a previous run made with other settings")
     p.set_defaults(func=cmd_run)
 
     for command in [*sub.choices.values(), *data_sub.choices.values()]:  # also after the command (jobs/*.py)

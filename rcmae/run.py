@@ -18,7 +18,7 @@ from rcmae.config import Config
 from rcmae.data.audio import cropping_note, typical_seconds
 from rcmae.data.layout import index_clips
 from rcmae.data.run_folder import staged, sync
-from rcmae.data.synth import ToyData
+from rcmae.data.synth import ToyData, toy_data
 from rcmae.stores import is_uri, shared
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,7 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyD
 
     started = time.time()
     if data is None:
-        data = out / "data"
-        if not (data / "manifest.json").exists():
-            from rcmae.data.synth import synthesize
-
-            log.info(f"run: no --data given: synthesising the toy factory ({toy.preset}, {', '.join(toy.types)}) "
-                     f"in {data}")
-            synthesize(data, preset=toy.preset, seed=toy.seed, types=toy.types)
+        data = toy_data(out / "data", toy, force)
     index = index_clips(data, lenient=True)
     pq.write_table(index.table, out / "index.parquet")
     note = cropping_note(index.table["path"].to_pylist(), config.audio)

@@ -8,7 +8,7 @@ from rcmae.config import ConfigError
 from rcmae.data.audio import rms
 from rcmae.data.layout import index_clips
 from rcmae.data.sound_models import FAULT_KINDS, MACHINES, TIMING_RICH_FAULTS
-from rcmae.data.synth import PRESETS, id_params, synthesize
+from rcmae.data.synth import PRESETS, ToyData, id_params, synthesize, toy_data
 
 
 def test_layout_counts_and_format(toy_root):
@@ -148,3 +148,16 @@ def test_only_the_hard_preset_draws_the_timing_rich_faults(tmp_path):
     families = {record.get("family") for record in clips.values()}
     assert "displaced_strokes" in families
     assert "displaced_strokes" not in MACHINES["valve"]["faults"]  # the small and full presets draw these only
+
+
+def test_a_run_keeps_its_toy_data_and_refuses_toy_data_made_otherwise(tmp_path):
+    folder = toy_data(tmp_path / "data", ToyData(types=("valve",)))
+    clips = sorted(folder.rglob("*.wav"))
+    assert clips and {path.parts[-3] for path in clips} == {"valve"}
+    stamp = clips[0].stat().st_mtime_ns
+    assert toy_data(folder, ToyData(types=("valve",))) == folder and clips[0].stat().st_mtime_ns == stamp  # kept
+    with pytest.raises(ConfigError, match=r"made as small, seed 0, valve; this run asks for small, seed 0, fan: "
+                                          r"give another --out, or --force"):
+        toy_data(folder, ToyData(types=("fan",)))
+    toy_data(folder, ToyData(types=("fan",)), force=True)
+    assert {path.parts[-3] for path in folder.rglob("*.wav")} == {"fan"}

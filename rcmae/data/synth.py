@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -261,3 +262,24 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
             log.info(f"synth: {folder} {machine_type} id_{machine_id:02d} done")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root
+
+
+def toy_data(folder: str | Path, toy: ToyData, force: bool = False) -> Path:
+    """`folder` holding the `toy` factory: made when absent, kept when a run made it with the same preset, seed
+    and machine types; one made with others is refused (it would be augmented and trained on silently) unless
+    `force`, which makes it again."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        made = json.loads(manifest.read_text())
+        made_as = ToyData(made.get("preset"), made.get("seed"), tuple(made.get("machines", {})))
+        if made_as.preset == toy.preset and made_as.seed == toy.seed and set(made_as.types) == set(toy.types):
+            return folder
+        if not force:
+            raise ConfigError(f"{folder} holds the toy factory made as {made_as.preset}, seed {made_as.seed}, "
+                              f"{', '.join(made_as.types)}; this run asks for {toy.preset}, seed {toy.seed}, "
+                              f"{', '.join(toy.types)}: give another --out, or --force to make it again")
+        shutil.rmtree(folder)
+    log.info(f"synth: the toy factory ({toy.preset}, seed {toy.seed}, {', '.join(toy.types)}) into {folder}")
+    synthesize(folder, preset=toy.preset, seed=toy.seed, types=toy.types)
+    return folder
