@@ -231,8 +231,8 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     plot_roc(scored, metrics["method"], plots / "roc.png")
     plot_tsne(pretrain_dir, tsne_rows, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
     plot_tsne(finetune_dir, tsne_rows, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
-    histories = {stage: read_meta(folder).history
-                 for stage, folder in (("pre-training", pretrain_dir), ("fine-tuning", finetune_dir))}
+    finetuned = read_meta(finetune_dir)
+    histories = {"pre-training": read_meta(pretrain_dir).history, "fine-tuning": finetuned.history}
     plot_losses(histories, plots / "losses.png")
     rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']].origin})": metrics}
     paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
@@ -254,7 +254,6 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     if unlabelled:
         methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
                     f"{', '.join(unlabelled)}.")
-    finetuned = read_meta(finetune_dir)
     made = finetuned.made_with()
     few_shot = finetuned.detector.few_shot if finetuned.detector else []
     if few_shot:
