@@ -23,8 +23,8 @@ from rcmae.data.feature_table import (
     stream_specs,
 )
 from rcmae.data.run_folder import written_aside
-from rcmae.detect.detector import gamma_threshold
 from rcmae.detect.floor import fit_floor, floor_scores
+from rcmae.detect.thresholds import gamma_threshold
 from rcmae.errors import DataError
 from rcmae.evaluate.results import write_evaluation
 from rcmae.features import Normalizer

@@ -16,6 +16,7 @@ from rcmae.data.sound_models import MACHINES as TOY_MACHINES
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
 from rcmae.data.synth import ToyData
 from rcmae.errors import EXIT, ConfigError, RcmaeError, one_line, user_error
+from rcmae.interrupts import install_handlers
 from rcmae.logs import LEVELS
 from rcmae.logs import configure as configure_logging
 from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
@@ -492,11 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    install_handlers()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"rcmae {args.command}: interrupted (re-run the same command to continue)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        why = f" ({interrupt})" if str(interrupt) else ""
+        print(f"rcmae {args.command}: interrupted{why}; re-run the same command to continue", file=sys.stderr)
+        return EXIT.interrupted
     except Exception as error:  # every failure ends here: one line for a user error, the traceback for a bug
         return report_failure(args.command, error, debug=args.log_level == "debug")
 

@@ -37,6 +37,7 @@ class ExitCodes:
     user_error: int = 2     # also argparse's usage errors
     not_all_scored: int = 3  # `rcmae score`: some inputs not scored (listed with their reasons)
     internal_error: int = 4
+    interrupted: int = 130  # Ctrl-C or SIGTERM (`rcmae.interrupts`)
 
 
 EXIT = ExitCodes()

@@ -39,6 +39,7 @@ class Score:
     name: str
     target: str  # "module:function"; (encoded, keys, classes, detector) -> one score per clip, higher = odder
     origin: str  # "the paper's score" or "rcmae extension": report.md says which
+    positive: bool = True  # a positive distance, which a fusion standardises as its log (else as it is: a log)
 
     def load(self):
         return load(self.target)
@@ -63,8 +64,11 @@ SCORES = {entry.name: entry for entry in (
     Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension"),
     Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score"),
     Score("rhythm", "rcmae.detect.scores:rhythm_score", "rcmae extension"),
-    Score("patch", "rcmae.detect.scores:patch_score", "rcmae extension"),
+    Score("patch", "rcmae.detect.scores:patch_score", "rcmae extension", positive=False),
     Score("combined", "rcmae.detect.scores:combined_score", "rcmae extension"),
+    Score("knn", "rcmae.detect.scores:knn_score", "rcmae extension"),
+    Score("stats", "rcmae.detect.scores:stats_score", "rcmae extension"),
+    Score("fused", "rcmae.detect.scores:fused_score", "rcmae extension"),
 )}
 
 

@@ -248,14 +248,20 @@ class ScoreConfig(Section):
     # `method` is a str checked against the registry, as augment.augmenter
     method: str = doc_field("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
                             "(distance from a Gaussian of the ID's train features), 'embedding' (cosine distance to "
-                            "the ID's train centroid), 'rhythm' (distance of the log-mel's band-envelope "
-                            "autocorrelation from the ID's), 'patch' (top 5 % of the anomaly map) or 'combined' (the "
-                            "larger of mahalanobis and rhythm, each standardised on held-out train clips).",
-                            "mahalanobis")
+                            "the ID's train centroid), 'knn' (distance to the ID's nearest train embeddings), "
+                            "'rhythm' (distance of the log-mel's band-envelope autocorrelation from the ID's), "
+                            "'stats' (distance of the log-mel's band means and deviations from the ID's: the "
+                            "floor's statistics), 'patch' (top 5 % of the anomaly map), 'combined' (the larger of "
+                            "mahalanobis and rhythm) or 'fused' (the mean of stats, mahalanobis, patch and rhythm); "
+                            "the last two standardise each member on held-out train clips.",
+                            "fused")
     components: int = doc_field("'mahalanobis': principal directions per ID with their own variance (the rest "
                                 "share one); capped at the ID's train clips - 2.", 16)
     decision_percentile: float = doc_field("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
     max_fpr: float = doc_field("p of pAUC.", 0.1)
+    knn_k: int = doc_field("'knn': nearest train embeddings of the ID whose distances are averaged.", 1)
+    knn_distance: Literal["cosine", "euclidean"] = doc_field("'knn': distance between unit-length embeddings.",
+                                                             "cosine")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -263,6 +269,7 @@ class ScoreConfig(Section):
         check(1 <= self.components <= 4096, f"score.components must be in [1, 4096], got {self.components}")
         check(0 < self.decision_percentile < 1, "score.decision_percentile must be in (0, 1)")
         check(0 < self.max_fpr <= 1, "score.max_fpr must be in (0, 1]")
+        check(1 <= self.knn_k <= 1000, f"score.knn_k must be in [1, 1000], got {self.knn_k}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "rcmae"
 # a module may import its own package and any lower layer, never a higher one or a sibling of its layer
 LAYERS = [
-    {"registry", "logs", "errors"},
+    {"registry", "logs", "errors", "interrupts"},
     {"config_input", "stores"},
     {"sections"},
     {"config", "tracking"},

@@ -188,3 +188,63 @@ def test_in_process_trials_run_and_a_sweep_whose_trials_all_fail_says_so(ray_ses
     assert line.startswith("rcmae tune: error: every trial failed (1)") and "trials.csv" in line
     failed = pd.read_csv(tmp_path / "failed" / "inprocess" / "trials.csv")
     assert len(failed) == 1 and "no DCASE-layout .wav clips found" in failed["error"][0]
+
+
+def _interrupted(command: list[str], env: dict, started, deadline_s: float = 600) -> tuple[int, str]:
+    """Runs `rcmae COMMAND`, sends SIGINT once `started()` holds, and returns its exit code and stderr."""
+    import signal
+    import subprocess
+    import time
+
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "rcmae"), *command], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + deadline_s
+        while not started() and time.time() < deadline:
+            assert driver.poll() is None, "the command ended before it could be interrupted"
+            time.sleep(0.5)
+        assert started(), "the command did not get far enough to be interrupted"
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return driver.returncode, stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_ray_train_exits_130_with_the_rerun_line(ray_session, toy_features, tmp_path):
+    """Ray Train V2's fit takes SIGINT over on the main thread (abort, later exit 0); rcmae runs it off the main
+    thread, so Ctrl-C is rcmae's: exit 130 and the line saying that re-running continues."""
+    import os
+
+    out = tmp_path / "pretrain"
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    command = ["pretrain", "--features", str(toy_features), "--out", str(out), "--set", "pretrain.epochs=200",
+               "--set", "scale.num_workers=1", "--set", "pretrain.batch_size=32"]
+    code, stderr = _interrupted(command, env, lambda: bool(list(out.glob("ray_results/pretrain/checkpoint_*"))))
+    assert code == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == ("rcmae pretrain: interrupted (SIGINT); re-run the same command to "
+                                               "continue"), stderr[-3000:]
+    assert not (out / "model" / "model.safetensors").exists()  # no model published from a cut-short run
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_sweep_exits_130_and_says_how_many_trials_finished(ray_session, toy_root, toy_features,
+                                                                          tmp_path):
+    import os
+
+    space = tmp_path / "cut.yaml"
+    space.write_text("name: cut\npreset: tiny\nmax_concurrent_trials: 1\nset:\n  pretrain.epochs: 1\n"
+                     "  finetune.epochs: 1\n  scale.num_workers: 0\n"
+                     "params:\n  model.mask_ratio: {grid: [0.5, 0.55, 0.6, 0.65, 0.7, 0.75]}\n")
+    trials = tmp_path / "out" / "cut" / "trials"
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    command = ["tune", "--space", str(space), "--features", str(toy_features), "--data",
+               str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "out")]
+    code, stderr = _interrupted(command, env, lambda: bool(list(trials.glob("*/evaluation/metrics.json"))))
+    assert code == 130, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("rcmae tune: interrupted (the sweep stopped with ") and "of 6 started" not in last, last
+    assert "trial(s) finished" in last and last.endswith("re-run the same command to continue"), last
+    assert not (tmp_path / "out" / "cut" / "trials.csv").exists()  # no table of a sweep cut short

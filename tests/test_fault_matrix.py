@@ -358,8 +358,10 @@ def test_a_detector_from_another_model_is_named(model_copy, toy_root, tmp_path, 
     model = model_copy(tmp_path)
     detector = load_detector(model)
     fans = Detector({}, {})  # the fan IDs' parts only, every threshold kept
-    for name in ("centroids", "gaussians", "rhythms", "patch_models"):
+    for name in ("centroids", "gaussians", "patch_models", "neighbours"):
         setattr(fans, name, {k: v for k, v in getattr(detector, name).items() if k.startswith("fan")})
+    fans.profiles = {name: {k: v for k, v in per_key.items() if k.startswith("fan")}
+                     for name, per_key in detector.profiles.items()}
     fans.thresholds, fans.threshold_methods, fans.calibration = (detector.thresholds, detector.threshold_methods,
                                                                  detector.calibration)
     save_detector(model, fans)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from encoded_values import encoded as make_encoded
-from rcmae.detect.detector import THRESHOLD_METHODS, anomaly_scores, fit_detector, gamma_threshold
+from rcmae.detect.detector import anomaly_scores, fit_detector
+from rcmae.detect.thresholds import THRESHOLD_METHODS, gamma_threshold
 from rcmae.sections import ScoreConfig
 
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)

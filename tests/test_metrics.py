@@ -13,8 +13,8 @@ from rcmae.detect.detector import (
     fit_detector,
     fit_gaussian,
     fit_scorer,
-    gamma_threshold,
 )
+from rcmae.detect.thresholds import gamma_threshold
 from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import decision_file, score_file
 from rcmae.evaluate.metrics import (

@@ -1,5 +1,5 @@
-"""The scores that keep time: the rhythm statistic, the patch maps and the combined score, against hand
-computations."""
+"""The scores that keep time and the fusions: the rhythm statistic, the patch maps, the log-mel statistics, kNN, and the
+combined and fused scores, against hand computations."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from encoded_values import encoded
 from rcmae.config import tiny
-from rcmae.detect.detector import COMBINED_MEMBERS, Detector, anomaly_scores, combine, fit_detector
+from rcmae.detect.detector import FUSIONS, Detector, anomaly_scores, fit_detector, fuse, log_scale
 from rcmae.detect.patches import PATCH_DIMS, PatchModel, top_mean
 from rcmae.detect.rhythm import envelope_autocorrelation
 from rcmae.detect.shrunk import SHRINKAGE
@@ -62,27 +62,78 @@ def test_the_patch_map_peaks_where_a_clip_departs_and_the_score_is_its_top_mean(
     assert top_mean(values)[0] == pytest.approx(38.5)
 
 
-def test_combined_is_the_largest_standardised_log_score_of_its_members():
-    detector = Detector({}, {}, calibration={"mahalanobis": {"a/00": (1.0, 2.0)}, "rhythm": {"a/00": (0.0, 0.5)}})
-    scores = {"mahalanobis": np.exp([1.0, 5.0]), "rhythm": np.exp([1.0, 0.5])}
-    assert COMBINED_MEMBERS == ("mahalanobis", "rhythm")
-    np.testing.assert_allclose(combine(scores, ["a/00"] * 2, detector), [2.0, 2.0])
+def test_combined_is_the_largest_and_fused_the_mean_standardised_log_score_of_their_members():
+    calibration = {"mahalanobis": {"a/00": (1.0, 2.0)}, "rhythm": {"a/00": (0.0, 0.5)},
+                   "stats": {"a/00": (2.0, 1.0)}, "patch": {"a/00": (-1.0, 4.0)}}
+    detector = Detector({}, {}, calibration=calibration)
+    scores = {"mahalanobis": np.exp([1.0, 5.0]), "rhythm": np.exp([1.0, 0.5]), "stats": np.exp([3.0, 2.0]),
+              "patch": np.array([3.0, -1.0])}  # already a log: standardised as it is
+    assert FUSIONS["combined"].members == ("mahalanobis", "rhythm")
+    np.testing.assert_allclose(fuse("combined", scores, ["a/00"] * 2, detector), [2.0, 2.0])
+    # standardised: mahalanobis 0, 2; rhythm 2, 1; stats 1, 0; patch 1, 0
+    assert FUSIONS["fused"].members == ("stats", "mahalanobis", "patch", "rhythm")
+    np.testing.assert_allclose(fuse("fused", scores, ["a/00"] * 2, detector), [1.0, 0.75])
 
 
-def test_combined_is_calibrated_on_held_out_train_scores():
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_fusions_are_calibrated_on_held_out_train_scores(fusion):
     """In-sample distances of a 30-clip Gaussian understate how far a new normal clip lies; held-out ones do not,
-    so a fresh normal clip's combined score sits near the middle of the train clips', not far above."""
+    so a fresh normal clip's fused score sits near the middle of the train clips', not far above."""
     rng = np.random.default_rng(3)
     train, fresh = rng.normal(size=(30, 12)), rng.normal(size=(200, 12))
+    patches = rng.normal(size=(230, 2, 8, PATCH_DIMS))  # 16 patches a clip, as a model's grid gives
     keys = ["a/00"] * 30
-    detector = fit_detector(encoded(train, log_probs=np.zeros((30, 1))), keys, ["a/00"], ScoreConfig(components=8))
-    fresh_scores = {m: anomaly_scores(m, encoded(fresh), ["a/00"] * 200, ["a/00"], detector) for m in COMBINED_MEMBERS}
-    for method in COMBINED_MEMBERS:
-        logs = np.log(fresh_scores[method])
+    detector = fit_detector(encoded(train, log_probs=np.zeros((30, 1)), patches=patches[:30]), keys, ["a/00"],
+                            ScoreConfig(components=8))
+    members = FUSIONS[fusion].members
+    fresh_scores = {m: anomaly_scores(m, encoded(fresh, patches=patches[30:]), ["a/00"] * 200, ["a/00"], detector)
+                    for m in members}
+    for method in members:
+        logs = log_scale(method, fresh_scores[method])
         mean, std = detector.calibration[method]["a/00"]
         assert abs(logs.mean() - mean) < 0.5 * std, method
-    combined = combine(fresh_scores, ["a/00"] * 200, detector)
-    assert np.mean(combined <= detector.thresholds["combined"]["a/00"]) > 0.75
+    fused = fuse(fusion, fresh_scores, ["a/00"] * 200, detector)
+    assert np.mean(fused <= detector.thresholds[fusion]["a/00"]) > 0.75
+
+
+def test_knn_averages_the_distances_to_the_nearest_train_embeddings():
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    probe = np.array([[np.sqrt(0.5), np.sqrt(0.5)]])
+    cosine = 1.0 - np.sqrt(0.5)  # to each of the two nearest
+    for k, distance, expected in ((1, "cosine", cosine), (2, "cosine", cosine),
+                                  (3, "cosine", (2 * cosine + 1.0 + np.sqrt(0.5)) / 3),
+                                  (1, "euclidean", np.sqrt(2 * cosine))):
+        detector = Detector({}, {}, neighbours={"a/00": train}, knn_k=k, knn_distance=distance)
+        got = anomaly_scores("knn", encoded(probe, embeddings=probe), ["a/00"], ["a/00"], detector)
+        assert got[0] == pytest.approx(expected), (k, distance)
+
+
+def test_knn_threshold_comes_from_held_out_clips_not_the_clips_themselves():
+    """In sample, every clip is its own nearest neighbour (distance 0); held out, a train clip lies as far as a new
+    normal clip does, so the threshold passes most fresh normal clips."""
+    rng = np.random.default_rng(4)
+    train, fresh = rng.normal(size=(30, 8)), rng.normal(size=(200, 8))
+    unit = lambda values: values / np.linalg.norm(values, axis=1, keepdims=True)  # noqa: E731
+    detector = fit_detector(encoded(train, embeddings=unit(train), log_probs=np.zeros((30, 1))), ["a/00"] * 30,
+                            ["a/00"], ScoreConfig(components=4))
+    assert detector.threshold_methods["knn"]["a/00"] != "constant"
+    scores = anomaly_scores("knn", encoded(fresh, embeddings=unit(fresh)), ["a/00"] * 200, ["a/00"], detector)
+    assert np.mean(scores <= detector.thresholds["knn"]["a/00"]) > 0.75
+
+
+def test_stats_score_is_the_floor_on_the_same_clips():
+    """`stats` reads what the floor reference reads: the same Gaussian of each band's mean and deviation."""
+    from rcmae.detect.floor import clip_statistics, fit_floor, floor_scores
+
+    rng = np.random.default_rng(5)
+    train_specs, test_specs = rng.normal(size=(12, 4, 20)), rng.normal(size=(5, 4, 20)) * 1.5
+    keys = ["a/00"] * 12
+    train_stats = clip_statistics(train_specs)
+    detector = fit_detector(encoded(train_stats, log_probs=np.zeros((12, 1))), keys, ["a/00"],
+                            ScoreConfig(components=2))
+    test_stats = clip_statistics(test_specs)
+    got = anomaly_scores("stats", encoded(test_stats), ["a/00"] * 5, ["a/00"], detector)
+    np.testing.assert_allclose(got, floor_scores(fit_floor(train_specs, keys), test_specs, ["a/00"] * 5))
 
 
 def test_grid_tokens_are_the_unmasked_encoder_tokens_in_grid_order():

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from dcase_files import read_scores
 from rcmae.config import ConfigError
-from rcmae.detect.detector import GAUSSIAN_PARTS
+from rcmae.detect.detector import GAUSSIAN_PARTS, PROFILES
 from rcmae.detect.patches import PatchModel
 from rcmae.evaluate.dcase_csv import score_file
 from rcmae.evaluate.recordings import score_recordings
@@ -41,7 +41,8 @@ def test_stages_log_every_term_and_publish_models(trained):
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
     assert set(checkpoint.meta.detector.thresholds) == set(SCORES)
     arrays = load_detector_arrays(model)
-    parts = ("centroid", *GAUSSIAN_PARTS, "rhythm_mean", "rhythm_inverse", *(f"patch_{p}" for p in PatchModel.PARTS))
+    profiles = (f"{profile}_{part}" for profile in PROFILES for part in ("mean", "inverse"))
+    parts = ("centroid", *GAUSSIAN_PARTS, *profiles, *(f"patch_{p}" for p in PatchModel.PARTS), "neighbours")
     assert {f"{kind}/{key}" for kind in parts for key in checkpoint.classes} == set(arrays)
     assert load_checkpoint(pretrained).meta.stage == "pretrain"
 

@@ -1,34 +1,36 @@
 """Anomaly scores of a fine-tuned RC-MAE and the detector stored with it.
 
-Three scores, all from one pass of the encoder:
+The scores (`rcmae.detect.scores`, by name in `rcmae.registry.SCORES`), all from one pass of the encoder:
 - `mahalanobis`: Mahalanobis distance of the clip's pooled encoder features from a Gaussian fitted to its
   ID's train-normal clips. The Gaussian is a probabilistic PCA: `score.components` principal directions
   with their own variances, one shared variance for the rest, so it is well posed with a few dozen clips
   per ID and small to store however wide the features are.
-- `embedding`: cosine distance between the clip's embedding and its ID's train centroid.
+- `embedding`: cosine distance between the clip's embedding and its ID's train centroid; `knn`: distance to its
+  ID's nearest train embeddings (the DCASE 2023-2025 baselines' backend).
 - `id_logprob`: the paper's -log p(true machine ID | clip) from the ID head.
+- `rhythm` and `stats`: distance of the log-mel's band-envelope autocorrelation, or of its band means and
+  deviations (the floor's statistics), from the ID's Gaussian of them; `patch`: the anomaly map's top.
+- `combined` and `fused` (`FUSIONS`): the members' log-scores, each standardised per ID by its held-out train
+  scores, taken at their largest or their mean.
 The detector, fitted on train-normal clips only, also holds per method and ID a decision threshold: the
-`decision_percentile` point of a gamma fitted to the ID's train scores. Each ID is fitted on its own clips
-only (`fit_detector` on one ID's rows), so fitting runs per ID in parallel and `Detector.merge` joins them.
+`decision_percentile` point of a gamma fitted to the ID's held-out train scores. Each ID is fitted on its own
+clips only (`fit_detector` on one ID's rows), so fitting runs per ID in parallel and `Detector.merge` joins them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import safetensors.numpy
-import scipy.stats
 from sklearn.decomposition import PCA
 
 from rcmae.detect.patches import PatchModel
 from rcmae.detect.shrunk import ShrunkGaussian
+from rcmae.detect.thresholds import ThresholdMethod, gamma_threshold, warn_fallbacks
 from rcmae.errors import DataError
 from rcmae.models.checkpoint import (
     META,
@@ -44,8 +46,7 @@ from rcmae.sections import ScoreConfig
 
 GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
 MIN_OWN_CLIPS = 3  # fewest train clips for an ID's own Gaussian and threshold; fewer use the type's pooled ones
-MIN_GAMMA_SCORES = 5  # fewest scores a gamma is fitted to; fewer take the empirical percentile
-log = logging.getLogger(__name__)
+PROFILES = ("rhythm", "stats")  # the `Encoded` statistics of the log-mel each ID keeps a shrunk Gaussian of
 
 
 @dataclass
@@ -55,13 +56,15 @@ class Encoded:
     log_probs: np.ndarray   # (N, classes) ID-head log-probabilities, (N, 0) without a head
     rhythm: np.ndarray      # (N, rhythm_dim) envelope autocorrelation of the log-mel (`rcmae.detect.rhythm`)
     patches: np.ndarray     # (N, rows, cols, PATCH_DIMS) projected patch tokens (`rcmae.detect.patches`)
+    stats: np.ndarray       # (N, 2 * mels) each normalised band's mean and deviation over time (`rcmae.detect.floor`)
 
     def select(self, rows: np.ndarray) -> "Encoded":
         """The clips at `rows` (indices or a mask)."""
         return Encoded(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
 
-DETECTOR_FORMAT = 2  # 2 (rcmae 0.2): rhythm and patch models, calibration; 1 (no "format", 0.1): Gaussians only
+# 3 (rcmae 0.3): log-mel statistics, kNN; 2 (0.2): rhythm and patch models, calibration; 1 (no "format"): Gaussians
+DETECTOR_FORMAT = 3
 
 
 def current_detector(meta: DetectorMeta | None) -> bool:
@@ -73,13 +76,17 @@ def current_detector(meta: DetectorMeta | None) -> bool:
 class Detector:
     centroids: dict[str, np.ndarray]             # machine key -> unit-length mean train embedding
     gaussians: dict[str, dict[str, np.ndarray]]  # machine key -> GAUSSIAN_PARTS of its pooled features
-    rhythms: dict[str, ShrunkGaussian] = field(default_factory=dict)  # machine key -> Gaussian of its rhythm
+    # profile (PROFILES) -> machine key -> shrunk Gaussian of its train clips' values
+    profiles: dict[str, dict[str, ShrunkGaussian]] = field(default_factory=lambda: {name: {} for name in PROFILES})
     patch_models: dict[str, PatchModel] = field(default_factory=dict)  # machine key -> its normal patches
-    # method -> machine key -> (mean, std) of held-out train log-scores: what `combined` standardises by
+    neighbours: dict[str, np.ndarray] = field(default_factory=dict)  # machine key -> its train embeddings (`knn`)
+    # method -> machine key -> (mean, std) of held-out train log-scores: what the fusions standardise by
     calibration: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> machine key -> threshold
     few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
     threshold_methods: dict[str, dict[str, ThresholdMethod]] = field(default_factory=dict)  # method -> key -> how
+    knn_k: int = 1  # neighbours the `knn` score averages the distances to
+    knn_distance: str = "cosine"  # "cosine" or "euclidean" (between unit-length embeddings)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array view, for a safetensors file."""
@@ -88,18 +95,20 @@ class Detector:
             # C order: safetensors writes the buffer as it lies in memory (sklearn's PCA components are F-ordered)
             arrays.update({f"{part}/{key}": np.ascontiguousarray(gaussian[part], dtype=np.float32)
                            for part in GAUSSIAN_PARTS})
-        for key, rhythm in self.rhythms.items():
-            arrays.update({f"rhythm_mean/{key}": rhythm.mean.astype(np.float32),
-                           f"rhythm_inverse/{key}": np.ascontiguousarray(rhythm.inverse, dtype=np.float32)})
+        for name, per_key in self.profiles.items():
+            for key, gaussian in per_key.items():
+                arrays.update({f"{name}_mean/{key}": gaussian.mean.astype(np.float32),
+                               f"{name}_inverse/{key}": np.ascontiguousarray(gaussian.inverse, dtype=np.float32)})
         for key, model in self.patch_models.items():
             arrays.update({f"patch_{part}/{key}": value for part, value in model.arrays().items()})
+        arrays.update({f"neighbours/{key}": value.astype(np.float32) for key, value in self.neighbours.items()})
         return arrays
 
     def meta(self) -> DetectorMeta:
         """What meta.json keeps of the detector (its arrays go to detector.safetensors)."""
         return DetectorMeta(DETECTOR_FORMAT, self.thresholds, self.threshold_methods, self.few_shot,
                             {method: {key: list(stats) for key, stats in per_key.items()}
-                             for method, per_key in self.calibration.items()})
+                             for method, per_key in self.calibration.items()}, self.knn_k, self.knn_distance)
 
     def to_bytes(self) -> bytes:
         return safetensors.numpy.save(self.arrays(), metadata={"meta": json.dumps(dataclasses.asdict(self.meta()))})
@@ -118,8 +127,11 @@ class Detector:
         for part in parts:
             merged.centroids.update(part.centroids)
             merged.gaussians.update(part.gaussians)
-            merged.rhythms.update(part.rhythms)
+            for name in PROFILES:
+                merged.profiles[name].update(part.profiles[name])
             merged.patch_models.update(part.patch_models)
+            merged.neighbours.update(part.neighbours)
+            merged.knn_k, merged.knn_distance = part.knn_k, part.knn_distance
             for mine, theirs in ((merged.calibration, part.calibration), (merged.thresholds, part.thresholds),
                                  (merged.threshold_methods, part.threshold_methods)):
                 for method, per_key in theirs.items():
@@ -131,19 +143,22 @@ class Detector:
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: DetectorMeta) -> "Detector":
         """From `arrays()` and `meta()` as stored."""
         if not current_detector(meta):
-            raise CheckpointError("the detector was fitted by an older rcmae (it has no rhythm and patch models): "
-                                  "run the same `rcmae finetune` (or `rcmae run`) again: it fits the detector anew "
-                                  "without retraining")
+            raise CheckpointError("the detector was fitted by an older rcmae (it has no log-mel statistics and kNN "
+                                  "models): run the same `rcmae finetune` (or `rcmae run`) again: it fits the "
+                                  "detector anew without retraining")
         keys = sorted(name.split("/", 1)[1] for name in arrays if name.startswith("centroid/"))
         return cls(centroids={key: arrays[f"centroid/{key}"] for key in keys},
                    gaussians={key: {part: arrays[f"{part}/{key}"] for part in GAUSSIAN_PARTS} for key in keys},
-                   rhythms={key: ShrunkGaussian(arrays[f"rhythm_mean/{key}"].astype(np.float64),
-                                                arrays[f"rhythm_inverse/{key}"].astype(np.float64)) for key in keys},
+                   profiles={name: {key: ShrunkGaussian(arrays[f"{name}_mean/{key}"].astype(np.float64),
+                                                        arrays[f"{name}_inverse/{key}"].astype(np.float64))
+                                    for key in keys} for name in PROFILES},
                    patch_models={key: PatchModel.from_arrays({part: arrays[f"patch_{part}/{key}"]
                                                               for part in PatchModel.PARTS}) for key in keys},
+                   neighbours={key: arrays[f"neighbours/{key}"] for key in keys},
                    calibration={method: {key: (float(stats[0]), float(stats[1])) for key, stats in per_key.items()}
                                 for method, per_key in meta.calibration.items()},
-                   thresholds=meta.thresholds, few_shot=list(meta.few_shot), threshold_methods=meta.threshold_methods)
+                   thresholds=meta.thresholds, few_shot=list(meta.few_shot), threshold_methods=meta.threshold_methods,
+                   knn_k=meta.knn_k, knn_distance=meta.knn_distance)
 
 
 def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]:
@@ -180,7 +195,7 @@ def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig) -> Detect
     clips (a new machine, a target domain) gets its own mean with its machine type's pooled spread: the type's
     clips, each centred on its own ID's mean (or on the type's mean when its ID has a single clip)."""
     keys_array = np.array(keys)
-    detector = Detector({}, {})
+    detector = Detector({}, {}, knn_k=config.knn_k, knn_distance=config.knn_distance)
     for key in sorted(set(keys)):
         rows = keys_array == key
         mean = encoded.embeddings[rows].mean(axis=0)
@@ -193,13 +208,15 @@ def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig) -> Detect
             pooled = pooled_gaussian(encoded.pooled, keys_array, machine_type_of(key), config.components)
             detector.gaussians[key] = dict(pooled, mean=encoded.pooled[rows].mean(axis=0))
             detector.few_shot.append(key)
-        detector.rhythms[key] = ShrunkGaussian.fit(sample.rhythm)
+        for name in PROFILES:
+            detector.profiles[name][key] = ShrunkGaussian.fit(getattr(sample, name))
         detector.patch_models[key] = PatchModel.fit(sample.patches)
+        detector.neighbours[key] = encoded.embeddings[rows].astype(np.float32)
     return detector
 
 
 def type_sample(encoded: Encoded, keys: np.ndarray, key: str) -> Encoded:
-    """The clips of `key`'s machine type with their pooled features, rhythm and patches moved to `key`'s mean:
+    """The clips of `key`'s machine type with their pooled features, profiles and patches moved to `key`'s mean:
     the spread of the type around the few clips of one ID (embeddings and ID log-probabilities as they are)."""
     of_type = np.array([machine_type_of(k) == machine_type_of(key) for k in keys])
     if of_type.sum() < MIN_OWN_CLIPS:
@@ -211,8 +228,8 @@ def type_sample(encoded: Encoded, keys: np.ndarray, key: str) -> Encoded:
         flat = values.reshape(len(values), -1)
         return (centred_by_id(flat, keys[of_type]) + flat[own].mean(axis=0)).reshape(values.shape)
 
-    return dataclasses.replace(sample, pooled=moved(sample.pooled), rhythm=moved(sample.rhythm),
-                               patches=moved(sample.patches))
+    return dataclasses.replace(sample, pooled=moved(sample.pooled), patches=moved(sample.patches),
+                               **{name: moved(getattr(sample, name)) for name in PROFILES})
 
 
 def pooled_gaussian(pooled: np.ndarray, keys: np.ndarray, machine_type: str, components: int) -> dict:
@@ -241,45 +258,6 @@ def anomaly_scores(method: str, encoded: Encoded, keys: list[str], classes: list
     return SCORES[method].load()(encoded, keys, classes, detector)
 
 
-ThresholdMethod = Literal["gamma", "percentile", "constant"]
-THRESHOLD_METHODS: tuple[ThresholdMethod, ...] = get_args(ThresholdMethod)
-
-
-@dataclass(frozen=True)
-class Threshold:
-    value: float
-    method: ThresholdMethod  # how `value` was found
-
-
-def gamma_threshold(scores: np.ndarray, percentile: float) -> Threshold:
-    """The `percentile` point of a gamma fitted to train-normal scores (as the DCASE 2020 baseline). Where the
-    fit fails or lands outside what the scores allow, the empirical percentile; constant scores (degenerate
-    train data: identical clips, a single machine ID's certain classifier) get a threshold just above them."""
-    scores = np.asarray(scores, dtype=float)
-    if scores.size == 0 or not np.isfinite(scores).all():
-        raise ValueError(f"a threshold needs finite scores, got {scores.size} with "
-                         f"{int((~np.isfinite(scores)).sum())} non-finite")  # callers check first: a bug
-    low, high = float(scores.min()), float(scores.max())
-    scale = max(abs(low), abs(high), 1e-12)
-    if high - low <= 1e-9 * scale:
-        return Threshold(high + 1e-6 * scale, "constant")
-    empirical = float(np.quantile(scores, percentile))
-    if scores.size < MIN_GAMMA_SCORES:
-        return Threshold(empirical, "percentile")
-    shift = min(0.0, low) - 1e-9  # gamma needs positive support
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            shape, loc, scale_fit = scipy.stats.gamma.fit(scores - shift)
-            value = float(scipy.stats.gamma.ppf(percentile, shape, loc=loc, scale=scale_fit) + shift)
-    except (scipy.stats.FitError, ValueError, RuntimeError, FloatingPointError):
-        return Threshold(empirical, "percentile")
-    # a fit that puts the point below the data or far beyond it describes them badly
-    if not np.isfinite(value) or value < low or value > high + 10 * (high - low):
-        return Threshold(empirical, "percentile")
-    return Threshold(value, "gamma")
-
-
 def check_finite(name: str, values: np.ndarray, keys: list[str], paths: list[str] | None) -> None:
     """Stop, naming the clips and their IDs, when any row of `values` holds NaN or infinity."""
     bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
@@ -290,20 +268,42 @@ def check_finite(name: str, values: np.ndarray, keys: list[str], paths: list[str
                         f"retrain with a lower learning rate, or remove the clips")
 
 
-COMBINED_MEMBERS = ("mahalanobis", "rhythm")  # the scores `combined` takes the largest standardised one of
+@dataclass(frozen=True)
+class Fusion:
+    """A score made of others: per clip, their log-scores standardised by the ID's held-out train log-scores
+    (so a score that overfits its train clips does not dominate), taken at their largest or their mean."""
+
+    members: tuple[str, ...]
+    rule: str  # "max" or "mean"
 
 
-def combine(scores: dict[str, np.ndarray], keys: list[str], detector: Detector) -> np.ndarray:
-    """The `combined` score: per clip, the largest of its members' log-scores, each standardised by its ID's
-    held-out train log-scores (so a score that overfits its train clips does not dominate)."""
-    standardised = []
-    for method in COMBINED_MEMBERS:
-        stats = np.array([detector.calibration[method][key] for key in keys]).reshape(len(keys), 2)
-        standardised.append((np.log(np.maximum(scores[method], 1e-300)) - stats[:, 0]) / stats[:, 1])
-    return np.max(standardised, axis=0)
+FUSIONS = {
+    "combined": Fusion(("mahalanobis", "rhythm"), "max"),
+    # the clip's own log-mel statistics (what the floor reads) beside what the model and the rhythm add: a rule
+    # fixed in advance, no test labels; the mean keeps one member's noise from deciding alone
+    "fused": Fusion(("stats", "mahalanobis", "patch", "rhythm"), "mean"),
+}
 
 
-HELD_OUT_FOLDS = 5  # folds of an ID's train clips for its held-out scores (what `combined` is calibrated on)
+def log_scale(method: str, scores: np.ndarray) -> np.ndarray:
+    """A member's scores on the scale a fusion standardises: the log of a distance, a log-scale score as it is."""
+    return np.log(np.maximum(scores, 1e-300)) if SCORES[method].positive else np.asarray(scores, dtype=float)
+
+
+def standardised(method: str, scores: np.ndarray, keys: list[str], detector: Detector) -> np.ndarray:
+    """`method`'s log-scores, standardised by each clip's ID's held-out train log-scores."""
+    stats = np.array([detector.calibration[method][key] for key in keys]).reshape(len(keys), 2)
+    return (log_scale(method, scores) - stats[:, 0]) / stats[:, 1]
+
+
+def fuse(name: str, scores: dict[str, np.ndarray], keys: list[str], detector: Detector) -> np.ndarray:
+    """The fusion `name` of its members' `scores`."""
+    fusion = FUSIONS[name]
+    parts = [standardised(member, scores[member], keys, detector) for member in fusion.members]
+    return np.max(parts, axis=0) if fusion.rule == "max" else np.mean(parts, axis=0)
+
+
+HELD_OUT_FOLDS = 5  # folds of an ID's train clips for its held-out scores (calibration and thresholds)
 
 
 def held_out_scores(encoded: Encoded, key: str, classes: list[str], config: ScoreConfig,
@@ -325,30 +325,31 @@ def held_out_scores(encoded: Encoded, key: str, classes: list[str], config: Scor
 
 
 def calibrate(detector: Detector, method: str, key: str, scores: np.ndarray) -> None:
-    """Keep the mean and spread of an ID's log-scores under `method` (the scale `combined` standardises by)."""
-    logs = np.log(np.maximum(scores, 1e-300))
+    """Keep the mean and spread of an ID's log-scores under `method` (the scale the fusions standardise by)."""
+    logs = log_scale(method, scores)
     detector.calibration.setdefault(method, {})[key] = (float(logs.mean()), float(max(logs.std(), 1e-6)))
 
 
 def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: ScoreConfig,
                  paths: list[str] | None = None) -> Detector:
-    """Per-ID centroids, Gaussians, rhythm and patch models, and per-ID, per-method thresholds, from train-normal
-    clips (`paths` name them in errors). `combined` is calibrated, and its threshold set, on held-out scores:
-    in-sample ones would understate how far a new normal clip lies."""
+    """Per-ID centroids, Gaussians, profiles, patch models and neighbours, and per-ID, per-method thresholds, from
+    train-normal clips (`paths` name them in errors). Thresholds and the fusions' calibration come from held-out
+    scores (each fold scored by a detector fitted without it): in-sample ones understate how far a new normal clip
+    lies, and say nothing at all for `knn`."""
     for name, values in (("encoder features", encoded.pooled), ("embeddings", encoded.embeddings),
                          ("ID log-probabilities", encoded.log_probs), ("rhythm", encoded.rhythm),
-                         ("patch tokens", encoded.patches)):
+                         ("patch tokens", encoded.patches), ("log-mel statistics", encoded.stats)):
         check_finite(name, values, keys, paths)
     detector = fit_scorer(encoded, keys, config)
     keys_array = np.array(keys)
     types = np.array([machine_type_of(k) for k in keys])
     samples = {key: (encoded.select(keys_array == key) if key not in detector.few_shot
                      else type_sample(encoded, keys_array, key)) for key in sorted(set(keys))}
-    members = COMBINED_MEMBERS
+    singles = tuple(method for method in SCORES if method not in FUSIONS)
     held_out = {}
     for key, sample in samples.items():
-        held_out[key] = held_out_scores(sample, key, classes, config, members) if key not in detector.few_shot else None
-        for method in members:
+        held_out[key] = held_out_scores(sample, key, classes, config, singles) if key not in detector.few_shot else None
+        for method in singles:
             calibrate(detector, method, key, held_out[key][method] if held_out[key] is not None else
                       anomaly_scores(method, sample, [key] * len(sample.pooled), classes, detector))
     for method in SCORES:
@@ -356,8 +357,9 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
         check_finite(f"{method} scores", scores, keys, paths)
         detector.thresholds[method], detector.threshold_methods[method] = {}, {}
         for key, sample in samples.items():
-            if method == "combined" and held_out[key] is not None:
-                values = combine(held_out[key], [key] * len(sample.pooled), detector)
+            if held_out[key] is not None:
+                values = (fuse(method, held_out[key], [key] * len(sample.pooled), detector) if method in FUSIONS
+                          else held_out[key][method])
             elif key in detector.few_shot and method in ("embedding", "id_logprob"):
                 values = scores[types == machine_type_of(key)]  # the type's clips, each against its own ID
             elif key in detector.few_shot:  # the type's spread around this ID's few clips, scored as this ID
@@ -367,22 +369,8 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
             threshold = gamma_threshold(values, config.decision_percentile)
             detector.thresholds[method][key] = threshold.value
             detector.threshold_methods[method][key] = threshold.method
-    _warn_fallbacks(detector)
+    warn_fallbacks(detector.threshold_methods)
     return detector
-
-
-def _warn_fallbacks(detector: Detector) -> None:
-    """One line per kind of fallback, naming the IDs."""
-    for kind, meaning in (("constant", "their train scores are all equal (near-identical train clips, or one "
-                                       "machine ID alone): the threshold sits just above them and may flag most "
-                                       "test clips"),
-                          ("percentile", "a gamma does not fit their train scores: the threshold is the empirical "
-                                         "percentile")):
-        found = sorted({f"{key} ({method})" for method, per_key in detector.threshold_methods.items()
-                        for key, used in per_key.items() if used == kind})
-        if found:
-            log.warning("detector thresholds: %d ID/method pair(s) where %s: %s", len(found), meaning,
-                        ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else ""))
 
 
 def load_detector(model_dir: str | Path) -> Detector:

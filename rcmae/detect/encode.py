@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
 from rcmae.detect.detector import Detector, Encoded, anomaly_scores, load_detector
+from rcmae.detect.floor import clip_statistics
 from rcmae.detect.patches import PATCH_DIMS, project_tokens
 from rcmae.detect.rhythm import envelope_autocorrelation
 from rcmae.detect.scores import patch_maps
@@ -22,7 +23,7 @@ from rcmae.models.mae import RCMAE
 from rcmae.registry import SCORES
 from rcmae.stores import fetched
 
-ENCODED_COLUMNS = ("pooled", "embedding", "log_probs", "rhythm", "patches")
+ENCODED_COLUMNS = ("pooled", "embedding", "log_probs", "rhythm", "patches", "stats")
 MAP_COLUMN = "patch_map"
 
 
@@ -39,8 +40,9 @@ def score_values(table: pa.Table, method: str) -> np.ndarray:
 @torch.no_grad()
 def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_size: int = 64,
                device: str | torch.device = "cpu") -> Encoded:
-    """Pooled features, embeddings, ID log-probabilities, the rhythm and the projected patch tokens of raw
-    log-mels (N, F, T)."""
+    """Pooled features, embeddings, ID log-probabilities, the rhythm, the projected patch tokens and the band
+    statistics of raw log-mels (N, F, T); the statistics of the normalised log-mels, as the floor reads them (the
+    shrinkage of their Gaussian is not invariant to each band's scale)."""
     model.eval().to(device)
     pooled_parts, embeddings, log_probs, patches = [], [], [], []
     rows, cols = model.feature_config.grid
@@ -54,7 +56,7 @@ def encode_all(model: RCMAE, specs: np.ndarray, normalizer: Normalizer, batch_si
             log_probs.append(F.log_softmax(model.classify(pooled).float(), dim=1).cpu().numpy())
     return Encoded(np.concatenate(pooled_parts), np.concatenate(embeddings),
                    np.concatenate(log_probs) if log_probs else np.zeros((len(specs), 0)),
-                   envelope_autocorrelation(specs), np.concatenate(patches))
+                   envelope_autocorrelation(specs), np.concatenate(patches), clip_statistics(normalizer(specs)))
 
 
 def _list_column(values: np.ndarray) -> pa.Array:
@@ -74,7 +76,8 @@ def encoded_of(table: pa.Table, grid: tuple[int, int]) -> Encoded:
     return Encoded(_matrix(table["pooled"]).astype(np.float64), _matrix(table["embedding"]),
                    _matrix(table["log_probs"], len(table["log_probs"][0]) if table.num_rows else 0),
                    _matrix(table["rhythm"]).astype(np.float64),
-                   _matrix(table["patches"]).reshape(table.num_rows, *grid, PATCH_DIMS))
+                   _matrix(table["patches"]).reshape(table.num_rows, *grid, PATCH_DIMS),
+                   _matrix(table["stats"]).astype(np.float64))
 
 
 class TableEncoder:
@@ -104,6 +107,7 @@ class TableEncoder:
         out = out.append_column("log_probs", _list_column(encoded.log_probs))
         out = out.append_column("rhythm", _list_column(encoded.rhythm))
         out = out.append_column("patches", _list_column(encoded.patches.reshape(len(encoded.patches), -1)))
+        out = out.append_column("stats", _list_column(encoded.stats))
         if self.detector is not None:
             out = add_scores(out, encoded, self.detector, self.checkpoint.classes)
         if self.with_maps:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcmae.detect.detector import COMBINED_MEMBERS, Detector, Encoded, anomaly_scores, combine, mahalanobis
+from rcmae.detect.detector import FUSIONS, Detector, Encoded, anomaly_scores, fuse, mahalanobis
 from rcmae.detect.patches import top_mean
 
 
@@ -31,13 +31,35 @@ def mahalanobis_score(encoded: Encoded, keys: list[str], classes: list[str], det
     return scores
 
 
-def rhythm_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
-    """Squared Mahalanobis distance of the clip's rhythm (`rcmae.detect.rhythm`) from the ID's Gaussian."""
+def knn_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+    """The mean distance of the clip's embedding to its `knn_k` nearest train embeddings of its ID."""
     keys_array, scores = np.array(keys), np.empty(len(keys))
     for key in set(keys):
         rows = keys_array == key
-        scores[rows] = detector.rhythms[key].score(encoded.rhythm[rows])
+        cosine = 1.0 - encoded.embeddings[rows] @ detector.neighbours[key].T.astype(np.float64)
+        distances = np.sqrt(np.maximum(2.0 * cosine, 0.0)) if detector.knn_distance == "euclidean" else cosine
+        k = min(detector.knn_k, distances.shape[1])
+        scores[rows] = np.sort(distances, axis=1)[:, :k].mean(axis=1)
     return scores
+
+
+def _profile_score(name: str, encoded: Encoded, keys: list[str], detector: Detector) -> np.ndarray:
+    """Squared Mahalanobis distance of the clip's `name` profile from the ID's Gaussian of it."""
+    keys_array, scores = np.array(keys), np.empty(len(keys))
+    for key in set(keys):
+        rows = keys_array == key
+        scores[rows] = detector.profiles[name][key].score(getattr(encoded, name)[rows])
+    return scores
+
+
+def rhythm_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+    """Distance of the clip's rhythm (`rcmae.detect.rhythm`) from the ID's Gaussian of it."""
+    return _profile_score("rhythm", encoded, keys, detector)
+
+
+def stats_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+    """Distance of the clip's band means and deviations over time (the floor's statistics) from the ID's Gaussian."""
+    return _profile_score("stats", encoded, keys, detector)
 
 
 def patch_maps(encoded: Encoded, keys: list[str], detector: Detector) -> np.ndarray:
@@ -55,7 +77,17 @@ def patch_score(encoded: Encoded, keys: list[str], classes: list[str], detector:
     return top_mean(patch_maps(encoded, keys, detector))
 
 
+def _fusion_score(name: str, encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+    members = {method: anomaly_scores(method, encoded, keys, classes, detector) for method in FUSIONS[name].members}
+    return fuse(name, members, keys, detector)
+
+
 def combined_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
-    """The largest of the members' standardised log-scores (`rcmae.detect.detector.combine`)."""
-    return combine({method: anomaly_scores(method, encoded, keys, classes, detector) for method in COMBINED_MEMBERS},
-                   keys, detector)
+    """The largest of mahalanobis' and rhythm's standardised log-scores (`rcmae.detect.detector.FUSIONS`)."""
+    return _fusion_score("combined", encoded, keys, classes, detector)
+
+
+def fused_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+    """The mean of the standardised log-scores of stats, mahalanobis, patch and rhythm
+    (`rcmae.detect.detector.FUSIONS`)."""
+    return _fusion_score("fused", encoded, keys, classes, detector)

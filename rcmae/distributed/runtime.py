@@ -1,10 +1,10 @@
 """Joining Ray and planning what to ask it for.
 
-`ensure_ray` joins the cluster named by RAY_ADDRESS (as `ray job submit` sets it), else starts a local
-instance. The plans turn config into Ray resource requests: `auto` settings (None) size from the cluster as
-it is now, which is right on one node; explicit settings (and the `paper` preset's GPUs) are requested as
-given, so an autoscaling cluster adds the nodes that serve them. `require_feasible` stops a request that no
-node, present or startable, could ever hold, instead of letting it wait forever.
+`ensure_ray` joins the cluster named by RAY_ADDRESS (as `ray job submit` sets it), else starts a local instance of its
+own, even when another Ray cluster runs on the machine. The plans turn config into Ray resource requests: `auto`
+settings (None) size from the cluster as it is now, which is right on one node; explicit settings (and the `paper`
+preset's GPUs) are requested as given, so an autoscaling cluster adds the nodes that serve them. `require_feasible`
+stops a request that no node, present or startable, could ever hold, instead of letting it wait forever.
 """
 
 from __future__ import annotations
@@ -69,12 +69,16 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
+        log.info(f"ray: joined the cluster at {address} (RAY_ADDRESS)")
     else:
-        # with the dashboard: it serves Ray's state API, which Ray Train polls (and complains about without)
+        # address "local": a new instance of its own, never a `ray start` cluster already on this machine (which a
+        # bare `ray.init()` would join through Ray's current-cluster file); with the dashboard: it serves Ray's
+        # state API, which Ray Train polls (and complains about without)
         with loopback_only():
-            context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                               configure_logging=True, logging_level="warning")
-        log.info(f"ray: a local instance; dashboard at http://{context.dashboard_url}")
+            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                               dashboard_host="127.0.0.1", configure_logging=True, logging_level="warning")
+        log.info(f"ray: a local instance of its own (RAY_ADDRESS names no cluster to join); dashboard at "
+                 f"http://{context.dashboard_url}")
     import ray.data
 
     # bars on a terminal; in a log (a file, `ray job logs`, CI) they are fragments and escape codes

@@ -23,6 +23,7 @@ from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.ray_internals import quiet_train_report_lines
 from rcmae.distributed.runtime import require_feasible, scaling_plan
 from rcmae.features import Normalizer
+from rcmae.interrupts import off_the_main_thread
 from rcmae.logs import current_level
 from rcmae.models.checkpoint import CheckpointMeta
 from rcmae.stores import shared
@@ -153,7 +154,7 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: 
     )
     log.info(f"[{stage.name}] Ray Train: {plan.num_workers} worker(s), {plan.backend}, "
              f"{'GPU' if plan.use_gpu else 'CPU'}, run {shared(out_dir.resolve() / 'ray_results')}/{run_name}")
-    result = trainer.fit()
+    result = off_the_main_thread(trainer.fit, f"rcmae {stage.name}")
     if result.checkpoint is None:
         raise RuntimeError(f"{stage.name}: Ray Train finished without a checkpoint ({result.error})")
     with result.checkpoint.as_directory() as folder:

@@ -42,6 +42,7 @@ from rcmae.config import Config, load_config
 from rcmae.config_input import load_yaml
 from rcmae.data.run_folder import sync, writing
 from rcmae.errors import ConfigError, RcmaeError, bounded, one_line
+from rcmae.interrupts import sweep_interrupts
 from rcmae.sections import ScaleConfig
 from rcmae.stores import clear, is_uri, mirror_of, reading, shared
 
@@ -232,7 +233,12 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
             run_config=tune.RunConfig(name=space["name"], storage_path=tune_storage,
                                       callbacks=mlflow_callbacks(mlflow_uri, space["name"])))
         log.info(f"tune: {space['name']} with up to {limit} concurrent trial(s); results in {shared(experiment)}")
-    results = tuner.fit()
+    with sweep_interrupts() as interrupted:
+        results = tuner.fit()
+    if interrupted.is_set():
+        finished = sum(1 for result in results if result.error is not None or "auc" in (result.metrics or {}))
+        raise KeyboardInterrupt(f"the sweep stopped with {finished} of {len(results)} started trial(s) finished; "
+                                f"its state is saved in {shared(experiment)}")
     return export_results(results, experiment, list((space.get("params") or {}).keys()))
 
 

@@ -13,7 +13,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
 from rcmae.data.feature_table import machine_keys, specs_from_column
-from rcmae.detect.detector import MIN_OWN_CLIPS
+from rcmae.detect.detector import FUSIONS, MIN_OWN_CLIPS
 from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
@@ -206,6 +206,18 @@ def provenance_line(preset: str, augment: AugmentConfig, method: str) -> str:
             f"`{method}` ({SCORES[method].origin}).")
 
 
+def _fusion_note(method: str) -> str:
+    """For a fused score: what it is made of, and where to read what the model adds."""
+    fusion = FUSIONS.get(method)
+    if fusion is None:
+        return ""
+    parts = ", ".join(f"`{member}`" for member in fusion.members)
+    return (f"\n`{method}` is the {fusion.rule} of {parts}, each as its log standardised per machine ID by held-out "
+            f"train clips; each part's own result is in the rows below it. `stats` reads what the floor reads (each "
+            f"band's mean and deviation over time): what the trained model adds is the fused score's margin over "
+            f"`stats`.\n")
+
+
 def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     """A uniform sample of up to `limit` rows from a stream of feature-table batches: each row gets a random
     key and the `limit` smallest keys are kept (bottom-k sampling), so memory holds `limit` rows and a batch."""
@@ -235,6 +247,11 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     histories = {"pre-training": read_meta(pretrain_dir).history, "fine-tuning": finetuned.history}
     plot_losses(histories, plots / "losses.png")
     rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']].origin})": metrics}
+    fusion = FUSIONS.get(metrics["method"])
+    for member in fusion.members if fusion else ():  # what each part of the fused score hears on its own
+        other = out / "evaluation" / "other_methods" / member / "metrics.json"
+        if other.exists():
+            rows[f"&nbsp;&nbsp;its part `{member}`"] = json.loads(other.read_text())
     paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
     if metrics["method"] != PAPER_SCORE and paper_file.exists():
         rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE].origin})"] = json.loads(paper_file.read_text())
@@ -245,7 +262,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     family_rows = dict(rows)  # every score of the model: the per-family table is where they differ
     for method in metrics["methods"]:
         other = out / "evaluation" / "other_methods" / method / "metrics.json"
-        if method not in (metrics["method"], PAPER_SCORE) and other.exists():
+        if method not in (metrics["method"], PAPER_SCORE, *(fusion.members if fusion else ())) and other.exists():
             family_rows[f"RC-MAE, `{method}`"] = json.loads(other.read_text())
     methods = "\n".join(f"- `{m}` ({SCORES[m].origin}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
                         for m, v in metrics["methods"].items() if v)
@@ -263,6 +280,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     text = f"""# RC-MAE run report
 
 {provenance_line(made.preset, made.augment, metrics["method"])}
+{_fusion_note(metrics["method"])}
 
 pAUC is the DCASE value (`roc_auc_score(..., max_fpr=0.1)`, McClish-standardised: random = 0.5);
 the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.

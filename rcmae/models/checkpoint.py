@@ -38,6 +38,8 @@ class DetectorMeta:
     threshold_methods: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> key -> how it was found
     few_shot: list[str] = field(default_factory=list)  # IDs scored with their type's pooled covariance
     calibration: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method -> key -> [mean, std]
+    knn_k: int = 1  # neighbours the `knn` score averages the distances to
+    knn_distance: str = "cosine"  # its distance between unit-length embeddings: "cosine" or "euclidean"
 
     @classmethod
     def from_json(cls, data: dict, path: Path | str) -> "DetectorMeta":

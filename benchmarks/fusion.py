@@ -1,0 +1,116 @@
+"""Which fusion of the model's scores: candidate rules, fixed in this file, on the runs `benchmarks/families.py` made.
+
+No retraining: for each run folder the detector is fitted anew on the run's train split (every single score
+calibrated on held-out train clips, as `rcmae finetune` does), the test split is encoded once, and each candidate
+is the mean or the largest of its members' standardised log-scores (`rcmae.detect.detector.standardised`). Printed
+per data set: mean AUC / pAUC over types and AUC per kind of fault, mean over seeds, beside the floor the run wrote.
+The candidates are few and named before looking, so the table informs the choice of `fused` without being a
+search over test labels.
+
+    python benchmarks/fusion.py --out runs/families                 # every set and seed found there
+    python benchmarks/fusion.py --out runs/families --sets small --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
+from rcmae.detect.apply import fit_from_rows
+from rcmae.detect.detector import FUSIONS, Encoded, anomaly_scores, standardised
+from rcmae.detect.encode import TableEncoder, encoded_of
+from rcmae.evaluate.families import family_metrics, fault_families
+from rcmae.evaluate.metrics import id_metrics, summarize
+from rcmae.models.checkpoint import read_meta
+from rcmae.registry import SCORES
+
+CANDIDATES = {  # name -> (members, rule)
+    "stats": (("stats",), "mean"),
+    "mahalanobis": (("mahalanobis",), "mean"),
+    "stats+mahalanobis": (("stats", "mahalanobis"), "mean"),
+    "stats+mahalanobis+patch": (("stats", "mahalanobis", "patch"), "mean"),
+    "stats+mahalanobis+rhythm": (("stats", "mahalanobis", "rhythm"), "mean"),
+    "stats+mahalanobis+patch+rhythm": (("stats", "mahalanobis", "patch", "rhythm"), "mean"),
+    "stats+knn": (("stats", "knn"), "mean"),
+    "stats+mahalanobis+knn": (("stats", "mahalanobis", "knn"), "mean"),
+    "max(stats,mahalanobis)": (("stats", "mahalanobis"), "max"),
+    "max(stats,mahalanobis,rhythm)": (("stats", "mahalanobis", "rhythm"), "max"),
+    **{f"registered {name}": (fusion.members, fusion.rule) for name, fusion in FUSIONS.items()},
+}
+
+
+def standardised_scores(folder: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The run's test rows and each single score's standardised log-scores of them (a detector fitted anew)."""
+    model_dir, features = folder / "finetune" / "model", folder / "augment" / "features"
+    meta = read_meta(model_dir)
+    detector = fit_from_rows(model_dir, stream_rows(features, META_COLUMNS + ["features"], ("train",)),
+                             meta.classes, meta.made_with().score)
+    encoder = TableEncoder(model_dir)
+    rows, parts = [], []
+    for table in stream_rows(features, META_COLUMNS + ["features"], ("test",)):
+        encoded = encoder(table)
+        keys = machine_keys(encoded)
+        known = [i for i, key in enumerate(keys) if key in detector.centroids]
+        encoded = encoded.take(known)
+        rows += encoded.select(META_COLUMNS).to_pylist()
+        parts.append(encoded_of(encoded, meta.made_with().features.grid))
+    keys = [f"{row['machine_type']}/{row['machine_id']}" for row in rows]
+    encoded = Encoded(*(np.concatenate([getattr(part, f.name) for part in parts]) for f in dataclasses.fields(Encoded)))
+    singles = sorted({member for members, _ in CANDIDATES.values() for member in members})
+    return rows, {method: standardised(method, anomaly_scores(method, encoded, keys, meta.classes, detector), keys,
+                                       detector) for method in singles}
+
+
+def evaluate(rows: list[dict], scores: np.ndarray, families: dict[str, str]) -> dict:
+    by_id: dict[tuple[str, str], list[int]] = {}
+    for i, row in enumerate(rows):
+        by_id.setdefault((row["machine_type"], row["machine_id"]), []).append(i)
+    per_id = []
+    for (machine_type, machine_id), idx in sorted(by_id.items()):
+        labels = np.array([rows[i]["label"] == "anomaly" for i in idx], dtype=int)
+        if 0 < labels.sum() < len(labels):
+            per_id.append(dict(machine_type=machine_type, machine_id=machine_id, **id_metrics(labels, scores[idx])))
+    kinds = family_metrics(rows, scores, families)["per_kind"]
+    return dict(summarize(per_id)["mean"], **{kind: values["auc"] for kind, values in kinds.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the folder benchmarks/families.py wrote")
+    parser.add_argument("--sets", nargs="+", default=["small", "hard", "long"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = parser.parse_args()
+    assert all(member in SCORES for members, _ in CANDIDATES.values() for member in members)
+    for name in args.sets:
+        results: dict[str, list[dict]] = {}
+        for seed in args.seeds:
+            folder = args.out / name / f"seed_{seed}"
+            if not (folder / "run.json").exists():
+                continue
+            rows, scores = standardised_scores(folder)
+            families = fault_families(args.out / name / f"data_seed_{seed}" / "dev_data")
+            for candidate, (members, rule) in CANDIDATES.items():
+                stacked = np.stack([scores[m] for m in members])
+                fused = stacked.max(axis=0) if rule == "max" else stacked.mean(axis=0)
+                results.setdefault(candidate, []).append(evaluate(rows, fused, families))
+            floor = json.loads((folder / "floor" / "metrics.json").read_text())
+            results.setdefault("floor (the run's reference)", []).append(
+                dict(floor["mean"], **{k: v["auc"] for k, v in floor["families"]["per_kind"].items()}))
+        if not results:
+            continue
+        seeds = len(next(iter(results.values())))
+        print(f"### {name} ({seeds} seed(s); mean over seeds)\n")
+        print("| score | AUC | pAUC | added-sound AUC | timing AUC |\n|---|---|---|---|---|")
+        for candidate, runs in results.items():
+            cells = [np.mean([run.get(k, np.nan) for run in runs]) for k in ("auc", "pauc", "added-sound", "timing")]
+            print(f"| {candidate} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
