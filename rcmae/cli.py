@@ -184,11 +184,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rcmae.serve.app import ServiceSettings, run_service
+    from rcmae.serve.app import ServiceSettings, origins, run_service
     from rcmae.serve.uploads import Limits
 
     settings = ServiceSettings(str(args.checkpoint), args.method, args.aggregate, args.max_batch_size,
-                               args.batch_wait_ms / 1000, Limits(int(args.max_upload_mb * 2**20), args.max_seconds))
+                               args.batch_wait_ms / 1000, Limits(int(args.max_upload_mb * 2**20), args.max_seconds),
+                               origins(args.allow_origin))
     run_service(settings, args.host, args.port, args.replicas)
     return EXIT.ok
 
@@ -438,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     p.add_argument("--max-upload-mb", type=float, default=32.0, help="larger uploads get 413")
     p.add_argument("--max-seconds", type=float, default=600.0, help="longer recordings get 413")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                   help="another site whose web pages may POST here, e.g. https://plant.example (repeatable; "
+                        "requests from other pages get 403, the service's own page and non-browser clients pass)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("baseline", help="fit + evaluate a reference: the DCASE 2020 dense AE baseline, or the floor "

@@ -22,7 +22,16 @@ import soundfile as sf
 
 from rcmae import Detector
 from rcmae.errors import EXIT, RcmaeError
-from rcmae.serve.uploads import Limits, UploadError, check_declared_size, machine_of, media_type, read_upload
+from rcmae.serve.app import origins
+from rcmae.serve.uploads import (
+    Limits,
+    UploadError,
+    check_declared_size,
+    check_origin,
+    machine_of,
+    media_type,
+    read_upload,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +76,33 @@ def test_an_upload_is_read_within_its_limits_or_refused_with_a_4xx(detector, toy
     assert media_type("audio/wav") == media_type("application/octet-stream") == "raw"
     assert media_type("multipart/form-data; boundary=x") == "multipart"
     assert "multipart/form-data" in refused(415, media_type, "text/plain")
+
+
+def test_only_wav_is_taken_and_its_length_is_read_from_the_header_before_decoding(detector, toy_root, monkeypatch):
+    """A compressed file holds hours in megabytes: 10 min of FLAC sent as audio/wav is refused from its header (415),
+    and a WAV over the time limit is refused without being decoded."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(16000 * 600, 0.1, np.float32), 16000, format="FLAC")
+    assert len(buffer.getvalue()) < 2**20  # 10 minutes in a few kilobytes
+    assert "FLAC audio: the service takes WAV" in refused(415, read_upload, buffer.getvalue(), "bomb.wav", "valve",
+                                                          "00", detector, Limits())
+
+    def no_decoding(*args):
+        raise AssertionError("decoded before its length was checked")
+
+    monkeypatch.setattr("rcmae.serve.uploads.decode", no_decoding)
+    data = valve_clips(toy_root)[0].read_bytes()
+    assert "2.0 s of audio, the limit is 1.5 s" in refused(413, read_upload, data, None, "valve", "00", detector,
+                                                           Limits(max_seconds=1.5))
+
+
+def test_pages_of_other_sites_are_refused_unless_allowed():
+    check_origin(None, "127.0.0.1:8000", ())  # curl, scripts: no Origin
+    check_origin("http://127.0.0.1:8000", "127.0.0.1:8000", ())  # the service's own page
+    assert "--allow-origin http://evil.example" in refused(403, check_origin, "http://evil.example",
+                                                           "127.0.0.1:8000", ())
+    check_origin("https://plant.example", "127.0.0.1:8000", ("https://plant.example",))
+    assert origins("https://a.example/, https://b.example") == ("https://a.example", "https://b.example")
 
 
 def test_the_machine_comes_from_fields_or_a_dcase_name(detector):
@@ -124,8 +160,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def post(url: str, data: bytes, content_type: str = "audio/wav") -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+def post(url: str, data: bytes, content_type: str = "audio/wav", origin: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": content_type, **({"Origin": origin} if origin else {})}
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
             return answer.status, json.loads(answer.read())
@@ -220,6 +257,14 @@ def test_bad_uploads_get_a_4xx_with_the_reason(service, toy_root):
     assert status == 413 and "limit" in answer["error"]
     body, content_type = multipart({"machine_type": "valve"}, "x.wav", b"")
     assert post(url + "score", body.replace(b'name="file"', b'name="other"'), content_type)[0] == 400
+    flac = io.BytesIO()
+    sf.write(flac, np.full(16000 * 600, 0.1, np.float32), 16000, format="FLAC")
+    status, answer = post(url + "score?machine_type=valve&machine_id=00", flac.getvalue())  # sent as audio/wav
+    assert status == 415 and "FLAC" in answer["error"]
+    body, content_type = multipart({"machine_type": "valve", "machine_id": "00"}, "x.wav", clip)
+    status, answer = post(url + "score", body, content_type, origin="http://evil.example")
+    assert status == 403 and "--allow-origin" in answer["error"]
+    assert post(url + "score", body, content_type, origin=url.rstrip("/"))[0] == 200  # the service's own page
     page = urllib.request.urlopen(url, timeout=30).read().decode()
     assert "<title>rcmae" in page and 'id="file"' in page
 

@@ -31,7 +31,7 @@ import rcmae
 from rcmae.api import Detector, Prepared, Result
 from rcmae.errors import RcmaeError
 from rcmae.models.checkpoint import META
-from rcmae.serve.uploads import Limits, UploadError, check_declared_size, media_type, read_upload
+from rcmae.serve.uploads import Limits, UploadError, check_declared_size, check_origin, media_type, read_upload
 from rcmae.serve.view import logmel_view
 from rcmae.stores import fetched
 
@@ -48,6 +48,7 @@ class ServiceSettings:
     max_batch_size: int = 8            # requests scored together; 1 turns batching off
     batch_wait_s: float = 0.005        # how long a batch waits to fill
     limits: Limits = Limits()
+    allow_origins: tuple[str, ...] = ()  # other sites whose pages may POST here (the service's own page always may)
 
     def __post_init__(self):
         if self.max_batch_size < 1 or self.batch_wait_s < 0:
@@ -73,9 +74,16 @@ class ServiceSettings:
             return cls(checkpoint=str(args["checkpoint"]), method=args.get("method") or None,
                        aggregate=str(args.get("aggregate", "mean")),
                        max_batch_size=int(args.get("max_batch_size", 8)),
-                       batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits)
+                       batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits,
+                       allow_origins=origins(args.get("allow_origins", ())))
         except ValueError as error:
             raise RcmaeError(f"service arguments {args}: {error}") from None
+
+
+def origins(value: str | list | tuple) -> tuple[str, ...]:
+    """Allowed origins from a list, or from one comma-separated string (a `serve run` argument)."""
+    values = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(origin).strip().rstrip("/") for origin in values if str(origin).strip())
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -137,6 +145,7 @@ class ScoreService:
                     filename: str | None = None, view: bool = False):
         limits = self.settings.limits
         try:
+            check_origin(request.headers.get("origin"), request.headers.get("host"), self.settings.allow_origins)
             check_declared_size(request.headers.get("content-length"), limits)
             if media_type(request.headers.get("content-type")) == "multipart":
                 data, filename, machine_type, machine_id = await read_form(request, limits, machine_type,

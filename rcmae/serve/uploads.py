@@ -1,9 +1,14 @@
 """What `POST /score` accepts: one WAV file (the body, or a multipart upload), its machine from fields or from a
-DCASE file name, within a size and a duration limit. Everything else is an `UploadError` with an HTTP status."""
+DCASE file name, within a size and a duration limit read from the file's header before anything is decoded, from
+the service's own page or an origin it allows. Everything else is an `UploadError` with an HTTP status."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import soundfile as sf
 
 from rcmae.api import Detector, Prepared
 from rcmae.data.audio import AudioError, decode
@@ -12,6 +17,9 @@ from rcmae.data.layout import machine_id_of
 from rcmae.errors import RcmaeError
 
 RAW_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream")
+# uncompressed PCM in a RIFF container: its decoded size is bounded by the upload's (a compressed format such as FLAC
+# can hold hours of audio in a few megabytes, all of it decoded before its length could be checked)
+WAV_FORMATS = ("WAV", "WAVEX", "RF64")
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,30 @@ def check_declared_size(content_length: str | None, limits: Limits) -> None:
         raise UploadError(400, f"Content-Length {content_length!r} is not a number")
     if int(content_length) > limits.max_bytes:
         raise UploadError(413, f"upload of {int(content_length)} bytes: the limit is {limits.max_bytes} bytes")
+
+
+def check_origin(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> None:
+    """Refuse (403) a browser request sent from another site's page: a web page may POST to a service on the
+    loopback address. Requests without an Origin (curl, scripts) and from the service's own page pass."""
+    if origin is None:
+        return
+    own = urlsplit(origin).netloc == (host or "")
+    if not own and origin.rstrip("/") not in allowed:
+        raise UploadError(403, f"requests from the page at {origin} are refused: start the service with "
+                               f"--allow-origin {origin} to accept them")
+
+
+def check_wav_header(data: bytes, name: str, limits: Limits) -> None:
+    """Refuse what is not a WAV file, or one longer than the limit, from its header alone."""
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as error:  # soundfile raises several types for what it cannot read
+        raise UploadError(400, f"{name}: unreadable audio, not a WAV file ({type(error).__name__})") from None
+    if info.format not in WAV_FORMATS:
+        raise UploadError(415, f"{name}: {info.format} audio: the service takes WAV files (PCM)")
+    seconds = info.frames / max(info.samplerate, 1)
+    if seconds > limits.max_seconds:
+        raise UploadError(413, f"{name}: {seconds:.1f} s of audio, the limit is {limits.max_seconds:g} s")
 
 
 def media_type(content_type: str | None) -> str:
@@ -78,6 +110,7 @@ def read_upload(data: bytes, file_name: str | None, machine_type: str | None, ma
     if len(data) > limits.max_bytes:
         raise UploadError(413, f"{name}: {len(data)} bytes, the limit is {limits.max_bytes} bytes")
     machine_type, machine_id = machine_of(file_name, machine_type, machine_id, detector.machines)
+    check_wav_header(data, name, limits)
     try:
         samples, rate = decode(data, name)
     except AudioError as error:
