@@ -549,6 +549,40 @@ def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth(
         driver.wait(timeout=60)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_train_on_a_local_instance_rendezvouses_on_loopback_and_ctrl_c_exits_130(toy_features, tmp_path):
+    """Torch's TCPStore (rank 0's rendezvous) listens on every interface when Ray Train starts it; rcmae's local
+    instance binds it to 127.0.0.1. Checked while two workers train; then Ctrl-C ends the command with 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "pretrain"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen([sys.executable, "-m", "rcmae.cli", "pretrain", "--features", str(toy_features), "--out",
+                               str(out), "--set", "pretrain.epochs=200", "--set", "scale.num_workers=2",
+                               "--set", "pretrain.batch_size=16"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while not list(out.glob("ray_results/pretrain/checkpoint_*")) and time.time() < deadline:
+            assert driver.poll() is None, driver.stderr.read()[-3000:]
+            time.sleep(0.5)
+        listeners = listening_addresses(descendants(driver.pid))
+        beyond = [address for address in listeners if not address.startswith("127.0.0.1:")]
+        assert listeners and beyond == [], f"listening beyond loopback while training: {beyond}"
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == EXIT.interrupted, stderr[-3000:]
+    # the line itself, among what Ray's workers print as they stop
+    assert "rcmae pretrain: interrupted (SIGINT); re-run the same command to continue" in stderr.splitlines(), stderr
+
+
 def test_training_on_a_full_disk_is_one_line_and_leaves_no_scratch(toy_features, tmp_path, small_disk, capsys):
     out = small_disk / "pretrain"
     code = main(["pretrain", "--features", str(toy_features), "--out", str(out), "--set", "pretrain.epochs=1",

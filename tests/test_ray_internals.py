@@ -57,3 +57,14 @@ def test_ray_trains_report_lines_come_from_the_logger_named_by_its_path():
     assert train_context.logger.name == train_context.__file__
     ray_internals.quiet_train_report_lines()
     assert train_context.logger.getEffectiveLevel() == logging.WARNING
+
+
+def test_ray_trains_torch_backend_has_the_steps_the_loopback_rendezvous_reuses():
+    import inspect
+
+    from ray.train.torch import TorchConfig
+
+    backend, address_and_port, set_env_vars = ray_internals.torch_backend()
+    assert TorchConfig().backend_cls is backend and callable(backend.on_start)
+    assert list(inspect.signature(address_and_port).parameters) == []  # run on rank 0: (its node address, a port)
+    assert list(inspect.signature(set_env_vars).parameters) == []

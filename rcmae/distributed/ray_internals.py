@@ -55,3 +55,12 @@ def quiet_train_report_lines() -> None:
     from ray.train.v2._internal.execution import context as train_context
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
+def torch_backend():
+    """Ray Train's torch backend class, with the steps of its `on_start` rcmae's loopback rendezvous reuses
+    (`rcmae.distributed.rendezvous`): `TorchConfig` offers no way to choose where its store listens."""
+    from ray.train._internal.utils import get_address_and_port
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+
+    return _TorchBackend, get_address_and_port, _set_torch_distributed_env_vars

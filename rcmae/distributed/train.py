@@ -129,7 +129,9 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: 
          callbacks: list | None = None, finish: Callable[[Path], None] | None = None) -> Path:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from rcmae.distributed.rendezvous import LoopbackTorchConfig
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
     require_feasible(f"{stage.name} (Ray Train)", plan.resources_per_worker)
@@ -142,7 +144,7 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: 
         _worker,
         train_loop_config={SETUP: WorkerSetup(stage.name, config, meta, current_level(),
                                               str(out_dir.resolve() / tracking.FOLDER), tracking.active_mlflow())},
-        torch_config=TorchConfig(backend=plan.backend),
+        torch_config=LoopbackTorchConfig(backend=plan.backend),
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                      resources_per_worker=plan.resources_per_worker),
         run_config=RunConfig(

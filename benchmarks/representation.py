@@ -1,0 +1,129 @@
+"""What each part of RC-MAE adds: one detector on each representation of the same clips, per fault kind, vs the floor.
+
+For each run folder `benchmarks/families.py` made (its features and models reused), every representation is scored
+the same way: a per-ID Gaussian of the clip vectors (`mahalanobis`, calibrated on held-out train clips, as the
+detector does), alone and fused with `stats` (the mean of the two standardised log-scores, as `fused` does).
+- `stats`: each normalised log-mel band's mean and deviation over time (what the floor reads), no model;
+- `random`: the encoder with fresh weights (seeded like the run), untrained;
+- `stage 1`: the run's pre-trained encoder (MAE + InfoNCE + VCR on original/augmented pairs);
+- `stage 2`: the run's fine-tuned encoder (SupCon + CE over machine IDs on top of stage 1);
+- with `--variants`: both stages retrained in-process on the run's features with part of stage 1's objective off
+  (`mae only`, `mae + infonce`), and the unchanged objective in-process (`paper, in-process`: the control, since
+  in-process training draws batches differently from Ray Train's); minutes per variant and seed.
+
+    python benchmarks/representation.py --out runs/families
+    python benchmarks/representation.py --out runs/families --sets small --variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusion import evaluate
+from rcmae import stages
+from rcmae.config import load_config
+from rcmae.data.feature_table import META_COLUMNS, specs_from_column, stream_rows
+from rcmae.detect.detector import Encoded, anomaly_scores, calibrate, fit_scorer, held_out_scores, standardised
+from rcmae.detect.encode import encode_all
+from rcmae.evaluate.families import fault_families
+from rcmae.models.checkpoint import Checkpoint, load_checkpoint
+from rcmae.models.mae import RCMAE
+from rcmae.sections import ScoreConfig
+
+VARIANTS = {  # name -> stage-1 overrides
+    "paper, in-process": {},
+    "mae only": {"pretrain.lambda_con": 0.0, "pretrain.lambda_vcr": 0.0, "pretrain.lambda_mae": 1.0},
+    "mae + infonce": {"pretrain.lambda_vcr": 0.0},
+}
+METHODS = ("mahalanobis", "stats")
+STATS = "stats (the floor's statistics)"
+
+
+def split_specs(features: Path, split: str, checkpoint: Checkpoint) -> tuple[list[dict], np.ndarray]:
+    shape = (checkpoint.config.features.n_mels, checkpoint.config.features.n_frames)
+    tables = list(stream_rows(features, META_COLUMNS + ["features"], (split,)))
+    return ([row for t in tables for row in t.select(META_COLUMNS).to_pylist()],
+            np.concatenate([specs_from_column(t["features"], *shape) for t in tables]))
+
+
+def detector_scores(train: Encoded, train_keys: list[str], test: Encoded, test_keys: list[str]) -> dict:
+    """`METHODS`' standardised log-scores of the test clips, from per-ID models of the train clips."""
+    config, classes = ScoreConfig(), sorted(set(train_keys))
+    detector = fit_scorer(train, train_keys, config)
+    keys = np.array(train_keys)
+    for key in classes:
+        held = held_out_scores(train.select(keys == key), key, classes, config, METHODS)
+        for method in METHODS:
+            calibrate(detector, method, key, held[method])
+    return {method: standardised(method, anomaly_scores(method, test, test_keys, classes, detector), test_keys,
+                                 detector) for method in METHODS}
+
+
+def representations(folder: Path, seed: int, variants: bool) -> dict[str, RCMAE]:
+    finetuned = load_checkpoint(folder / "finetune" / "model")
+    torch.manual_seed(seed)
+    found = {"random": RCMAE(model=finetuned.config.model, features=finetuned.config.features),
+             "stage 1": load_checkpoint(folder / "pretrain" / "model").model, "stage 2": finetuned.model}
+    for name, overrides in VARIANTS.items() if variants else ():
+        config = load_config(path=folder / "config.yaml", overrides={"scale.num_workers": 0, **overrides})
+        out = folder / "representation" / name.replace(" ", "_").replace(",", "").replace("+", "and")
+        started = time.time()
+        pretrained = stages.pretrain(config, folder / "augment" / "features", out / "pretrain")
+        model_dir = stages.finetune(config, folder / "augment" / "features", pretrained, out / "finetune")
+        print(f"{folder} {name}: both stages in {time.time() - started:.0f} s", flush=True)
+        found[f"{name}: stage 2"] = load_checkpoint(model_dir).model
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the folder benchmarks/families.py wrote")
+    parser.add_argument("--sets", nargs="+", default=["small", "hard", "long"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", action="store_true", help="also retrain with parts of stage 1 switched off")
+    args = parser.parse_args()
+    for name in args.sets:
+        results: dict[str, list[dict]] = {}
+        for seed in args.seeds:
+            folder = args.out / name / f"seed_{seed}"
+            if not (folder / "run.json").exists():
+                continue
+            finetuned = load_checkpoint(folder / "finetune" / "model")
+            features = folder / "augment" / "features"
+            train_rows, train_specs = split_specs(features, "train", finetuned)
+            test_rows, test_specs = split_specs(features, "test", finetuned)
+            train_keys = [f"{r['machine_type']}/{r['machine_id']}" for r in train_rows]
+            test_keys = [f"{r['machine_type']}/{r['machine_id']}" for r in test_rows]
+            families = fault_families(args.out / name / f"data_seed_{seed}" / "dev_data")
+            for label, model in representations(folder, seed, args.variants).items():
+                train = encode_all(model, train_specs, finetuned.normalizer)
+                test = encode_all(model, test_specs, finetuned.normalizer)
+                scores = detector_scores(train, train_keys, test, test_keys)
+                results.setdefault(STATS, [])  # listed first
+                results.setdefault(label, []).append(evaluate(test_rows, scores["mahalanobis"], families))
+                results.setdefault(f"stats + {label}", []).append(
+                    evaluate(test_rows, (scores["mahalanobis"] + scores["stats"]) / 2, families))
+            results[STATS].append(evaluate(test_rows, scores["stats"], families))
+            floor = json.loads((folder / "floor" / "metrics.json").read_text())
+            results.setdefault("floor (the run's reference)", []).append(
+                dict(floor["mean"], **{k: v["auc"] for k, v in floor["families"]["per_kind"].items()}))
+        if not results:
+            continue
+        seeds = len(results["floor (the run's reference)"])
+        print(f"### {name} ({seeds} seed(s); `mahalanobis` on each representation; mean over seeds)\n")
+        print("| representation | AUC | pAUC | added-sound AUC | timing AUC |\n|---|---|---|---|---|")
+        for label, runs in results.items():
+            cells = [np.mean([run.get(k, np.nan) for run in runs]) for k in ("auc", "pauc", "added-sound",
+                                                                                  "timing")]
+            print(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
