@@ -40,6 +40,7 @@ CANDIDATES = {  # name -> (members, rule)
     "stats+mahalanobis+knn": (("stats", "mahalanobis", "knn"), "mean"),
     "max(stats,mahalanobis)": (("stats", "mahalanobis"), "max"),
     "max(stats,mahalanobis,rhythm)": (("stats", "mahalanobis", "rhythm"), "max"),
+    "max(stats,mahalanobis,patch,rhythm)": (("stats", "mahalanobis", "patch", "rhythm"), "max"),
     **{f"registered {name}": (fusion.members, fusion.rule) for name, fusion in FUSIONS.items()},
 }
 
@@ -79,6 +80,25 @@ def evaluate(rows: list[dict], scores: np.ndarray, families: dict[str, str]) -> 
     return dict(summarize(per_id)["mean"], **{kind: values["auc"] for kind, values in kinds.items()})
 
 
+FLOOR = "floor (the run's reference)"
+
+
+def floor_result(folder: Path) -> dict:
+    """The floor's mean AUC / pAUC and AUC per fault kind, as the run wrote them."""
+    floor = json.loads((folder / "floor" / "metrics.json").read_text())
+    return dict(floor["mean"], **{kind: values["auc"] for kind, values in floor["families"]["per_kind"].items()})
+
+
+def print_table(title: str, first: str, results: dict[str, list[dict]]) -> None:
+    """One markdown row per entry: its mean over seeds of AUC, pAUC and AUC per kind of fault."""
+    print(f"### {title}\n")
+    print(f"| {first} | AUC | pAUC | added-sound AUC | timing AUC |\n|---|---|---|---|---|")
+    for label, runs in results.items():
+        cells = [np.mean([run.get(k, np.nan) for run in runs]) for k in ("auc", "pauc", "added-sound", "timing")]
+        print(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    print(flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the folder benchmarks/families.py wrote")
@@ -98,18 +118,9 @@ def main() -> None:
                 stacked = np.stack([scores[m] for m in members])
                 fused = stacked.max(axis=0) if rule == "max" else stacked.mean(axis=0)
                 results.setdefault(candidate, []).append(evaluate(rows, fused, families))
-            floor = json.loads((folder / "floor" / "metrics.json").read_text())
-            results.setdefault("floor (the run's reference)", []).append(
-                dict(floor["mean"], **{k: v["auc"] for k, v in floor["families"]["per_kind"].items()}))
-        if not results:
-            continue
-        seeds = len(next(iter(results.values())))
-        print(f"### {name} ({seeds} seed(s); mean over seeds)\n")
-        print("| score | AUC | pAUC | added-sound AUC | timing AUC |\n|---|---|---|---|---|")
-        for candidate, runs in results.items():
-            cells = [np.mean([run.get(k, np.nan) for run in runs]) for k in ("auc", "pauc", "added-sound", "timing")]
-            print(f"| {candidate} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-        print(flush=True)
+            results.setdefault(FLOOR, []).append(floor_result(folder))
+        if results:
+            print_table(f"{name} ({len(results[FLOOR])} seed(s); mean over seeds)", "score", results)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ detector does), alone and fused with `stats` (the mean of the two standardised l
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fusion import evaluate
+from fusion import FLOOR, evaluate, floor_result, print_table
 from rcmae import stages
 from rcmae.config import load_config
 from rcmae.data.feature_table import META_COLUMNS, specs_from_column, stream_rows
@@ -110,19 +109,10 @@ def main() -> None:
                 results.setdefault(f"stats + {label}", []).append(
                     evaluate(test_rows, (scores["mahalanobis"] + scores["stats"]) / 2, families))
             results[STATS].append(evaluate(test_rows, scores["stats"], families))
-            floor = json.loads((folder / "floor" / "metrics.json").read_text())
-            results.setdefault("floor (the run's reference)", []).append(
-                dict(floor["mean"], **{k: v["auc"] for k, v in floor["families"]["per_kind"].items()}))
-        if not results:
-            continue
-        seeds = len(results["floor (the run's reference)"])
-        print(f"### {name} ({seeds} seed(s); `mahalanobis` on each representation; mean over seeds)\n")
-        print("| representation | AUC | pAUC | added-sound AUC | timing AUC |\n|---|---|---|---|---|")
-        for label, runs in results.items():
-            cells = [np.mean([run.get(k, np.nan) for run in runs]) for k in ("auc", "pauc", "added-sound",
-                                                                                  "timing")]
-            print(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-        print(flush=True)
+            results.setdefault(FLOOR, []).append(floor_result(folder))
+        if results:
+            print_table(f"{name} ({len(results[FLOOR])} seed(s); `mahalanobis` on each representation; mean over "
+                        f"seeds)", "representation", results)
 
 
 if __name__ == "__main__":
