@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -304,15 +305,31 @@ def machine_types(text: str) -> tuple[str, ...]:
     return types
 
 
-def count(minimum: int):
-    """An argparse type: a whole number >= minimum, else a usage error naming the value."""
+def count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number in [minimum, maximum], else a usage error naming the value."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{value} is outside {minimum}..{maximum}" if maximum is not None
+                                             else f"{value} is below {minimum}")
+        return value
+    return parse
+
+
+def amount(minimum: float, inclusive: bool = False):
+    """An argparse type: a finite number above `minimum` (or equal to it, `inclusive`): NaN and infinity are
+    refused, as they would switch a limit off or stall a wait."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>=' if inclusive else '>'} "
+                                             f"{minimum:g}")
         return value
     return parse
 
@@ -430,15 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       "replica fetches it)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
                                                        "only; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=count(1, 65535), default=8000)
     p.add_argument("--replicas", type=count(1), help="a fixed number of replicas (default: autoscaling from 1 to "
                                                      "one per GPU, or per CPU without GPUs)")
     p.add_argument("--method", choices=sorted(SCORES))
     p.add_argument("--aggregate", choices=WINDOW_AGGREGATES, default="mean")
     p.add_argument("--max-batch-size", type=count(1), default=8, help="requests scored together (1: no batching)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
-    p.add_argument("--max-upload-mb", type=float, default=32.0, help="larger uploads get 413")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="longer recordings get 413")
+    p.add_argument("--batch-wait-ms", type=amount(0.0, inclusive=True), default=5.0,
+                   help="how long a batch waits to fill")
+    p.add_argument("--max-upload-mb", type=amount(0.0), default=32.0, help="larger uploads get 413")
+    p.add_argument("--max-seconds", type=amount(0.0), default=600.0, help="longer recordings get 413")
     p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
                    help="another site whose web pages may POST here, e.g. https://plant.example (repeatable; "
                         "requests from other pages get 403, the service's own page and non-browser clients pass)")

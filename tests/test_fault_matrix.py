@@ -583,6 +583,15 @@ def test_ray_train_on_a_local_instance_rendezvouses_on_loopback_and_ctrl_c_exits
     assert "rcmae pretrain: interrupted (SIGINT); re-run the same command to continue" in stderr.splitlines(), stderr
 
 
+@pytest.mark.parametrize("flag, value", [("--max-upload-mb", "nan"), ("--max-upload-mb", "inf"), ("--port", "99999"),
+                                         ("--max-seconds", "nan"), ("--batch-wait-ms", "nan"), ("--port", "0")])
+def test_serve_flags_that_would_switch_a_limit_off_or_stall_are_usage_errors(flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--checkpoint", str(tmp_path), flag, value])
+    assert stopped.value.code == EXIT.user_error
+    assert f"argument {flag}: " in capsys.readouterr().err
+
+
 def test_training_on_a_full_disk_is_one_line_and_leaves_no_scratch(toy_features, tmp_path, small_disk, capsys):
     out = small_disk / "pretrain"
     code = main(["pretrain", "--features", str(toy_features), "--out", str(out), "--set", "pretrain.epochs=1",

@@ -142,6 +142,10 @@ def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
         ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "many"})
     with pytest.raises(RcmaeError, match="not a fine-tuned model folder"):
         ServiceSettings(str(tmp_path))
+    for name, value in (("max_upload_mb", "inf"), ("max_upload_mb", "nan"), ("max_seconds", "nan"),
+                        ("batch_wait_s", "nan"), ("max_seconds", "inf")):  # a limit switched off, a wait that stalls
+        with pytest.raises(RcmaeError):
+            ServiceSettings.from_args({"checkpoint": str(finetuned_model), name: value})
     on_gpus = deployment_options(settings, None, {"CPU": 16, "GPU": 2})
     assert on_gpus["ray_actor_options"]["num_gpus"] == 1 and on_gpus["autoscaling_config"]["max_replicas"] == 2
     on_cpus = deployment_options(settings, None, {"CPU": 6})

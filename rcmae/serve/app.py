@@ -15,6 +15,7 @@ Requests are scored in batches (`@serve.batch`: the windows of every waiting req
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import signal
 import socket
@@ -51,7 +52,7 @@ class ServiceSettings:
     allow_origins: tuple[str, ...] = ()  # other sites whose pages may POST here (the service's own page always may)
 
     def __post_init__(self):
-        if self.max_batch_size < 1 or self.batch_wait_s < 0:
+        if not (self.max_batch_size >= 1 and math.isfinite(self.batch_wait_s) and self.batch_wait_s >= 0):
             raise RcmaeError(f"batching: max_batch_size {self.max_batch_size} must be >= 1 and batch_wait_s "
                              f"{self.batch_wait_s} >= 0")
         if not (fetched(self.checkpoint) / META).is_file():  # a store URI: checked in its fetched copy
@@ -76,7 +77,7 @@ class ServiceSettings:
                        max_batch_size=int(args.get("max_batch_size", 8)),
                        batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits,
                        allow_origins=origins(args.get("allow_origins", ())))
-        except ValueError as error:
+        except (ValueError, OverflowError) as error:  # OverflowError: an infinite size
             raise RcmaeError(f"service arguments {args}: {error}") from None
 
 

@@ -5,6 +5,7 @@ the service's own page or an origin it allows. Everything else is an `UploadErro
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,7 +29,7 @@ class Limits:
     max_seconds: float = 600.0     # a recording's length
 
     def __post_init__(self):
-        if self.max_bytes < 1 or self.max_seconds <= 0:
+        if not (self.max_bytes >= 1 and math.isfinite(self.max_seconds) and self.max_seconds > 0):
             raise RcmaeError(f"upload limits must be positive: {self.max_bytes} bytes, {self.max_seconds} s")
 
 
