@@ -4,7 +4,15 @@ autoscaler can add nodes for them), and a request no node type can hold is refus
 import pytest
 
 from rcmae.config import paper, tiny
-from rcmae.distributed.runtime import PoolPlan, ResourceError, ResourcePlan, pool_plan, require_feasible, scaling_plan
+from rcmae.distributed.runtime import (
+    PoolPlan,
+    ResourceError,
+    ResourcePlan,
+    pool_plan,
+    require_feasible,
+    require_group_feasible,
+    scaling_plan,
+)
 from rcmae.sections import AugmentConfig, ScaleConfig
 
 
@@ -80,3 +88,16 @@ def test_inference_pools_grow_from_the_workers_that_fit_now():
     assert inference_pool(plan, {"CPU": 8.0, "GPU": 1.0}) == PoolPlan(1, 4, 1, plan.resources_per_worker["CPU"])
     cpu = scaling_plan(ScaleConfig(), {"CPU": 2.0})
     assert inference_pool(cpu, {"CPU": 2.0}).min_size == inference_pool(cpu, {"CPU": 2.0}).max_size == cpu.num_workers
+
+
+def test_a_worker_group_larger_than_a_fixed_cluster_holds_is_refused_before_training():
+    """Each worker's bundle fits a node, but 8 half-CPU workers do not fit 2 CPUs: without an autoscaler Ray Train
+    would retry the group forever."""
+    nodes = [{"CPU": 2.0, "memory": 1e10}]
+    with pytest.raises(ResourceError, match=r"8 workers of .* hold 4 at once .* scale.num_workers=4 or less"):
+        require_group_feasible("pretrain (Ray Train)", {"CPU": 0.5}, 8, node_types=[], nodes=nodes)
+    require_group_feasible("pretrain (Ray Train)", {"CPU": 0.5}, 4, node_types=[], nodes=nodes)
+    # an autoscaler that can start nodes: the group may grow into them
+    require_group_feasible("pretrain (Ray Train)", {"CPU": 0.5}, 8, node_types=[{"CPU": 4.0}], nodes=nodes)
+    with pytest.raises(ResourceError, match="no node of this cluster"):  # one bundle fits nowhere
+        require_group_feasible("pretrain (Ray Train)", {"GPU": 1}, 1, node_types=[], nodes=nodes)

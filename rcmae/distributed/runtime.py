@@ -255,3 +255,28 @@ def require_feasible(what: str, bundle: dict, capacities: list[dict] | None = No
             f"start offers that (nodes and node types offer {[dict(o) for o in offered]}). Add a node type that "
             f"does to the cluster config, or ask for less (e.g. --set scale.use_gpu=false, "
             f"--set augment.use_gpu=false, --set augment.gpus_per_actor=1).")
+
+
+def held_by(bundle: dict, capacity: dict) -> int:
+    """How many copies of `bundle` one node of `capacity` holds at once."""
+    wanted = {name: amount for name, amount in bundle.items() if amount}
+    return int(min((capacity.get(name, 0) // amount for name, amount in wanted.items()), default=0))
+
+
+def require_group_feasible(what: str, bundle: dict, workers: int, node_types: list[dict] | None = None,
+                           nodes: list[dict] | None = None) -> None:
+    """`require_feasible` for each worker's bundle, then, on a cluster whose autoscaler can start no node (a local
+    instance, a fixed cluster), that its live nodes hold all `workers` bundles at once: Ray Train would otherwise
+    wait for the group forever."""
+    import ray
+
+    node_types = autoscaler_node_types() if node_types is None else node_types
+    nodes = [dict(n["Resources"]) for n in ray.nodes() if n["Alive"]] if nodes is None else nodes
+    require_feasible(what, bundle, None if node_types is None else nodes + node_types)
+    if node_types != []:  # an autoscaler may add nodes (or what it may add is not visible)
+        return
+    held = sum(held_by(bundle, node) for node in nodes)
+    if held < workers:
+        raise ResourceError(f"{what} asks for {workers} workers of {bundle} each, but this cluster's nodes hold "
+                            f"{held} at once and no autoscaler can add nodes: --set scale.num_workers="
+                            f"{max(held, 1)} or less (or leave it unset to size from the cluster)")

@@ -21,7 +21,7 @@ from rcmae.data.feature_table import read_feature_table
 from rcmae.detect.detector import save_detector
 from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.ray_internals import quiet_train_report_lines
-from rcmae.distributed.runtime import require_feasible, scaling_plan
+from rcmae.distributed.runtime import require_group_feasible, scaling_plan
 from rcmae.features import Normalizer
 from rcmae.interrupts import off_the_main_thread
 from rcmae.logs import current_level
@@ -134,11 +134,11 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: 
     from rcmae.distributed.rendezvous import LoopbackTorchConfig
 
     plan = scaling_plan(config.scale, ray.cluster_resources())
-    require_feasible(f"{stage.name} (Ray Train)", plan.resources_per_worker)
     clips = read_feature_table(features_dir, ("train",), ["machine_type"]).num_rows
     if clips < 2 * plan.num_workers:  # a worker with one clip has no batch (the batch losses need two)
         log.warning(f"[{stage.name}] {clips} train clips: {max(1, clips // 2)} worker(s) instead of {plan.num_workers}")
         plan = plan.with_workers(max(1, clips // 2))
+    require_group_feasible(f"{stage.name} (Ray Train)", plan.resources_per_worker, plan.num_workers)
     dataset = train_dataset(config, stage, features_dir)
     trainer = TorchTrainer(
         _worker,
