@@ -58,6 +58,18 @@ def test_summary_means_per_type_then_over_types():
     assert summary["mean"]["auc"] == pytest.approx((0.7 + 1.0) / 2)
 
 
+def test_an_id_whose_test_clips_are_all_one_kind_is_listed_with_the_reason_not_dropped_silently(tmp_path):
+    rows = [dict(machine_type="fan", machine_id="00", label=label, file_name=f"{label}_{i}.wav")
+            for i, label in enumerate(["normal", "anomaly"] * 3)]
+    rows += [dict(machine_type="pump", machine_id="02", label="anomaly", file_name=f"anomaly_{i}.wav")
+             for i in range(4)]
+    metrics = write_evaluation(tmp_path, rows, np.arange(10.0), np.zeros(10, int))
+    assert [r["machine_type"] for r in metrics["per_id"]] == ["fan"] and list(metrics["per_type"]) == ["fan"]
+    assert metrics["not_evaluated"] == [dict(machine_type="pump", machine_id="02", reason=(
+        "its 4 test clip(s) are all anomalous: AUC and pAUC need both kinds"))]
+    assert json.loads((tmp_path / "metrics.json").read_text())["not_evaluated"] == metrics["not_evaluated"]
+
+
 def test_csvs_read_back_to_the_same_scores_and_metrics_reproduce(tmp_path):
     rng = np.random.default_rng(1)
     rows, scores = [], []

@@ -45,12 +45,16 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         groups[(row["machine_type"], row["machine_id"])].append(i)
-    per_id, per_section = [], []
+    per_id, per_section, not_evaluated = [], [], []
     for (machine_type, machine_id), idx in sorted(groups.items()):
         write_id_results(out, machine_type, machine_id, [rows[i]["file_name"] for i in idx],
                          [scores[i] for i in idx], [decisions[i] for i in idx])
         labels = np.array([rows[i]["label"] == "anomaly" for i in idx], dtype=int)
         labelled = all(rows[i]["label"] in ("normal", "anomaly") for i in idx)
+        if labelled and labels.sum() in (0, len(labels)):  # AUC needs both: said, never dropped in silence
+            not_evaluated.append(dict(machine_type=machine_type, machine_id=machine_id, reason=(
+                f"its {len(labels)} test clip(s) are all {'anomalous' if labels.sum() else 'normal'}: "
+                f"AUC and pAUC need both kinds")))
         if labelled and 0 < labels.sum() < len(labels):
             key = dict(machine_type=machine_type, machine_id=machine_id)
             per_id.append(dict(key, **id_metrics(labels, scores[idx], max_fpr)))
@@ -58,6 +62,8 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
             if "target" in domains:
                 per_section.append(dict(key, **section_domain_metrics(labels, scores[idx], domains, max_fpr)))
     metrics = summarize(per_id) if per_id else {"per_id": [], "per_type": {}, "mean": {}}
+    if not_evaluated:
+        metrics["not_evaluated"] = not_evaluated
     if per_section:
         metrics["domains"] = summarize_domains(per_section)
     if families:
@@ -67,6 +73,12 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
     metrics.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def not_evaluated_line(not_evaluated: list[dict]) -> str:
+    """One line naming the machine IDs left out of the metrics and why."""
+    return (f"{len(not_evaluated)} machine ID(s) left out of the metrics and their means: "
+            + "; ".join(f"{row['machine_type']}/{row['machine_id']} ({row['reason']})" for row in not_evaluated))
 
 
 def known_rows(scored: pa.Table) -> pa.Table:
@@ -109,6 +121,8 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
                                    decisions(scored, method, meta), score_config.max_fpr,
                                    extra={"method": method}, families=families)
         metrics["methods"] = {method: metrics["mean"], **comparison}
+        if metrics.get("not_evaluated"):
+            log.warning("evaluation: %s", not_evaluated_line(metrics["not_evaluated"]))
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
         write_final_metrics(staging, metrics)
     return metrics

@@ -18,6 +18,7 @@ from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_valu
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
 from rcmae.evaluate.maps import plot_map, pyplot, region_mask
+from rcmae.evaluate.results import not_evaluated_line
 from rcmae.models.checkpoint import load_checkpoint, read_meta
 from rcmae.registry import SCORES
 from rcmae.sections import AugmentConfig
@@ -271,6 +272,8 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     if unlabelled:
         methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
                     f"{', '.join(unlabelled)}.")
+    if metrics.get("not_evaluated"):
+        methods += f"\n\n{not_evaluated_line(metrics['not_evaluated'])}."
     made = finetuned.made_with()
     few_shot = finetuned.detector.few_shot if finetuned.detector else []
     if few_shot:
