@@ -63,10 +63,13 @@ def test_an_id_whose_test_clips_are_all_one_kind_is_listed_with_the_reason_not_d
             for i, label in enumerate(["normal", "anomaly"] * 3)]
     rows += [dict(machine_type="pump", machine_id="02", label="anomaly", file_name=f"anomaly_{i}.wav")
              for i in range(4)]
-    metrics = write_evaluation(tmp_path, rows, np.arange(10.0), np.zeros(10, int))
+    metrics = write_evaluation(tmp_path, rows, np.arange(10.0), np.zeros(10, int),
+                               expected=["fan/00", "pump/02", "valve/04"])
     assert [r["machine_type"] for r in metrics["per_id"]] == ["fan"] and list(metrics["per_type"]) == ["fan"]
-    assert metrics["not_evaluated"] == [dict(machine_type="pump", machine_id="02", reason=(
-        "its 4 test clip(s) are all anomalous: AUC and pAUC need both kinds"))]
+    assert metrics["not_evaluated"] == [
+        dict(machine_type="pump", machine_id="02", reason="its 4 test clip(s) are all anomalous: AUC and pAUC need "
+                                                          "both kinds"),
+        dict(machine_type="valve", machine_id="04", reason="no test clips")]
     assert json.loads((tmp_path / "metrics.json").read_text())["not_evaluated"] == metrics["not_evaluated"]
 
 

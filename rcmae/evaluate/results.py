@@ -35,11 +35,14 @@ log = logging.getLogger(__name__)
 
 
 def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, decisions: np.ndarray,
-                     max_fpr: float = 0.1, extra: dict | None = None, families: dict[str, str] | None = None) -> dict:
+                     max_fpr: float = 0.1, extra: dict | None = None, families: dict[str, str] | None = None,
+                     expected: list[str] | None = None) -> dict:
     """`rows` hold path, machine_type, machine_id, file_name, label and domain per scored clip. Writes the CSVs
     for every ID (or section), and metrics for every one with both normal and anomalous clips; for data with a
     target domain also DCASE 2021-2025's per-domain scores (`domains`); with `families` (clip path -> fault
-    family), results per fault family (`families`). Returns (and writes) metrics.json."""
+    family), results per fault family (`families`); IDs that cannot be scored (clips of one kind only, or, of the
+    `expected` machine keys, none at all) are listed with the reason (`not_evaluated`). Returns (and writes)
+    metrics.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -61,6 +64,9 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
             domains = np.array([rows[i].get("domain", "source") for i in idx])
             if "target" in domains:
                 per_section.append(dict(key, **section_domain_metrics(labels, scores[idx], domains, max_fpr)))
+    for key in sorted(set(expected or ()) - {f"{t}/{i}" for t, i in groups}):
+        machine_type, machine_id = key.split("/", 1)
+        not_evaluated.append(dict(machine_type=machine_type, machine_id=machine_id, reason="no test clips"))
     metrics = summarize(per_id) if per_id else {"per_id": [], "per_type": {}, "mean": {}}
     if not_evaluated:
         metrics["not_evaluated"] = not_evaluated
@@ -119,7 +125,7 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
                     decisions(scored, other, meta), score_config.max_fpr, families=families)["mean"]
         metrics = write_evaluation(staging, rows, score_values(scored, method),
                                    decisions(scored, method, meta), score_config.max_fpr,
-                                   extra={"method": method}, families=families)
+                                   extra={"method": method}, families=families, expected=meta.classes)
         metrics["methods"] = {method: metrics["mean"], **comparison}
         if metrics.get("not_evaluated"):
             log.warning("evaluation: %s", not_evaluated_line(metrics["not_evaluated"]))
