@@ -86,3 +86,16 @@ def test_table_round_trips_through_parquet(tmp_path):
     table = index_clips(tmp_path).table
     pq.write_table(table, tmp_path / "index.parquet")
     assert pq.read_table(tmp_path / "index.parquet").equals(table)
+
+
+def test_links_back_up_the_tree_are_indexed_once_and_reported(tmp_path):
+    """A link to a folder above it would otherwise be walked again and again (inventing machine types out of the
+    repeated path); two such loops would never finish."""
+    root = tmp_path / "data"
+    touch(root, "dev_data/fan/train/normal_id_00_00000000.wav")
+    touch(root, "dev_data/fan/test/anomaly_id_00_00000001.wav")
+    (root / "dev_data" / "fan" / "train" / "up").symlink_to(root / "dev_data")
+    (root / "dev_data" / "fan" / "test" / "again").symlink_to(root)
+    index = index_clips(root, lenient=True)
+    assert index.table.num_rows == 2 and set(index.table["machine_type"].to_pylist()) == {"fan"}
+    assert len(index.skipped) == 2 and all("a link to a folder already indexed" in why for _, why in index.skipped)

@@ -129,7 +129,15 @@ def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
         skipped.append((path_text(error.filename), f"{path_text(error.filename)}: folder cannot be read "
                                                    f"({error.strerror}): its clips are left out"))
 
+    visited: set[str] = set()  # each real folder once: a link back up the tree is reported, not walked again
     for folder, subfolders, files in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders[:] = []
+            skipped.append((path_text(folder), f"{path_text(folder)}: a link to a folder already indexed "
+                                               f"({path_text(real)}): a loop or a second way in, indexed once"))
+            continue
+        visited.add(real)
         subfolders.sort()
         for name in sorted(files):
             path = Path(folder) / name
