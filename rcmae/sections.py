@@ -252,12 +252,13 @@ class ScoreConfig(Section):
                             "'rhythm' (distance of the log-mel's band-envelope autocorrelation from the ID's), "
                             "'stats' (distance of the log-mel's band means and deviations from the ID's: the "
                             "floor's statistics), 'patch' (top 5 % of the anomaly map), 'combined' (the larger of "
-                            "mahalanobis and rhythm) or 'fused' (the mean of stats, mahalanobis, patch and rhythm); "
+                            "mahalanobis and rhythm) or 'fused' (the largest of stats, mahalanobis and rhythm); "
                             "the last two standardise each member on held-out train clips.",
                             "fused")
     components: int = doc_field("'mahalanobis': principal directions per ID with their own variance (the rest "
                                 "share one); capped at the ID's train clips - 2.", 16)
-    decision_percentile: float = doc_field("Gamma-fit percentile of train-normal scores used as threshold.", 0.9)
+    decision_percentile: float = doc_field("Gamma-fit percentile of held-out train-normal scores used as threshold.",
+                                           0.9)
     max_fpr: float = doc_field("p of pAUC.", 0.1)
     knn_k: int = doc_field("'knn': nearest train embeddings of the ID whose distances are averaged.", 1)
     knn_distance: Literal["cosine", "euclidean"] = doc_field("'knn': distance between unit-length embeddings.",

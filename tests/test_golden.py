@@ -54,8 +54,8 @@ def test_one_detector_fit_and_score():
     assert anomaly_scores("stats", probe_encoded, ["a/00"] * 2, ["a/00"], detector).tolist() == pytest.approx(
         [4.1713889, 4.9243315], **TOL)
     assert anomaly_scores("fused", probe_encoded, ["a/00"] * 2, ["a/00"], detector).tolist() == pytest.approx(
-        [-0.8780904, -0.7079183], **TOL)
-    assert detector.thresholds["fused"]["a/00"] == pytest.approx(1.3486859, **TOL)
+        [-0.7846977, -0.6918951], **TOL)
+    assert detector.thresholds["fused"]["a/00"] == pytest.approx(1.4552970, **TOL)
     assert detector.threshold_methods["id_logprob"] == {"a/00": "constant"}
 
 

@@ -70,9 +70,11 @@ def test_combined_is_the_largest_and_fused_the_mean_standardised_log_score_of_th
               "patch": np.array([3.0, -1.0])}  # already a log: standardised as it is
     assert FUSIONS["combined"].members == ("mahalanobis", "rhythm")
     np.testing.assert_allclose(fuse("combined", scores, ["a/00"] * 2, detector), [2.0, 2.0])
-    # standardised: mahalanobis 0, 2; rhythm 2, 1; stats 1, 0; patch 1, 0
-    assert FUSIONS["fused"].members == ("stats", "mahalanobis", "patch", "rhythm")
-    np.testing.assert_allclose(fuse("fused", scores, ["a/00"] * 2, detector), [1.0, 0.75])
+    # standardised: mahalanobis 0, 2; rhythm 2, 1; stats 1, 0
+    assert FUSIONS["fused"].members == ("stats", "mahalanobis", "rhythm")
+    np.testing.assert_allclose(fuse("fused", scores, ["a/00"] * 2, detector), [2.0, 2.0])
+    scores["rhythm"] = np.exp([-1.0, 0.0])  # standardised -2, 0: stats and mahalanobis decide
+    np.testing.assert_allclose(fuse("fused", scores, ["a/00"] * 2, detector), [1.0, 2.0])
 
 
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))

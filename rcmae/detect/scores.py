@@ -88,6 +88,5 @@ def combined_score(encoded: Encoded, keys: list[str], classes: list[str], detect
 
 
 def fused_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
-    """The mean of the standardised log-scores of stats, mahalanobis, patch and rhythm
-    (`rcmae.detect.detector.FUSIONS`)."""
+    """The largest of the standardised log-scores of stats, mahalanobis and rhythm (`rcmae.detect.detector.FUSIONS`)."""
     return _fusion_score("fused", encoded, keys, classes, detector)
