@@ -213,7 +213,8 @@ def _fusion_note(method: str) -> str:
     if fusion is None:
         return ""
     parts = ", ".join(f"`{member}`" for member in fusion.members)
-    return (f"\n`{method}` is the {fusion.rule} of {parts}, each as its log standardised per machine ID by held-out "
+    rule = "largest" if fusion.rule == "max" else "mean"
+    return (f"\n`{method}` is the {rule} of {parts}, each as its log standardised per machine ID by held-out "
             f"train clips; each part's own result is in the rows below it. `stats` reads what the floor reads (each "
             f"band's mean and deviation over time): what the trained model adds is the fused score's margin over "
             f"`stats`.\n")
