@@ -7,8 +7,10 @@ the machine (cores, memory, GPU or none) and the package versions.
 Sections: `families` (benchmarks/families.py: every score, the DCASE 2020 AE baseline and the floor per fault
 family, three seeds of the toy factory's small and hard presets and of its 10 s clips), `ablation` (`rcmae
 ablate` on the small toy factory, three seeds: the paper's Table 3 with factory-mix standing in for AudioLDM),
-`scale` (benchmarks/scale.py: driver memory and time at paper feature size as the data grows) and `serve`
-(benchmarks/serve.py on the small set's seed-0 model: the live service under load).
+`scale` (benchmarks/scale.py: driver memory and time at paper feature size as the data grows), `serve`
+(benchmarks/serve.py on the small set's seed-0 model: the live service under load), and, on the runs `families`
+made (it runs them when missing), `representation` (benchmarks/representation.py: the same detector on each
+encoder, what each part adds) and `fusion` (benchmarks/fusion.py: the candidate fusions against the floor).
 The runs are kept in --out and reused, so an interrupted regeneration resumes; a section not asked for keeps its
 text from the file's previous version (the file says which, and that their figures are older), or is left out.
 """
@@ -26,8 +28,10 @@ from pathlib import Path
 
 import families
 
-SECTIONS = ("families", "ablation", "scale", "serve")
-HEADINGS = {"families": "## What each score hears, per fault family",
+SECTIONS = ("fusion", "representation", "families", "ablation", "scale", "serve")
+HEADINGS = {"fusion": "## The default score against the floor: which fusion",
+            "representation": "## What each part of RC-MAE adds",
+            "families": "## What each score hears, per fault family",
             "ablation": "## The paper's Table 3 on the toy factory",
             "scale": "## Driver memory and time as the data grows", "serve": "## The live service under load"}
 PACKAGES = ("rcmae", "torch", "torchaudio", "ray", "numpy", "scikit-learn", "scipy", "pyarrow")
@@ -55,6 +59,30 @@ def families_section(out: Path, seeds: list[int]) -> str:
         runs = [families.results_of(families.run_once(out / "families", name, seed, True)) for seed in seeds]
         parts.append(families.table(name, runs))
     return "\n".join(parts)
+
+
+def on_family_runs(name: str, script: str, out: Path, seeds: list[int], lead: str) -> str:
+    """A benchmark over the `families` runs (made first where missing), its printed tables as the section."""
+    for set_name in families.SETS:
+        for seed in seeds:
+            families.run_once(out / "families", set_name, seed, True)
+    arguments = ["--out", str(out / "families"), "--seeds", *map(str, seeds)]
+    printed = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *arguments], check=True,
+                             capture_output=True, text=True).stdout
+    return "\n".join([HEADINGS[name], "", f"`python benchmarks/{script} {' '.join(arguments)}`: {lead}", "",
+                      printed.strip()])
+
+
+def fusion_section(out: Path, seeds: list[int]) -> str:
+    return on_family_runs("fusion", "fusion.py", out, seeds, (
+        "each candidate rule over the model's scores, each score standardised per ID on held-out train clips (the "
+        "detector refitted on each run's train split, nothing retrained), beside the floor the run wrote."))
+
+
+def representation_section(out: Path, seeds: list[int]) -> str:
+    return on_family_runs("representation", "representation.py", out, seeds, (
+        "the same per-ID Gaussian (`mahalanobis`, held-out calibration) on each representation of the same clips, "
+        "alone and fused with `stats` (the mean of the two standardised log-scores)."))
 
 
 def ablation_section(out: Path, seeds: list[int]) -> str:
@@ -103,7 +131,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md")
     args = parser.parse_args()
     makers = {"families": families_section, "ablation": ablation_section, "scale": scale_section,
-              "serve": serve_section}
+              "serve": serve_section, "fusion": fusion_section, "representation": representation_section}
     kept = {name: text for name, text in previous_sections(args.results).items() if name not in args.sections}
     made = {name: makers[name](args.out, args.seeds) for name in args.sections}
     body = [made.get(name) or kept[name] for name in SECTIONS if name in made or name in kept]
