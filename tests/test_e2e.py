@@ -51,17 +51,18 @@ def test_job_submit_runs_the_main_job(tmp_path, no_local_ray):
             assert refused.returncode != 0, refused.stdout
             assert "token" in (refused.stdout + refused.stderr).lower(), refused.stdout + refused.stderr
         assert not (tmp_path / "ran").exists()
-        # without RAY_ADDRESS rcmae starts an instance of its own beside the running cluster, never joins it
-        own = subprocess.run([sys.executable, "-c", "import ray; from rcmae.distributed.runtime import ensure_ray; "
-                              "ensure_ray(1); print(ray.get_runtime_context().gcs_address)"],
-                             env=env, cwd=ROOT, text=True, capture_output=True, timeout=300)
-        assert own.returncode == 0, own.stderr[-2000:]
-        assert own.stdout.strip() and not own.stdout.strip().endswith(f":{port}"), own.stdout
         job = ray("job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
                   "python", "jobs/pipeline.py", "--out", str(out), "--no-baseline",
                   "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", env=env, timeout=900)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in (job.stdout + job.stderr).lower(), job.stdout[-2000:] + job.stderr[-2000:]
+        # without RAY_ADDRESS rcmae starts an instance of its own beside the running cluster (after the job, so
+        # that its instance cannot disturb the job's), never joins it
+        own = subprocess.run([sys.executable, "-c", "import ray; from rcmae.distributed.runtime import ensure_ray; "
+                              "ensure_ray(1); print(ray.get_runtime_context().gcs_address)"],
+                             env=env, cwd=ROOT, text=True, capture_output=True, timeout=300)
+        assert own.returncode == 0, own.stderr[-2000:]
+        assert own.stdout.strip() and not own.stdout.strip().endswith(f":{port}"), own.stdout
     finally:
         ray("stop", env=env)
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
