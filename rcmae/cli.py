@@ -215,16 +215,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rcmae.distributed.runtime import ensure_ray
     from rcmae.distributed.tune import base_config, load_space, run_tune
 
+    space = load_space(args.space)  # every value a trial can draw checked before anything starts
+    mlflow_uri = _mlflow_uri(args)
     ensure_ray()
     with reading(args.features) as features, writing(args.out, "rcmae tune") as out:
         if features is None:
             from rcmae.distributed.augment_pipeline import run_augment
 
-            run_augment(args.data, out / "augment", base_config(load_space(args.space)))
+            run_augment(args.data, out / "augment", base_config(space))
             features = out / "augment" / "features"
             sync(out)  # the trials read it from the store
-        folder = shared(run_tune(args.space, features, args.data, out, force=args.force,
-                                 mlflow_uri=_mlflow_uri(args)))
+        folder = shared(run_tune(args.space, features, args.data, out, force=args.force, mlflow_uri=mlflow_uri))
     print(f"wrote {folder}/trials.csv, {folder}/trials.parquet and {folder}/comparison.png")
     return 0
 

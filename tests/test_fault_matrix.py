@@ -173,6 +173,25 @@ def test_a_space_name_that_is_a_path_is_refused(tmp_path, capsys):
     assert not (tmp_path / "outside").exists()
 
 
+@pytest.mark.parametrize("lines, expected", [
+    ("num_samples: abc", "num_samples must be a positive integer, got 'abc'"),
+    ("params:\n  model.mask_ratio: {uniform: [0.5]}", "uniform takes [low, high], two finite numbers"),
+    ("params:\n  pretrain.tau: {loguniform: [0, 0.2]}", "with 0 < low < high, got [0, 0.2]"),
+    ("params:\n  model.mask_ratio: {grid: [0.5, 2.0]}", "can draw 2.0, which a run refuses: model.mask_ratio"),
+    ("params:\n  model.no_such_key: {choice: [1]}", "unknown config key 'model.no_such_key'"),
+    ("params:\n  pretrain.lambda_mae: {choice: [0.0]}\nset: {pretrain.lambda_con: 0, pretrain.lambda_vcr: 0}",
+     "loss weights must be >= 0, sum > 0"),
+])
+def test_a_space_value_no_run_accepts_is_refused_before_ray_starts(lines, expected, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(f"name: bad\n{lines}\n")
+    assert main(["tune", "--space", str(space), "--data", str(tmp_path), "--features", str(tmp_path),
+                 "--out", str(tmp_path / "out")]) == EXIT.user_error
+    line = last_line(capsys)
+    assert line.startswith(f"rcmae tune: error: {space}: ") and expected in line
+    assert "ray:" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_a_non_finite_loss_stops_training_naming_epoch_step_and_clips(toy_features, quick_config, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

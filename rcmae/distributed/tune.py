@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -61,9 +62,18 @@ def load_space(path: str | Path) -> dict:
     space = load_yaml(path.read_text(), str(path)) or {}
     if not isinstance(space, dict):
         raise ConfigError(f"{path}: a search space is a mapping (name, preset, params, ...)")
+    if not isinstance(space.get("params") or {}, dict):
+        raise ConfigError(f"{path}: params is a mapping of dotted config keys to samplers, got "
+                          f"{bounded(space['params'])}")
     for key, spec in (space.get("params") or {}).items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"{path}: param {key!r} must be one of {SAMPLERS} with its values, got {bounded(spec)}")
+    for key, kind in (("num_samples", int), ("max_concurrent_trials", int), ("seed", int),
+                      ("normalize_weights", bool)):
+        value = space.get(key)
+        if value is not None and (type(value) is not kind or (kind is int and key != "seed" and value < 1)):
+            wanted = "true or false" if kind is bool else ("an integer" if key == "seed" else "a positive integer")
+            raise ConfigError(f"{path}: {key} must be {wanted}, got {bounded(value)}")
     space.setdefault("name", path.stem)
     search = space.setdefault("search", "basic")
     if search not in SEARCHES:
@@ -73,8 +83,33 @@ def load_space(path: str | Path) -> dict:
     if not isinstance(space["name"], str) or not PLAIN_NAME.fullmatch(space["name"]):
         raise ConfigError(f"{path}: name {bounded(space['name'])} must be a plain name (letters, digits, '.', '_', "
                           f"'-'; no path): it names the sweep's folder under --out")
-    base_config(space)  # validates preset / fixed overrides early
+    check_samples(space, path)
     return space
+
+
+def check_samples(space: dict, path: Path) -> None:
+    """Every value a trial can draw, through the same config validation a run uses, before any trial starts: each
+    grid or choice value, and both ends of each range, with the other parameters at the base config's values."""
+    base = base_config(space)  # the preset and the fixed overrides
+    normalize = bool(space.get("normalize_weights", True))
+    for key, spec in (space.get("params") or {}).items():
+        kind, values = next(iter(spec.items()))
+        if kind in ("grid", "choice"):
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: param {key!r}: {kind} takes a non-empty list of values, got "
+                                  f"{bounded(values)}")
+        elif (not isinstance(values, list) or len(values) != 2
+              or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+              or not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0)):
+            low = "0 < low < high" if kind == "loguniform" else "low < high"
+            raise ConfigError(f"{path}: param {key!r}: {kind} takes [low, high], two finite numbers with {low}, got "
+                              f"{bounded(values)}")
+        for value in values:
+            try:
+                trial_config(base, {key: value}, normalize)
+            except ConfigError as error:
+                raise ConfigError(f"{path}: param {key!r} can draw {bounded(value)}, which a run refuses: {error}") \
+                    from None
 
 
 def base_config(space: dict) -> Config:
