@@ -13,6 +13,7 @@ detector does), alone and fused with `stats` (the mean of the two standardised l
 
     python benchmarks/representation.py --out runs/families
     python benchmarks/representation.py --out runs/families --sets small --variants
+    python benchmarks/representation.py --out runs/families --seeds 1 2 --variants "paper, in-process" "mae only"
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def detector_scores(train: Encoded, train_keys: list[str], test: Encoded, test_k
                                  detector) for method in METHODS}
 
 
-def representations(folder: Path, seed: int, variants: bool) -> dict[str, RCMAE]:
+def representations(folder: Path, seed: int, variants: list[str]) -> dict[str, RCMAE]:
     finetuned = load_checkpoint(folder / "finetune" / "model")
     torch.manual_seed(seed)
     found = {"random": RCMAE(model=finetuned.config.model, features=finetuned.config.features),
              "stage 1": load_checkpoint(folder / "pretrain" / "model").model, "stage 2": finetuned.model}
-    for name, overrides in VARIANTS.items() if variants else ():
+    for name in variants:
+        overrides = VARIANTS[name]
         config = load_config(path=folder / "config.yaml", overrides={"scale.num_workers": 0, **overrides})
         out = folder / "representation" / name.replace(" ", "_").replace(",", "").replace("+", "and")
         started = time.time()
@@ -85,7 +87,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the folder benchmarks/families.py wrote")
     parser.add_argument("--sets", nargs="+", default=["small", "hard", "long"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", action="store_true", help="also retrain with parts of stage 1 switched off")
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=None,
+                        help="also retrain with parts of stage 1 switched off (these variants; all when none named)")
     args = parser.parse_args()
     for name in args.sets:
         results: dict[str, list[dict]] = {}
@@ -100,7 +103,8 @@ def main() -> None:
             train_keys = [f"{r['machine_type']}/{r['machine_id']}" for r in train_rows]
             test_keys = [f"{r['machine_type']}/{r['machine_id']}" for r in test_rows]
             families = fault_families(args.out / name / f"data_seed_{seed}" / "dev_data")
-            for label, model in representations(folder, seed, args.variants).items():
+            variants = list(VARIANTS) if args.variants == [] else (args.variants or [])
+            for label, model in representations(folder, seed, variants).items():
                 train = encode_all(model, train_specs, finetuned.normalizer)
                 test = encode_all(model, test_specs, finetuned.normalizer)
                 scores = detector_scores(train, train_keys, test, test_keys)

@@ -388,13 +388,77 @@ def test_a_detector_from_another_model_is_named(model_copy, toy_root, tmp_path, 
     assert "not this model's detector" in last_line(capsys)
 
 
-def test_an_edited_meta_json_is_blamed_on_itself_too(model_copy, toy_root, tmp_path, capsys):
-    model = model_copy(tmp_path)
+def _edit_meta(model: Path, edit) -> None:
     meta = json.loads((model / "meta.json").read_text())
-    meta["config"]["model"]["depth"] = 1
+    edit(meta)
     (model / "meta.json").write_text(json.dumps(meta))
+
+
+def _edit_detector(model: Path, edit, keep_checksum: bool = False) -> None:
+    """Edit detector.safetensors' arrays; without `keep_checksum` as a model from before checksums were recorded."""
+    import safetensors.numpy
+
+    arrays = safetensors.numpy.load_file(str(model / DETECTOR))
+    edit(arrays)
+    safetensors.numpy.save_file(arrays, str(model / DETECTOR))
+    if not keep_checksum:
+        _edit_meta(model, lambda meta: meta["checksums"].pop(DETECTOR))
+
+
+def _edit_weights(model: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(model / "model.safetensors"))
+    weights["patch_embed.bias"][0] = float("nan")
+    save_file(weights, str(model / "model.safetensors"))
+
+
+def _set(path: list, value):
+    def edit(meta):
+        target = meta
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+    return edit
+
+
+DAMAGED_MODELS = {  # what was done to the model folder -> (how, what the one line says)
+    "depth edited": (lambda m: _edit_meta(m, _set(["config", "model", "depth"], 1)), "meta.json: edited after training"),
+    "n_frames edited": (lambda m: _edit_meta(m, _set(["config", "features", "n_frames"], lambda n: 2 * n)),
+                        "meta.json: edited after training"),
+    "normaliser cut short": (lambda m: _edit_meta(m, _set(["normalizer", "mean"], lambda v: v[:-3])),
+                             "meta.json: edited after training"),
+    "threshold abc": (lambda m: _edit_meta(m, _set(["detector", "thresholds", "mahalanobis", "valve/00"], "abc")),
+                      "the mahalanobis threshold of valve/00 is 'abc', not a finite number"),
+    "threshold NaN": (lambda m: _edit_meta(m, _set(["detector", "thresholds", "fused", "valve/02"], float("nan"))),
+                      "the fused threshold of valve/02 is nan, not a finite number"),
+    "weights replaced": (_edit_weights, "model.safetensors: damaged or replaced: its sha256 differs"),
+    "detector array NaN": (lambda m: _edit_detector(m, lambda a: a["mean/valve/00"].__setitem__(0, np.nan), True),
+                           "detector.safetensors: damaged or replaced: its sha256 differs"),
+    # folders from before checksums were recorded: the values and shapes themselves are checked
+    "detector NaN, no checksum": (lambda m: _edit_detector(m, lambda a: a["mean/valve/00"].__setitem__(0, np.nan)),
+                                  "detector.safetensors: damaged: non-finite values in mean/valve/00"),
+    "normaliser NaN, no checksum": (lambda m: _edit_meta(m, lambda meta: (
+        meta["checksums"].pop("trained"), meta["normalizer"]["std"].__setitem__(3, float("nan")))),
+        "meta.json: damaged: the normaliser's std is not 128 finite numbers above 0"),
+    "detector array missing": (lambda m: _edit_detector(m, lambda a: a.pop("noise/valve/00")),
+                               "detector.safetensors: damaged: no array 'noise/valve/00'"),
+    "detector array mis-shaped": (lambda m: _edit_detector(m, lambda a: a.__setitem__(
+        "stats_mean/valve/00", a["stats_mean/valve/00"][:-1].copy())),
+        "detector.safetensors: stats_mean/valve/00 has shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_MODELS))
+def test_a_damaged_model_is_one_line_naming_the_file_never_wrong_scores(case, model_copy, toy_root, tmp_path, capsys):
+    model = model_copy(tmp_path)
+    damage, expected = DAMAGED_MODELS[case]
+    damage(model)
     assert main(["score", "--checkpoint", str(model), *valve_clips(toy_root)]) == EXIT.user_error
-    assert "config was edited" in last_line(capsys)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = captured.err.strip().splitlines()[-1]
+    assert line.startswith(f"rcmae score: error: {model}") and expected in line, line
 
 
 # ---------------------------------------------------------------- bounded inputs, full disks

@@ -40,7 +40,7 @@ def test_stages_log_every_term_and_publish_models(trained):
     checkpoint = load_checkpoint(model)
     assert checkpoint.classes == ["fan/00", "fan/02", "fan/04", "valve/00", "valve/02", "valve/04"]
     assert set(checkpoint.meta.detector.thresholds) == set(SCORES)
-    arrays = load_detector_arrays(model)
+    arrays = load_detector_arrays(model, checkpoint.meta)
     profiles = (f"{profile}_{part}" for profile in PROFILES for part in ("mean", "inverse"))
     parts = ("centroid", *GAUSSIAN_PARTS, *profiles, *(f"patch_{p}" for p in PatchModel.PARTS), "neighbours")
     assert {f"{kind}/{key}" for kind in parts for key in checkpoint.classes} == set(arrays)
@@ -99,7 +99,7 @@ def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_pat
     before = score_recordings(model, clips).rows
     checkpoint = load_checkpoint(model)
     save_checkpoint(tmp_path / "copy", checkpoint.model, checkpoint.config, checkpoint.meta)
-    save_detector_arrays(tmp_path / "copy", load_detector_arrays(model))
+    save_detector_arrays(tmp_path / "copy", load_detector_arrays(model, checkpoint.meta))
     after = score_recordings(tmp_path / "copy", clips).rows
     copy = load_checkpoint(tmp_path / "copy")
     for key, value in checkpoint.model.state_dict().items():  # bit-identical weights

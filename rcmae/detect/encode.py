@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
-from rcmae.detect.detector import Detector, Encoded, anomaly_scores, load_detector
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores, check_fits, load_detector
 from rcmae.detect.floor import clip_statistics
 from rcmae.detect.patches import PATCH_DIMS, project_tokens
 from rcmae.detect.rhythm import envelope_autocorrelation
 from rcmae.detect.scores import patch_maps
 from rcmae.features import Normalizer
-from rcmae.models.checkpoint import load_checkpoint
+from rcmae.models.checkpoint import DETECTOR, load_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.registry import SCORES
 from rcmae.stores import fetched
@@ -95,6 +95,10 @@ class TableEncoder:
         self.detector: Detector | None = load_detector(model_dir) if with_scores else None
         features = self.checkpoint.config.features
         self.shape = (features.n_mels, features.n_frames)
+        if self.detector is not None:
+            probe = encode_all(self.checkpoint.model, np.zeros((1, *self.shape), dtype=np.float32),
+                               self.checkpoint.normalizer, device=self.device)
+            check_fits(self.detector, probe, Path(model_dir) / DETECTOR)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if not isinstance(table, pa.Table):
