@@ -461,6 +461,22 @@ def test_a_damaged_model_is_one_line_naming_the_file_never_wrong_scores(case, mo
     assert line.startswith(f"rcmae score: error: {model}") and expected in line, line
 
 
+def test_a_model_and_recordings_under_non_utf8_names_are_scored(model_copy, toy_root, tmp_path, capsys):
+    import shutil
+
+    model = Path(shutil.move(model_copy(tmp_path), os.fsdecode(bytes(tmp_path) + b"/model\xff")))
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/plant\xfe"))
+    folder.mkdir()
+    clip = valve_clips(toy_root, 1)[0]
+    shutil.copy(clip, folder / os.fsdecode(b"pump\xfd.wav"))
+    shutil.copy(clip, folder / "other.wav")
+    assert main(["score", "--checkpoint", str(model), "--machine-type", "valve", "--machine-id", "0",
+                 str(folder)]) in (EXIT.ok, EXIT.anomaly_found)
+    rows = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert sorted(rows["file"]) == [f"{tmp_path}/plant\\xfe/other.wav", f"{tmp_path}/plant\\xfe/pump\\xfd.wav"]
+    assert rows["score"].nunique() == 1  # one clip under two names
+
+
 # ---------------------------------------------------------------- bounded inputs, full disks
 @pytest.fixture
 def small_disk(tmp_path):

@@ -14,6 +14,7 @@ from rcmae.augment.featurize import Featurizer
 from rcmae.data.audio import AudioError, fit_length, load_clip
 from rcmae.data.feature_table import dcase_id, machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
+from rcmae.data.paths import path_text
 from rcmae.detect.encode import TableEncoder, map_values, score_values
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.maps import plot_map
@@ -133,15 +134,15 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
     clips, failures = [], []
     for path in recordings(paths):
         if not Path(path).is_file():
-            failures.append(dict(file=str(path), reason="not found"))
+            failures.append(dict(file=path_text(path), reason="not found"))
         elif machine_type and machine_id:
-            clips.append(dict(path=str(path), file_name=Path(path).name, machine_type=machine_type,
+            clips.append(dict(path=path_text(path), file_name=path_text(Path(path).name), machine_type=machine_type,
                               machine_id=machine_id, split="test", label="unknown", domain="unknown", attributes=""))
         else:
             try:
                 clips.append(parse_clip_name(Path(path)))
             except LayoutError as error:
-                failures.append(dict(file=str(path), reason=f"{error} (or pass --machine-type and --machine-id)"))
+                failures.append(dict(file=path_text(path), reason=f"{error} (or pass --machine-type and --machine-id)"))
     names = explanation_names([clip["path"] for clip in clips]) if explain is not None else {}
     if explain is not None:
         explain.mkdir(parents=True, exist_ok=True)

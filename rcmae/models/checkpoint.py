@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from rcmae.config import Config
 from rcmae.errors import RcmaeError
@@ -153,7 +152,7 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: Config, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS))
+    (folder / WEIGHTS).write_bytes(save(state))  # bytes: safetensors' own file calls take UTF-8 paths only
     meta = replace(meta, config=config.to_dict())
     write_meta(folder, replace(meta, checksums={WEIGHTS: sha256_of(folder / WEIGHTS), TRAINED: meta.trained_digest()}))
     if optimizer is not None:
@@ -187,6 +186,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights in `folder`, read as bytes (safetensors' own file calls take UTF-8 paths only)."""
+    return load((folder / WEIGHTS).read_bytes())
+
+
 def verify_file(folder: Path, name: str, meta: CheckpointMeta) -> None:
     """Stop when `name`'s sha256 differs from the one meta.json recorded (folders from before rcmae recorded
     them pass)."""
@@ -201,8 +205,7 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     folder = Path(folder)
     try:
         verify_file(folder, WEIGHTS, read_meta(folder))
-        with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
-            weights.keys()
+        read_weights(folder)
         torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)
     except Exception as error:  # any damage means "do not trust"; the reason is reported
         return f"{type(error).__name__}: {error}"
@@ -219,7 +222,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
     config = meta.made_with()
     model = RCMAE(model=config.model, features=config.features, num_classes=len(meta.classes))
     try:
-        weights = load_file(str(folder / WEIGHTS), device="cpu")
+        weights = read_weights(folder)
         model.load_state_dict(weights)
     except Exception as error:  # a truncated or foreign file: one line naming it, not a traceback
         raise CheckpointError(f"{folder / WEIGHTS} does not fit the model {META} describes: the weights are damaged "
@@ -233,7 +236,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
 
 
 def save_detector_arrays(folder: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(Path(folder) / DETECTOR))
+    (Path(folder) / DETECTOR).write_bytes(safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
 
 
 def load_detector_arrays(folder: str | Path, meta: CheckpointMeta) -> dict[str, np.ndarray]:
@@ -242,7 +245,7 @@ def load_detector_arrays(folder: str | Path, meta: CheckpointMeta) -> dict[str, 
         raise CheckpointError(f"{folder}: no {DETECTOR}: pass the model folder written by `rcmae finetune`")
     verify_file(Path(folder), DETECTOR, meta)
     try:
-        arrays = safetensors.numpy.load_file(str(path))
+        arrays = safetensors.numpy.load(path.read_bytes())
     except Exception as error:
         raise CheckpointError(f"{path}: damaged ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
     broken = sorted(name for name, values in arrays.items() if not np.isfinite(values).all())

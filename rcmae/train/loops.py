@@ -18,11 +18,10 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from rcmae.config import Config
 from rcmae.errors import DataError
-from rcmae.models.checkpoint import WEIGHTS, CheckpointMeta, load_training_state, read_meta, save_checkpoint
+from rcmae.models.checkpoint import CheckpointMeta, load_training_state, read_meta, read_weights, save_checkpoint
 from rcmae.models.mae import RCMAE
 from rcmae.tracking import MlflowTarget, Scalars, write_epoch
 from rcmae.train.stage import PATHS, Stage
@@ -85,7 +84,7 @@ def run_stage(session: Session, stage: Stage, model: RCMAE, config: Config, meta
     if resume_from is not None:
         resumed = read_meta(resume_from)
         if resumed.stage == stage.name:
-            model.load_state_dict(load_file(str(Path(resume_from) / WEIGHTS)))
+            model.load_state_dict(read_weights(Path(resume_from)))
             load_training_state(resume_from, optimizer, scheduler)
             start_epoch, history = resumed.epoch, resumed.history
     trained = session.prepare(objective)
