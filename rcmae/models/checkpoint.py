@@ -236,7 +236,8 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> C
 
 
 def save_detector_arrays(folder: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    (Path(folder) / DETECTOR).write_bytes(safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+    contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    (Path(folder) / DETECTOR).write_bytes(safetensors.numpy.save(contiguous))
 
 
 def load_detector_arrays(folder: str | Path, meta: CheckpointMeta) -> dict[str, np.ndarray]:
