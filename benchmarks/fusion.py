@@ -77,7 +77,7 @@ def evaluate(rows: list[dict], scores: np.ndarray, families: dict[str, str]) -> 
         if 0 < labels.sum() < len(labels):
             per_id.append(dict(machine_type=machine_type, machine_id=machine_id, **id_metrics(labels, scores[idx])))
     kinds = family_metrics(rows, scores, families)["per_kind"]
-    return dict(summarize(per_id)["mean"], **{kind: values["auc"] for kind, values in kinds.items()})
+    return dict(summarize(per_id).mean, **{kind: values["auc"] for kind, values in kinds.items()})
 
 
 FLOOR = "floor (the run's reference)"

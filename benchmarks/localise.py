@@ -27,7 +27,8 @@ from sklearn.metrics import roc_auc_score
 
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.data.sound_models import FAULT_KINDS
-from rcmae.detect.detector import anomaly_scores, load_detector
+from rcmae.detect.detector import anomaly_scores
+from rcmae.detect.detector_files import load_detector
 from rcmae.detect.encode import encode_all
 from rcmae.detect.patches import TOP_SHARE
 from rcmae.detect.scores import patch_maps

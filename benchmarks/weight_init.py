@@ -38,7 +38,7 @@ def main() -> None:
                 run = folder / f"{init}_{seed}"
                 model = finetune(config, features, pretrain(config, features, run / "pretrain"), run / "finetune")
                 scored = score_test_split(config.scale, model, features)
-                methods = write_scored(scored, model, run / "evaluation")["methods"]
+                methods = write_scored(scored, model, run / "evaluation").methods
                 row = (methods["mahalanobis"]["auc"], methods["mahalanobis"]["pauc"],
                        methods["id_logprob"]["auc"], methods["id_logprob"]["pauc"])
                 results.setdefault(init, []).append(row)

@@ -13,6 +13,7 @@ import numpy as np
 
 from rcmae.config import Config
 from rcmae.errors import ConfigError
+from rcmae.evaluate.metrics import Metrics
 from rcmae.registry import SCORES
 from rcmae.sections import AugmentConfig
 
@@ -41,7 +42,7 @@ def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple
                          "augment.augmenter as audioldm (or factory-mix to stand in for it)")
     arms = {"augmented": config, "masking": config.override({"augment.augmenter": MASKING})}
     ensure_ray()
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list[Metrics]] = {}
     for key, arm in arms.items():
         run_augment(data, out / key / "augment", arm)
         features = out / key / "augment" / "features"
@@ -53,10 +54,11 @@ def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple
             model = finetune(seeded, features, pretrained, folder / "finetune")
             scored = score_test_split(seeded.scale, model, features)
             results[key].append(write_scored(scored, model, folder / "evaluation"))
-            log.info(f"ablate: {arm_name(arm.augment)} seed {seed}: mean AUC {results[key][-1]['mean']['auc']:.3f}")
+            log.info(f"ablate: {arm_name(arm.augment)} seed {seed}: mean AUC {results[key][-1].mean['auc']:.3f}")
     named = {arm_name(arms[key].augment): arm_results for key, arm_results in results.items()}
     (out / "ablation.md").write_text(ablation_table(named, config.score.method, seeds))
-    (out / "ablation.json").write_text(json.dumps(named, indent=1))
+    (out / "ablation.json").write_text(json.dumps({name: [metrics.to_json() for metrics in arm_results]
+                                                   for name, arm_results in named.items()}, indent=1))
     return out / "ablation.md"
 
 
@@ -64,9 +66,9 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
 
 
-def ablation_table(results: dict[str, list[dict]], method: str, seeds: tuple[int, ...]) -> str:
+def ablation_table(results: dict[str, list[Metrics]], method: str, seeds: tuple[int, ...]) -> str:
     """Markdown: one row per arm, AUC and pAUC per machine type and their mean, mean ± std over seeds."""
-    types = sorted(next(iter(results.values()))[0]["per_type"])
+    types = sorted(next(iter(results.values()))[0].per_type)
     lines = ["# Augmentation ablation (the paper's Table 3)\n",
              f"Score `{method}` ({SCORES[method].origin}); seeds {', '.join(map(str, seeds))}; mean ± std over "
              f"seeds. pAUC is the DCASE value (max_fpr 0.1).\n",
@@ -74,7 +76,7 @@ def ablation_table(results: dict[str, list[dict]], method: str, seeds: tuple[int
              "|---|---|" + "---|" * (len(types) + 1)]
     for name, runs in results.items():
         for metric in ("auc", "pauc"):
-            cells = [_cell([r["per_type"][t][metric] for r in runs]) for t in types]
+            cells = [_cell([r.per_type[t][metric] for r in runs]) for t in types]
             lines.append(f"| {name} | {metric.upper()} | " + " | ".join(cells)
-                         + f" | **{_cell([r['mean'][metric] for r in runs])}** |")
+                         + f" | **{_cell([r.mean[metric] for r in runs])}** |")
     return "\n".join(lines) + "\n"

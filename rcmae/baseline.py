@@ -26,6 +26,7 @@ from rcmae.data.run_folder import written_aside
 from rcmae.detect.floor import fit_floor, floor_scores
 from rcmae.detect.thresholds import gamma_threshold
 from rcmae.errors import DataError
+from rcmae.evaluate.metrics import Metrics
 from rcmae.evaluate.results import write_evaluation
 from rcmae.features import Normalizer
 from rcmae.models.dcase_ae import DenseAE
@@ -65,7 +66,7 @@ def fit_floor_scorer(train: np.ndarray, keys: list[str], config: BaselineConfig,
 
 def run_reference(name: str, baseline: BaselineConfig, score: ScoreConfig, features_dir: str | Path,
                   test_rows: Callable[[str], Iterable[pa.Table]], out_dir: str | Path,
-                  families: dict[str, str] | None = None) -> dict:
+                  families: dict[str, str] | None = None) -> Metrics:
     """Fits `rcmae.registry.REFERENCES[name]` per machine type on the train split of `features_dir` (one type's
     log-mels in memory at a time, no augmented variants), scores `test_rows(machine_type)` (feature-table batches
     of that type's test clips), writes CSVs and metrics.json (with per-family results when `families` names
@@ -101,4 +102,4 @@ def run_reference(name: str, baseline: BaselineConfig, score: ScoreConfig, featu
         raise DataError(f"{name}: no test clips of the trained machine types {train_types}")
     with written_aside(out_dir, replace_whole=False) as staging:
         return write_evaluation(staging, rows, np.array(scores), np.array(decisions), score.max_fpr,
-                                extra={"method": name, "train_seconds": time.time() - started}, families=families)
+                                method=name, train_seconds=time.time() - started, families=families)

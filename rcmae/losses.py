@@ -5,8 +5,24 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
+
+
+class _GatherRows(torch.autograd.Function):
+    """Every worker's (equally sized) `x`, stacked in rank order; backward hands each worker the sum over workers of
+    the gradients for its own rows (what torch's deprecated `torch.distributed.nn.functional.all_gather` did)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
 
 
 def gather_batch(x: torch.Tensor) -> torch.Tensor:
@@ -23,7 +39,7 @@ def gather_batch(x: torch.Tensor) -> torch.Tensor:
     sizes = [int(s.item()) for s in sizes]
     padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, max(sizes) - x.shape[0]))
     if x.requires_grad:
-        parts = dist_fn.all_gather(padded)
+        parts = _GatherRows.apply(padded)
     else:
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded.contiguous())

@@ -4,9 +4,11 @@ one run folder and a re-run skips the stages already finished there."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +21,7 @@ from rcmae.data.audio import cropping_note, typical_seconds
 from rcmae.data.layout import index_clips
 from rcmae.data.run_folder import staged, sync
 from rcmae.data.synth import ToyData, toy_data
+from rcmae.evaluate.metrics import METRICS_FILE
 from rcmae.stores import is_uri, shared
 
 log = logging.getLogger(__name__)
@@ -38,28 +41,40 @@ def preset_for_data(data: str | Path) -> str:
     return "tiny"
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """What the main job reports (run.json): report.md's path, the mean AUC/pAUC of the model's score, of the AE
+    baseline (None when skipped) and of the floor, and each step's seconds."""
+
+    report: str
+    mean: dict[str, float | None]
+    baseline_mean: dict[str, float | None] | None
+    floor_mean: dict[str, float | None]
+    timings: dict[str, float]
+
+
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, toy: ToyData = ToyData(),
-            baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> dict:
+            baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> RunResult:
     """The whole job into `out` (a folder, or a store URI: the job runs in its working copy, sent to the store
     after every step) on `data`, else on the `toy` factory synthesised into `out/data`; with `mlflow_uri`, also
     one MLflow run (rcmae.tracking)."""
     if is_uri(out):
         with staged(str(out), "rcmae run") as local:
             result = run_all(config, local, data, toy, baseline, force, mlflow_uri)
-            return dict(result, report=shared(result["report"]))
+            return dataclasses.replace(result, report=shared(result.report))
     if mlflow_uri is None:
         return _run_all(config, out, data, toy, baseline, force)
     out = Path(out).resolve()
     with tracking.mlflow_run(mlflow_uri, out.name, tracking.flat_params(config.to_dict())) as target:
         result = _run_all(config, out, data, toy, baseline, force)
-        tracking.log_artifacts(target, [Path(result["report"]), out / "evaluation" / "metrics.json",
+        tracking.log_artifacts(target, [Path(result.report), out / "evaluation" / METRICS_FILE,
                                         out / "finetune" / "model"])
     log.info(f"run: logged to MLflow at {mlflow_uri} (run {target.run_id})")
     return result
 
 
 def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyData, baseline: bool,
-             force: bool) -> dict:
+             force: bool) -> RunResult:
     from rcmae.baseline import run_reference
     from rcmae.distributed.augment_pipeline import run_augment
     from rcmae.distributed.runtime import ensure_ray
@@ -121,13 +136,13 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyD
     baseline_metrics = references.get("dcase2020_ae")
 
     tsne_rows = tsne_sample(feature_test_split(features))
-    chosen = pa.array(top_anomalies(scored, metrics["method"]))
+    chosen = pa.array(top_anomalies(scored, metrics.method))
     map_rows = pa.concat_tables([part.filter(pc.is_in(part["path"], chosen)) for part in feature_test_split(features)])
     report = write_report(out, scored, tsne_rows, metrics, references, pretrain_dir, finetune_dir, summary,
                           timings, map_rows, fault_regions(data))
-    result = {"report": str(report), "mean": metrics["mean"],
-              "baseline_mean": baseline_metrics["mean"] if baseline_metrics else None,
-              "floor_mean": references["floor"]["mean"], "timings": timings}
-    (out / "run.json").write_text(json.dumps(result, indent=1))
+    result = RunResult(report=str(report), mean=metrics.mean,
+                       baseline_mean=baseline_metrics.mean if baseline_metrics else None,
+                       floor_mean=references["floor"].mean, timings=timings)
+    (out / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
     log.info(f"run: report at {report}")
     return result

@@ -102,6 +102,9 @@ class ModelConfig(Section):
         check(self.mask_ratio_max is None or self.mask_ratio <= self.mask_ratio_max < 1.0,
                f"model.mask_ratio_max must be in [mask_ratio, 1), got {self.mask_ratio_max}")
         check(self.depth > 0 and self.decoder_depth > 0, "model depths must be > 0")
+        check(self.embed_dim % 4 == 0 and self.decoder_embed_dim % 4 == 0,
+              f"model.embed_dim ({self.embed_dim}) and model.decoder_embed_dim ({self.decoder_embed_dim}) must be "
+              f"multiples of 4 (the 2-D sin-cos position embedding splits each in four)")
 
 
 @dataclass

@@ -136,10 +136,10 @@ def write_epoch(files: Scalars, metrics: dict) -> None:
                    if isinstance(value, (int, float)) and name not in NOT_PLOTTED}, step=metrics["epoch"])
 
 
-def write_final_metrics(folder: str | Path, metrics: dict) -> None:
-    """The final AUC/pAUC of a metrics.json: mean and per machine type."""
-    values = {f"evaluation/{key}/mean": value for key, value in metrics["mean"].items() if value is not None}
-    for machine_type, per_type in metrics["per_type"].items():
+def write_final_metrics(folder: str | Path, metrics) -> None:
+    """The final AUC/pAUC of an evaluation (`rcmae.evaluate.metrics.Metrics`): mean and per machine type."""
+    values = {f"evaluation/{key}/mean": value for key, value in metrics.mean.items() if value is not None}
+    for machine_type, per_type in metrics.per_type.items():
         values.update({f"evaluation/{key}/{machine_type}": value for key, value in per_type.items()
                        if value is not None})
     files = Scalars(Path(folder) / FOLDER, active_mlflow())

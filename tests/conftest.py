@@ -37,10 +37,12 @@ def tiny_audioldm(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance (2 CPUs) for every Ray test of the session."""
+    """One local Ray instance (2 CPUs) for every Ray test of the session, started as rcmae starts its own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", ignore_reinit_error=True)
+    from rcmae.distributed.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

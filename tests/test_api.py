@@ -33,7 +33,10 @@ def test_the_readme_example_runs(finetuned_model, toy_root, capsys):
         "runs/main/data/dev_data/fan/test/anomaly_id_00_00000000.wav", str(clip(toy_root)))
     exec(code, {})
     printed = capsys.readouterr().out.split()
-    assert float(printed[0]) > 0 and printed[1] in ("True", "False")
+    expected = Detector.load(finetuned_model).score_file(clip(toy_root))
+    assert float(printed[0]) == pytest.approx(expected.score, rel=1e-6)
+    assert printed[1] == str(expected.decision)
+    assert float(printed[2]) == pytest.approx(expected.threshold, rel=1e-6)
 
 
 def test_scores_equal_the_cli_and_in_memory_waves_equal_files(finetuned_model, toy_root, capsys):

@@ -26,6 +26,7 @@ LAYERS = [
     {"stages", "baseline"},
     {"ablation", "run", "api"},
     {"serve"},
+    {"commands"},
     {"cli"},
 ]
 

@@ -46,11 +46,11 @@ def test_a_reference_writes_dcase_files_that_reproduce_its_metrics(reference, to
     metrics = run_reference(reference, config.baseline, config.score, toy_features,
                             lambda machine_type: data_test_split(data, config.audio, config.features, machine_type),
                             tmp_path, fault_families(data))
-    assert metrics["method"] == reference and {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
-    for row in metrics["per_id"]:
+    assert metrics.method == reference and {r["machine_id"] for r in metrics.per_id} == {"00", "02", "04"}
+    for row in metrics.per_id:
         scores = read_scores(score_file(tmp_path, "valve", row["machine_id"]))
         labels = [name.startswith("anomaly") for name in scores]
         assert len(scores) == row["n_normal"] + row["n_anomaly"]
         assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
-    assert {r["family"] for r in metrics["families"]["per_family"]} <= {"missing_clicks", "extra_clicks",
+    assert {r["family"] for r in metrics.families["per_family"]} <= {"missing_clicks", "extra_clicks",
                                                                        "contamination"}

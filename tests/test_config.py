@@ -31,6 +31,7 @@ def test_yaml_round_trip(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ({"model.mask_ratio": 1.0}, "mask_ratio"),
+    ({"model.embed_dim": 66, "model.num_heads": 3}, "multiples of 4"),
     ({"features.n_frames": 65}, "multiple of patch_time"),
     ({"augment.augmenter": "magic"}, "augmenter"),
     ({"augment.steps_min": 60}, "steps_min"),

@@ -28,6 +28,33 @@ def ray(*args, env, timeout=600):
                           capture_output=True, timeout=timeout)
 
 
+OWN_INSTANCE = """
+import ray
+from rcmae.distributed.runtime import ensure_ray
+
+ensure_ray(1)
+
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def ping(self):
+        return 1
+
+
+def state_of(actor_id):
+    from ray.util.state import get_actor
+
+    found = get_actor(actor_id)
+    return found.state if found else "UNKNOWN"
+
+
+probe = Probe.remote()
+ray.get(probe.ping.remote())
+print(ray.get_runtime_context().gcs_address)
+print(ray.get(ray.remote(num_cpus=0)(state_of).remote(probe._actor_id.hex())))
+"""
+
+
 def test_job_submit_runs_the_main_job(tmp_path, no_local_ray):
     port, dashboard = free_port(), free_port()
     # Ray >= 2.59 asks local clusters for a token: the CLI calls below share one through the environment
@@ -58,11 +85,14 @@ def test_job_submit_runs_the_main_job(tmp_path, no_local_ray):
         assert "succeeded" in (job.stdout + job.stderr).lower(), job.stdout[-2000:] + job.stderr[-2000:]
         # without RAY_ADDRESS rcmae starts an instance of its own beside the running cluster (after the job, so
         # that its instance cannot disturb the job's), never joins it
-        own = subprocess.run([sys.executable, "-c", "import ray; from rcmae.distributed.runtime import ensure_ray; "
-                              "ensure_ray(1); print(ray.get_runtime_context().gcs_address)"],
-                             env=env, cwd=ROOT, text=True, capture_output=True, timeout=300)
+        own = subprocess.run([sys.executable, "-c", OWN_INSTANCE], env=env, cwd=ROOT, text=True,
+                             capture_output=True, timeout=300)
         assert own.returncode == 0, own.stderr[-2000:]
-        assert own.stdout.strip() and not own.stdout.strip().endswith(f":{port}"), own.stdout
+        gcs, state = own.stdout.split()
+        assert not gcs.endswith(f":{port}"), own.stdout
+        # its workers' state-API calls (Ray Train's placement-group cleaner makes them) reach its own dashboard,
+        # not the cluster's: there its actors would be unknown, taken for dead, and their training stopped
+        assert state == "ALIVE", own.stdout
     finally:
         ray("stop", env=env)
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())

@@ -75,4 +75,4 @@ def test_metrics_json_carries_families_and_the_manifest_names_them(tmp_path):
     rows, by_path = rows_of(labels, [None] * 3 + ["rattle"] * 3)
     metrics = write_evaluation(tmp_path / "out", rows, np.arange(6.0), np.zeros(6, int), families=by_path)
     on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert on_disk["families"] == metrics["families"] and on_disk["families"]["per_family"][0]["auc"] == 1.0
+    assert on_disk["families"] == metrics.families and on_disk["families"]["per_family"][0]["auc"] == 1.0

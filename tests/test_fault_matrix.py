@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from dcase_files import assert_metrics_match_score_files
+from listeners import beyond_loopback
 from rcmae.cli import main
 from rcmae.data.synth import synthesize
 from rcmae.errors import EXIT
@@ -78,6 +79,23 @@ def test_ids_of_one_to_four_near_identical_train_clips_are_all_scored(ray_sessio
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+def test_two_fresh_runs_with_the_same_seed_give_the_same_metrics(ray_session, tmp_path):
+    """The main job twice from scratch on the same data on Ray (augmentation actors, Ray Train with two workers, Ray
+    Data scoring): Ray writes the shards in its own order each time, and neither they nor the metrics may notice."""
+    def run(out: Path, *data: str) -> dict:
+        assert main(["run", "--out", str(out), "--preset", "tiny", "--no-baseline", *data, *QUICK,
+                     "--set", "scale.num_workers=2"]) in (EXIT.ok, EXIT.anomaly_found)
+        return json.loads((out / "evaluation" / "metrics.json").read_text())
+
+    first = run(tmp_path / "first", "--synth-types", "valve,fan")
+    second = run(tmp_path / "second", "--data", str(tmp_path / "first" / "data" / "dev_data"))
+    assert sorted(p.name for p in (tmp_path / "first" / "augment" / "features").glob("*.parquet")) == sorted(
+        p.name for p in (tmp_path / "second" / "augment" / "features").glob("*.parquet"))
+    assert first["per_id"] == second["per_id"] and first["mean"] == second["mean"]
+
+
+@pytest.mark.slow
 def test_a_single_machine_id_is_trained_and_scored_in_process(tmp_path, capsys):
     data = tmp_path / "data"
     synthesize(data, preset="small", seed=1, types=("valve",))
@@ -119,7 +137,8 @@ def test_an_interrupted_detector_fit_leaves_no_model_and_the_rerun_redoes_it(toy
 def test_a_model_folder_without_a_current_detector_is_refit_without_retraining(toy_features, quick_config, tmp_path,
                                                                               older):
     from rcmae import stages
-    from rcmae.detect.detector import DETECTOR_FORMAT, load_detector
+    from rcmae.detect.detector import DETECTOR_FORMAT
+    from rcmae.detect.detector_files import load_detector
 
     pretrained = stages.pretrain(quick_config, toy_features, tmp_path / "pretrain")
     model = stages.finetune(quick_config, toy_features, pretrained, tmp_path / "finetune")
@@ -226,12 +245,12 @@ def test_paper_augmentation_without_weights_is_one_line(tmp_path, capsys):
 
 
 def test_a_bug_prints_its_traceback_and_says_it_is_one(monkeypatch, capsys):
-    from rcmae import cli
+    from rcmae import cli, commands
 
     def broken(args):
         raise KeyError("threshold")
 
-    monkeypatch.setattr(cli, "cmd_config", broken)
+    monkeypatch.setattr(commands, "cmd_config", broken)
     parser = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     parser._subparsers._group_actions[0].choices["config"].set_defaults(func=broken)
@@ -372,7 +391,8 @@ def test_a_deleted_threshold_names_meta_json(model_copy, toy_root, tmp_path, cap
 
 
 def test_a_detector_from_another_model_is_named(model_copy, toy_root, tmp_path, capsys):
-    from rcmae.detect.detector import Detector, load_detector, save_detector
+    from rcmae.detect.detector import Detector
+    from rcmae.detect.detector_files import load_detector, save_detector
 
     model = model_copy(tmp_path)
     detector = load_detector(model)
@@ -423,7 +443,8 @@ def _set(path: list, value):
 
 
 DAMAGED_MODELS = {  # what was done to the model folder -> (how, what the one line says)
-    "depth edited": (lambda m: _edit_meta(m, _set(["config", "model", "depth"], 1)), "meta.json: edited after training"),
+    "depth edited": (lambda m: _edit_meta(m, _set(["config", "model", "depth"], 1)),
+                     "meta.json: edited after training"),
     "n_frames edited": (lambda m: _edit_meta(m, _set(["config", "features", "n_frames"], lambda n: 2 * n)),
                         "meta.json: edited after training"),
     "normaliser cut short": (lambda m: _edit_meta(m, _set(["normalizer", "mean"], lambda v: v[:-3])),
@@ -579,51 +600,6 @@ sys.stdin.readline()
 """
 
 
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, pending = set(), [pid]
-    while pending:
-        current = pending.pop()
-        found.add(current)
-        pending += children.get(current, [])
-    return found
-
-
-def listening_addresses(pids: set[int]) -> list[str]:
-    """"ip:port" of every TCP socket the processes listen on, read from /proc (as `ss -ltnp` does)."""
-    import ipaddress
-    import os
-
-    inodes = set()
-    for pid in pids:
-        try:
-            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
-            continue
-        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
-    found = []
-    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
-                continue
-            host, port = fields[1].split(":")
-            raw = bytes.fromhex(host)
-            # /proc writes each 32-bit word in host (little-endian) order
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
-            address = ipaddress.ip_address(raw)
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-                address = address.ipv4_mapped
-            found.append(f"{address}:{int(port, 16)}")
-    return found
-
-
 @pytest.mark.ray
 def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth():
     import subprocess
@@ -636,9 +612,8 @@ def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth(
     try:
         dashboard = driver.stdout.readline().strip()
         assert dashboard.startswith("127.0.0.1:")
-        listeners = listening_addresses(descendants(driver.pid))
+        listeners, beyond = beyond_loopback(driver.pid)
         assert len(listeners) >= 8 and dashboard in listeners  # GCS, raylet, worker, dashboard, its agents, ...
-        beyond = [address for address in listeners if not address.startswith("127.0.0.1:")]
         assert beyond == [], f"listening beyond loopback: {beyond}"
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(f"http://{dashboard}/api/jobs/", timeout=10)
@@ -669,8 +644,7 @@ def test_ray_train_on_a_local_instance_rendezvouses_on_loopback_and_ctrl_c_exits
         while not list(out.glob("ray_results/pretrain/checkpoint_*")) and time.time() < deadline:
             assert driver.poll() is None, driver.stderr.read()[-3000:]
             time.sleep(0.5)
-        listeners = listening_addresses(descendants(driver.pid))
-        beyond = [address for address in listeners if not address.startswith("127.0.0.1:")]
+        listeners, beyond = beyond_loopback(driver.pid)
         assert listeners and beyond == [], f"listening beyond loopback while training: {beyond}"
         driver.send_signal(signal.SIGINT)
         _, stderr = driver.communicate(timeout=180)
@@ -683,7 +657,8 @@ def test_ray_train_on_a_local_instance_rendezvouses_on_loopback_and_ctrl_c_exits
 
 
 @pytest.mark.parametrize("flag, value", [("--max-upload-mb", "nan"), ("--max-upload-mb", "inf"), ("--port", "99999"),
-                                         ("--max-seconds", "nan"), ("--batch-wait-ms", "nan"), ("--port", "0")])
+                                         ("--max-seconds", "nan"), ("--batch-wait-ms", "nan"), ("--port", "0"),
+                                         ("--upload-timeout-s", "nan"), ("--upload-timeout-s", "0")])
 def test_serve_flags_that_would_switch_a_limit_off_or_stall_are_usage_errors(flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["serve", "--checkpoint", str(tmp_path), flag, value])

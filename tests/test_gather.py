@@ -3,6 +3,7 @@
 
 import os
 import socket
+import warnings
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ def run(head, a, b, labels):
 
 
 def worker(rank, port, folder):
+    warnings.simplefilter("error", FutureWarning)  # no deprecated collective on the way
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)

@@ -54,8 +54,8 @@ def test_summary_means_per_type_then_over_types():
               dict(machine_type="fan", machine_id="02", auc=0.8, pauc=0.7),
               dict(machine_type="pump", machine_id="00", auc=1.0, pauc=0.9)]
     summary = summarize(per_id)
-    assert summary["per_type"]["fan"] == {"auc": pytest.approx(0.7), "pauc": pytest.approx(0.6)}
-    assert summary["mean"]["auc"] == pytest.approx((0.7 + 1.0) / 2)
+    assert summary.per_type["fan"] == {"auc": pytest.approx(0.7), "pauc": pytest.approx(0.6)}
+    assert summary.mean["auc"] == pytest.approx((0.7 + 1.0) / 2)
 
 
 def test_an_id_whose_test_clips_are_all_one_kind_is_listed_with_the_reason_not_dropped_silently(tmp_path):
@@ -65,12 +65,12 @@ def test_an_id_whose_test_clips_are_all_one_kind_is_listed_with_the_reason_not_d
              for i in range(4)]
     metrics = write_evaluation(tmp_path, rows, np.arange(10.0), np.zeros(10, int),
                                expected=["fan/00", "pump/02", "valve/04"])
-    assert [r["machine_type"] for r in metrics["per_id"]] == ["fan"] and list(metrics["per_type"]) == ["fan"]
-    assert metrics["not_evaluated"] == [
+    assert [r["machine_type"] for r in metrics.per_id] == ["fan"] and list(metrics.per_type) == ["fan"]
+    assert metrics.not_evaluated == [
         dict(machine_type="pump", machine_id="02", reason="its 4 test clip(s) are all anomalous: AUC and pAUC need "
                                                           "both kinds"),
         dict(machine_type="valve", machine_id="04", reason="no test clips")]
-    assert json.loads((tmp_path / "metrics.json").read_text())["not_evaluated"] == metrics["not_evaluated"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["not_evaluated"] == metrics.not_evaluated
 
 
 def test_csvs_read_back_to_the_same_scores_and_metrics_reproduce(tmp_path):
@@ -90,7 +90,7 @@ def test_csvs_read_back_to_the_same_scores_and_metrics_reproduce(tmp_path):
         assert read == expected
         labels = [name.startswith("anomaly") for name in read]
         recomputed = roc_auc_score(labels, list(read.values()))
-        row = next(r for r in metrics["per_id"] if r["machine_id"] == machine_id)
+        row = next(r for r in metrics.per_id if r["machine_id"] == machine_id)
         assert row["auc"] == pytest.approx(recomputed)
         decisions = decision_file(tmp_path, machine_type, machine_id).read_text().splitlines()
         assert all(line.split(",")[1] in ("0", "1") for line in decisions) and len(decisions) == 20
@@ -206,8 +206,8 @@ def test_sectioned_files_get_the_dcase_2021_to_2025_csv_names_and_domain_metrics
     assert written["section_00_source_test_normal_0000.wav"] == pytest.approx(0.1)
     assert (tmp_path / "decision_result_fan_section_00_test.csv").exists()
     assert not list(tmp_path.glob("*_id_*.csv"))
-    section = metrics["domains"]["per_section"][0]
-    assert section["auc_source"] == 1.0 and section["auc_target"] == 1.0 and metrics["domains"]["mean"]["hmean"] == 1.0
+    section = metrics.domains["per_section"][0]
+    assert section["auc_source"] == 1.0 and section["auc_target"] == 1.0 and metrics.domains["mean"]["hmean"] == 1.0
 
 
 def test_the_gaussian_fit_is_the_same_every_time_for_wide_features():

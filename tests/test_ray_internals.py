@@ -2,6 +2,7 @@
 upgrade that renames or moves one fails here, by name."""
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -24,11 +25,17 @@ def test_cluster_mode_is_the_constant_ray_reads_from_the_loopback_variable(monke
 
 @pytest.mark.ray
 def test_a_local_instance_publishes_no_node_groups_and_its_monitor_no_config(ray_session):
-    """A local instance runs an autoscaler monitor without a cluster YAML: no node type can be added."""
+    """A local instance runs an autoscaler monitor (it publishes its status) without a cluster YAML: no node type
+    can be added."""
+    import time
+
     from rcmae.distributed.runtime import autoscaler_node_types
 
     assert ray_internals.gcs_cluster_config() is None
-    assert isinstance(ray_internals.autoscaler_status_published(), bool)
+    deadline = time.time() + 60  # the monitor writes its first status a few seconds after the instance starts
+    while not ray_internals.autoscaler_status_published() and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray_internals.autoscaler_status_published()
     assert autoscaler_node_types() == []
 
 
@@ -68,3 +75,23 @@ def test_ray_trains_torch_backend_has_the_steps_the_loopback_rendezvous_reuses()
     assert TorchConfig().backend_cls is backend and callable(backend.on_start)
     assert list(inspect.signature(address_and_port).parameters) == []  # run on rank 0: (its node address, a port)
     assert list(inspect.signature(set_env_vars).parameters) == []
+
+
+WORKER_PRINTS = """
+import time
+import ray
+from rcmae.distributed.runtime import ensure_ray
+ensure_ray(num_cpus=1)
+ray.get(ray.remote(lambda: print("printed by a worker", flush=True)).remote())
+time.sleep(3)  # the log monitor's next round
+print("result")
+"""
+
+
+@pytest.mark.ray
+def test_what_rays_workers_print_reaches_the_drivers_stderr_and_stdout_carries_results_only():
+    done = subprocess.run([sys.executable, "-c", WORKER_PRINTS], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "result\n"
+    assert "printed by a worker" in done.stderr

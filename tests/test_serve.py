@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from listeners import beyond_loopback
 from rcmae import Detector
 from rcmae.errors import EXIT, RcmaeError
 from rcmae.serve.app import origins
@@ -134,8 +135,8 @@ def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
     from rcmae.serve.app import ServiceSettings, deployment_options, require_free
 
     settings = ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "4",
-                                          "max_upload_mb": "2", "max_seconds": "30"})
-    assert settings.max_batch_size == 4 and settings.limits == Limits(2 * 2**20, 30.0)
+                                          "max_upload_mb": "2", "max_seconds": "30", "upload_timeout_s": "5"})
+    assert settings.max_batch_size == 4 and settings.limits == Limits(2 * 2**20, 30.0, 5.0)
     with pytest.raises(RcmaeError, match="unknown service argument"):
         ServiceSettings.from_args({"checkpoint": str(finetuned_model), "batch": "4"})
     with pytest.raises(RcmaeError, match="invalid literal"):
@@ -143,7 +144,8 @@ def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
     with pytest.raises(RcmaeError, match="not a fine-tuned model folder"):
         ServiceSettings(str(tmp_path))
     for name, value in (("max_upload_mb", "inf"), ("max_upload_mb", "nan"), ("max_seconds", "nan"),
-                        ("batch_wait_s", "nan"), ("max_seconds", "inf")):  # a limit switched off, a wait that stalls
+                        ("batch_wait_s", "nan"), ("max_seconds", "inf"), ("upload_timeout_s", "nan"),
+                        ("upload_timeout_s", "0")):  # a limit switched off, a wait that stalls
         with pytest.raises(RcmaeError):
             ServiceSettings.from_args({"checkpoint": str(finetuned_model), name: value})
     on_gpus = deployment_options(settings, None, {"CPU": 16, "GPU": 2})
@@ -183,6 +185,9 @@ def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[byte
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+UPLOAD_TIMEOUT_S = 3  # the service's --upload-timeout-s
+
+
 @pytest.fixture(scope="module")
 def service(finetuned_model, tmp_path_factory):
     """`rcmae serve` on its own local Ray, on a free loopback port, stopped by Ctrl-C (SIGINT) at the end."""
@@ -191,7 +196,8 @@ def service(finetuned_model, tmp_path_factory):
     with open(log, "w") as handle:
         process = subprocess.Popen([sys.executable, "-m", "rcmae.cli", "serve", "--checkpoint", str(finetuned_model),
                                     "--port", str(port), "--replicas", "1", "--max-upload-mb", "1",
-                                    "--max-seconds", "30"], stdout=handle, stderr=subprocess.STDOUT,
+                                    "--max-seconds", "30", "--upload-timeout-s", str(UPLOAD_TIMEOUT_S)],
+                                   stdout=handle, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, RAY_ADDRESS=""))
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 240
@@ -205,7 +211,7 @@ def service(finetuned_model, tmp_path_factory):
                 process.kill()
                 pytest.fail(f"the service did not come up:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-    yield url, health
+    yield url, health, process.pid
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
 
@@ -214,7 +220,7 @@ def service(finetuned_model, tmp_path_factory):
 @pytest.mark.ray
 def test_the_service_answers_with_the_scores_of_rcmae_score_and_the_api(service, detector, finetuned_model,
                                                                          toy_root, tmp_path):
-    url, health = service
+    url, health, _ = service
     assert health["status"] == "ok" and health["machines"] == detector.machines
     clips = valve_clips(toy_root)
     long = tmp_path / "long_id_00.wav"  # 6 s: windowed
@@ -249,7 +255,7 @@ def test_the_service_answers_with_the_scores_of_rcmae_score_and_the_api(service,
 @pytest.mark.slow
 @pytest.mark.ray
 def test_bad_uploads_get_a_4xx_with_the_reason(service, toy_root):
-    url, _ = service
+    url, _, _ = service
     clip = valve_clips(toy_root)[0].read_bytes()
     assert post(url + "score?machine_type=valve&machine_id=00", b"not audio at all")[0] == 400
     assert post(url + "score?machine_type=valve&machine_id=00", clip, "text/plain")[0] == 415
@@ -275,10 +281,45 @@ def test_bad_uploads_get_a_4xx_with_the_reason(service, toy_root):
 
 @pytest.mark.slow
 @pytest.mark.ray
+def test_uploads_that_never_arrive_get_408_and_hold_the_service_no_longer(service, toy_root):
+    """More stalled uploads (headers sent, body never) than a replica takes requests at once: each is answered 408
+    after --upload-timeout-s, and a real request sent after them is scored."""
+    url, _, _ = service
+    host, port = url.split("/")[2].split(":")
+    stalled = []
+    for _ in range(70):
+        connection = socket.create_connection((host, int(port)), timeout=60)
+        connection.sendall(b"POST /score?machine_type=valve&machine_id=00 HTTP/1.1\r\nHost: " + host.encode() +
+                           b"\r\nContent-Type: audio/wav\r\nContent-Length: 100000\r\n\r\nRIFF")
+        stalled.append(connection)
+    try:
+        status, answer = post(url + "score?machine_type=valve&machine_id=00", valve_clips(toy_root)[0].read_bytes())
+        assert status == 200 and answer["machine"] == "valve/00"
+        for connection in stalled:
+            answer = connection.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert f"did not arrive within {UPLOAD_TIMEOUT_S} s".encode() in answer
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_every_listener_of_a_local_service_is_on_loopback(service):
+    """Serve's proxy, the controller, the replica and its inter-deployment gRPC server (which Serve binds to every
+    interface) and Ray's own servers: all on 127.0.0.1 when `rcmae serve` starts its own Ray."""
+    _, _, pid = service
+    listeners, beyond = beyond_loopback(pid)
+    assert len(listeners) >= 10 and beyond == [], f"listening beyond loopback: {beyond}"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
 def test_the_page_shows_the_score_in_a_real_browser(service, toy_root, tmp_path):
     if not (os.environ.get("CHROMIUM") or shutil.which("chromium")):
         pytest.skip("no Chromium here: apt-get install chromium (CI installs it)")
-    url, _ = service
+    url, _, _ = service
     clip = valve_clips(toy_root)[0]
     screenshot = tmp_path / "page.png"
     shown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_page.py"), "--url", url, "--clip",

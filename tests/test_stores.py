@@ -287,7 +287,7 @@ def test_each_stage_command_reads_and_writes_store_folders(s3_server, ray_sessio
     local = evaluate_checkpoint(fetched(f"{uri}/finetune/model"), None, tmp_path / "evaluation",
                                 features_dir=fetched(f"{uri}/augment/features"))
     stored_metrics = json.loads(s3_server.get_object(Bucket=BUCKET, Key="steps/evaluation/metrics.json")["Body"].read())
-    assert stored_metrics["mean"] == pytest.approx(local["mean"], rel=1e-5)
+    assert stored_metrics["mean"] == pytest.approx(local.mean, rel=1e-5)
 
 
 @pytest.mark.slow

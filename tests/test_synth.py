@@ -66,7 +66,7 @@ def test_difficulty_is_calibrated(toy_root, tiny_config):
         scores = floor_scores(gaussians, specs(test), ["k"] * len(test))
         labels = np.array([r["label"] == "anomaly" for r in test], dtype=int)
         per_id.append(dict(machine_type=key[0], machine_id=key[1], **id_metrics(labels, scores)))
-    mean = summarize(per_id)["mean"]
+    mean = summarize(per_id).mean
     assert 0.6 <= mean["auc"] <= 0.9, mean
 
 

@@ -42,8 +42,8 @@ def test_both_stages_and_the_evaluation_write_their_curves(toy_features, quick_c
     assert [step for step, _ in stage2["finetune/loss_eq10"]] == [1, 2]
     metrics = evaluate_checkpoint(model, None, tmp_path / "evaluation", features_dir=toy_features)
     final = scalars(tmp_path / "evaluation" / tracking.FOLDER)
-    assert final["evaluation/auc/mean"] == [(0, pytest.approx(metrics["mean"]["auc"]))]
-    for machine_type, values in metrics["per_type"].items():
+    assert final["evaluation/auc/mean"] == [(0, pytest.approx(metrics.mean["auc"]))]
+    for machine_type, values in metrics.per_type.items():
         assert final[f"evaluation/pauc/{machine_type}"] == [(0, pytest.approx(values["pauc"]))]
 
 
@@ -101,7 +101,7 @@ def test_a_job_logs_params_epochs_and_final_metrics_to_an_mlflow_run(mlflow_serv
     history = client.get_metric_history(target.run_id, "pretrain/loss_eq8")
     assert sorted(m.step for m in history) == [1, 2]
     assert sorted(m.step for m in client.get_metric_history(target.run_id, "finetune/supcon_eq9")) == [1, 2]
-    assert run.data.metrics["evaluation/auc/mean"] == pytest.approx(metrics["mean"]["auc"])
+    assert run.data.metrics["evaluation/auc/mean"] == pytest.approx(metrics.mean["auc"])
     artifacts = {a.path for a in client.list_artifacts(target.run_id)}
     assert {"metrics.json", "model"} <= artifacts
     assert "meta.json" in {Path(a.path).name for a in client.list_artifacts(target.run_id, "model")}

@@ -11,6 +11,7 @@ from rcmae.config import ConfigError
 from rcmae.detect.detector import GAUSSIAN_PARTS, PROFILES
 from rcmae.detect.patches import PatchModel
 from rcmae.evaluate.dcase_csv import score_file
+from rcmae.evaluate.metrics import Metrics
 from rcmae.evaluate.recordings import score_recordings
 from rcmae.evaluate.results import evaluate_checkpoint
 from rcmae.models.checkpoint import load_checkpoint, load_detector_arrays, save_checkpoint, save_detector_arrays
@@ -84,13 +85,14 @@ def test_a_torn_checkpoint_is_passed_over_and_the_resume_equals_an_uninterrupted
 def test_evaluation_files_reproduce_metrics(trained, toy_root, tmp_path):
     _, _, _, model = trained
     metrics = evaluate_checkpoint(model, toy_root / "dev_data" / "fan", tmp_path)
-    assert {r["machine_id"] for r in metrics["per_id"]} == {"00", "02", "04"}
-    for row in metrics["per_id"]:
+    assert {r["machine_id"] for r in metrics.per_id} == {"00", "02", "04"}
+    for row in metrics.per_id:
         scores = read_scores(score_file(tmp_path, "fan", row["machine_id"]))
         labels = [name.startswith("anomaly") for name in scores]
         assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
         assert row["pauc"] == pytest.approx(roc_auc_score(labels, list(scores.values()), max_fpr=0.1))
-    assert set(metrics["methods"]) == set(SCORES)
+    assert set(metrics.methods) == set(SCORES)
+    assert Metrics.read(tmp_path / "metrics.json") == metrics  # the file holds what was returned
 
 
 def test_checkpoint_round_trip_gives_identical_scores(trained, toy_root, tmp_path):
@@ -126,8 +128,8 @@ def test_tiny_preset_beats_random_on_the_toy_factory(toy_root, toy_features, tmp
     model = finetune_local(config, toy_features, pretrained, tmp_path / "finetune")
     results = [evaluate_checkpoint(model, toy_root / "dev_data" / machine, tmp_path / machine)
                for machine in ("fan", "valve")]
-    mean_auc = np.mean([r["mean"]["auc"] for r in results])
-    assert mean_auc > 0.55, [r["mean"] for r in results]
+    mean_auc = np.mean([r.mean["auc"] for r in results])
+    assert mean_auc > 0.55, [r.mean for r in results]
 
 
 def test_scoring_scores_every_readable_known_clip_and_lists_the_rest(trained, toy_root, tmp_path, capsys):

@@ -21,7 +21,9 @@ from rcmae.sections import ScoreConfig
 
 def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig, grid: tuple[int, int]) -> Detector:
     """The detector part of the machine IDs in `encoded` (the rows of one machine type, encoded by a model of this
-    patch grid: each ID is fitted on its own clips, a few-shot ID with the type's pooled covariance)."""
+    patch grid: each ID is fitted on its own clips, a few-shot ID with the type's pooled covariance). Rows are taken
+    in path order, whatever order the encoding delivered them in: the same clips give the same detector."""
+    encoded = encoded.sort_by([("path", "ascending")])
     return fit_detector(encoded_of(encoded, grid), machine_keys(encoded), classes, config,
                         paths=encoded.column("path").to_pylist())
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
-from rcmae.detect.detector import Detector, Encoded, anomaly_scores, check_fits, load_detector
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores
+from rcmae.detect.detector_files import check_fits, load_detector
 from rcmae.detect.floor import clip_statistics
 from rcmae.detect.patches import PATCH_DIMS, project_tokens
 from rcmae.detect.rhythm import envelope_autocorrelation

@@ -11,8 +11,11 @@ Re-running on the same folder processes only the clips no finished shard holds y
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ from rcmae.stores import Relocated, on_driver, relocated
 log = logging.getLogger(__name__)
 
 FEATURES, REJECTS, SUMMARY = "features", "rejects.parquet", "summary.json"
+CONTENT_NAME = re.compile(r"clips-[0-9a-f]{20}\.parquet")  # `name_by_content`
 
 
 def augmentation(augment: AugmentConfig, sample_rate: int, splits: tuple[str, ...] = ("train",),
@@ -158,9 +162,26 @@ def _augment(data_dir: str | Path, out_dir: Path, config: Config, limit: int | N
     return finalize(out_dir, index, clips, config.augment, time.time() - started, settings)
 
 
+def name_by_content(features_dir: Path) -> None:
+    """Each shard named after the clips it holds (their paths below the folder all of them share): Ray's write names
+    files by random IDs, and readers list shards by name, so two runs that wrote the same shards, from the same data
+    wherever it lies, read them in the same order only under such names."""
+    shards = {shard: pq.read_table(shard, columns=["path"])["path"].to_pylist()
+              for shard in sorted(features_dir.glob("*.parquet")) if not CONTENT_NAME.fullmatch(shard.name)}
+    every = [path for paths in shards.values() for path in paths]
+    if not every:
+        return
+    root = os.path.commonpath(every) if len(every) > 1 else os.path.dirname(every[0])
+    for shard, paths in shards.items():
+        below = "\n".join(os.path.relpath(path, root) for path in paths)
+        shard.rename(features_dir / f"clips-{hashlib.sha256(below.encode(errors='surrogateescape')).hexdigest()[:20]}"
+                                    ".parquet")
+
+
 def finalize(out_dir: Path, index: ClipIndex, clips: pa.Table, augment: AugmentConfig, seconds: float,
              settings: dict) -> dict:
     """rejects.parquet and summary.json from what the shards hold; checks every clip is there once."""
+    name_by_content(out_dir / FEATURES)
     table = pq.read_table(out_dir / FEATURES, columns=["path", "error", "split", "provenance"])
     paths = table["path"].to_pylist()
     if len(paths) != len(set(paths)):

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from rcmae.data.feature_table import META_COLUMNS
 from rcmae.detect.apply import fit_machine
-from rcmae.detect.detector import Detector, load_detector
+from rcmae.detect.detector import Detector
+from rcmae.detect.detector_files import load_detector
 from rcmae.detect.encode import TableEncoder
 from rcmae.distributed.runtime import inference_pool, require_feasible, scaling_plan
 from rcmae.errors import DataError

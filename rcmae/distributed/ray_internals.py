@@ -64,3 +64,40 @@ def torch_backend():
     from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
 
     return _TorchBackend, get_address_and_port, _set_torch_distributed_env_vars
+
+
+def serve_replica_grpc_on(host: str) -> None:
+    """Serve replicas (in this process) open their inter-deployment gRPC server on `host` rather than on every
+    interface: Ray 2.60's replica binds it to "[::]:0" when it has started, with no setting to choose (it calls
+    this module-level function after the deployment's constructor, which is where rcmae calls this)."""
+    from ray.serve._private import replica
+
+    bind = replica.add_port_to_grpc_server
+    if getattr(bind, "host", None) == host:
+        return
+
+    def bind_on_host(server, address: str) -> int:
+        return bind(server, address.replace("[::]:", f"{host}:", 1))
+
+    bind_on_host.host = host
+    replica.add_port_to_grpc_server = bind_on_host
+
+
+def worker_output_to_stderr() -> None:
+    """What Ray's workers and raylet print reaches this driver's stderr, their stdout lines included: Ray sends
+    those to the driver's stdout, which carries rcmae's results (`rcmae run > out.txt`). The stream a line came
+    from is a field of the message its log monitor publishes, read by a handler no public setting replaces."""
+    import functools
+
+    from ray._private import worker
+
+    dispatcher = worker.global_worker_stdstream_dispatcher
+    if not any(name == "ray_print_logs" for name, _ in dispatcher.handlers):  # log_to_driver=False: nothing to do
+        return
+    ignore_prefix = worker._should_ignore_worker_log_prefix(worker.global_worker)
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        worker.print_to_stdstream({**data, "is_err": True}, ignore_prefix=ignore_prefix)
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", functools.partial(to_stderr, ignore_prefix=ignore_prefix))

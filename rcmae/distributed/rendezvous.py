@@ -16,8 +16,8 @@ from datetime import timedelta
 from ray.train.torch import TorchConfig
 
 from rcmae.distributed.ray_internals import torch_backend
+from rcmae.distributed.runtime import LOOPBACK
 
-LOOPBACK = "127.0.0.1"
 _TorchBackend, address_and_port, set_distributed_env_vars = torch_backend()
 _listener: socket.socket | None = None  # rank 0's bound socket, kept open as long as its store serves
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from rcmae.distributed.ray_internals import (
     autoscaler_status_published,
     disable_cluster_mode,
     gcs_cluster_config,
+    worker_output_to_stderr,
 )
 from rcmae.errors import RcmaeError
 from rcmae.registry import AUGMENTERS
@@ -38,6 +40,26 @@ class ResourceError(RcmaeError):
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+LOOPBACK = "127.0.0.1"
+
+
+STATE_API_ENV = "RAY_API_SERVER_ADDRESS"  # where Ray's state API calls go when they name no address
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def on_loopback_node() -> bool:
+    """Whether this Ray process runs on a local instance `loopback_only` started (its node address is loopback):
+    then whatever it opens itself belongs on loopback too."""
+    import ray.util
+
+    return ray.util.get_node_ip_address() == LOOPBACK
 
 
 @contextmanager
@@ -74,11 +96,17 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         # address "local": a new instance of its own, never a `ray start` cluster already on this machine (which a
         # bare `ray.init()` would join through Ray's current-cluster file); with the dashboard: it serves Ray's
         # state API, which Ray Train polls (and complains about without)
+        # Ray's state API, asked without an address (as Ray Train's placement-group cleaner asks whether its
+        # controller lives), finds "the" instance on the machine from Ray's files: beside another instance it asked
+        # that one, found no controller and removed the training's placement group. Its workers are told which.
+        port = free_loopback_port()
         with loopback_only():
-            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-                               dashboard_host="127.0.0.1", configure_logging=True, logging_level="warning")
+            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
+                               dashboard_port=port, configure_logging=True, logging_level="warning",
+                               runtime_env={"env_vars": {STATE_API_ENV: f"http://{LOOPBACK}:{port}"}})
         log.info(f"ray: a local instance of its own (RAY_ADDRESS names no cluster to join); dashboard at "
                  f"http://{context.dashboard_url}")
+    worker_output_to_stderr()  # stdout carries results only
     import ray.data
 
     # bars on a terminal; in a log (a file, `ray job logs`, CI) they are fragments and escape codes

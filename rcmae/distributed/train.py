@@ -18,7 +18,7 @@ import torch
 from rcmae import tracking
 from rcmae.config import Config
 from rcmae.data.feature_table import read_feature_table
-from rcmae.detect.detector import save_detector
+from rcmae.detect.detector_files import save_detector
 from rcmae.distributed.inference import fit_detector_ray, usable_rows
 from rcmae.distributed.ray_internals import quiet_train_report_lines
 from rcmae.distributed.runtime import require_group_feasible, scaling_plan
@@ -117,12 +117,27 @@ def _worker(loop_config: dict) -> None:
 
 
 def train_dataset(config: Config, stage: Stage, features_dir: str | Path):
-    """The stage's train rows as a Ray dataset that draws a new block order every epoch (the pipeline wrote
-    clips in a random order, so every block mixes machine IDs); cached in the object store when configured."""
+    """The stage's train rows as a Ray dataset, its blocks in an order seeded by the stage's seed (the pipeline wrote
+    clips in a random order, so every block mixes machine IDs; each epoch's batches are drawn from them by the
+    epoch's own seeded shuffle); cached in the object store when configured. With the shards' content names and
+    the order kept from the read to the split (`data_config`), every worker gets the same rows in the same order
+    in every run with the seed."""
     dataset = usable_rows(features_dir, stage.columns(config), "train")
+    # its blocks in the files' order when read and cached too (the dataset's own copy of the context, shared by
+    # the datasets derived from it): read tasks finish in any order
+    dataset.context.execution_options.preserve_order = True
     if config.scale.cache_dataset:
         dataset = dataset.materialize()
-    return dataset.randomize_block_order()
+    return dataset.randomize_block_order(seed=stage.section(config).seed)
+
+
+def data_config():
+    """Blocks reach the workers in the dataset's order (Ray's default lets a faster read task overtake), so the
+    split between workers, dealt to whichever has had fewest rows, is the same in every run."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig
+
+    return DataConfig(execution_options=ExecutionOptions(preserve_order=True))
 
 
 def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: CheckpointMeta, run_name: str,
@@ -152,7 +167,7 @@ def _fit(config: Config, stage: Stage, features_dir: Path, out_dir: Path, meta: 
             checkpoint_config=CheckpointConfig(num_to_keep=config.scale.keep_checkpoints,
                                                checkpoint_score_attribute="loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.scale.max_failures), callbacks=callbacks or []),
-        datasets={"train": dataset},
+        datasets={"train": dataset}, dataset_config=data_config(),
     )
     log.info(f"[{stage.name}] Ray Train: {plan.num_workers} worker(s), {plan.backend}, "
              f"{'GPU' if plan.use_gpu else 'CPU'}, run {shared(out_dir.resolve() / 'ray_results')}/{run_name}")

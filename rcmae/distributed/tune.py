@@ -43,6 +43,7 @@ from rcmae.config import Config, load_config
 from rcmae.config_input import load_yaml
 from rcmae.data.run_folder import sync, writing
 from rcmae.errors import ConfigError, RcmaeError, bounded, one_line
+from rcmae.evaluate.metrics import Metrics
 from rcmae.interrupts import sweep_interrupts
 from rcmae.sections import ScaleConfig
 from rcmae.stores import clear, is_uri, mirror_of, reading, shared
@@ -135,10 +136,10 @@ def trial_config(base: Config, params: dict, normalize_weights: bool = True) -> 
     return config
 
 
-def flat_metrics(metrics: dict) -> dict:
+def flat_metrics(metrics: Metrics) -> dict:
     """mean and per-type AUC/pAUC as flat keys: auc, pauc, auc_fan, pauc_fan, ..."""
-    flat = {"auc": metrics["mean"]["auc"], "pauc": metrics["mean"]["pauc"]}
-    for machine_type, values in metrics["per_type"].items():
+    flat = {"auc": metrics.mean["auc"], "pauc": metrics.mean["pauc"]}
+    for machine_type, values in metrics.per_type.items():
         flat[f"auc_{machine_type}"] = values["auc"]
         flat[f"pauc_{machine_type}"] = values["pauc"]
     return flat

@@ -9,12 +9,18 @@ highest-scoring normals, i.e. the raw partial ROC area divided by p (random abou
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
+
+METRICS_FILE = "metrics.json"
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -57,9 +63,48 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def summarize(per_id: list[dict]) -> dict:
-    """`per_id` rows hold machine_type, machine_id, auc, pauc (and more): DESIGN.md's metrics.json shape,
-    arithmetic means per type and then over types (as DCASE 2020)."""
+@dataclass
+class Metrics:
+    """An evaluation's results as metrics.json holds them. `per_id` rows: machine_type, machine_id, auc, pauc,
+    pauc_eq12, n_normal, n_anomaly (and a `note` where pauc_eq12 is undefined); `per_type` and `mean`: their
+    arithmetic means per machine type, then over types (as DCASE 2020). Present where they apply: `method`, the
+    score (or reference) the results are of; `methods`, every score method's `mean` (an RC-MAE evaluation);
+    `not_evaluated`, the machine IDs left out and why; `domains`, DCASE 2021-2025's per-section scores
+    (`summarize_domains`); `families`, results per fault family (`rcmae.evaluate.families`); `train_seconds`, a
+    reference's fitting time."""
+
+    per_id: list[dict] = field(default_factory=list)
+    per_type: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    mean: dict[str, float | None] = field(default_factory=dict)
+    not_evaluated: list[dict] = field(default_factory=list)
+    domains: dict | None = None
+    families: dict | None = None
+    method: str | None = None
+    train_seconds: float | None = None
+    methods: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The three summaries, then each part that applies (in the fields' order)."""
+        data = dataclasses.asdict(self)
+        return {name: value for name, value in data.items()
+                if name in ("per_id", "per_type", "mean") or value not in (None, [], {})}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Metrics":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Metrics":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+    def write(self, folder: str | Path) -> None:
+        (Path(folder) / METRICS_FILE).write_text(json.dumps(self.to_json(), indent=1))
+
+
+def summarize(per_id: list[dict]) -> Metrics:
+    """`per_id` rows hold machine_type, machine_id, auc, pauc (and more): their means per type and then over
+    types (as DCASE 2020)."""
     by_type: dict[str, list[dict]] = defaultdict(list)
     for row in per_id:
         by_type[row["machine_type"]].append(row)
@@ -67,7 +112,7 @@ def summarize(per_id: list[dict]) -> dict:
     per_type = {t: {k: _mean([r[k] for r in rows]) for k in keys if k in rows[0]}
                 for t, rows in sorted(by_type.items())}
     mean = {k: _mean([v[k] for v in per_type.values()]) for k in keys if all(k in v for v in per_type.values())}
-    return {"per_id": per_id, "per_type": per_type, "mean": mean}
+    return Metrics(per_id=per_id, per_type=per_type, mean=mean)
 
 
 DOMAINS = ("source", "target")

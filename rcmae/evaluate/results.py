@@ -8,7 +8,6 @@ inference (`rcmae.distributed.inference`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +23,7 @@ from rcmae.detect.encode import score_column, score_values
 from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import write_id_results
 from rcmae.evaluate.families import family_metrics, fault_families
-from rcmae.evaluate.metrics import id_metrics, section_domain_metrics, summarize, summarize_domains
+from rcmae.evaluate.metrics import Metrics, id_metrics, section_domain_metrics, summarize, summarize_domains
 from rcmae.evaluate.test_split import data_test_split, feature_test_split
 from rcmae.models.checkpoint import CheckpointMeta, read_meta
 from rcmae.registry import SCORES
@@ -35,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, decisions: np.ndarray,
-                     max_fpr: float = 0.1, extra: dict | None = None, families: dict[str, str] | None = None,
-                     expected: list[str] | None = None) -> dict:
+                     max_fpr: float = 0.1, method: str | None = None, train_seconds: float | None = None,
+                     families: dict[str, str] | None = None,
+                     expected: list[str] | None = None) -> Metrics:
     """`rows` hold path, machine_type, machine_id, file_name, label and domain per scored clip. Writes the CSVs
     for every ID (or section), and metrics for every one with both normal and anomalous clips; for data with a
     target domain also DCASE 2021-2025's per-domain scores (`domains`); with `families` (clip path -> fault
@@ -67,17 +67,14 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
     for key in sorted(set(expected or ()) - {f"{t}/{i}" for t, i in groups}):
         machine_type, machine_id = key.split("/", 1)
         not_evaluated.append(dict(machine_type=machine_type, machine_id=machine_id, reason="no test clips"))
-    metrics = summarize(per_id) if per_id else {"per_id": [], "per_type": {}, "mean": {}}
-    if not_evaluated:
-        metrics["not_evaluated"] = not_evaluated
+    metrics = summarize(per_id)
+    metrics.not_evaluated, metrics.method, metrics.train_seconds = not_evaluated, method, train_seconds
     if per_section:
-        metrics["domains"] = summarize_domains(per_section)
+        metrics.domains = summarize_domains(per_section)
     if families:
         by_family = family_metrics(rows, np.asarray(scores, dtype=float), families, max_fpr)
-        if by_family["per_family"]:
-            metrics["families"] = by_family
-    metrics.update(extra or {})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        metrics.families = by_family if by_family["per_family"] else None
+    metrics.write(out)
     return metrics
 
 
@@ -105,7 +102,7 @@ def decisions(scored: pa.Table, method: str, meta: CheckpointMeta) -> np.ndarray
 
 
 def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, method: str | None = None,
-                 families: dict[str, str] | None = None) -> dict:
+                 families: dict[str, str] | None = None) -> Metrics:
     """DCASE CSVs and metrics.json of `method` (the model's configured one by default) in `out_dir`, the
     other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means (and, with
     `families`, every method's results per fault family)."""
@@ -122,20 +119,20 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
             if other != method:
                 comparison[other] = write_evaluation(
                     staging / "other_methods" / other, rows, score_values(scored, other),
-                    decisions(scored, other, meta), score_config.max_fpr, families=families)["mean"]
+                    decisions(scored, other, meta), score_config.max_fpr, families=families).mean
         metrics = write_evaluation(staging, rows, score_values(scored, method),
                                    decisions(scored, method, meta), score_config.max_fpr,
-                                   extra={"method": method}, families=families, expected=meta.classes)
-        metrics["methods"] = {method: metrics["mean"], **comparison}
-        if metrics.get("not_evaluated"):
-            log.warning("evaluation: %s", not_evaluated_line(metrics["not_evaluated"]))
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+                                   method=method, families=families, expected=meta.classes)
+        metrics.methods = {method: metrics.mean, **comparison}
+        if metrics.not_evaluated:
+            log.warning("evaluation: %s", not_evaluated_line(metrics.not_evaluated))
+        metrics.write(staging)
         write_final_metrics(staging, metrics)
     return metrics
 
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None, out_dir: str | Path,
-                        method: str | None = None, features_dir: str | Path | None = None) -> dict:
+                        method: str | None = None, features_dir: str | Path | None = None) -> Metrics:
     """In-process: scores the test clips (from `features_dir`'s Parquet, else read from `data_dir`) and
     writes the DCASE CSVs and metrics.json to `out_dir` (with per-family results for labelled faults)."""
     checkpoint_dir = fetched(checkpoint_dir)  # a store URI: its local copy

@@ -3,7 +3,6 @@ t-SNE of test embeddings after each stage (the paper's Figures 3-4) and the loss
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_valu
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
 from rcmae.evaluate.maps import plot_map, pyplot, region_mask
+from rcmae.evaluate.metrics import METRICS_FILE, Metrics
 from rcmae.evaluate.results import not_evaluated_line
 from rcmae.models.checkpoint import load_checkpoint, read_meta
 from rcmae.registry import SCORES
@@ -88,25 +88,25 @@ def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def _metrics_table(rows: dict[str, dict]) -> str:
-    rows = {name: metrics for name, metrics in rows.items() if metrics["per_type"]}
+def _metrics_table(rows: dict[str, Metrics]) -> str:
+    rows = {name: metrics for name, metrics in rows.items() if metrics.per_type}
     if not rows:
         return ("The test split is unlabelled (evaluation mode): no AUC or pAUC. Every clip's score and decision "
                 "are in `evaluation/anomaly_score_*.csv` and `evaluation/decision_result_*.csv`.")
-    types = sorted(next(iter(rows.values()))["per_type"])
+    types = sorted(next(iter(rows.values())).per_type)
     head = "| model | " + " | ".join(f"{t} AUC / pAUC" for t in types) + " | mean AUC / pAUC |"
     lines = [head, "|" + "---|" * (len(types) + 2)]
     for name, metrics in rows.items():
-        cells = [f"{metrics['per_type'][t]['auc']:.3f} / {metrics['per_type'][t]['pauc']:.3f}" for t in types]
+        cells = [f"{metrics.per_type[t]['auc']:.3f} / {metrics.per_type[t]['pauc']:.3f}" for t in types]
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | **{metrics['mean']['auc']:.3f} / {metrics['mean']['pauc']:.3f}** |")
+                     + f" | **{metrics.mean['auc']:.3f} / {metrics.mean['pauc']:.3f}** |")
     return "\n".join(lines)
 
 
-def _domain_table(rows: dict[str, dict]) -> str:
+def _domain_table(rows: dict[str, Metrics]) -> str:
     """DCASE 2021-2025's scores, for data with a target domain: per machine type the harmonic means over its
     sections of the source AUC, the target AUC and the pAUC, and the official score (their harmonic mean)."""
-    rows = {name: metrics["domains"] for name, metrics in rows.items() if metrics.get("domains")}
+    rows = {name: metrics.domains for name, metrics in rows.items() if metrics.domains}
     if not rows:
         return ""
     types = sorted(next(iter(rows.values()))["per_type"])
@@ -125,10 +125,10 @@ def _domain_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _family_table(rows: dict[str, dict]) -> str:
+def _family_table(rows: dict[str, Metrics]) -> str:
     """AUC per machine type and fault family for every model with per-family results, then the means per kind
     of fault; the floor's column is what the others must beat."""
-    rows = {name: metrics["families"] for name, metrics in rows.items() if metrics.get("families")}
+    rows = {name: metrics.families for name, metrics in rows.items() if metrics.families}
     if not rows:
         return ""
     names = list(rows)
@@ -234,47 +234,47 @@ def tsne_sample(test_rows, limit: int = TSNE_CLIPS, seed: int = 0) -> pa.Table:
     return pool.drop_columns(["_key"])
 
 
-def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict, references: dict[str, dict],
+def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: Metrics, references: dict[str, Metrics],
                  pretrain_dir: Path, finetune_dir: Path, summary: dict, timings: dict, map_rows: pa.Table,
                  regions: dict[str, dict]) -> Path:
-    """report.md: RC-MAE's results beside the references' (`references`: reference name -> metrics.json), with
+    """report.md: RC-MAE's results beside the references' (`references`: reference name -> its metrics), with
     the anomaly maps of `map_rows` (feature rows of the `top_anomalies`; their true `regions` where known)."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    maps_section = plot_top_maps(map_rows, finetune_dir, metrics["method"], regions, plots)
-    plot_roc(scored, metrics["method"], plots / "roc.png")
+    maps_section = plot_top_maps(map_rows, finetune_dir, metrics.method, regions, plots)
+    plot_roc(scored, metrics.method, plots / "roc.png")
     plot_tsne(pretrain_dir, tsne_rows, "t-SNE after pre-training (stage 1)", plots / "tsne_pretrain.png")
     plot_tsne(finetune_dir, tsne_rows, "t-SNE after fine-tuning (stage 2)", plots / "tsne_finetune.png")
     finetuned = read_meta(finetune_dir)
     histories = {"pre-training": read_meta(pretrain_dir).history, "fine-tuning": finetuned.history}
     plot_losses(histories, plots / "losses.png")
-    rows = {f"RC-MAE, `{metrics['method']}` score ({SCORES[metrics['method']].origin})": metrics}
-    fusion = FUSIONS.get(metrics["method"])
+    rows = {f"RC-MAE, `{metrics.method}` score ({SCORES[metrics.method].origin})": metrics}
+    fusion = FUSIONS.get(metrics.method)
     for member in fusion.members if fusion else ():  # what each part of the fused score hears on its own
-        other = out / "evaluation" / "other_methods" / member / "metrics.json"
+        other = out / "evaluation" / "other_methods" / member / METRICS_FILE
         if other.exists():
-            rows[f"&nbsp;&nbsp;its part `{member}`"] = json.loads(other.read_text())
-    paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / "metrics.json"
-    if metrics["method"] != PAPER_SCORE and paper_file.exists():
-        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE].origin})"] = json.loads(paper_file.read_text())
+            rows[f"&nbsp;&nbsp;its part `{member}`"] = Metrics.read(other)
+    paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / METRICS_FILE
+    if metrics.method != PAPER_SCORE and paper_file.exists():
+        rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE].origin})"] = Metrics.read(paper_file)
     for name, label in (("dcase2020_ae", "DCASE 2020 AE baseline"), ("floor", "floor: per-ID Gaussian on log-mel "
                                                                              "mean + std")):
         if name in references:
             rows[label] = references[name]
     family_rows = dict(rows)  # every score of the model: the per-family table is where they differ
-    for method in metrics["methods"]:
-        other = out / "evaluation" / "other_methods" / method / "metrics.json"
-        if method not in (metrics["method"], PAPER_SCORE, *(fusion.members if fusion else ())) and other.exists():
-            family_rows[f"RC-MAE, `{method}`"] = json.loads(other.read_text())
+    for method in metrics.methods:
+        other = out / "evaluation" / "other_methods" / method / METRICS_FILE
+        if method not in (metrics.method, PAPER_SCORE, *(fusion.members if fusion else ())) and other.exists():
+            family_rows[f"RC-MAE, `{method}`"] = Metrics.read(other)
     methods = "\n".join(f"- `{m}` ({SCORES[m].origin}): mean AUC {v['auc']:.3f}, pAUC {v['pauc']:.3f}"
-                        for m, v in metrics["methods"].items() if v)
+                        for m, v in metrics.methods.items() if v)
     unlabelled = sorted(set(machine_keys(scored.filter(pc.invert(
         pc.is_in(scored["label"], pa.array(["normal", "anomaly"])))))))
     if unlabelled:
         methods += (f"\n\nUnlabelled test clips (scored, written to the CSVs, not in the metrics): machines "
                     f"{', '.join(unlabelled)}.")
-    if metrics.get("not_evaluated"):
-        methods += f"\n\n{not_evaluated_line(metrics['not_evaluated'])}."
+    if metrics.not_evaluated:
+        methods += f"\n\n{not_evaluated_line(metrics.not_evaluated)}."
     made = finetuned.made_with()
     few_shot = finetuned.detector.few_shot if finetuned.detector else []
     if few_shot:
@@ -283,8 +283,8 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: dict
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
 
-{provenance_line(made.preset, made.augment, metrics["method"])}
-{_fusion_note(metrics["method"])}
+{provenance_line(made.preset, made.augment, metrics.method)}
+{_fusion_note(metrics.method)}
 
 pAUC is the DCASE value (`roc_auc_score(..., max_fpr=0.1)`, McClish-standardised: random = 0.5);
 the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.

@@ -50,7 +50,6 @@ def mae_init(module: nn.Module) -> None:
 class RCMAE(nn.Module):
     def __init__(self, *, model: ModelConfig, features: FeatureConfig, num_classes: int = 0):
         super().__init__()
-        assert model.embed_dim % 4 == 0 and model.decoder_embed_dim % 4 == 0, "2-D sin-cos needs width % 4 == 0"
         self.model_config, self.feature_config = model, features
         num_patches = features.num_patches
         self.patch_embed = nn.Linear(features.patch_dim, model.embed_dim)

@@ -30,6 +30,8 @@ from starlette.formparsers import MultiPartException
 
 import rcmae
 from rcmae.api import Detector, Prepared, Result
+from rcmae.distributed.ray_internals import serve_replica_grpc_on
+from rcmae.distributed.runtime import LOOPBACK, on_loopback_node
 from rcmae.errors import RcmaeError
 from rcmae.models.checkpoint import META
 from rcmae.serve.uploads import Limits, UploadError, check_declared_size, check_origin, media_type, read_upload
@@ -38,6 +40,7 @@ from rcmae.stores import fetched
 
 log = logging.getLogger(__name__)
 PAGE = resources.files("rcmae.serve").joinpath("page.html")
+KEEP_ALIVE_S = 5  # an idle connection is closed after this long (uvicorn's default; Serve's 90 s lets them pile up)
 api = FastAPI(title="rcmae", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -62,7 +65,8 @@ class ServiceSettings:
     @classmethod
     def from_args(cls, args: dict) -> "ServiceSettings":
         """Settings from a Serve config's `args` (or `serve run ... key=value`): every value may be a string."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"limits"} | {"max_upload_mb", "max_seconds"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"limits"} | {"max_upload_mb", "max_seconds",
+                                                                          "upload_timeout_s"}
         unknown = sorted(set(args) - known)
         if unknown:
             raise RcmaeError(f"unknown service argument(s) {', '.join(unknown)}: choose from "
@@ -71,7 +75,8 @@ class ServiceSettings:
             raise RcmaeError("the service needs checkpoint=DIR (a fine-tuned model folder)")
         try:
             limits = Limits(int(float(args.get("max_upload_mb", Limits.max_bytes / 2**20)) * 2**20),
-                            float(args.get("max_seconds", Limits.max_seconds)))
+                            float(args.get("max_seconds", Limits.max_seconds)),
+                            float(args.get("upload_timeout_s", Limits.arrival_seconds)))
             return cls(checkpoint=str(args["checkpoint"]), method=args.get("method") or None,
                        aggregate=str(args.get("aggregate", "mean")),
                        max_batch_size=int(args.get("max_batch_size", 8)),
@@ -125,6 +130,8 @@ async def read_form(request: Request, limits: Limits, machine_type: str | None, 
 @serve.ingress(api)
 class ScoreService:
     def __init__(self, settings: ServiceSettings):
+        if on_loopback_node():  # a local instance: this replica's own gRPC server on loopback too
+            serve_replica_grpc_on(LOOPBACK)
         self.settings = settings
         self.detector = Detector.load(settings.checkpoint, settings.method, settings.aggregate)
         self.score_batch.set_max_batch_size(settings.max_batch_size)
@@ -148,11 +155,15 @@ class ScoreService:
         try:
             check_origin(request.headers.get("origin"), request.headers.get("host"), self.settings.allow_origins)
             check_declared_size(request.headers.get("content-length"), limits)
-            if media_type(request.headers.get("content-type")) == "multipart":
-                data, filename, machine_type, machine_id = await read_form(request, limits, machine_type,
-                                                                           machine_id, filename)
-            else:
-                data = await read_body(request, limits)
+            try:
+                async with asyncio.timeout(limits.arrival_seconds):
+                    if media_type(request.headers.get("content-type")) == "multipart":
+                        data, filename, machine_type, machine_id = await read_form(request, limits, machine_type,
+                                                                                   machine_id, filename)
+                    else:
+                        data = await read_body(request, limits)
+            except TimeoutError:
+                raise UploadError(408, f"the upload did not arrive within {limits.arrival_seconds:g} s") from None
             prepared = await asyncio.to_thread(read_upload, data, filename, machine_type, machine_id,
                                                self.detector, limits)
         except UploadError as refused:
@@ -204,7 +215,7 @@ def build(args: dict):
                        int(replicas) if replicas is not None else None)
 
 
-def run_service(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000,
+def run_service(settings: ServiceSettings, host: str = LOOPBACK, port: int = 8000,
                 replicas: int | None = None) -> None:
     """`rcmae serve`: the application on this machine's Ray (or RAY_ADDRESS's) until Ctrl-C or SIGTERM."""
     from rcmae.distributed.runtime import ensure_ray
@@ -213,7 +224,7 @@ def run_service(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 
     if not os.environ.get("RAY_ADDRESS"):  # a local Ray: Serve's proxy will listen here
         require_free(host, port)
     ensure_ray()
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": KEEP_ALIVE_S})
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         serve.run(application(settings, replicas), name="rcmae", route_prefix="/")

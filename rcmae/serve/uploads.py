@@ -27,10 +27,15 @@ WAV_FORMATS = ("WAV", "WAVEX", "RF64")
 class Limits:
     max_bytes: int = 32 * 2**20    # an upload's size: 17 minutes of 16 kHz 16-bit mono
     max_seconds: float = 600.0     # a recording's length
+    # how long an upload may take to arrive once its headers have: a request waiting for its body holds one of the
+    # replica's request slots, so a client that never sends it would hold the slot for as long as it stays connected
+    arrival_seconds: float = 30.0
 
     def __post_init__(self):
-        if not (self.max_bytes >= 1 and math.isfinite(self.max_seconds) and self.max_seconds > 0):
-            raise RcmaeError(f"upload limits must be positive: {self.max_bytes} bytes, {self.max_seconds} s")
+        if not (self.max_bytes >= 1 and all(math.isfinite(s) and s > 0 for s in (self.max_seconds,
+                                                                                  self.arrival_seconds))):
+            raise RcmaeError(f"upload limits must be positive: {self.max_bytes} bytes, {self.max_seconds} s long, "
+                             f"{self.arrival_seconds} s to arrive")
 
 
 class UploadError(RcmaeError):

@@ -17,7 +17,7 @@ from rcmae import tracking
 from rcmae.config import Config
 from rcmae.data.feature_table import META_COLUMNS, stream_rows
 from rcmae.detect.apply import fit_from_rows
-from rcmae.detect.detector import save_detector
+from rcmae.detect.detector_files import save_detector
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import checkpoint_problem
 from rcmae.train import setup
