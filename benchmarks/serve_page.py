@@ -62,7 +62,8 @@ class DevTools:
         return value
 
 
-async def check_page(url: str, clip: Path, machine: str | None, out: Path, seconds: float = 60) -> dict:
+async def check_page(url: str, clip: Path, machine: str | None, out: Path, token: str | None = None,
+                     seconds: float = 60) -> dict:
     """{"score", "decision", "verdict"} as the page shows them after uploading `clip`; the screenshot in `out`."""
     with tempfile.TemporaryDirectory() as profile:
         process = subprocess.Popen([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -86,6 +87,8 @@ async def check_page(url: str, clip: Path, machine: str | None, out: Path, secon
                                         "the model's machines")
                     if machine:
                         await page.value(f"document.getElementById('machine').value = {json.dumps(machine)}")
+                    if token:  # typed into the page's token field, as a user does
+                        await page.value(f"document.getElementById('token').value = {json.dumps(token)}")
                     root = (await page.call("DOM.getDocument"))["root"]["nodeId"]
                     node = (await page.call("DOM.querySelector", nodeId=root, selector="#file"))["nodeId"]
                     await page.call("DOM.setFileInputFiles", nodeId=node, files=[str(clip.resolve())])
@@ -110,8 +113,10 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, required=True)
     parser.add_argument("--machine", help="type/ID to pick in the page (default: the first)")
     parser.add_argument("--out", type=Path, default=Path("page.png"))
+    parser.add_argument("--token-file", type=Path, help="the service's token file (rcmae serve --token-file)")
     args = parser.parse_args()
-    shown = asyncio.run(check_page(args.url, args.clip, args.machine, args.out))
+    token = args.token_file.read_text().strip() if args.token_file else None
+    shown = asyncio.run(check_page(args.url, args.clip, args.machine, args.out, token))
     print(f"wrote {args.out}", file=sys.stderr)
     if shown["score"] is None:
         print(f"the page shows: {shown['verdict']}", file=sys.stderr)

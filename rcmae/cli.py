@@ -251,6 +251,9 @@ def _serve_command(sub) -> list[argparse.ArgumentParser]:
     p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
                    help="another site whose web pages may POST here, e.g. https://plant.example (repeatable; "
                         "requests from other pages get 403, the service's own page and non-browser clients pass)")
+    p.add_argument("--token-file", type=local_path, metavar="FILE",
+                   help="POST /score then needs `Authorization: Bearer <the file's token>` (401 without); use it "
+                        "whenever --host is not loopback (GET /healthz and the page stay open)")
     p.set_defaults(func=commands.cmd_serve)
     return [p]
 

@@ -4,6 +4,7 @@ library that print results on stdout and return the exit status."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -174,7 +175,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = Limits(int(args.max_upload_mb * 2**20), args.max_seconds, args.upload_timeout_s)
     settings = ServiceSettings(str(args.checkpoint), args.method, args.aggregate, args.max_batch_size,
-                               args.batch_wait_ms / 1000, limits, origins(args.allow_origin))
+                               args.batch_wait_ms / 1000, limits, origins(args.allow_origin),
+                               str(args.token_file) if args.token_file else None)
     run_service(settings, args.host, args.port, args.replicas)
     return EXIT.ok
 
@@ -215,9 +217,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def mlflow_uri(args: argparse.Namespace) -> str | None:
-    if (args.tracking == "mlflow") != (args.tracking_uri is not None):
-        raise RcmaeError("--tracking mlflow and --tracking-uri URI go together (TensorBoard files are always written)")
-    return args.tracking_uri
+    """With --tracking mlflow, the MLflow server: --tracking-uri, else MLflow's own MLFLOW_TRACKING_URI."""
+    if args.tracking != "mlflow":
+        if args.tracking_uri is not None:
+            raise RcmaeError("--tracking-uri URI needs --tracking mlflow (TensorBoard files are always written)")
+        return None
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RcmaeError("--tracking mlflow needs the MLflow server: --tracking-uri URI, or MLFLOW_TRACKING_URI")
+    return uri
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

@@ -7,13 +7,15 @@ its next epoch). The evaluation writes `evaluation/tensorboard/`: the final AUC 
 type (step 0). Under Ray Train only rank 0 writes, into the stage folder (on several nodes, storage every node
 sees, as for the checkpoints).
 
-With MLflow, `rcmae run` opens one MLflow run for the whole job (experiment `rcmae`, named after the run folder):
+With MLflow, `rcmae run` opens one MLflow run for the whole job (experiment `rcmae`, or MLFLOW_EXPERIMENT_NAME;
+the server --tracking-uri or MLFLOW_TRACKING_URI names; the run named after the run folder):
 the configuration as params, every epoch of both stages as metrics (the same keys and steps as TensorBoard's),
 the final AUC/pAUC, and report.md, metrics.json and the model folder as artifacts; the run ends FINISHED, or
 FAILED when the job fails."""
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,16 +75,21 @@ def require_mlflow() -> None:
         raise RcmaeError("--tracking mlflow needs MLflow: pip install 'rcmae[mlflow]' (or mlflow)") from None
 
 
+def experiment_name(default: str = "rcmae") -> str:
+    """MLflow's own MLFLOW_EXPERIMENT_NAME when set, else `default`."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or default
+
+
 @contextmanager
 def mlflow_run(uri: str, name: str, params: dict[str, str]) -> Iterator[MlflowTarget]:
-    """An MLflow run for the block (the experiment `rcmae` made when missing), active in this process."""
+    """An MLflow run for the block (in `experiment_name()`, made when missing), active in this process."""
     global _active
     require_mlflow()
     from mlflow.entities import Param
 
     client = MlflowTarget(uri, "").client()
-    experiment = client.get_experiment_by_name("rcmae")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment("rcmae")
+    experiment = client.get_experiment_by_name(experiment_name())
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name())
     run = client.create_run(experiment_id, run_name=name)
     target = MlflowTarget(uri, run.info.run_id)
     items = [Param(key, value[:6000]) for key, value in params.items()]

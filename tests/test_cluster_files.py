@@ -102,3 +102,37 @@ def test_the_job_runtime_envs_are_valid_and_pin_what_pyproject_pins():
     pinned = tomllib.loads((CLUSTER.parent / "pyproject.toml").read_text())["project"]["dependencies"]
     assert with_pip["pip"]["packages"] == [d for d in pinned if not d.startswith("ray[")]
     assert with_pip["env_vars"]["PYTHONPATH"] == "."
+
+
+def test_the_rayservice_runs_rcmae_serves_application_with_its_token_from_a_secret(finetuned_model, tmp_path):
+    from ray.serve.schema import ServeDeploySchema
+
+    from rcmae.serve.app import ServiceArgs
+
+    service = yaml.safe_load((CLUSTER / "kuberay" / "rayservice.yaml").read_text())
+    cluster = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    assert service["apiVersion"] == "ray.io/v1" and service["kind"] == "RayService" and service["metadata"]["name"]
+    spec = service["spec"]["rayClusterSpec"]
+    assert spec["rayVersion"] == ray.__version__ and spec["authOptions"] == cluster["spec"]["authOptions"]
+    serve_config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    (application,) = serve_config.applications
+    assert application.import_path == "rcmae.serve.app:build"
+    args = ServiceArgs.model_validate(application.args)  # what Serve checks before `build` runs
+    assert args.checkpoint.startswith("/mnt/shared/") and args.token_file
+    images = set()
+    for group in [spec["headGroupSpec"]] + spec["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        images.add(container["image"])
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        token_dir = str(Path(args.token_file).parent)
+        assert volumes[mounts[token_dir]]["secret"]["secretName"]  # the token from a Secret, on every node
+        assert volumes[mounts["/mnt/shared"]]["persistentVolumeClaim"]["claimName"] == "rcmae-shared"
+    assert images == {cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]}
+    # the application it names builds from these arguments (here: a local model and token in their place)
+    token = tmp_path / "token"
+    token.write_text("a-token-of-some-length-0123456789")
+    local = ServiceArgs.model_validate(dict(application.args, checkpoint=str(finetuned_model),
+                                            token_file=str(token)))
+    assert local.settings().token_file == str(token)

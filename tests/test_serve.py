@@ -131,23 +131,63 @@ def test_a_batch_of_recordings_scores_as_each_alone(detector, toy_root):
     assert len(together[1].window_scores) == 5
 
 
-def test_service_settings_from_a_serve_config(finetuned_model, tmp_path):
-    from rcmae.serve.app import ServiceSettings, deployment_options, require_free
+def test_the_api_page_documents_what_post_score_takes_and_every_refusal():
+    from rcmae.serve.app import api
 
-    settings = ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "4",
-                                          "max_upload_mb": "2", "max_seconds": "30", "upload_timeout_s": "5"})
+    score = api.openapi()["paths"]["/score"]["post"]
+    assert set(score["requestBody"]["content"]) == {"audio/wav", "multipart/form-data"}
+    assert {"file", "machine_type", "machine_id"} == set(
+        score["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"])
+    assert {"machine_type", "machine_id", "filename", "view"} == {p["name"] for p in score["parameters"]}
+    assert set(score["responses"]) == {"200", "400", "401", "403", "408", "413", "415", "422"}
+
+
+def test_a_token_is_read_from_its_file_and_compared_whole():
+    from rcmae.serve.app import authorized
+
+    assert authorized(f"Bearer {TOKEN}", TOKEN)
+    for header in (None, TOKEN, f"bearer {TOKEN}", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN} ", f"Basic {TOKEN}"):
+        assert not authorized(header, TOKEN), header
+
+
+def test_a_token_file_that_cannot_serve_is_one_line(finetuned_model, tmp_path):
+    from rcmae.serve.app import ServiceArgs, ServiceSettings
+
+    short, spaced = tmp_path / "short", tmp_path / "spaced"
+    short.write_text("abc\n")
+    spaced.write_text("a token with spaces in it\n")
+    for path, message in ((tmp_path / "missing", "cannot read the token file"), (short, "at least 16"),
+                          (spaced, "one word")):
+        with pytest.raises(RcmaeError, match=message):
+            ServiceSettings(str(finetuned_model), token_file=str(path))
+    good = tmp_path / "good"
+    good.write_text(TOKEN)
+    assert ServiceArgs(checkpoint=str(finetuned_model), token_file=str(good)).settings().token_file == str(good)
+
+
+def test_service_settings_from_a_serve_configs_typed_arguments(finetuned_model, tmp_path):
+    from pydantic import ValidationError
+
+    from rcmae.serve.app import ServiceArgs, ServiceSettings, deployment_options, require_free
+
+    def settings_of(args: dict) -> ServiceSettings:  # as Serve hands them to `build`: validated, then built
+        return ServiceArgs.model_validate(dict(args, checkpoint=str(finetuned_model))).settings()
+
+    settings = settings_of({"max_batch_size": "4", "max_upload_mb": "2", "max_seconds": "30",
+                            "upload_timeout_s": "5", "allow_origins": "https://a.example, https://b.example/"})
     assert settings.max_batch_size == 4 and settings.limits == Limits(2 * 2**20, 30.0, 5.0)
-    with pytest.raises(RcmaeError, match="unknown service argument"):
-        ServiceSettings.from_args({"checkpoint": str(finetuned_model), "batch": "4"})
-    with pytest.raises(RcmaeError, match="invalid literal"):
-        ServiceSettings.from_args({"checkpoint": str(finetuned_model), "max_batch_size": "many"})
+    assert settings.allow_origins == ("https://a.example", "https://b.example")
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        settings_of({"batch": "4"})
+    with pytest.raises(ValidationError, match="valid integer"):
+        settings_of({"max_batch_size": "many"})
     with pytest.raises(RcmaeError, match="not a fine-tuned model folder"):
         ServiceSettings(str(tmp_path))
     for name, value in (("max_upload_mb", "inf"), ("max_upload_mb", "nan"), ("max_seconds", "nan"),
                         ("batch_wait_s", "nan"), ("max_seconds", "inf"), ("upload_timeout_s", "nan"),
-                        ("upload_timeout_s", "0")):  # a limit switched off, a wait that stalls
-        with pytest.raises(RcmaeError):
-            ServiceSettings.from_args({"checkpoint": str(finetuned_model), name: value})
+                        ("upload_timeout_s", "0"), ("max_batch_size", "0")):  # a limit off, a wait that stalls
+        with pytest.raises((RcmaeError, ValidationError)):
+            settings_of({name: value})
     on_gpus = deployment_options(settings, None, {"CPU": 16, "GPU": 2})
     assert on_gpus["ray_actor_options"]["num_gpus"] == 1 and on_gpus["autoscaling_config"]["max_replicas"] == 2
     on_cpus = deployment_options(settings, None, {"CPU": 6})
@@ -166,8 +206,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def post(url: str, data: bytes, content_type: str = "audio/wav", origin: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": content_type, **({"Origin": origin} if origin else {})}
+TOKEN = "rcmae-test-token-0123456789"  # the service's --token-file holds it
+
+
+def post(url: str, data: bytes, content_type: str = "audio/wav", origin: str | None = None,
+         token: str | None = TOKEN) -> tuple[int, dict]:
+    headers = {"Content-Type": content_type, **({"Origin": origin} if origin else {}),
+               **({"Authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
@@ -190,13 +235,16 @@ UPLOAD_TIMEOUT_S = 3  # the service's --upload-timeout-s
 
 @pytest.fixture(scope="module")
 def service(finetuned_model, tmp_path_factory):
-    """`rcmae serve` on its own local Ray, on a free loopback port, stopped by Ctrl-C (SIGINT) at the end."""
+    """`rcmae serve` on its own local Ray, on a free loopback port, with a token, stopped by Ctrl-C (SIGINT)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    folder = tmp_path_factory.mktemp("serve")
+    log, token_file = folder / "serve.log", folder / "token"
+    token_file.write_text(TOKEN + "\n")
     with open(log, "w") as handle:
         process = subprocess.Popen([sys.executable, "-m", "rcmae.cli", "serve", "--checkpoint", str(finetuned_model),
                                     "--port", str(port), "--replicas", "1", "--max-upload-mb", "1",
-                                    "--max-seconds", "30", "--upload-timeout-s", str(UPLOAD_TIMEOUT_S)],
+                                    "--max-seconds", "30", "--upload-timeout-s", str(UPLOAD_TIMEOUT_S),
+                                    "--token-file", str(token_file)],
                                    stdout=handle, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, RAY_ADDRESS=""))
     url = f"http://127.0.0.1:{port}/"
@@ -211,7 +259,7 @@ def service(finetuned_model, tmp_path_factory):
                 process.kill()
                 pytest.fail(f"the service did not come up:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-    yield url, health, process.pid
+    yield url, health, process.pid, token_file
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
 
@@ -220,7 +268,7 @@ def service(finetuned_model, tmp_path_factory):
 @pytest.mark.ray
 def test_the_service_answers_with_the_scores_of_rcmae_score_and_the_api(service, detector, finetuned_model,
                                                                          toy_root, tmp_path):
-    url, health, _ = service
+    url, health, _, _ = service
     assert health["status"] == "ok" and health["machines"] == detector.machines
     clips = valve_clips(toy_root)
     long = tmp_path / "long_id_00.wav"  # 6 s: windowed
@@ -255,7 +303,7 @@ def test_the_service_answers_with_the_scores_of_rcmae_score_and_the_api(service,
 @pytest.mark.slow
 @pytest.mark.ray
 def test_bad_uploads_get_a_4xx_with_the_reason(service, toy_root):
-    url, _, _ = service
+    url, _, _, _ = service
     clip = valve_clips(toy_root)[0].read_bytes()
     assert post(url + "score?machine_type=valve&machine_id=00", b"not audio at all")[0] == 400
     assert post(url + "score?machine_type=valve&machine_id=00", clip, "text/plain")[0] == 415
@@ -281,15 +329,35 @@ def test_bad_uploads_get_a_4xx_with_the_reason(service, toy_root):
 
 @pytest.mark.slow
 @pytest.mark.ray
+def test_post_score_needs_the_token_and_healthz_does_not(service, toy_root):
+    url, health, _, _ = service
+    assert health["token_required"] is True
+    clip = valve_clips(toy_root)[0].read_bytes()
+    for token in (None, "wrong-token-0123456789", TOKEN + "x"):
+        status, answer = post(url + "score?machine_type=valve&machine_id=00", clip, token=token)
+        assert status == 401 and "Authorization: Bearer" in answer["error"], (token, answer)
+    assert post(url + "score?machine_type=valve&machine_id=00", clip)[0] == 200
+    unauthorized = urllib.request.Request(url + "score", data=clip, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unauthorized, timeout=60)
+    assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+    spec = json.loads(urllib.request.urlopen(url + "openapi.json", timeout=30).read())  # the API page's source
+    assert {"400", "401", "408", "413", "415", "422"} <= set(spec["paths"]["/score"]["post"]["responses"])
+    assert "swagger" in urllib.request.urlopen(url + "docs", timeout=30).read().decode().lower()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
 def test_uploads_that_never_arrive_get_408_and_hold_the_service_no_longer(service, toy_root):
     """More stalled uploads (headers sent, body never) than a replica takes requests at once: each is answered 408
     after --upload-timeout-s, and a real request sent after them is scored."""
-    url, _, _ = service
+    url, _, _, _ = service
     host, port = url.split("/")[2].split(":")
     stalled = []
     for _ in range(70):
         connection = socket.create_connection((host, int(port)), timeout=60)
         connection.sendall(b"POST /score?machine_type=valve&machine_id=00 HTTP/1.1\r\nHost: " + host.encode() +
+                           b"\r\nAuthorization: Bearer " + TOKEN.encode() +
                            b"\r\nContent-Type: audio/wav\r\nContent-Length: 100000\r\n\r\nRIFF")
         stalled.append(connection)
     try:
@@ -309,7 +377,7 @@ def test_uploads_that_never_arrive_get_408_and_hold_the_service_no_longer(servic
 def test_every_listener_of_a_local_service_is_on_loopback(service):
     """Serve's proxy, the controller, the replica and its inter-deployment gRPC server (which Serve binds to every
     interface) and Ray's own servers: all on 127.0.0.1 when `rcmae serve` starts its own Ray."""
-    _, _, pid = service
+    _, _, pid, _ = service
     listeners, beyond = beyond_loopback(pid)
     assert len(listeners) >= 10 and beyond == [], f"listening beyond loopback: {beyond}"
 
@@ -319,11 +387,12 @@ def test_every_listener_of_a_local_service_is_on_loopback(service):
 def test_the_page_shows_the_score_in_a_real_browser(service, toy_root, tmp_path):
     if not (os.environ.get("CHROMIUM") or shutil.which("chromium")):
         pytest.skip("no Chromium here: apt-get install chromium (CI installs it)")
-    url, _, _ = service
+    url, _, _, token_file = service
     clip = valve_clips(toy_root)[0]
     screenshot = tmp_path / "page.png"
     shown = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_page.py"), "--url", url, "--clip",
-                            str(clip), "--machine", "valve/00", "--out", str(screenshot)],
+                            str(clip), "--machine", "valve/00", "--out", str(screenshot),
+                            "--token-file", str(token_file)],
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
     _, score, _, decision = shown.stdout.split()
@@ -337,7 +406,7 @@ def test_the_serve_config_is_valid_and_builds_the_application(finetuned_model):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from rcmae.serve.app import build
+    from rcmae.serve.app import ServiceArgs, build
 
     raw = yaml.safe_load((ROOT / "cluster" / "serve" / "rcmae-serve.yaml").read_text())
     config = ServeDeploySchema.model_validate(raw)
@@ -345,5 +414,5 @@ def test_the_serve_config_is_valid_and_builds_the_application(finetuned_model):
     (application,) = config.applications
     module, _, name = application.import_path.partition(":")
     assert (module, name) == ("rcmae.serve.app", "build")
-    app = build(dict(application.args, checkpoint=str(finetuned_model)))
+    app = build(ServiceArgs.model_validate(dict(application.args, checkpoint=str(finetuned_model))))
     assert app._bound_deployment.name == application.deployments[0].name == "ScoreService"

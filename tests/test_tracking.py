@@ -107,21 +107,43 @@ def test_a_job_logs_params_epochs_and_final_metrics_to_an_mlflow_run(mlflow_serv
     assert "meta.json" in {Path(a.path).name for a in client.list_artifacts(target.run_id, "model")}
 
 
-def test_a_job_that_fails_leaves_its_mlflow_run_failed(mlflow_server):
+def test_a_job_that_fails_leaves_its_mlflow_run_failed_in_the_experiment_mlflow_names(mlflow_server, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "plant-7")
     with pytest.raises(RuntimeError, match="boom"):
         with tracking.mlflow_run(mlflow_server, "broken", {"a": "1"}) as target:
             raise RuntimeError("boom")
-    assert MlflowClient(tracking_uri=mlflow_server).get_run(target.run_id).info.status == "FAILED"
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(target.run_id)
+    assert run.info.status == "FAILED" and client.get_experiment(run.info.experiment_id).name == "plant-7"
 
 
-def test_mlflow_tracking_without_a_server_uri_is_one_line(capsys):
+def test_mlflow_tracking_without_a_server_uri_is_one_line(capsys, monkeypatch):
     from rcmae.cli import main
     from rcmae.errors import EXIT
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["run", "--tracking", "mlflow", "--out", "unused"]) == EXIT.user_error
-    assert "--tracking mlflow and --tracking-uri URI go together" in capsys.readouterr().err
+    assert "--tracking mlflow needs the MLflow server: --tracking-uri URI, or MLFLOW_TRACKING_URI" in (
+        capsys.readouterr().err)
+    assert main(["run", "--tracking-uri", "http://127.0.0.1:5000", "--out", "unused"]) == EXIT.user_error
+    assert "--tracking-uri URI needs --tracking mlflow" in capsys.readouterr().err
+
+
+def test_mlflows_own_environment_variables_name_the_server_and_the_experiment(monkeypatch):
+    import argparse
+
+    from rcmae.commands import mlflow_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "plant-7")
+    assert mlflow_uri(argparse.Namespace(tracking="mlflow", tracking_uri=None)) == "http://127.0.0.1:5999"
+    assert mlflow_uri(argparse.Namespace(tracking="mlflow", tracking_uri="http://h:1")) == "http://h:1"  # the flag wins
+    assert mlflow_uri(argparse.Namespace(tracking="tensorboard", tracking_uri=None)) is None
+    assert tracking.experiment_name() == "plant-7" and tracking.experiment_name("rcmae-tune-x") == "plant-7"
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    assert tracking.experiment_name() == "rcmae"
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ from rcmae.evaluate.metrics import Metrics
 from rcmae.interrupts import sweep_interrupts
 from rcmae.sections import ScaleConfig
 from rcmae.stores import clear, is_uri, mirror_of, reading, shared
+from rcmae.tracking import experiment_name
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,8 @@ def mlflow_callbacks(uri: str | None, name: str) -> list:
     from rcmae.tracking import require_mlflow
 
     require_mlflow()
-    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"rcmae-tune-{name}", tags={"rcmae.sweep": name})]
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment_name(f"rcmae-tune-{name}"),
+                                 tags={"rcmae.sweep": name})]
 
 
 def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path,

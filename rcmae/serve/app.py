@@ -8,12 +8,13 @@
 
 Requests are scored in batches (`@serve.batch`: the windows of every waiting request share the model's passes).
 `rcmae serve` runs it; `serve run rcmae.serve.app:build checkpoint=DIR` or a Serve config YAML
-(`cluster/serve.yaml`, `serve deploy`) does the same on a cluster.
+(`cluster/serve/rcmae-serve.yaml`, `serve deploy`) does the same on a cluster.
 """
 
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 import math
 import os
@@ -22,9 +23,11 @@ import socket
 import time
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict
 from ray import serve
 from starlette.formparsers import MultiPartException
 
@@ -39,9 +42,29 @@ from rcmae.serve.view import logmel_view
 from rcmae.stores import fetched
 
 log = logging.getLogger(__name__)
+MIN_TOKEN_CHARS = 16
 PAGE = resources.files("rcmae.serve").joinpath("page.html")
 KEEP_ALIVE_S = 5  # an idle connection is closed after this long (uvicorn's default; Serve's 90 s lets them pile up)
-api = FastAPI(title="rcmae", docs_url=None, redoc_url=None, openapi_url=None)
+api = FastAPI(title="rcmae", version=rcmae.__version__, redoc_url=None,
+              description="Scores recordings of machines with a fine-tuned RC-MAE model (higher: more anomalous).")
+SCORE_BODY = {  # what POST /score reads itself (the raw body or the form), for the API page at /docs
+    "required": True,
+    "content": {
+        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "one WAV file"},
+            "machine_type": {"type": "string"}, "machine_id": {"type": "string", "description": "e.g. 00"}}}},
+    },
+}
+SCORE_ERRORS = {status: {"description": why, "content": {"application/json": {"example": {"error": why}}}}
+                for status, why in {
+                    400: "unreadable, empty or silent audio; a multipart upload without `file`",
+                    401: "no or another token (the service was started with --token-file)",
+                    403: "a browser request from another site's page (--allow-origin names the allowed ones)",
+                    408: "the body did not arrive within --upload-timeout-s of its headers",
+                    413: "over --max-upload-mb, or over --max-seconds of audio (read from the WAV header)",
+                    415: "another content type, or a file that is not WAV",
+                    422: "no machine given, or one the model does not know"}.items()}
 
 
 @dataclass(frozen=True)
@@ -53,37 +76,41 @@ class ServiceSettings:
     batch_wait_s: float = 0.005        # how long a batch waits to fill
     limits: Limits = Limits()
     allow_origins: tuple[str, ...] = ()  # other sites whose pages may POST here (the service's own page always may)
+    token_file: str | None = None        # a file holding the token POST /score must bring (Authorization: Bearer)
 
     def __post_init__(self):
         if not (self.max_batch_size >= 1 and math.isfinite(self.batch_wait_s) and self.batch_wait_s >= 0):
             raise RcmaeError(f"batching: max_batch_size {self.max_batch_size} must be >= 1 and batch_wait_s "
                              f"{self.batch_wait_s} >= 0")
+        if self.token_file is not None:
+            read_token(self.token_file)  # here, before Ray starts: each replica reads it again
         if not (fetched(self.checkpoint) / META).is_file():  # a store URI: checked in its fetched copy
             raise RcmaeError(f"{self.checkpoint}: not a fine-tuned model folder (no meta.json); pass "
                              f"`rcmae finetune`'s model folder, e.g. runs/main/finetune/model")
 
-    @classmethod
-    def from_args(cls, args: dict) -> "ServiceSettings":
-        """Settings from a Serve config's `args` (or `serve run ... key=value`): every value may be a string."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"limits"} | {"max_upload_mb", "max_seconds",
-                                                                          "upload_timeout_s"}
-        unknown = sorted(set(args) - known)
-        if unknown:
-            raise RcmaeError(f"unknown service argument(s) {', '.join(unknown)}: choose from "
-                             f"{', '.join(sorted(known))}")
-        if "checkpoint" not in args:
-            raise RcmaeError("the service needs checkpoint=DIR (a fine-tuned model folder)")
-        try:
-            limits = Limits(int(float(args.get("max_upload_mb", Limits.max_bytes / 2**20)) * 2**20),
-                            float(args.get("max_seconds", Limits.max_seconds)),
-                            float(args.get("upload_timeout_s", Limits.arrival_seconds)))
-            return cls(checkpoint=str(args["checkpoint"]), method=args.get("method") or None,
-                       aggregate=str(args.get("aggregate", "mean")),
-                       max_batch_size=int(args.get("max_batch_size", 8)),
-                       batch_wait_s=float(args.get("batch_wait_s", 0.005)), limits=limits,
-                       allow_origins=origins(args.get("allow_origins", ())))
-        except (ValueError, OverflowError) as error:  # OverflowError: an infinite size
-            raise RcmaeError(f"service arguments {args}: {error}") from None
+
+class ServiceArgs(BaseModel):
+    """The application's arguments, typed: a Serve config's `args`, or `serve run rcmae.serve.app:build KEY=VALUE`
+    (Serve validates them against this model before `build` runs; strings are converted)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    checkpoint: str
+    method: str | None = None
+    aggregate: str = "mean"
+    max_batch_size: int = 8
+    batch_wait_s: float = 0.005
+    max_upload_mb: float = Limits.max_bytes / 2**20
+    max_seconds: float = Limits.max_seconds
+    upload_timeout_s: float = Limits.arrival_seconds
+    allow_origins: list[str] | str = []  # a list, or one comma-separated string
+    token_file: str | None = None
+    replicas: int | None = None  # a fixed number of replicas (default: autoscaling)
+
+    def settings(self) -> ServiceSettings:
+        limits = Limits(int(self.max_upload_mb * 2**20), self.max_seconds, self.upload_timeout_s)
+        return ServiceSettings(self.checkpoint, self.method or None, self.aggregate, self.max_batch_size,
+                               self.batch_wait_s, limits, origins(self.allow_origins), self.token_file or None)
 
 
 def origins(value: str | list | tuple) -> tuple[str, ...]:
@@ -94,6 +121,23 @@ def origins(value: str | list | tuple) -> tuple[str, ...]:
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def read_token(path: str) -> str:
+    """The token in `path` (surrounding whitespace dropped): one line naming the file when it cannot serve."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as failure:
+        raise RcmaeError(f"{path}: cannot read the token file ({failure})") from None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise RcmaeError(f"{path}: a token is one word of at least {MIN_TOKEN_CHARS} characters, e.g. from "
+                         f"`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    return token
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header brings the token (compared in constant time)."""
+    return header is not None and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
 
 
 async def read_body(request: Request, limits: Limits) -> bytes:
@@ -133,6 +177,7 @@ class ScoreService:
         if on_loopback_node():  # a local instance: this replica's own gRPC server on loopback too
             serve_replica_grpc_on(LOOPBACK)
         self.settings = settings
+        self.token = read_token(settings.token_file) if settings.token_file else None
         self.detector = Detector.load(settings.checkpoint, settings.method, settings.aggregate)
         self.score_batch.set_max_batch_size(settings.max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(settings.batch_wait_s)
@@ -142,16 +187,21 @@ class ScoreService:
         return dict(status="ok", version=rcmae.__version__, machines=self.detector.machines,
                     method=self.detector.method, aggregate=self.settings.aggregate,
                     sample_rate=self.detector.sample_rate, clip_seconds=self.detector.clip_seconds,
-                    max_upload_bytes=self.settings.limits.max_bytes, max_seconds=self.settings.limits.max_seconds)
+                    max_upload_bytes=self.settings.limits.max_bytes, max_seconds=self.settings.limits.max_seconds,
+                    token_required=self.token is not None)
 
     @api.get("/", response_class=HTMLResponse)
     def page(self) -> str:
         return PAGE.read_text()
 
-    @api.post("/score")
+    @api.post("/score", openapi_extra={"requestBody": SCORE_BODY}, responses=SCORE_ERRORS,
+              summary="Score one WAV recording of a machine")
     async def score(self, request: Request, machine_type: str | None = None, machine_id: str | None = None,
                     filename: str | None = None, view: bool = False):
         limits = self.settings.limits
+        if self.token is not None and not authorized(request.headers.get("authorization"), self.token):
+            return JSONResponse({"error": "POST /score needs the service's token: Authorization: Bearer <token>"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
         try:
             check_origin(request.headers.get("origin"), request.headers.get("host"), self.settings.allow_origins)
             check_declared_size(request.headers.get("content-length"), limits)
@@ -208,11 +258,9 @@ def application(settings: ServiceSettings, replicas: int | None = None, resource
     return ScoreService.options(**options).bind(settings)
 
 
-def build(args: dict):
+def build(args: ServiceArgs):
     """The application builder `serve run rcmae.serve.app:build checkpoint=DIR` and Serve config YAMLs name."""
-    replicas = args.get("replicas")
-    return application(ServiceSettings.from_args({k: v for k, v in args.items() if k != "replicas"}),
-                       int(replicas) if replicas is not None else None)
+    return application(args.settings(), args.replicas)
 
 
 def run_service(settings: ServiceSettings, host: str = LOOPBACK, port: int = 8000,
@@ -221,6 +269,9 @@ def run_service(settings: ServiceSettings, host: str = LOOPBACK, port: int = 800
     from rcmae.distributed.runtime import ensure_ray
 
     Detector.load(settings.checkpoint, settings.method, settings.aggregate)  # a bad folder: one line, here
+    if settings.token_file is None and host not in (LOOPBACK, "localhost", "::1"):
+        log.warning(f"serve: --host {host} takes requests from the network and nothing checks who sends them: "
+                    f"pass --token-file FILE")
     if not os.environ.get("RAY_ADDRESS"):  # a local Ray: Serve's proxy will listen here
         require_free(host, port)
     ensure_ray()
