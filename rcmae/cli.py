@@ -309,6 +309,8 @@ def _run_command(sub) -> list[argparse.ArgumentParser]:
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.add_argument("--no-baseline", action="store_true", help="skip the DCASE 2020 AE baseline")
     _add_tracking_args(p)
+    p.add_argument("--register", metavar="NAME", help="with --tracking mlflow: register the detector (logged as "
+                                                      "an MLflow Model) as a new version of NAME in the registry")
     p.add_argument("--force", action="store_true",
                    help="redo the toy data, augmentation and stages a previous run made with other settings")
     p.set_defaults(func=commands.cmd_run)

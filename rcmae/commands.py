@@ -242,13 +242,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rcmae.run import preset_for_data, run_all
 
+    tracking_uri = mlflow_uri(args)
+    if args.register and tracking_uri is None:
+        raise RcmaeError("--register NAME registers the model in MLflow's registry: add --tracking mlflow")
     if args.preset is None and args.config is None and args.data is not None:
         args.preset = preset_for_data(args.data)
     overrides = {k: v for k, v in (("augment.augmenter", args.augmenter), ("augment.model", args.model))
                  if v is not None}
     config = config_from(args).override(overrides)
     result = run_all(config, args.out, args.data, ToyData(args.synth_preset, types=args.synth_types),
-                     baseline=not args.no_baseline, force=args.force, mlflow_uri=mlflow_uri(args))
+                     baseline=not args.no_baseline, force=args.force, mlflow_uri=tracking_uri,
+                     register=args.register)
     if result.mean:
         print(f"mean AUC {result.mean['auc']:.4f}  pAUC {result.mean['pauc']:.4f}  -> {result.report}")
     else:

@@ -54,22 +54,28 @@ class RunResult:
 
 
 def run_all(config: Config, out: str | Path, data: str | Path | None = None, toy: ToyData = ToyData(),
-            baseline: bool = True, force: bool = False, mlflow_uri: str | None = None) -> RunResult:
+            baseline: bool = True, force: bool = False, mlflow_uri: str | None = None,
+            register: str | None = None) -> RunResult:
     """The whole job into `out` (a folder, or a store URI: the job runs in its working copy, sent to the store
     after every step) on `data`, else on the `toy` factory synthesised into `out/data`; with `mlflow_uri`, also
-    one MLflow run (rcmae.tracking)."""
+    one MLflow run (rcmae.tracking) holding the detector as an MLflow Model, registered under `register` when
+    given (rcmae.mlflow_model)."""
     if is_uri(out):
         with staged(str(out), "rcmae run") as local:
-            result = run_all(config, local, data, toy, baseline, force, mlflow_uri)
+            result = run_all(config, local, data, toy, baseline, force, mlflow_uri, register)
             return dataclasses.replace(result, report=shared(result.report))
     if mlflow_uri is None:
         return _run_all(config, out, data, toy, baseline, force)
+    from rcmae.mlflow_model import log_detector
+
     out = Path(out).resolve()
     with tracking.mlflow_run(mlflow_uri, out.name, tracking.flat_params(config.to_dict())) as target:
         result = _run_all(config, out, data, toy, baseline, force)
         tracking.log_artifacts(target, [Path(result.report), out / "evaluation" / METRICS_FILE,
                                         out / "finetune" / "model"])
-    log.info(f"run: logged to MLflow at {mlflow_uri} (run {target.run_id})")
+        model_uri = log_detector(target, out / "finetune" / "model", register)
+    log.info(f"run: logged to MLflow at {mlflow_uri} (run {target.run_id}; the detector as the MLflow Model "
+             f"{model_uri}{f', registered as {register}' if register else ''})")
     return result
 
 

@@ -15,7 +15,9 @@ FAILED when the job fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,7 +103,8 @@ def mlflow_run(uri: str, name: str, params: dict[str, str]) -> Iterator[MlflowTa
         status = "FINISHED"
     finally:
         _active = None
-        client.set_terminated(target.run_id, status)
+        with contextlib.redirect_stdout(sys.stderr):  # MLflow prints where to view the run: not a result
+            client.set_terminated(target.run_id, status)
 
 
 class Scalars:

@@ -119,6 +119,44 @@ def test_a_job_that_fails_leaves_its_mlflow_run_failed_in_the_experiment_mlflow_
     assert run.info.status == "FAILED" and client.get_experiment(run.info.experiment_id).name == "plant-7"
 
 
+def test_the_detector_as_a_registered_mlflow_model_scores_as_rcmae_score_does(mlflow_server, finetuned_model,
+                                                                              toy_root, capsys):
+    import io
+
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from rcmae import Detector
+    from rcmae.cli import main
+    from rcmae.mlflow_model import SIGNATURE, log_detector
+
+    with tracking.mlflow_run(mlflow_server, "registered", {}) as target:
+        uri = log_detector(target, finetuned_model, "rcmae-toy")
+    versions = MlflowClient(tracking_uri=mlflow_server).search_model_versions("name = 'rcmae-toy'")
+    assert [v.version for v in versions] == ["1"] and versions[0].run_id == target.run_id
+    assert capsys.readouterr().out == ""  # stdout carries results only
+    clips = sorted((toy_root / "dev_data" / "valve" / "test").glob("*.wav"))[::12]
+    assert main(["score", "--checkpoint", str(finetuned_model), *map(str, clips)]) in (0, 1)
+    expected = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("file")
+    api = Detector.load(finetuned_model)
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        for source in ("models:/rcmae-toy/1", uri):  # the registry's version, and the run's logged model
+            model = mlflow.pyfunc.load_model(source)
+            assert model.metadata.get_input_schema() == SIGNATURE.inputs
+            answer = model.predict(pd.DataFrame({"path": [str(c) for c in clips]}))  # machines from the names
+            assert list(answer.columns) == ["score", "decision", "threshold"] and len(answer) == len(clips) > 1
+            for clip, row in zip(clips, answer.itertuples()):
+                alone = api.score_file(clip)  # the Python API, as the pyfunc model calls it
+                assert row.threshold == alone.threshold  # float32 encoder passes: scores to round-off
+                assert row.score == pytest.approx(alone.score, rel=1e-4)
+                assert row.score == pytest.approx(expected.loc[str(clip), "score"], rel=1e-4)
+                assert int(row.decision) == expected.loc[str(clip), "decision"] == int(alone.decision)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_mlflow_tracking_without_a_server_uri_is_one_line(capsys, monkeypatch):
     from rcmae.cli import main
     from rcmae.errors import EXIT
@@ -129,6 +167,9 @@ def test_mlflow_tracking_without_a_server_uri_is_one_line(capsys, monkeypatch):
         capsys.readouterr().err)
     assert main(["run", "--tracking-uri", "http://127.0.0.1:5000", "--out", "unused"]) == EXIT.user_error
     assert "--tracking-uri URI needs --tracking mlflow" in capsys.readouterr().err
+    assert main(["run", "--register", "plant-7", "--out", "unused"]) == EXIT.user_error
+    assert "--register NAME registers the model in MLflow's registry: add --tracking mlflow" in (
+        capsys.readouterr().err)
 
 
 def test_mlflows_own_environment_variables_name_the_server_and_the_experiment(monkeypatch):
