@@ -14,7 +14,7 @@ import numpy as np
 from rcmae.config import Config
 from rcmae.errors import ConfigError
 from rcmae.evaluate.metrics import Metrics
-from rcmae.registry import SCORES
+from rcmae.registry import AUGMENTERS, SCORES
 from rcmae.sections import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,9 @@ MASKING = "masking"  # the paper's Baseline arm: random time and frequency maski
 
 
 def arm_name(augment: AugmentConfig) -> str:
-    if augment.augmenter == "audioldm":
-        return f"diffusion (AudioLDM SDEdit, {augment.options.model})"
     if augment.augmenter == MASKING:
         return "Baseline (time and frequency masking)"
-    return f"{augment.augmenter} (stands in for AudioLDM: no diffusion weights given)"
+    return AUGMENTERS[augment.augmenter].ablation_arm.format(model=getattr(augment.options, "model", None))
 
 
 def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
@@ -37,7 +35,7 @@ def run_ablation(config: Config, data: str | Path, out: str | Path, seeds: tuple
     from rcmae.stages import finetune, pretrain, score_test_split
 
     out = Path(out).resolve()
-    if config.augment.augmenter == MASKING:
+    if AUGMENTERS[config.augment.augmenter].ablation_arm is None:
         raise ConfigError("the ablation compares an augmenter against time/frequency masking: configure "
                          "augment.augmenter as audioldm (or factory-mix to stand in for it)")
     arms = {"augmented": config, "masking": config.override({"augment.augmenter": MASKING})}

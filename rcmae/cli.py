@@ -290,7 +290,7 @@ def _ablate_command(sub) -> list[argparse.ArgumentParser]:
     p.add_argument("--data", required=True, type=local_path, help="DCASE-layout data")
     p.add_argument("--out", required=True, type=local_path)
     p.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2])
-    p.add_argument("--augmenter", choices=sorted(set(AUGMENTERS) - {"specaugment", "masking"}))
+    p.add_argument("--augmenter", choices=sorted(name for name, entry in AUGMENTERS.items() if entry.ablation_arm))
     p.add_argument("--model", help="AudioLDM hub id or local diffusers folder")
     p.set_defaults(func=commands.cmd_ablate)
     return [p]

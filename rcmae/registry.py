@@ -23,6 +23,10 @@ class Augmenter:
     options: str     # "module:Class" of its options: a config Section whose fields sit in `augment` beside the rest
     needs_gpu: bool  # worth a GPU actor when the cluster has GPUs and augment.use_gpu is auto
     doc: str
+    provenance: str  # what report.md says it is: the paper's, or rcmae's (and what for)
+    # what the ablation (the paper's Table 3) calls it as its augmented arm; None: not an augmented arm (the
+    # masking Baseline is the other arm, written variants of masks are no augmentation the paper compares)
+    ablation_arm: str | None
     # applied to every training batch on the training device (the class gives `draw(rng, shape)`), nothing written:
     # the pipeline writes log-mels only, on CPU actors
     per_step: bool = False
@@ -39,7 +43,11 @@ class Score:
     name: str
     target: str  # "module:function"; (encoded, keys, classes, detector) -> one score per clip, higher = odder
     origin: str  # "the paper's score" or "rcmae extension": report.md says which
+    doc: str     # what it measures (the config's description of score.method lists these)
     positive: bool = True  # a positive distance, which a fusion standardises as its log (else as it is: a log)
+    # a few-shot ID's threshold from its type's train clips, each scored against its own ID (a score of the ID's
+    # centroid or class, which a few clips give no spread around); else the type's clips scored as this ID
+    few_shot_threshold_from_type: bool = False
 
     def load(self):
         return load(self.target)
@@ -48,27 +56,40 @@ class Score:
 AUGMENTERS = {entry.name: entry for entry in (
     Augmenter("factory-mix", "rcmae.augment.factory_mix:FactoryMix", "rcmae.augment.factory_mix:FactoryMixOptions",
               False,
-              "weight-free: synthetic factory noise chosen by the same prompts, mixed at a random SNR"),
+              "weight-free: synthetic factory noise chosen by the same prompts, mixed at a random SNR",
+              "rcmae's, standing in for the paper's AudioLDM",
+              "factory-mix (stands in for AudioLDM: no diffusion weights given)"),
     Augmenter("audioldm", "rcmae.augment.audioldm:AudioLDMAugmenter", "rcmae.augment.audioldm:AudioLDMOptions",
               True,
-              "AudioLDM SDEdit diffusion (the paper's; needs `model`)"),
+              "AudioLDM SDEdit diffusion (the paper's; needs `model`)", "the paper's AudioLDM diffusion",
+              "diffusion (AudioLDM SDEdit, {model})"),
     Augmenter("masking", "rcmae.augment.specaugment:StepMasking", "rcmae.augment.specaugment:MaskOptions", False,
               "fresh random time and frequency masks on every training batch (the paper's Table 3 Baseline)",
-              per_step=True),
+              "the paper's Table 3 Baseline: fresh time/frequency masks every training batch", None, per_step=True),
     Augmenter("specaugment", "rcmae.augment.specaugment:SpecAugment", "rcmae.augment.specaugment:MaskOptions", False,
-              "random time and frequency masks written as variants (a quick augmenter for tests and drills)"),
+              "random time and frequency masks written as variants (a quick augmenter for tests and drills)",
+              "rcmae's: time/frequency masks written as variants", None),
 )}
 
 SCORES = {entry.name: entry for entry in (
-    Score("mahalanobis", "rcmae.detect.scores:mahalanobis_score", "rcmae extension"),
-    Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension"),
-    Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score"),
-    Score("rhythm", "rcmae.detect.scores:rhythm_score", "rcmae extension"),
-    Score("patch", "rcmae.detect.scores:patch_score", "rcmae extension", positive=False),
-    Score("combined", "rcmae.detect.scores:combined_score", "rcmae extension"),
-    Score("knn", "rcmae.detect.scores:knn_score", "rcmae extension"),
-    Score("stats", "rcmae.detect.scores:stats_score", "rcmae extension"),
-    Score("fused", "rcmae.detect.scores:fused_score", "rcmae extension"),
+    Score("mahalanobis", "rcmae.detect.scores:mahalanobis_score", "rcmae extension",
+          "distance from a Gaussian of the ID's train features"),
+    Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension",
+          "cosine distance to the ID's train centroid", few_shot_threshold_from_type=True),
+    Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score", "-log p(true ID | clip)",
+          few_shot_threshold_from_type=True),
+    Score("rhythm", "rcmae.detect.scores:rhythm_score", "rcmae extension",
+          "distance of the log-mel's band-envelope autocorrelation from the ID's"),
+    Score("patch", "rcmae.detect.scores:patch_score", "rcmae extension", "top 5 % of the anomaly map",
+          positive=False),
+    Score("combined", "rcmae.detect.scores:combined_score", "rcmae extension",
+          "the larger of mahalanobis and rhythm, each standardised on held-out train clips"),
+    Score("knn", "rcmae.detect.scores:knn_score", "rcmae extension",
+          "distance to the ID's nearest train embeddings"),
+    Score("stats", "rcmae.detect.scores:stats_score", "rcmae extension",
+          "distance of the log-mel's band means and deviations from the ID's: the floor's statistics"),
+    Score("fused", "rcmae.detect.scores:fused_score", "rcmae extension",
+          "the largest of stats, mahalanobis and rhythm, each standardised on held-out train clips"),
 )}
 
 
@@ -80,13 +101,18 @@ class Reference:
     target: str            # "module:function": (train log-mels, machine keys, BaselineConfig, seed) -> scorer
     threshold_per_id: bool  # decision thresholds per machine ID (else one per type, as the official AE baseline)
     doc: str
+    folder: str            # its folder in a run folder
+    label: str             # its row in report.md
+    optional: bool         # `rcmae run --no-baseline` leaves it out (a slow one); the others run always
 
     def load(self):
         return load(self.target)
 
 
 REFERENCES = {entry.name: entry for entry in (
-    Reference("dcase2020_ae", "rcmae.baseline:fit_ae", False, "the DCASE 2020 dense autoencoder baseline"),
+    Reference("dcase2020_ae", "rcmae.baseline:fit_ae", False, "the DCASE 2020 dense autoencoder baseline",
+              "baseline", "DCASE 2020 AE baseline", optional=True),
     Reference("floor", "rcmae.baseline:fit_floor_scorer", True,
-              "a per-ID Gaussian on each clip's log-mel mean and standard deviation over time"),
+              "a per-ID Gaussian on each clip's log-mel mean and standard deviation over time",
+              "floor", "floor: per-ID Gaussian on log-mel mean + std", optional=False),
 )}

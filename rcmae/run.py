@@ -22,11 +22,11 @@ from rcmae.data.layout import index_clips
 from rcmae.data.run_folder import staged, sync
 from rcmae.data.synth import ToyData, toy_data
 from rcmae.evaluate.metrics import METRICS_FILE
+from rcmae.registry import REFERENCES
 from rcmae.stores import is_uri, shared
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FOLDERS = {"floor": "floor", "dcase2020_ae": "baseline"}  # run-folder names of the references
 LONG_CLIP_SECONDS = 5.0  # clips this long lose most of themselves to tiny's 2 s crop
 
 
@@ -43,13 +43,12 @@ def preset_for_data(data: str | Path) -> str:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What the main job reports (run.json): report.md's path, the mean AUC/pAUC of the model's score, of the AE
-    baseline (None when skipped) and of the floor, and each step's seconds."""
+    """What the main job reports (run.json): report.md's path, the mean AUC/pAUC of the model's score and of each
+    reference it ran, and each step's seconds."""
 
     report: str
     mean: dict[str, float | None]
-    baseline_mean: dict[str, float | None] | None
-    floor_mean: dict[str, float | None]
+    reference_means: dict[str, dict[str, float | None]]  # each reference run (rcmae.registry.REFERENCES)
     timings: dict[str, float]
 
 
@@ -133,13 +132,15 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyD
     timed("evaluate", started, scored.num_rows, "test clips")
 
     references = {}
-    for name in ("floor", "dcase2020_ae") if baseline else ("floor",):
+    for reference in REFERENCES.values():
+        if reference.optional and not baseline:
+            continue
         started = time.time()
-        references[name] = run_reference(name, config.baseline, config.score, features,
-                                         lambda machine_type: feature_test_split(features, machine_type=machine_type),
-                                         out / REFERENCE_FOLDERS[name], families)
-        timed(REFERENCE_FOLDERS[name], started, scored.num_rows, "test clips")
-    baseline_metrics = references.get("dcase2020_ae")
+        references[reference.name] = run_reference(
+            reference.name, config.baseline, config.score, features,
+            lambda machine_type: feature_test_split(features, machine_type=machine_type), out / reference.folder,
+            families)
+        timed(reference.folder, started, scored.num_rows, "test clips")
 
     tsne_rows = tsne_sample(feature_test_split(features))
     chosen = pa.array(top_anomalies(scored, metrics.method))
@@ -147,8 +148,7 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyD
     report = write_report(out, scored, tsne_rows, metrics, references, pretrain_dir, finetune_dir, summary,
                           timings, map_rows, fault_regions(data))
     result = RunResult(report=str(report), mean=metrics.mean,
-                       baseline_mean=baseline_metrics.mean if baseline_metrics else None,
-                       floor_mean=references["floor"].mean, timings=timings)
+                       reference_means={name: found.mean for name, found in references.items()}, timings=timings)
     (out / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
     log.info(f"run: report at {report}")
     return result

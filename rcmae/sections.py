@@ -249,15 +249,8 @@ class FinetuneConfig(OptimizerConfig):
 class ScoreConfig(Section):
     section = "score"
     # `method` is a str checked against the registry, as augment.augmenter
-    method: str = doc_field("'id_logprob' (the paper's -log p(true ID | clip)), or an rcmae extension: 'mahalanobis' "
-                            "(distance from a Gaussian of the ID's train features), 'embedding' (cosine distance to "
-                            "the ID's train centroid), 'knn' (distance to the ID's nearest train embeddings), "
-                            "'rhythm' (distance of the log-mel's band-envelope autocorrelation from the ID's), "
-                            "'stats' (distance of the log-mel's band means and deviations from the ID's: the "
-                            "floor's statistics), 'patch' (top 5 % of the anomaly map), 'combined' (the larger of "
-                            "mahalanobis and rhythm) or 'fused' (the largest of stats, mahalanobis and rhythm); "
-                            "the last two standardise each member on held-out train clips.",
-                            "fused")
+    method: str = doc_field("; ".join(f"'{name}' ({entry.origin}: {entry.doc})" for name, entry in SCORES.items())
+                            + ".", "fused")
     components: int = doc_field("'mahalanobis': principal directions per ID with their own variance (the rest "
                                 "share one); capped at the ID's train clips - 2.", 16)
     decision_percentile: float = doc_field("Gamma-fit percentile of held-out train-normal scores used as threshold.",

@@ -54,3 +54,31 @@ def test_a_reference_writes_dcase_files_that_reproduce_its_metrics(reference, to
         assert row["auc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
     assert {r["family"] for r in metrics.families["per_family"]} <= {"missing_clicks", "extra_clicks",
                                                                        "contamination"}
+
+
+def fit_loudness(train: np.ndarray, keys: list[str], config, seed: int):
+    """A reference for the test below: how far a clip's mean log-mel level is from its ID's."""
+    levels, keys_array = train.mean(axis=(1, 2)), np.array(keys)
+    means = {key: levels[keys_array == key].mean() for key in set(keys)}
+    return lambda specs, keys: np.abs(specs.mean(axis=(1, 2)) - np.array([means[k] for k in keys]))
+
+
+def test_a_registered_reference_is_one_entry_the_cli_and_the_fitting_read(monkeypatch, toy_root, toy_features,
+                                                                         quick_config, tmp_path):
+    from rcmae import registry
+    from rcmae.cli import build_parser
+
+    monkeypatch.setitem(registry.REFERENCES, "loudness", registry.Reference(
+        "loudness", f"{__name__}:fit_loudness", True, "mean log-mel level", "loudness", "loudness: mean level",
+        optional=True))
+    assert build_parser().parse_args(["baseline", "--reference", "loudness", "--features", "f", "--data", "d",
+                                      "--out", "o"]).reference == "loudness"
+    data = toy_root / "dev_data" / "valve"
+    metrics = run_reference("loudness", quick_config.baseline, quick_config.score, toy_features,
+                            lambda machine_type: data_test_split(data, quick_config.audio, quick_config.features,
+                                                                 machine_type), tmp_path)
+    assert metrics.method == "loudness" and {r["machine_id"] for r in metrics.per_id} == {"00", "02", "04"}
+    for row in metrics.per_id:
+        scores = read_scores(score_file(tmp_path, "valve", row["machine_id"]))
+        assert row["auc"] == pytest.approx(roc_auc_score([n.startswith("anomaly") for n in scores],
+                                                         list(scores.values())))

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from rcmae import registry
+from rcmae.ablation import arm_name
 from rcmae.augment.base import Augmented
 from rcmae.cli import build_parser
 from rcmae.config import ConfigError, describe, tiny
 from rcmae.config_input import Section, doc_field
 from rcmae.distributed.augment_pipeline import augmentation
 from rcmae.distributed.runtime import pool_plan
+from rcmae.evaluate.run_report import provenance_line
 from rcmae.sections import AugmentConfig
 
 
@@ -36,7 +38,8 @@ class Echo:
 
 @pytest.fixture
 def echo(monkeypatch):
-    entry = registry.Augmenter("echo", f"{__name__}:Echo", f"{__name__}:EchoOptions", True, "test entry")
+    entry = registry.Augmenter("echo", f"{__name__}:Echo", f"{__name__}:EchoOptions", True, "test entry",
+                               "rcmae's test echo", "echo (a delayed copy of the clip)")
     monkeypatch.setitem(registry.AUGMENTERS, "echo", entry)
     return entry
 
@@ -51,6 +54,11 @@ def test_a_registered_augmenter_is_known_everywhere(echo):
     assert (made.variants, made.seed) == (config.augment.variants, config.augment.seed)
     args = build_parser().parse_args(["augment", "--data", "d", "--out", "o", "--augmenter", "echo"])
     assert args.augmenter == "echo"
+    # what the report and the ablation call it, and that `ablate` takes it as its augmented arm: from the entry
+    assert "augmenter `echo` (rcmae's test echo)" in provenance_line("tiny", config.augment, "fused")
+    assert arm_name(config.augment) == "echo (a delayed copy of the clip)"
+    assert build_parser().parse_args(["ablate", "--data", "d", "--out", "o", "--augmenter", "echo"]).augmenter == (
+        "echo")
 
 
 def test_an_unregistered_augmenter_is_refused_by_name():
@@ -74,7 +82,8 @@ def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
     from rcmae.sections import ScoreConfig
 
     # a new score: a function (here below) and one registry entry
-    monkeypatch.setitem(registry.SCORES, "norm", registry.Score("norm", f"{__name__}:pooled_norm", "rcmae extension"))
+    monkeypatch.setitem(registry.SCORES, "norm", registry.Score("norm", f"{__name__}:pooled_norm", "rcmae extension",
+                                                                "the pooled features' length"))
     assert ScoreConfig(method="norm").method == "norm"
     rng = np.random.default_rng(0)
     pooled = rng.normal(size=(30, 3))

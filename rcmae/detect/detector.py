@@ -356,7 +356,7 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
             if held_out[key] is not None:
                 values = (fuse(method, held_out[key], [key] * len(sample.pooled), detector) if method in FUSIONS
                           else held_out[key][method])
-            elif key in detector.few_shot and method in ("embedding", "id_logprob"):
+            elif key in detector.few_shot and SCORES[method].few_shot_threshold_from_type:
                 values = scores[types == machine_type_of(key)]  # the type's clips, each against its own ID
             elif key in detector.few_shot:  # the type's spread around this ID's few clips, scored as this ID
                 values = anomaly_scores(method, sample, [key] * len(sample.pooled), classes, detector)

@@ -20,7 +20,7 @@ from rcmae.evaluate.maps import plot_map, pyplot, region_mask
 from rcmae.evaluate.metrics import METRICS_FILE, Metrics
 from rcmae.evaluate.results import not_evaluated_line
 from rcmae.models.checkpoint import load_checkpoint, read_meta
-from rcmae.registry import SCORES
+from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
 from rcmae.sections import AugmentConfig
 
 PAPER_SCORE = "id_logprob"
@@ -199,10 +199,7 @@ def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict
 def provenance_line(preset: str, augment: AugmentConfig, method: str) -> str:
     """What made the run (its preset, augmenter and score method), each part marked as the paper's or rcmae's."""
     whose = "the paper's settings" if preset == "paper" else "rcmae's, scaled down from the paper's"
-    augmenter = {"audioldm": "the paper's AudioLDM diffusion",
-                 "masking": "the paper's Table 3 Baseline: fresh time/frequency masks every training batch",
-                 "specaugment": "rcmae's: time/frequency masks written as variants"
-                 }.get(augment.augmenter, "rcmae's, standing in for the paper's AudioLDM")
+    augmenter = AUGMENTERS[augment.augmenter].provenance
     return (f"Preset `{preset}` ({whose}); augmenter `{augment.augmenter}` ({augmenter}); score "
             f"`{method}` ({SCORES[method].origin}).")
 
@@ -257,10 +254,8 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: Metr
     paper_file = out / "evaluation" / "other_methods" / PAPER_SCORE / METRICS_FILE
     if metrics.method != PAPER_SCORE and paper_file.exists():
         rows[f"RC-MAE, `{PAPER_SCORE}` score ({SCORES[PAPER_SCORE].origin})"] = Metrics.read(paper_file)
-    for name, label in (("dcase2020_ae", "DCASE 2020 AE baseline"), ("floor", "floor: per-ID Gaussian on log-mel "
-                                                                             "mean + std")):
-        if name in references:
-            rows[label] = references[name]
+    for name, found in references.items():
+        rows[REFERENCES[name].label] = found
     family_rows = dict(rows)  # every score of the model: the per-family table is where they differ
     for method in metrics.methods:
         other = out / "evaluation" / "other_methods" / method / METRICS_FILE
