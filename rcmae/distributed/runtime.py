@@ -48,10 +48,20 @@ LOOPBACK = "127.0.0.1"
 STATE_API_ENV = "RAY_API_SERVER_ADDRESS"  # where Ray's state API calls go when they name no address
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+DASHBOARD_PORT = 8265  # Ray's own default
+
+
+def dashboard_port() -> int:
+    """Ray's usual dashboard port when it is free, else one the system gives (a port picked at random could be
+    one the caller has just checked and is about to listen on: `rcmae serve --port`)."""
+    for port in (DASHBOARD_PORT, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RcmaeError("no free port on 127.0.0.1 for Ray's dashboard")
 
 
 def on_loopback_node() -> bool:
@@ -99,7 +109,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         # Ray's state API, asked without an address (as Ray Train's placement-group cleaner asks whether its
         # controller lives), finds "the" instance on the machine from Ray's files: beside another instance it asked
         # that one, found no controller and removed the training's placement group. Its workers are told which.
-        port = free_loopback_port()
+        port = dashboard_port()
         with loopback_only():
             context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
                                dashboard_port=port, configure_logging=True, logging_level="warning",
