@@ -154,3 +154,28 @@ def test_a_damaged_zip_with_the_right_sum_is_refused_without_unpacking(tmp_path)
     finally:
         server.close()
     assert not (tmp_path / "data" / "dev_data").exists()
+
+
+def test_every_split_folder_an_archive_holds_lands_and_one_rcmae_cannot_read_is_an_error(tmp_path):
+    names = ("section_00_source_train_normal_0000_a.wav", "section_00_source_test_normal_0000_a.wav",
+             "section_00_target_test_anomaly_0000_a.wav")
+    sectioned = tmp_path / "dev_data_fan.zip"
+    build_zip(sectioned, "fan", [f"train/{names[0]}", f"source_test/{names[1]}", f"target_test/{names[2]}"])
+    odd = tmp_path / "dev_data_pump.zip"
+    build_zip(odd, "pump", [f"train/{names[0]}", f"extra/{names[1]}"])
+    files = {path.name: path.read_bytes() for path in (sectioned, odd)}
+    toy = DataSet(types=("fan", "pump"), md5={name: hashlib.md5(data).hexdigest() for name, data in files.items()},
+                  parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data")})
+    server = Server(files)
+    try:
+        download(toy, tmp_path / "data", ("dev",), ("fan",), base_url=server.url, progress=False)
+        with pytest.raises(DownloadError, match=r"holds audio in pump/extra, which is no split folder"):
+            download(toy, tmp_path / "data", ("dev",), ("pump",), base_url=server.url, progress=False)
+    finally:
+        server.close()
+    fan = tmp_path / "data" / "dev_data" / "fan"
+    assert sorted(p.relative_to(fan).as_posix() for p in fan.rglob("*.wav")) == [
+        f"source_test/{names[1]}", f"target_test/{names[2]}", f"train/{names[0]}"]
+    assert not (tmp_path / "data" / "dev_data" / "pump").exists()
+    assert not (tmp_path / "data" / ".downloads" / "dev_data_pump.zip.done").exists()  # never "done"
+    assert len(index_clips(tmp_path / "data" / "dev_data")) == 3  # as `rcmae index` reads them

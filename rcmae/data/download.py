@@ -23,6 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rcmae.data.layout import SPLIT_FOLDERS
 from rcmae.errors import DiskFull, RcmaeError, bounded
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,14 @@ def unpack(archive: Path, into: Path) -> list[str]:
                 zipped.extractall(scratch)
         except zipfile.BadZipFile as error:
             raise DownloadError(f"{archive.name}: not a readable zip ({error}); remove it and re-run") from None
-        splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in ("train", "test"))
+        splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in SPLIT_FOLDERS)
         if not splits:
-            raise DownloadError(f"{archive.name}: no <type>/train or <type>/test folder inside")
+            raise DownloadError(f"{archive.name}: no <type>/<split> folder inside ({', '.join(SPLIT_FOLDERS)})")
+        unread = sorted({str(p.parent.relative_to(scratch)) for p in scratch.rglob("*.wav")}
+                        - {str(split.relative_to(scratch)) for split in splits})
+        if unread:  # never "done" with clips left behind
+            raise DownloadError(f"{archive.name}: holds audio in {', '.join(unread)}, which is no split folder "
+                                f"rcmae reads ({', '.join(SPLIT_FOLDERS)}): nothing was unpacked")
         moved = []
         for split in splits:
             target = into / split.parent.name / split.name

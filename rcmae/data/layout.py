@@ -21,6 +21,8 @@ from rcmae.errors import RcmaeError
 
 UNKNOWN = "unknown"
 SPLITS = ("train", "test")
+# the folders clips sit in, and their split: DCASE 2021 holds a type's test clips in source_test/ and target_test/
+SPLIT_FOLDERS = {"train": "train", "test": "test", "source_test": "test", "target_test": "test"}
 
 _DCASE2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<id>\d{2})_(?P<num>\d+)$")
 _DCASE2020_UNLABELLED = re.compile(r"^id_(?P<id>\d{2})_(?P<num>\d+)$")
@@ -103,11 +105,7 @@ def parse_clip_name(path: Path) -> dict[str, str]:
 
 
 def _split_from_dir(name: str) -> str | None:
-    if name in SPLITS:
-        return name
-    if name in ("source_test", "target_test"):
-        return "test"
-    return None
+    return SPLIT_FOLDERS.get(name)
 
 
 def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
