@@ -10,12 +10,13 @@ from dcase_files import read_scores
 from rcmae.cli import main
 from rcmae.data.synth import synthesize
 from rcmae.evaluate.dcase_csv import score_file
+from rcmae.evaluate.metrics import Metrics
 from rcmae.evaluate.run_report import _metrics_table
 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_unlabelled_clips_and_few_shot_machines_are_scored_and_reported(ray_session, tmp_path):
+def test_unlabelled_clips_and_few_shot_machines_are_scored_and_reported(ray_session, tmp_path, capsys):
     data = tmp_path / "data"
     synthesize(data, preset="small", types=("fan",), additional=True)
     train = data / "dev_data" / "fan" / "train"
@@ -28,7 +29,10 @@ def test_unlabelled_clips_and_few_shot_machines_are_scored_and_reported(ray_sess
         shutil.copy(clip, unlabelled / f"id_01_{number:08d}.wav")  # DCASE 2020 evaluation-set names
     args = ["run", "--data", str(data), "--out", str(tmp_path / "run"), "--no-baseline", "--set",
             "scale.num_workers=0", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1"]
+    capsys.readouterr()
     assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()  # stdout carries the result only (progress: stderr)
+    assert len(printed) == 1 and printed[0].startswith("mean AUC ") and printed[0].endswith("report.md"), printed
     evaluation = tmp_path / "run" / "evaluation"
     assert len(read_scores(score_file(evaluation, "fan", "01"))) == 6  # scored, as a submission needs
     for machine_id in ("00", "02", "04"):
@@ -41,7 +45,7 @@ def test_unlabelled_clips_and_few_shot_machines_are_scored_and_reported(ray_sess
 
 
 def test_a_wholly_unlabelled_split_gets_a_report_table_that_says_so():
-    text = _metrics_table({"RC-MAE": {"per_id": [], "per_type": {}, "mean": {}}})
+    text = _metrics_table({"RC-MAE": Metrics()})
     assert "unlabelled (evaluation mode)" in text and "anomaly_score_" in text
 
 
