@@ -29,8 +29,6 @@ from rcmae.sections import (
     ScoreConfig,
 )
 
-PAPER_AUDIOLDM = "cvssp/audioldm-s-full-v2"  # AudioLDM checkpoint of the `paper` preset (diffusers layout)
-
 
 @dataclass
 class Config:
@@ -140,8 +138,8 @@ def paper() -> Config:
                   model=ModelConfig(mask_ratio=0.5, mask_ratio_max=0.75), baseline=BaselineConfig(),
                   pretrain=PretrainConfig(schedule="constant", grad_clip=0.0),
                   finetune=FinetuneConfig(schedule="constant", grad_clip=0.0),
-                  augment=AugmentConfig(augmenter="audioldm", use_gpu=True, options=AUGMENTERS[
-                      "audioldm"].load_options()(model=PAPER_AUDIOLDM, prompts="paper", eta=1.0)),
+                  augment=AugmentConfig(augmenter="audioldm", use_gpu=True,
+                                        options=AUGMENTERS["audioldm"].load_options().paper()),
                   score=ScoreConfig(method="id_logprob"), scale=ScaleConfig(use_gpu=True))
 
 

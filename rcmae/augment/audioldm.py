@@ -33,7 +33,6 @@ import torchaudio
 
 from rcmae.augment.base import Augmented
 from rcmae.augment.prompts import Prompt, PromptOptions, load_prompts, pick
-from rcmae.config import PAPER_AUDIOLDM
 from rcmae.config_input import check, doc_field
 from rcmae.data.audio import resample, rms
 from rcmae.errors import RcmaeError
@@ -61,6 +60,9 @@ class ClipPlan:
     seed: int
 
 
+PAPER_AUDIOLDM = "cvssp/audioldm-s-full-v2"  # the paper's AudioLDM checkpoint (diffusers layout)
+
+
 @dataclass
 class AudioLDMOptions(PromptOptions):
     model: str | None = doc_field("AudioLDM hub id or local diffusers folder.", None)
@@ -77,6 +79,11 @@ class AudioLDMOptions(PromptOptions):
         check(1 <= self.steps_min <= self.steps_max,
               f"augment: need 1 <= steps_min <= steps_max, got {self.steps_min}, {self.steps_max}")
         check(0.0 <= self.eta <= 1.0, f"augment.eta must be in [0, 1], got {self.eta}")
+
+    @classmethod
+    def paper(cls) -> "AudioLDMOptions":
+        """The paper's: its checkpoint, Table 1's prompts, eta as AudioLDM's audio-to-audio transfer."""
+        return cls(model=PAPER_AUDIOLDM, prompts="paper", eta=1.0)
 
 
 class WeightsUnavailable(RcmaeError):
