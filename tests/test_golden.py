@@ -57,6 +57,12 @@ def test_one_detector_fit_and_score():
         [-0.7846977, -0.6918951], **TOL)
     assert detector.thresholds["fused"]["a/00"] == pytest.approx(1.4552970, **TOL)
     assert detector.threshold_methods["id_logprob"] == {"a/00": "constant"}
+    for method, values, threshold in (("rhythm", [4.1713889, 4.9243315], 13.4247114),
+                                      ("patch", [-0.3532782, 0.0697267], 3.2592626),
+                                      ("combined", [-0.7846977, -0.6918951], 1.4552970)):
+        assert anomaly_scores(method, probe_encoded, ["a/00"] * 2, ["a/00"], detector).tolist() == pytest.approx(
+            values, **TOL), method
+        assert detector.thresholds[method]["a/00"] == pytest.approx(threshold, **TOL), method
 
 
 def test_the_losses_run_in_fp32_under_bf16_autocast():
@@ -74,3 +80,31 @@ def test_the_losses_run_in_fp32_under_bf16_autocast():
             mixed = PretrainObjective(model, config.pretrain)(original, original.flip(0))
     assert all(value.dtype == torch.float32 for value in mixed.values())
     assert {k: float(v) for k, v in mixed.items()} == pytest.approx({k: float(v) for k, v in exact.items()}, rel=0.05)
+
+
+def golden_clip() -> np.ndarray:
+    t = np.arange(16000) / 16000
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(0).standard_normal(16000)).astype(
+        np.float32)
+
+
+def test_each_writing_augmenters_output_on_a_seeded_clip(tiny_audioldm):
+    from rcmae.augment.audioldm import AudioLDMAugmenter, AudioLDMOptions
+    from rcmae.augment.factory_mix import FactoryMix, FactoryMixOptions
+    from rcmae.augment.specaugment import MaskOptions, SpecAugment
+
+    mixed = FactoryMix(FactoryMixOptions()).augment([golden_clip()], [7])[0]
+    assert mixed.data[:4].tolist() == pytest.approx([-0.3473935, 0.0724292, 0.1552497, 0.0969816], **TOL)
+    assert float(np.abs(mixed.data).sum()) == pytest.approx(3329.2024, **TOL)
+    assert (mixed.provenance["family"], mixed.provenance["snr_db"]) == ("pneumatic", 5.588)
+    masked = SpecAugment(MaskOptions()).augment([np.random.default_rng(0).normal(size=(128, 64)).astype(
+        np.float32)], [4])[0]
+    assert float(masked.data.sum()) == pytest.approx(-64.258995, **TOL)
+    assert masked.provenance["freq_masks"] == [[108, 14], [57, 17]]
+    assert masked.provenance["time_masks"] == [[54, 9], [4, 9]]
+    sdedit = AudioLDMAugmenter(AudioLDMOptions(model=str(tiny_audioldm), steps_min=2, steps_max=3, t0=0.5),
+                               device="cpu").augment([golden_clip()], [7])[0]
+    assert sdedit.provenance["steps"] == 3
+    assert sdedit.data[:4].tolist() == pytest.approx([0.0188181, 0.0137039, 0.0134794, -0.0034780], rel=1e-4,
+                                                     abs=1e-6)
+    assert float(np.abs(sdedit.data).sum()) == pytest.approx(2422.877, rel=1e-4)
