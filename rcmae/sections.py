@@ -114,8 +114,8 @@ class AugmentConfig(Section):
 
     section = "augment"
     # `augmenter` is a str checked against the registry (its one list of names), not a Literal repeating them
-    augmenter: str = doc_field("One of rcmae.registry.AUGMENTERS: 'factory-mix' (weight-free), 'audioldm' (needs "
-                               "`model`), 'masking' or 'specaugment'.", "factory-mix")
+    augmenter: str = doc_field("; ".join(f"'{name}' ({entry.doc})" for name, entry in AUGMENTERS.items()) + ".",
+                               "factory-mix")
     variants: int = doc_field("Augmented variants written per clip.", 2)
     seed: int = doc_field("Base seed; each clip's seed derives from it and the clip's path.", 0)
     options: Section | None = doc_field("The augmenter's options (its registry entry's dataclass); None: its "
