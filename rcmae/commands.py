@@ -170,14 +170,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rcmae.serve.app import ServiceSettings, origins, run_service
-    from rcmae.serve.uploads import Limits
+    from rcmae.serve.app import ServiceArgs, run_service
 
-    limits = Limits(int(args.max_upload_mb * 2**20), args.max_seconds, args.upload_timeout_s)
-    settings = ServiceSettings(str(args.checkpoint), args.method, args.aggregate, args.max_batch_size,
-                               args.batch_wait_ms / 1000, limits, origins(args.allow_origin),
-                               str(args.token_file) if args.token_file else None)
-    run_service(settings, args.host, args.port, args.replicas)
+    service = ServiceArgs(checkpoint=str(args.checkpoint), method=args.method, aggregate=args.aggregate,
+                          max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
+                          max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
+                          upload_timeout_s=args.upload_timeout_s, allow_origins=args.allow_origin,
+                          token_file=str(args.token_file) if args.token_file else None)
+    run_service(service.settings(), args.host, args.port, args.replicas)
     return EXIT.ok
 
 
