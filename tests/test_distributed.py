@@ -121,19 +121,21 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_tria
             str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "out")]
     trials = tmp_path / "out" / "resume" / "trials"
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
-    driver = subprocess.Popen([str(Path(sys.executable).parent / "rcmae"), *args], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"
+    with log.open("w") as stderr:
+        driver = subprocess.Popen([str(Path(sys.executable).parent / "rcmae"), *args], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.time() + 600
         while not list(trials.glob("*/evaluation/metrics.json")) and time.time() < deadline:
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            assert driver.poll() is None, "the sweep ended before it could be interrupted: " + log.read_text()[-3000:]
             time.sleep(0.5)
         time.sleep(3)  # into the second trial
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finished = {model: model.stat().st_mtime_ns for model in trials.glob("*/finetune/model/model.safetensors")}
-    assert finished, "no trial had finished when the driver was killed"
+    assert finished, "no trial had finished when the driver was killed: " + log.read_text()[-3000:]
     assert main(args) == 0  # the same command again: restored, not started over
     assert {model: model.stat().st_mtime_ns for model in finished} == finished  # finished trials not retrained
     results = pd.read_csv(tmp_path / "out" / "resume" / "trials.csv")
@@ -194,21 +196,26 @@ def _interrupted(command: list[str], env: dict, started, deadline_s: float = 600
     """Runs `rcmae COMMAND`, sends SIGINT once `started()` holds, and returns its exit code and stderr."""
     import signal
     import subprocess
+    import tempfile
     import time
 
-    driver = subprocess.Popen([str(Path(sys.executable).parent / "rcmae"), *command], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = Path(tempfile.mkstemp(suffix=".log")[1])
+    with log.open("w") as stderr:
+        driver = subprocess.Popen([str(Path(sys.executable).parent / "rcmae"), *command], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.time() + deadline_s
         while not started() and time.time() < deadline:
-            assert driver.poll() is None, "the command ended before it could be interrupted"
+            assert driver.poll() is None, "the command ended before it could be interrupted: " + log.read_text()[-3000:]
             time.sleep(0.5)
-        assert started(), "the command did not get far enough to be interrupted"
+        assert started(), "the command did not get far enough to be interrupted: " + log.read_text()[-3000:]
         driver.send_signal(signal.SIGINT)
-        _, stderr = driver.communicate(timeout=180)
+        driver.wait(timeout=180)
     finally:
         if driver.poll() is None:
             driver.kill()
+        stderr = log.read_text()
+        log.unlink()
     return driver.returncode, stderr
 
 

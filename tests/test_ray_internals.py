@@ -95,3 +95,23 @@ def test_what_rays_workers_print_reaches_the_drivers_stderr_and_stdout_carries_r
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == "result\n"
     assert "printed by a worker" in done.stderr
+
+
+JOINS = """
+import ray
+from rcmae.distributed.runtime import ensure_ray
+ensure_ray()
+print(ray.get_runtime_context().gcs_address, ray.get(ray.remote(lambda: 1).remote()))
+"""
+
+
+@pytest.mark.ray
+def test_a_driver_joins_a_loopback_only_instance_that_ray_address_names(ray_session):
+    """A driver joining rcmae's own instance in Ray's cluster mode takes the machine's address for its own, finds no
+    raylet there, and waits forever: it is asked for its nodes first and joined in their mode."""
+    gcs = ray_session.get_runtime_context().gcs_address
+    assert ray_internals.node_addresses(gcs) == ["127.0.0.1"]
+    joined = subprocess.run([sys.executable, "-c", JOINS], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, RAY_ADDRESS=gcs))
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert joined.stdout.split() == [gcs, "1"]

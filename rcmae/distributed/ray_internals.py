@@ -20,6 +20,17 @@ def disable_cluster_mode() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def node_addresses(gcs_address: str, timeout_s: float = 10) -> list[str]:
+    """The addresses of the live nodes of the cluster whose GCS is at `gcs_address`, asked before joining it: a
+    driver must join a loopback-only instance in the same mode (see `runtime.loopback_only`), or it takes the
+    machine's address as its own, finds no raylet there, and waits forever. `ray.nodes()` needs a joined driver."""
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    nodes = GcsClient(address=gcs_address).get_all_node_info(timeout=timeout_s)
+    return [node.node_manager_address for node in nodes.values() if node.state == GcsNodeInfo.ALIVE]
+
+
 def gcs_cluster_config():
     """The autoscaler's node groups as autoscaler v2 and KubeRay publish them in the GCS, None when nothing was
     published. `ray.autoscaler.sdk` can request resources but not read what node types exist."""

@@ -25,6 +25,7 @@ from rcmae.distributed.ray_internals import (
     autoscaler_status_published,
     disable_cluster_mode,
     gcs_cluster_config,
+    node_addresses,
     worker_output_to_stderr,
 )
 from rcmae.errors import RcmaeError
@@ -93,13 +94,31 @@ def loopback_only() -> Iterator[None]:
             os.environ[LOOPBACK_ENV] = before
 
 
+def is_loopback_instance(address: str) -> bool:
+    """Whether RAY_ADDRESS names a GCS on this machine's loopback whose nodes all live on 127.0.0.1 (an instance
+    started by `loopback_only`, such as another rcmae command's): such an instance is joined in its own mode."""
+    host, _, port = address.rpartition(":")
+    if host not in (LOOPBACK, "localhost") or not port.isdigit():
+        return False
+    try:
+        nodes = node_addresses(address)
+    except Exception as error:  # noqa: BLE001 - ray.init says best why a cluster cannot be joined
+        log.debug(f"ray: could not list the nodes at {address}: {error}")
+        return False
+    return bool(nodes) and all(node == LOOPBACK for node in nodes)
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and is_loopback_instance(address):
+        with loopback_only():
+            ray.init(address=address)
+        log.info(f"ray: joined the loopback-only instance at {address} (RAY_ADDRESS)")
+    elif address:
         ray.init(address=address)
         log.info(f"ray: joined the cluster at {address} (RAY_ADDRESS)")
     else:
