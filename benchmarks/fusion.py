@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
 from rcmae.detect.apply import fit_from_rows
 from rcmae.detect.detector import FUSIONS, Encoded, anomaly_scores, standardised
@@ -63,8 +64,9 @@ def standardised_scores(folder: Path) -> tuple[list[dict], dict[str, np.ndarray]
     keys = [f"{row['machine_type']}/{row['machine_id']}" for row in rows]
     encoded = Encoded(*(np.concatenate([getattr(part, f.name) for part in parts]) for f in dataclasses.fields(Encoded)))
     singles = sorted({member for members, _ in CANDIDATES.values() for member in members})
-    return rows, {method: standardised(method, anomaly_scores(method, encoded, keys, meta.classes, detector), keys,
-                                       detector) for method in singles}
+    clips = ClipClasses.of_machines(meta.classes, keys)
+    return rows, {method: standardised(method, anomaly_scores(method, encoded, keys, clips, detector), keys, detector)
+                  for method in singles}
 
 
 def evaluate(rows: list[dict], scores: np.ndarray, families: dict[str, str]) -> dict:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import torch
 from sklearn.metrics import roc_auc_score
 
+from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.data.sound_models import FAULT_KINDS
 from rcmae.detect.detector import anomaly_scores
@@ -92,9 +93,9 @@ def main() -> None:
 
     def rescore(hidden: np.ndarray) -> np.ndarray:
         again = encode_all(checkpoint.model, reconstructed(checkpoint, specs, hidden), checkpoint.normalizer)
-        return anomaly_scores(method, again, keys, checkpoint.classes, detector)
+        return anomaly_scores(method, again, keys, ClipClasses.of_machines(checkpoint.classes, keys), detector)
 
-    before = anomaly_scores(method, encoded, keys, checkpoint.classes, detector)
+    before = anomaly_scores(method, encoded, keys, ClipClasses.of_machines(checkpoint.classes, keys), detector)
     flagged = rescore(top_k(maps, k))
     rng = np.random.default_rng(0)
     random = np.mean([rescore(top_k(rng.random(maps.shape), k)) for _ in range(RANDOM_DRAWS)], axis=0)

@@ -28,6 +28,7 @@ import torch
 from fusion import FLOOR, evaluate, floor_result, print_table
 from rcmae import stages
 from rcmae.config import load_config
+from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import META_COLUMNS, specs_from_column, stream_rows
 from rcmae.detect.detector import Encoded, anomaly_scores, calibrate, fit_scorer, held_out_scores, standardised
 from rcmae.detect.encode import encode_all
@@ -58,11 +59,14 @@ def detector_scores(train: Encoded, train_keys: list[str], test: Encoded, test_k
     detector = fit_scorer(train, train_keys, config)
     keys = np.array(train_keys)
     for key in classes:
-        held = held_out_scores(train.select(keys == key), key, classes, config, METHODS)
+        own = keys == key
+        held = held_out_scores(train.select(own), key, ClipClasses.as_machine(classes, key, int(own.sum())), config,
+                               METHODS)
         for method in METHODS:
             calibrate(detector, method, key, held[method])
-    return {method: standardised(method, anomaly_scores(method, test, test_keys, classes, detector), test_keys,
-                                 detector) for method in METHODS}
+    clips = ClipClasses.of_machines(classes, test_keys)
+    return {method: standardised(method, anomaly_scores(method, test, test_keys, clips, detector), test_keys, detector)
+            for method in METHODS}
 
 
 def representations(folder: Path, seed: int, variants: list[str]) -> dict[str, RCMAE]:

@@ -58,7 +58,7 @@ def measure(features: Path, folder: Path) -> dict:
     import ray
 
     from rcmae.config import tiny
-    from rcmae.data.feature_table import train_classes
+    from rcmae.data.classes import train_classes
     from rcmae.distributed.inference import fit_detector_ray
     from rcmae.distributed.train import pretrain_ray
     from rcmae.models.checkpoint import load_checkpoint, save_checkpoint
@@ -72,7 +72,7 @@ def measure(features: Path, folder: Path) -> dict:
     with ObjectStorePeak() as store:
         started = time.perf_counter()
         pretrain_start(config.augment, features)
-        classes = train_classes(features)
+        _, classes = train_classes(features, "id")
         figures["setup"] = dict(seconds=time.perf_counter() - started, driver_peak_rss_mib=peak_rss_mib())
         started = time.perf_counter()
         pretrained = pretrain_ray(config, features, folder / "pretrain")

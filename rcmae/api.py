@@ -58,7 +58,7 @@ class Detector:
     @property
     def machines(self) -> list[str]:
         """The machines ("type/ID") the model knows."""
-        return self._scorer.classes
+        return self._scorer.machines
 
     @property
     def sample_rate(self) -> int:

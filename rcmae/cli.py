@@ -13,6 +13,7 @@ from rcmae.config import PRESETS
 from rcmae.data.download import DATASETS as DOWNLOADABLE
 from rcmae.data.download import ZENODO
 from rcmae.data.sound_models import MACHINES as TOY_MACHINES
+from rcmae.data.synth import LAYOUTS as SYNTH_LAYOUTS
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
 from rcmae.errors import EXIT, one_line, user_error
 from rcmae.interrupts import install_handlers
@@ -109,9 +110,10 @@ def _synth_command(sub) -> list[argparse.ArgumentParser]:
                    help="small: 2 s clips, 3 IDs per type; full: 10 s, DCASE-sized IDs; hard: 4 s clips whose faults "
                         "sound 0.2-2 s from a random onset, over louder impulsive background, with more timing faults "
                         "(default: %(default)s)")
-    p.add_argument("--layout", default="dcase2020", choices=["dcase2020", "dcase2021"],
+    p.add_argument("--layout", default="dcase2020", choices=SYNTH_LAYOUTS,
                    help="dcase2021: DCASE 2021-2025 names, one section per machine, a source and a shifted "
-                        "target domain (3 target train clips per section)")
+                        "target domain (3 target train clips per section); dcase2023: one section per type, its "
+                        "machines as operating modes named by attributes (..._mode_2), and the target domain")
     p.add_argument("--clip-seconds", type=float, help="clip length (default: the preset's, small 2 s, full 10 s)")
     p.add_argument("--additional", action="store_true",
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "

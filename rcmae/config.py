@@ -137,7 +137,7 @@ def paper() -> Config:
     return Config(preset="paper", audio=AudioConfig(clip_seconds=10.0), features=FeatureConfig(),
                   model=ModelConfig(mask_ratio=0.5, mask_ratio_max=0.75), baseline=BaselineConfig(),
                   pretrain=PretrainConfig(schedule="constant", grad_clip=0.0),
-                  finetune=FinetuneConfig(schedule="constant", grad_clip=0.0),
+                  finetune=FinetuneConfig(schedule="constant", grad_clip=0.0, classes="id"),
                   augment=AugmentConfig(augmenter="audioldm", use_gpu=True,
                                         options=AUGMENTERS["audioldm"].load_options().paper()),
                   score=ScoreConfig(method="id_logprob"), scale=ScaleConfig(use_gpu=True))

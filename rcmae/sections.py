@@ -238,6 +238,10 @@ class FinetuneConfig(OptimizerConfig):
     lambda_ce: float = doc_field("Weight of cross-entropy over machine IDs (Eq. 10).", 0.5)
     use_augmented: bool = doc_field("Also train on augmented variants (labels carry over). Off by default, as the "
                                     "paper fine-tunes on the real train clips.", False)
+    classes: Literal["id", "attributes", "auto"] = doc_field(
+        "What stage 2 classifies: 'id' machine IDs (the paper, DCASE 2020), 'attributes' each machine's attribute "
+        "values from the file names (type/section/attributes; DCASE 2022-2025), 'auto' attributes when a machine "
+        "type has fewer than two IDs with train clips and the names carry attributes, else IDs.", "auto")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 
 from rcmae.config import tiny
-from rcmae.data.feature_table import machine_keys, train_classes, write_synthetic_features
+from rcmae.data.classes import train_classes
+from rcmae.data.feature_table import machine_keys, write_synthetic_features
 from rcmae.features import Normalizer
 from rcmae.train.batches import BatchMaker, epoch_rng, shuffled
 from rcmae.train.stage import FINETUNE, PRETRAIN
@@ -47,9 +48,10 @@ def test_stage_batches_pair_each_clip_with_one_of_its_own_variants(tmp_path):
         variants = np.array(table["augmented"][row].as_py()).reshape(3, 16, 8)
         assert any(np.array_equal(batch["augmented"][row], v) for v in variants)
         np.testing.assert_array_equal(batch["original"][row].reshape(-1), table["features"][row].as_py())
-    maker = BatchMaker(FINETUNE, config, identity, train_classes(folder), 8)
-    labelled = maker.collate(table, np.random.default_rng(0))
-    assert [train_classes(folder)[i] for i in labelled["labels"]] == machine_keys(table)
+    by, classes = train_classes(folder, "auto")
+    assert by == "id"  # several IDs of one type, no attributes
+    labelled = BatchMaker(FINETUNE, config, identity, classes, 8).collate(table, np.random.default_rng(0))
+    assert [classes[i] for i in labelled["labels"]] == machine_keys(table)
 
 
 def test_the_masking_arm_draws_fresh_masks_per_batch_and_applies_them_in_the_step(tmp_path):
@@ -117,7 +119,7 @@ def test_ray_train_batches_mix_machine_ids_like_a_permutation(ray_session, tmp_p
                               "scale.shuffle_buffer_batches": 1})  # at ~1,000 clips per ID no buffer mixes
     run_augment(tmp_path / "data", tmp_path / "augment", config)
     features = tmp_path / "augment" / "features"
-    classes = train_classes(features)
+    _, classes = train_classes(features, "id")
     maker = BatchMaker(FINETUNE, config, Normalizer(mean=np.zeros(128), std=np.ones(128)), classes, BATCH)
     # blocks of ~30 rows: at paper size a 128 MiB block holds ~250 clips of an ID's ~1,000, the same share
     context = ray_session.data.DataContext.get_current()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from encoded_values import encoded as make_encoded
+from rcmae.data.classes import ClipClasses
 from rcmae.detect.detector import anomaly_scores, fit_detector
 from rcmae.detect.thresholds import THRESHOLD_METHODS, gamma_threshold
 from rcmae.sections import ScoreConfig
@@ -60,11 +61,12 @@ def test_a_detector_fit_on_degenerate_train_clips_is_finite(counts, kind, seed):
     classes = sorted(set(keys))
     log_probs = np.log(np.full((len(keys), len(classes)), 1.0 / len(classes)))
     encoded = make_encoded(pooled, embeddings, log_probs)
-    detector = fit_detector(encoded, keys, classes, ScoreConfig(components=4))
+    clips = ClipClasses.of_machines(classes, keys)
+    detector = fit_detector(encoded, keys, clips, ScoreConfig(components=4))
     for method, per_key in detector.thresholds.items():
         assert set(per_key) == set(classes) and all(np.isfinite(v) for v in per_key.values()), method
         probe = make_encoded(pooled + rng.normal(size=pooled.shape), embeddings, log_probs)
-        assert np.isfinite(anomaly_scores(method, probe, keys, classes, detector)).all(), method
+        assert np.isfinite(anomaly_scores(method, probe, keys, clips, detector)).all(), method
 
 
 def test_non_finite_features_name_the_clips():
@@ -74,4 +76,5 @@ def test_non_finite_features_name_the_clips():
     pooled[2, 1] = np.nan
     encoded = make_encoded(pooled, np.ones((4, 3)) / np.sqrt(3), np.zeros((4, 1)))
     with pytest.raises(DataError, match=r"1 train clip\(s\) give non-finite encoder features, e\.g\. c\.wav \(m/00\)"):
-        fit_detector(encoded, ["m/00"] * 4, ["m/00"], ScoreConfig(), paths=["a.wav", "b.wav", "c.wav", "d.wav"])
+        fit_detector(encoded, ["m/00"] * 4, ClipClasses.as_machine(["m/00"], "m/00", 4), ScoreConfig(),
+                     paths=["a.wav", "b.wav", "c.wav", "d.wav"])

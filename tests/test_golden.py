@@ -8,6 +8,7 @@ import torch
 
 from encoded_values import encoded as make_encoded
 from rcmae.config import tiny
+from rcmae.data.classes import ClipClasses
 from rcmae.detect.detector import anomaly_scores, fit_detector
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
@@ -43,24 +44,26 @@ def test_one_detector_fit_and_score():
     rng = np.random.default_rng(0)
     train = rng.normal(size=(20, 6))
     encoded = make_encoded(train, log_probs=np.zeros((20, 1)))
-    detector = fit_detector(encoded, ["a/00"] * 20, ["a/00"], ScoreConfig(components=3))
+    detector = fit_detector(encoded, ["a/00"] * 20, ClipClasses.as_machine(["a/00"], "a/00", 20),
+                            ScoreConfig(components=3))
     probe = rng.normal(size=(2, 6))
     probe_encoded = make_encoded(probe, probe, np.zeros((2, 1)))
-    scores = anomaly_scores("mahalanobis", probe_encoded, ["a/00"] * 2, ["a/00"], detector)
+    probe_clips = ClipClasses.as_machine(["a/00"], "a/00", 2)
+    scores = anomaly_scores("mahalanobis", probe_encoded, ["a/00"] * 2, probe_clips, detector)
     assert scores.tolist() == pytest.approx([4.7735652, 4.4270586], **TOL)
     # thresholds from held-out train scores (rcmae 0.3; in-sample ones, 8.7611077 here, understate a new clip's)
     assert detector.thresholds["mahalanobis"]["a/00"] == pytest.approx(14.0531373, **TOL)
     assert detector.thresholds["embedding"]["a/00"] == pytest.approx(1.1717752, **TOL)
-    assert anomaly_scores("stats", probe_encoded, ["a/00"] * 2, ["a/00"], detector).tolist() == pytest.approx(
+    assert anomaly_scores("stats", probe_encoded, ["a/00"] * 2, probe_clips, detector).tolist() == pytest.approx(
         [4.1713889, 4.9243315], **TOL)
-    assert anomaly_scores("fused", probe_encoded, ["a/00"] * 2, ["a/00"], detector).tolist() == pytest.approx(
+    assert anomaly_scores("fused", probe_encoded, ["a/00"] * 2, probe_clips, detector).tolist() == pytest.approx(
         [-0.7846977, -0.6918951], **TOL)
     assert detector.thresholds["fused"]["a/00"] == pytest.approx(1.4552970, **TOL)
     assert detector.threshold_methods["id_logprob"] == {"a/00": "constant"}
     for method, values, threshold in (("rhythm", [4.1713889, 4.9243315], 13.4247114),
                                       ("patch", [-0.3532782, 0.0697267], 3.2592626),
                                       ("combined", [-0.7846977, -0.6918951], 1.4552970)):
-        assert anomaly_scores(method, probe_encoded, ["a/00"] * 2, ["a/00"], detector).tolist() == pytest.approx(
+        assert anomaly_scores(method, probe_encoded, ["a/00"] * 2, probe_clips, detector).tolist() == pytest.approx(
             values, **TOL), method
         assert detector.thresholds[method]["a/00"] == pytest.approx(threshold, **TOL), method
 

@@ -7,6 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from dcase_files import read_scores
 from encoded_values import encoded
+from rcmae.data.classes import ClipClasses
 from rcmae.detect.detector import (
     Detector,
     anomaly_scores,
@@ -113,7 +114,8 @@ def test_score_methods_against_hand_computation():
     detector = fit_scorer(encoded(train, units), keys, ScoreConfig(components=3))
     test = rng.normal(size=(4, 6))
     test_keys = ["a/00", "a/01", "a/01", "a/00"]
-    found = anomaly_scores("mahalanobis", encoded(test), test_keys, ["a/00", "a/01"], detector)
+    test_clips = ClipClasses.of_machines(["a/00", "a/01"], test_keys)
+    found = anomaly_scores("mahalanobis", encoded(test), test_keys, test_clips, detector)
     # the same Gaussian as sklearn's probabilistic PCA: -2 log-likelihood = Mahalanobis + a per-ID constant
     pca = PCA(n_components=3).fit(train[:20])
     expected = -2 * pca.score_samples(test[[0, 3]])
@@ -123,15 +125,16 @@ def test_score_methods_against_hand_computation():
     assert found[0] == pytest.approx(centred @ np.linalg.solve(covariance, centred), rel=1e-6)
     centroid = units[:20].mean(axis=0) / np.linalg.norm(units[:20].mean(axis=0))
     probe = rng.normal(size=(1, 6))
-    cosine = anomaly_scores("embedding", encoded(probe, probe), ["a/00"], ["a/00", "a/01"], detector)
+    cosine = anomaly_scores("embedding", encoded(probe, probe), ["a/00"], test_clips.select(np.array([0])), detector)
     assert cosine[0] == pytest.approx(1 - probe[0] @ centroid, rel=1e-5)
     log_probs = np.log(np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5], [0.2, 0.8]]))
-    paper = anomaly_scores("id_logprob", encoded(test, log_probs=log_probs), test_keys, ["a/00", "a/01"], detector)
+    paper = anomaly_scores("id_logprob", encoded(test, log_probs=log_probs), test_keys, test_clips, detector)
     np.testing.assert_allclose(paper, -np.log([0.9, 0.7, 0.5, 0.2]))
     with pytest.raises(DataError, match="not seen in training"):
-        anomaly_scores("mahalanobis", encoded(test), ["b/00"] * 4, ["a/00", "a/01"], detector)
+        anomaly_scores("mahalanobis", encoded(test), ["b/00"] * 4, ClipClasses.as_machine(["a/00", "a/01"], "b/00", 4),
+                       detector)
     restored = Detector.from_arrays(detector.arrays(), detector.meta())
-    np.testing.assert_allclose(anomaly_scores("mahalanobis", encoded(test), test_keys, ["a/00", "a/01"], restored),
+    np.testing.assert_allclose(anomaly_scores("mahalanobis", encoded(test), test_keys, test_clips, restored),
                                found, rtol=1e-5)
 
 
@@ -152,7 +155,8 @@ def test_mahalanobis_sees_a_shift_along_a_quiet_direction():
     test = np.concatenate([normal, normal + np.array([0, 0, 2.0, 0])])
     labels = [0] * 100 + [1] * 100
     def score(method):
-        return roc_auc_score(labels, anomaly_scores(method, encoded(test, test), ["m/00"] * 200, ["m/00"], detector))
+        clips = ClipClasses.as_machine(["m/00"], "m/00", 200)
+        return roc_auc_score(labels, anomaly_scores(method, encoded(test, test), ["m/00"] * 200, clips, detector))
     assert score("mahalanobis") > 0.95 and score("embedding") < 0.6
 
 
@@ -164,12 +168,14 @@ def test_few_shot_ids_borrow_their_types_covariance_and_thresholds(few_clips):
     keys = [key for key, n in counts.items() for _ in range(n)]
     pooled = np.stack([centres[k] + rng.normal(size=6) for k in keys])
     log_probs = np.log(rng.dirichlet(np.ones(3), size=len(keys)))
-    detector = fit_detector(encoded(pooled, pooled, log_probs), keys, sorted(counts), ScoreConfig(components=2))
+    detector = fit_detector(encoded(pooled, pooled, log_probs), keys, ClipClasses.of_machines(sorted(counts), keys),
+                            ScoreConfig(components=2))
     assert detector.few_shot == ["a/00"]
     np.testing.assert_allclose(detector.gaussians["a/00"]["mean"], pooled[:few_clips].mean(axis=0))
     assert all(np.isfinite(detector.thresholds[m]["a/00"]) for m in detector.thresholds)
     probe = np.stack([centres["a/00"] + rng.normal(size=6) for _ in range(50)] + [centres["a/00"] + 6.0] * 50)
-    scores = anomaly_scores("mahalanobis", encoded(probe, probe), ["a/00"] * 100, sorted(counts), detector)
+    scores = anomaly_scores("mahalanobis", encoded(probe, probe), ["a/00"] * 100,
+                            ClipClasses.as_machine(sorted(counts), "a/00", 100), detector)
     assert roc_auc_score([0] * 50 + [1] * 50, scores) > 0.95
     restored = Detector.from_bytes(detector.to_bytes())  # as Ray's per-type fits come back to the driver
     assert restored.few_shot == ["a/00"] and restored.thresholds == detector.thresholds
@@ -181,7 +187,7 @@ def test_few_shot_ids_borrow_their_types_covariance_and_thresholds(few_clips):
 def test_a_machine_type_with_too_few_clips_in_all_is_refused_by_name():
     keys = ["b/00", "b/01"]
     with pytest.raises(DataError, match="machine type 'b' has 2 train clip"):
-        fit_detector(encoded(np.eye(2, 4), np.eye(2, 4)), keys, keys, ScoreConfig())
+        fit_detector(encoded(np.eye(2, 4), np.eye(2, 4)), keys, ClipClasses.of_machines(keys, keys), ScoreConfig())
 
 
 def test_per_domain_scores_follow_the_dcase_2021_to_2025_evaluators():

@@ -70,3 +70,26 @@ def test_a_dcase2021_layout_gets_section_csvs_and_per_domain_scores(ray_session,
     assert set(domains["per_type"]) == {"fan", "valve"} and 0 < domains["mean"]["hmean"] <= 1
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Domain shift (DCASE 2021-2025 scores)" in report and f"{domains['mean']['hmean']:.3f}" in report
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_dcase2023_layout_trains_stage_2_on_the_attributes_in_its_file_names(ray_session, tmp_path):
+    """One section per type: machine IDs would give stage 2 one class, and the paper's score the same value for
+    every clip (AUC exactly 0.5); the attribute classes give it something to tell apart."""
+    from rcmae.models.checkpoint import read_meta
+
+    data = tmp_path / "data"
+    synthesize(data, preset="small", types=("valve",), layout="dcase2023")
+    args = ["run", "--data", str(data), "--out", str(tmp_path / "run"), "--no-baseline", "--set",
+            "scale.num_workers=0", "--set", "pretrain.epochs=1", "--set", "finetune.epochs=2"]
+    assert main(args) == 0
+    classes = read_meta(tmp_path / "run" / "finetune" / "model").classes
+    assert classes == [f"valve/00/mode_{m}{shifted}" for m in (0, 2, 4) for shifted in ("", "_shifted")]
+    evaluation = tmp_path / "run" / "evaluation"
+    paper_score = json.loads((evaluation / "other_methods" / "id_logprob" / "metrics.json").read_text())
+    assert paper_score["mean"]["auc"] != 0.5
+    scores = read_scores(evaluation / "anomaly_score_valve_section_00_test.csv")
+    assert len(scores) == 3 * 24 and len(set(scores.values())) > 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Stage 2 classified 6 attribute classes (type/section/attributes, from the file names) of 1" in report

@@ -12,6 +12,7 @@ from rcmae.augment.base import Augmented
 from rcmae.cli import build_parser
 from rcmae.config import ConfigError, describe, tiny
 from rcmae.config_input import Section, doc_field
+from rcmae.data.classes import ClipClasses
 from rcmae.distributed.augment_pipeline import augmentation
 from rcmae.distributed.runtime import pool_plan
 from rcmae.evaluate.run_report import provenance_line
@@ -88,8 +89,9 @@ def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
     rng = np.random.default_rng(0)
     pooled = rng.normal(size=(30, 3))
     encoded = make_encoded(pooled, pooled, -rng.gamma(2.0, size=(30, 1)))
-    detector = fit_detector(encoded, ["a/00"] * 30, ["a/00"], ScoreConfig(components=1))
-    np.testing.assert_allclose(anomaly_scores("norm", encoded, ["a/00"] * 30, ["a/00"], detector),
+    clips = ClipClasses.as_machine(["a/00"], "a/00", 30)
+    detector = fit_detector(encoded, ["a/00"] * 30, clips, ScoreConfig(components=1))
+    np.testing.assert_allclose(anomaly_scores("norm", encoded, ["a/00"] * 30, clips, detector),
                                np.linalg.norm(pooled, axis=1))
     assert "norm" in detector.thresholds
 

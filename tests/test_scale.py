@@ -11,10 +11,10 @@ from rcmae.data.feature_table import write_synthetic_features
 SETUP = """
 import json, resource, sys
 from rcmae.config import paper
-from rcmae.data.feature_table import train_classes
+from rcmae.data.classes import train_classes
 from rcmae.train.setup import pretrain_start
 pretrain_start(paper().augment, sys.argv[1])
-train_classes(sys.argv[1])
+train_classes(sys.argv[1], 'id')
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -7,6 +7,7 @@ import torch
 
 from encoded_values import encoded
 from rcmae.config import tiny
+from rcmae.data.classes import ClipClasses
 from rcmae.detect.detector import FUSIONS, Detector, anomaly_scores, fit_detector, fuse, log_scale
 from rcmae.detect.patches import PATCH_DIMS, PatchModel, top_mean
 from rcmae.detect.rhythm import envelope_autocorrelation
@@ -85,10 +86,11 @@ def test_fusions_are_calibrated_on_held_out_train_scores(fusion):
     train, fresh = rng.normal(size=(30, 12)), rng.normal(size=(200, 12))
     patches = rng.normal(size=(230, 2, 8, PATCH_DIMS))  # 16 patches a clip, as a model's grid gives
     keys = ["a/00"] * 30
-    detector = fit_detector(encoded(train, log_probs=np.zeros((30, 1)), patches=patches[:30]), keys, ["a/00"],
-                            ScoreConfig(components=8))
+    detector = fit_detector(encoded(train, log_probs=np.zeros((30, 1)), patches=patches[:30]), keys,
+                            ClipClasses.of_machines(["a/00"], keys), ScoreConfig(components=8))
     members = FUSIONS[fusion].members
-    fresh_scores = {m: anomaly_scores(m, encoded(fresh, patches=patches[30:]), ["a/00"] * 200, ["a/00"], detector)
+    fresh_clips = ClipClasses.as_machine(["a/00"], "a/00", 200)
+    fresh_scores = {m: anomaly_scores(m, encoded(fresh, patches=patches[30:]), ["a/00"] * 200, fresh_clips, detector)
                     for m in members}
     for method in members:
         logs = log_scale(method, fresh_scores[method])
@@ -106,7 +108,8 @@ def test_knn_averages_the_distances_to_the_nearest_train_embeddings():
                                   (3, "cosine", (2 * cosine + 1.0 + np.sqrt(0.5)) / 3),
                                   (1, "euclidean", np.sqrt(2 * cosine))):
         detector = Detector({}, {}, neighbours={"a/00": train}, knn_k=k, knn_distance=distance)
-        got = anomaly_scores("knn", encoded(probe, embeddings=probe), ["a/00"], ["a/00"], detector)
+        clips = ClipClasses.as_machine(["a/00"], "a/00", 1)
+        got = anomaly_scores("knn", encoded(probe, embeddings=probe), ["a/00"], clips, detector)
         assert got[0] == pytest.approx(expected), (k, distance)
 
 
@@ -117,9 +120,10 @@ def test_knn_threshold_comes_from_held_out_clips_not_the_clips_themselves():
     train, fresh = rng.normal(size=(30, 8)), rng.normal(size=(200, 8))
     unit = lambda values: values / np.linalg.norm(values, axis=1, keepdims=True)  # noqa: E731
     detector = fit_detector(encoded(train, embeddings=unit(train), log_probs=np.zeros((30, 1))), ["a/00"] * 30,
-                            ["a/00"], ScoreConfig(components=4))
+                            ClipClasses.as_machine(["a/00"], "a/00", 30), ScoreConfig(components=4))
     assert detector.threshold_methods["knn"]["a/00"] != "constant"
-    scores = anomaly_scores("knn", encoded(fresh, embeddings=unit(fresh)), ["a/00"] * 200, ["a/00"], detector)
+    scores = anomaly_scores("knn", encoded(fresh, embeddings=unit(fresh)), ["a/00"] * 200,
+                            ClipClasses.as_machine(["a/00"], "a/00", 200), detector)
     assert np.mean(scores <= detector.thresholds["knn"]["a/00"]) > 0.75
 
 
@@ -131,10 +135,11 @@ def test_stats_score_is_the_floor_on_the_same_clips():
     train_specs, test_specs = rng.normal(size=(12, 4, 20)), rng.normal(size=(5, 4, 20)) * 1.5
     keys = ["a/00"] * 12
     train_stats = clip_statistics(train_specs)
-    detector = fit_detector(encoded(train_stats, log_probs=np.zeros((12, 1))), keys, ["a/00"],
-                            ScoreConfig(components=2))
+    detector = fit_detector(encoded(train_stats, log_probs=np.zeros((12, 1))), keys,
+                            ClipClasses.of_machines(["a/00"], keys), ScoreConfig(components=2))
     test_stats = clip_statistics(test_specs)
-    got = anomaly_scores("stats", encoded(test_stats), ["a/00"] * 5, ["a/00"], detector)
+    got = anomaly_scores("stats", encoded(test_stats), ["a/00"] * 5, ClipClasses.as_machine(["a/00"], "a/00", 5),
+                         detector)
     np.testing.assert_allclose(got, floor_scores(fit_floor(train_specs, keys), test_specs, ["a/00"] * 5))
 
 

@@ -30,7 +30,7 @@ FEATURE_SCHEMA = pa.schema(list(CLIP_SCHEMA) + [
     pa.field("augmented", pa.list_(pa.list_(pa.float32()))),
     pa.field("provenance", pa.string()),
 ])
-META_COLUMNS = ["path", "file_name", "machine_type", "machine_id", "split", "label", "domain"]
+META_COLUMNS = ["path", "file_name", "machine_type", "machine_id", "split", "label", "domain", "attributes"]
 
 
 def feature_rows(clips: list[dict], features: dict[int, np.ndarray], augmented: dict[int, list],
@@ -128,13 +128,6 @@ def stream_specs(folder: str | Path, splits: tuple[str, ...] = ("train",), batch
     shape = feature_shape(folder)
     for table in stream_rows(folder, ["features"], splits, batch_rows=batch_rows):
         yield specs_from_column(table["features"], *shape)
-
-
-def train_classes(folder: str | Path) -> list[str]:
-    """Sorted machine keys of the usable train clips: the stage-2 classes."""
-    table = read_feature_table(folder, ("train",), columns=["machine_type", "machine_id"])
-    pairs = table.group_by(["machine_type", "machine_id"]).aggregate([])
-    return sorted(machine_keys(pairs))
 
 
 def fewest_variants(folder: str | Path, splits: tuple[str, ...] = ("train",)) -> int:

@@ -12,7 +12,9 @@ training set does for its evaluation machines: the paper's stage 2 classifies ov
 `layout="dcase2021"` writes the DCASE 2021-2025 names instead (one section per machine,
 section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN.wav) with a target domain: a shifted recording
 condition (the machine run at other settings, in louder background) with only a few train clips, as
-those years give.
+those years give. `layout="dcase2023"` is the 2023-2025 shape: one section per machine type, its machines
+written as the section's operating modes, named by attributes (`..._NNNN_mode_2`, `..._mode_2_shifted` in the
+target domain).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def id_params(seed: int, machine_type: str, machine_id: int) -> dict:
                  ID_SPREAD)
 
 
-LAYOUTS = ("dcase2020", "dcase2021")
+LAYOUTS = ("dcase2020", "dcase2021", "dcase2023")
 TARGET_TRAIN_PER_SECTION = 3  # the target domain's few train clips (DCASE 2022-2025: 10 of ~1000)
 TARGET_SHIFT = 0.5            # how far the target condition moves a machine's parameters
 TARGET_SNR_DROP_DB = 4.0      # and how much louder its background is
@@ -204,8 +206,13 @@ def clip_name(label: str, machine_id: int, number: int) -> str:
     return f"{label}_id_{machine_id:02d}_{number:08d}.wav"
 
 
-def section_clip_name(domain: str, split: str, label: str, section: int, number: int) -> str:
-    return f"section_{section:02d}_{domain}_{split}_{label}_{number:04d}.wav"
+def section_clip_name(domain: str, split: str, label: str, section: int, number: int, attributes: str = "") -> str:
+    return f"section_{section:02d}_{domain}_{split}_{label}_{number:04d}{'_' + attributes if attributes else ''}.wav"
+
+
+def mode_attributes(machine_id: int, domain: str) -> str:
+    """dcase2023: the attribute string of a machine's operating mode (the target domain's shifted one apart)."""
+    return f"mode_{machine_id}" + ("_shifted" if domain == "target" else "")
 
 
 def clip_plan(spec: SynthPreset, layout: str, evaluation: bool) -> list[tuple[str, str, str, int]]:
@@ -248,14 +255,19 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
         for section, machine_id in enumerate(machine_ids(machine_type, spec, evaluation)):
             params = id_params(seed, machine_type, machine_id)
             manifest["machines"][machine_type][f"{machine_id:02d}"] = params
-            shifted = target_params(seed, machine_type, machine_id, params) if layout == "dcase2021" else None
+            shifted = target_params(seed, machine_type, machine_id, params) if layout != "dcase2020" else None
             for domain, split, label, count in clip_plan(spec, layout, evaluation):
                 for number in range(count):
                     wave, record = render_clip(seed, machine_type, machine_id,
                                                shifted if domain == "target" else params, spec, split, label,
                                                number, domain)
-                    name = (clip_name(label, machine_id, number) if layout == "dcase2020"
-                            else section_clip_name(domain, split, label, section, number))
+                    if layout == "dcase2020":
+                        name = clip_name(label, machine_id, number)
+                    elif layout == "dcase2021":
+                        name = section_clip_name(domain, split, label, section, number)
+                    else:  # one section per type: its machines are its operating modes, told apart by attributes
+                        name = section_clip_name(domain, split, label, 0, section * count + number,
+                                                 mode_attributes(machine_id, domain))
                     relative = f"{folder}/{machine_type}/{split}/{name}"
                     write_wav(out / relative, wave, SAMPLE_RATE)
                     manifest["clips"][relative] = record

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import machine_keys
 from rcmae.detect.detector import Detector, fit_detector
 from rcmae.detect.encode import TableEncoder, encoded_of
@@ -24,8 +25,8 @@ def fit_machine(encoded: pa.Table, classes: list[str], config: ScoreConfig, grid
     patch grid: each ID is fitted on its own clips, a few-shot ID with the type's pooled covariance). Rows are taken
     in path order, whatever order the encoding delivered them in: the same clips give the same detector."""
     encoded = encoded.sort_by([("path", "ascending")])
-    return fit_detector(encoded_of(encoded, grid), machine_keys(encoded), classes, config,
-                        paths=encoded.column("path").to_pylist())
+    return fit_detector(encoded_of(encoded, grid), machine_keys(encoded), ClipClasses.of_table(encoded, classes),
+                        config, paths=encoded.column("path").to_pylist())
 
 
 def fit_from_rows(model_dir: str | Path, train_rows: Iterable[pa.Table], classes: list[str],

@@ -7,7 +7,8 @@ The scores (`rcmae.detect.scores`, by name in `rcmae.registry.SCORES`), all from
   per ID and small to store however wide the features are.
 - `embedding`: cosine distance between the clip's embedding and its ID's train centroid; `knn`: distance to its
   ID's nearest train embeddings (the DCASE 2023-2025 baselines' backend).
-- `id_logprob`: the paper's -log p(true machine ID | clip) from the ID head.
+- `id_logprob`: the paper's -log p(true class | clip) from the stage-2 head (its classes: machine IDs, or
+  attributes, `rcmae.data.classes`).
 - `rhythm` and `stats`: distance of the log-mel's band-envelope autocorrelation, or of its band means and
   deviations (the floor's statistics), from the ID's Gaussian of them; `patch`: the anomaly map's top.
 - `combined` and `fused` (`FUSIONS`): the members' log-scores, each standardised per ID by its held-out train
@@ -27,6 +28,7 @@ import numpy as np
 import safetensors.numpy
 from sklearn.decomposition import PCA
 
+from rcmae.data.classes import ClipClasses, machines_of
 from rcmae.detect.patches import PatchModel
 from rcmae.detect.shrunk import ShrunkGaussian
 from rcmae.detect.thresholds import ThresholdMethod, gamma_threshold, warn_fallbacks
@@ -242,14 +244,15 @@ def centred_by_id(features: np.ndarray, owners: np.ndarray) -> np.ndarray:
     return centred
 
 
-def anomaly_scores(method: str, encoded: Encoded, keys: list[str], classes: list[str],
+def anomaly_scores(method: str, encoded: Encoded, keys: list[str], clips: ClipClasses,
                    detector: Detector) -> np.ndarray:
-    unknown = sorted(set(keys) - set(classes))
+    known = machines_of(clips.classes)
+    unknown = sorted(set(keys) - set(known))
     if unknown:
-        raise DataError(f"machine IDs not seen in training: {unknown}; known: {classes}")
+        raise DataError(f"machine IDs not seen in training: {unknown}; known: {known}")
     if method not in SCORES:
         raise ValueError(f"unknown score method {method!r}; choose from {sorted(SCORES)}")
-    return SCORES[method].load()(encoded, keys, classes, detector)
+    return SCORES[method].load()(encoded, keys, clips, detector)
 
 
 def check_finite(name: str, values: np.ndarray, keys: list[str], paths: list[str] | None) -> None:
@@ -302,7 +305,7 @@ def fuse(name: str, scores: dict[str, np.ndarray], keys: list[str], detector: De
 HELD_OUT_FOLDS = 5  # folds of an ID's train clips for its held-out scores (calibration and thresholds)
 
 
-def held_out_scores(encoded: Encoded, key: str, classes: list[str], config: ScoreConfig,
+def held_out_scores(encoded: Encoded, key: str, clips: ClipClasses, config: ScoreConfig,
                     methods: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     """Each method's scores of one ID's train clips, each clip scored by a detector fitted without its fold (None
     when the ID has too few clips to leave a fold out)."""
@@ -316,7 +319,8 @@ def held_out_scores(encoded: Encoded, key: str, classes: list[str], config: Scor
         fitted = fit_scorer(encoded.select(fold != part), [key] * int((fold != part).sum()), config)
         held = encoded.select(fold == part)
         for method in methods:
-            scores[method][fold == part] = anomaly_scores(method, held, [key] * len(held.pooled), classes, fitted)
+            scores[method][fold == part] = anomaly_scores(method, held, [key] * len(held.pooled),
+                                                          clips.select(fold == part), fitted)
     return scores
 
 
@@ -326,7 +330,7 @@ def calibrate(detector: Detector, method: str, key: str, scores: np.ndarray) -> 
     detector.calibration.setdefault(method, {})[key] = (float(logs.mean()), float(max(logs.std(), 1e-6)))
 
 
-def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: ScoreConfig,
+def fit_detector(encoded: Encoded, keys: list[str], clips: ClipClasses, config: ScoreConfig,
                  paths: list[str] | None = None) -> Detector:
     """Per-ID centroids, Gaussians, profiles, patch models and neighbours, and per-ID, per-method thresholds, from
     train-normal clips (`paths` name them in errors). Thresholds and the fusions' calibration come from held-out
@@ -341,15 +345,20 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
     types = np.array([machine_type_of(k) for k in keys])
     samples = {key: (encoded.select(keys_array == key) if key not in detector.few_shot
                      else type_sample(encoded, keys_array, key)) for key in sorted(set(keys))}
+    # a few-shot ID's sample holds its type's clips, each taken as one of the ID's
+    sample_clips = {key: (clips.select(keys_array == key) if key not in detector.few_shot
+                          else ClipClasses.as_machine(clips.classes, key, len(sample.pooled)))
+                    for key, sample in samples.items()}
     singles = tuple(method for method in SCORES if method not in FUSIONS)
     held_out = {}
     for key, sample in samples.items():
-        held_out[key] = held_out_scores(sample, key, classes, config, singles) if key not in detector.few_shot else None
+        held_out[key] = (held_out_scores(sample, key, sample_clips[key], config, singles)
+                         if key not in detector.few_shot else None)
         for method in singles:
             calibrate(detector, method, key, held_out[key][method] if held_out[key] is not None else
-                      anomaly_scores(method, sample, [key] * len(sample.pooled), classes, detector))
+                      anomaly_scores(method, sample, [key] * len(sample.pooled), sample_clips[key], detector))
     for method in SCORES:
-        scores = anomaly_scores(method, encoded, keys, classes, detector)
+        scores = anomaly_scores(method, encoded, keys, clips, detector)
         check_finite(f"{method} scores", scores, keys, paths)
         detector.thresholds[method], detector.threshold_methods[method] = {}, {}
         for key, sample in samples.items():
@@ -359,7 +368,7 @@ def fit_detector(encoded: Encoded, keys: list[str], classes: list[str], config: 
             elif key in detector.few_shot and SCORES[method].few_shot_threshold_from_type:
                 values = scores[types == machine_type_of(key)]  # the type's clips, each against its own ID
             elif key in detector.few_shot:  # the type's spread around this ID's few clips, scored as this ID
-                values = anomaly_scores(method, sample, [key] * len(sample.pooled), classes, detector)
+                values = anomaly_scores(method, sample, [key] * len(sample.pooled), sample_clips[key], detector)
             else:
                 values = scores[keys_array == key]
             threshold = gamma_threshold(values, config.decision_percentile)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from rcmae.data.classes import machines_of
 from rcmae.detect.detector import Detector, Encoded
 from rcmae.models.checkpoint import (
     DETECTOR,
@@ -31,12 +32,12 @@ def load_detector(model_dir: str | Path) -> Detector:
     except KeyError as error:
         raise CheckpointError(f"{Path(model_dir) / DETECTOR}: damaged: no array {error}: refit with `rcmae finetune "
                               f"--force`") from None
-    classes = set(meta.classes)
-    if set(detector.centroids) != classes:
+    machines = set(machines_of(meta.classes))
+    if set(detector.centroids) != machines:
         raise CheckpointError(f"{Path(model_dir) / DETECTOR}: not this model's detector: it holds "
-                              f"{len(detector.centroids)} machine IDs, {META} names {len(classes)} others (files "
+                              f"{len(detector.centroids)} machine IDs, {META} names {len(machines)} others (files "
                               f"copied between model folders?): refit it with `rcmae finetune --force`")
-    missing = sorted(f"{method} {key}" for method in SCORES for key in classes
+    missing = sorted(f"{method} {key}" for method in SCORES for key in machines
                      if key not in detector.thresholds.get(method, {}))
     if missing:
         raise CheckpointError(f"{Path(model_dir) / META}: decision thresholds missing for {', '.join(missing[:4])}"

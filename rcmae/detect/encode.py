@@ -11,6 +11,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from rcmae.data.classes import ClipClasses, machines_of
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, specs_from_column
 from rcmae.detect.detector import Detector, Encoded, anomaly_scores
 from rcmae.detect.detector_files import check_fits, load_detector
@@ -116,27 +117,29 @@ class TableEncoder:
         if self.detector is not None:
             out = add_scores(out, encoded, self.detector, self.checkpoint.classes)
         if self.with_maps:
-            out = add_maps(out, encoded, self.detector, self.checkpoint.classes)
+            out = add_maps(out, encoded, self.detector, machines_of(self.checkpoint.classes))
         return out if self.keep_encoded else out.drop_columns(list(ENCODED_COLUMNS))
 
 
 def add_scores(table: pa.Table, encoded: Encoded, detector: Detector, classes: list[str]) -> pa.Table:
     """`score_<method>` columns; rows of machines the detector does not know get nulls (reported by callers)."""
     keys = machine_keys(table)
-    known = np.array([key in detector.centroids and key in classes for key in keys])
+    machines = set(machines_of(classes))
+    known = np.array([key in detector.centroids and key in machines for key in keys])
     rows = np.flatnonzero(known)
+    clips = ClipClasses.of_table(table, classes).select(rows)
     for method in SCORES:
         values = np.full(len(keys), np.nan)
         if rows.size:
-            values[rows] = anomaly_scores(method, encoded.select(rows), [keys[i] for i in rows], classes, detector)
+            values[rows] = anomaly_scores(method, encoded.select(rows), [keys[i] for i in rows], clips, detector)
         table = table.append_column(score_column(method), pa.array(values, mask=~known))
     return table
 
 
-def add_maps(table: pa.Table, encoded: Encoded, detector: Detector, classes: list[str]) -> pa.Table:
+def add_maps(table: pa.Table, encoded: Encoded, detector: Detector, machines: list[str]) -> pa.Table:
     """The `MAP_COLUMN` of each clip (null for machines the detector does not know)."""
     keys = machine_keys(table)
-    known = np.array([key in detector.centroids and key in classes for key in keys])
+    known = np.array([key in detector.centroids and key in machines for key in keys])
     rows = np.flatnonzero(known)
     maps = np.zeros((len(keys), int(np.prod(encoded.patches.shape[1:3]))), dtype=np.float32)
     if rows.size:

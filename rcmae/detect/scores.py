@@ -1,28 +1,28 @@
 """The score methods, one function each, registered by name in `rcmae.registry.SCORES`. Each maps the encoded
-clips of known machines, their machine keys, the classes and the fitted detector to one score per clip
+clips of known machines, their machine keys, their stage-2 classes and the fitted detector to one score per clip
 (higher = more anomalous)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from rcmae.data.classes import ClipClasses
 from rcmae.detect.detector import FUSIONS, Detector, Encoded, anomaly_scores, fuse, mahalanobis
 from rcmae.detect.patches import top_mean
 
 
-def id_logprob_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
-    """The paper's score: -log p(true machine ID | clip) from the ID head."""
-    index = np.array([classes.index(k) for k in keys])
-    return -encoded.log_probs[np.arange(len(keys)), index]
+def id_logprob_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
+    """The paper's score: -log p(true class | clip) from the stage-2 head (`rcmae.data.classes`)."""
+    return -clips.true_log_probs(encoded.log_probs)
 
 
-def embedding_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def embedding_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """Cosine distance of the clip's embedding to its ID's train centroid."""
     centroids = np.stack([detector.centroids[k] for k in keys])
     return 1.0 - np.sum(encoded.embeddings * centroids, axis=1)
 
 
-def mahalanobis_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def mahalanobis_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """Squared Mahalanobis distance of the pooled features from the ID's Gaussian."""
     keys_array, scores = np.array(keys), np.empty(len(keys))
     for key in set(keys):
@@ -31,7 +31,7 @@ def mahalanobis_score(encoded: Encoded, keys: list[str], classes: list[str], det
     return scores
 
 
-def knn_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def knn_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """The mean distance of the clip's embedding to its `knn_k` nearest train embeddings of its ID."""
     keys_array, scores = np.array(keys), np.empty(len(keys))
     for key in set(keys):
@@ -52,12 +52,12 @@ def _profile_score(name: str, encoded: Encoded, keys: list[str], detector: Detec
     return scores
 
 
-def rhythm_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def rhythm_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """Distance of the clip's rhythm (`rcmae.detect.rhythm`) from the ID's Gaussian of it."""
     return _profile_score("rhythm", encoded, keys, detector)
 
 
-def stats_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def stats_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """Distance of the clip's band means and deviations over time (the floor's statistics) from the ID's Gaussian."""
     return _profile_score("stats", encoded, keys, detector)
 
@@ -72,21 +72,21 @@ def patch_maps(encoded: Encoded, keys: list[str], detector: Detector) -> np.ndar
     return maps
 
 
-def patch_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def patch_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """The mean of the clip's highest anomaly-map values (`rcmae.detect.patches`)."""
     return top_mean(patch_maps(encoded, keys, detector))
 
 
-def _fusion_score(name: str, encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
-    members = {method: anomaly_scores(method, encoded, keys, classes, detector) for method in FUSIONS[name].members}
+def _fusion_score(name: str, encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
+    members = {method: anomaly_scores(method, encoded, keys, clips, detector) for method in FUSIONS[name].members}
     return fuse(name, members, keys, detector)
 
 
-def combined_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def combined_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """The largest of mahalanobis' and rhythm's standardised log-scores (`rcmae.detect.detector.FUSIONS`)."""
-    return _fusion_score("combined", encoded, keys, classes, detector)
+    return _fusion_score("combined", encoded, keys, clips, detector)
 
 
-def fused_score(encoded: Encoded, keys: list[str], classes: list[str], detector: Detector) -> np.ndarray:
+def fused_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
     """The largest of the standardised log-scores of stats, mahalanobis and rhythm (`rcmae.detect.detector.FUSIONS`)."""
-    return _fusion_score("fused", encoded, keys, classes, detector)
+    return _fusion_score("fused", encoded, keys, clips, detector)

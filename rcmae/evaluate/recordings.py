@@ -12,6 +12,7 @@ import pandas as pd
 
 from rcmae.augment.featurize import Featurizer
 from rcmae.data.audio import AudioError, fit_length, load_clip
+from rcmae.data.classes import machines_of
 from rcmae.data.feature_table import dcase_id, machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
 from rcmae.data.paths import path_text
@@ -82,8 +83,8 @@ class RecordingScorer:
         self.thresholds = self.meta.thresholds(self.method)
 
     @property
-    def classes(self) -> list[str]:
-        return list(self.meta.classes)
+    def machines(self) -> list[str]:
+        return machines_of(self.meta.classes)
 
     def windows(self, clip: dict, wave: np.ndarray) -> list[dict]:
         """The rows `Featurizer` reads for one prepared recording (mono, at the model's sample rate)."""
@@ -161,7 +162,7 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
             values = scored.scores[mine]
             if np.isnan(values[0]):
                 failures.append(dict(file=path, reason=f"unknown machine {key} (this model knows "
-                                                       f"{', '.join(scorer.classes)})"))
+                                                       f"{', '.join(scorer.machines)})"))
                 continue
             score, threshold, decision = scorer.verdict(key, values)
             result.rows.append(dict(file=path, machine_type=clip["machine_type"], machine_id=clip["machine_id"],

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rcmae.data.classes import machines_of
 from rcmae.data.feature_table import META_COLUMNS, machine_keys
 from rcmae.data.run_folder import written_aside
 from rcmae.detect.apply import score_rows
@@ -122,7 +123,7 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
                     decisions(scored, other, meta), score_config.max_fpr, families=families).mean
         metrics = write_evaluation(staging, rows, score_values(scored, method),
                                    decisions(scored, method, meta), score_config.max_fpr,
-                                   method=method, families=families, expected=meta.classes)
+                                   method=method, families=families, expected=machines_of(meta.classes))
         metrics.methods = {method: metrics.mean, **comparison}
         if metrics.not_evaluated:
             log.warning("evaluation: %s", not_evaluated_line(metrics.not_evaluated))

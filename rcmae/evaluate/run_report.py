@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
+from rcmae.data.classes import class_by_of, machines_of
 from rcmae.data.feature_table import machine_keys, specs_from_column
 from rcmae.detect.detector import FUSIONS, MIN_OWN_CLIPS
 from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
@@ -204,6 +205,15 @@ def provenance_line(preset: str, augment: AugmentConfig, method: str) -> str:
             f"`{method}` ({SCORES[method].origin}).")
 
 
+def classes_line(classes: list[str]) -> str:
+    """Which classes stage 2 learnt (`finetune.classes`): the paper's machine IDs or the file names' attributes."""
+    machines = machines_of(classes)
+    if class_by_of(classes) == "attributes":
+        return (f"Stage 2 classified {len(classes)} attribute classes (type/section/attributes, from the file names) "
+                f"of {len(machines)} machine sections: `id_logprob` reads the clip's attribute class.")
+    return f"Stage 2 classified {len(classes)} machine IDs (the paper's classes)."
+
+
 def _fusion_note(method: str) -> str:
     """For a fused score: what it is made of, and where to read what the model adds."""
     fusion = FUSIONS.get(method)
@@ -279,6 +289,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: Metr
     text = f"""# RC-MAE run report
 
 {provenance_line(made.preset, made.augment, metrics.method)}
+{classes_line(finetuned.classes)}
 {_fusion_note(metrics.method)}
 
 pAUC is the DCASE value (`roc_auc_score(..., max_fpr=0.1)`, McClish-standardised: random = 0.5);
@@ -290,7 +301,7 @@ the paper's Eq. 12 value is `pauc_eq12` in `evaluation/metrics.json`.
 
 {_domain_table(rows)}
 {_family_table(family_rows)}
-Score methods of the same model (the paper's is `id_logprob`, -log p(true machine ID | clip), Section 2.5.2;
+Score methods of the same model (the paper's is `id_logprob`, -log p(true class | clip), Section 2.5.2;
 the others are rcmae extensions):
 {methods}
 

@@ -81,7 +81,7 @@ class CheckpointMeta:
     stage: str | None = None           # "pretrain" or "finetune"
     epoch: int | None = None           # epochs trained
     history: list[dict] = field(default_factory=list)  # each epoch's metrics
-    classes: list[str] = field(default_factory=list)   # stage 2: the machine IDs the ID head classifies
+    classes: list[str] = field(default_factory=list)   # stage 2: the classes its head classifies (`data.classes`)
     pretrained_from: str | None = None  # stage 2: the stage-1 model folder it started from (a URI in a store)
     detector: DetectorMeta | None = None  # final stage-2 models: `Detector.meta()`
     checksums: dict[str, str] = field(default_factory=dict)  # WEIGHTS, DETECTOR, TRAINED -> sha256 (hex)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from rcmae.config import Config
-from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs, train_classes
+from rcmae.data.classes import train_classes
+from rcmae.data.feature_table import fewest_variants, machine_key, read_feature_table, stream_specs
 from rcmae.data.run_folder import lock_owner, written_aside
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.errors import ConfigError, DataError
@@ -65,8 +66,8 @@ def pretrain_start(augment: AugmentConfig, features_dir: str | Path) -> Checkpoi
 
 def finetune_start(config: Config, features_dir: str | Path,
                    pretrained_dir: str | Path) -> tuple[CheckpointMeta, list[str]]:
-    """The metadata every stage-2 checkpoint carries (stage 1's normaliser and folder, the train split's machine
-    IDs, which the fresh ID head classifies) and those IDs."""
+    """The metadata every stage-2 checkpoint carries (stage 1's normaliser and folder, the train split's classes,
+    which the fresh head classifies: machine IDs or attributes, `finetune.classes`) and those classes."""
     pretrained = read_meta(pretrained_dir)
     pretrained_config = Config.from_dict(pretrained.config)
     for section in ("model", "features", "audio"):
@@ -75,7 +76,14 @@ def finetune_start(config: Config, features_dir: str | Path,
                              f"config the model was pre-trained with (same --preset/--config)")
     require_finished(features_dir)
     check_detector_data(features_dir)
-    classes = train_classes(features_dir)
+    class_by, classes = train_classes(features_dir, config.finetune.classes)
+    log.info("stage 2 classifies %d %s: %s", len(classes), "attribute classes" if class_by == "attributes"
+             else "machine IDs", ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else ""))
+    one_per_type = len(classes) == len({key.split("/")[0] for key in classes})
+    if class_by == "id" and one_per_type:
+        log.warning("stage 2 has one machine ID per type to classify (nothing to tell apart within a type): "
+                    "its file names carry no attributes to classify instead (finetune.classes=%s)",
+                    config.finetune.classes)
     if config.preset == "paper" and len(classes) != PAPER_CLASSES:
         log.warning("the paper's stage 2 classifies over %d machine IDs (DCASE 2020 dev + additional training "
                     "set); these features hold %d: index a root holding both dev_data/ and eval_data/<type>/train",

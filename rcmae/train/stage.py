@@ -14,7 +14,8 @@ import torch
 
 from rcmae.augment.specaugment import masked_view
 from rcmae.config import Config
-from rcmae.data.feature_table import machine_keys, pick_variants, specs_from_column
+from rcmae.data.classes import CLASS_COLUMNS, ClipClasses
+from rcmae.data.feature_table import pick_variants, specs_from_column
 from rcmae.errors import ConfigError
 from rcmae.features import Normalizer
 from rcmae.models.checkpoint import CheckpointMeta, load_checkpoint
@@ -91,21 +92,20 @@ class Pretrain(Stage):
 
 @dataclass(frozen=True)
 class Finetune(Stage):
-    """Stage 2: each clip labelled with its machine-ID class (and, with `finetune.use_augmented`, one of its
-    variants with the same label)."""
+    """Stage 2: each clip labelled with its class, its machine ID or its attributes (`rcmae.data.classes`), and,
+    with `finetune.use_augmented`, one of its variants with the same label."""
 
     def columns(self, config: Config) -> list[str]:
         if config.finetune.use_augmented and config.augment.per_step:
             raise ConfigError(f"finetune.use_augmented needs written variants; augmenter {config.augment.augmenter!r} "
                               f"writes none (it is applied per stage-1 batch)")
-        return ["path", "features", "machine_type", "machine_id"] + (["augmented"] if config.finetune.use_augmented
-                                                                     else [])
+        return ["path", "features", *CLASS_COLUMNS] + (["augmented"] if config.finetune.use_augmented else [])
 
     def collate(self, rows, rng, config, normalizer, classes):
         shape = (config.features.n_mels, config.features.n_frames)
         specs = specs_from_column(rows["features"], *shape)
         index = {key: i for i, key in enumerate(classes)}
-        labels = np.array([index[key] for key in machine_keys(rows)], dtype=np.int64)
+        labels = np.array([index[key] for key in ClipClasses.of_table(rows, classes).of_clips], dtype=np.int64)
         if config.finetune.use_augmented:
             specs = np.concatenate([specs, pick_variants(rows["augmented"], rng, *shape)])
             labels = np.concatenate([labels, labels])
