@@ -20,6 +20,7 @@ from rcmae.data.feature_table import dcase_id, machine_key
 from rcmae.data.layout import parse_clip_name
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.recordings import RecordingScorer
+from rcmae.sections import FeatureConfig
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,26 @@ class Detector:
 
     @property
     def sample_rate(self) -> int:
-        return self._scorer.config.audio.sample_rate
+        return self._scorer.audio.sample_rate
 
     @property
     def clip_seconds(self) -> float | None:
         """The model's clip length: longer recordings are scored in windows of it (None: each clip whole)."""
-        return self._scorer.config.audio.clip_seconds
+        return self._scorer.audio.clip_seconds
 
     @property
     def method(self) -> str:
         return self._scorer.method
 
     @property
+    def features(self) -> FeatureConfig:
+        """How the model turns audio into log-mels."""
+        return self._scorer.features
+
+    @property
     def config(self) -> Config:
         """The configuration the model was trained with."""
-        return self._scorer.config
+        return self._scorer.meta.made_with()
 
     def score(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
               explain: bool = False) -> Result:
@@ -90,7 +96,7 @@ class Detector:
         if machine_type is None or machine_id is None:
             clip = parse_clip_name(Path(path))
             machine_type, machine_id = clip["machine_type"], clip["machine_id"]
-        wave = load_clip(path, replace(self._scorer.config.audio, clip_seconds=None))
+        wave = load_clip(path, replace(self._scorer.audio, clip_seconds=None))
         return self.score(wave, self.sample_rate, machine_type, machine_id, explain)
 
     def prepare(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
@@ -101,7 +107,7 @@ class Detector:
         key = machine_key(machine_type, machine_id)
         if key not in self.machines:
             raise RcmaeError(f"unknown machine {key}: this model knows {', '.join(self.machines)}")
-        audio = replace(self._scorer.config.audio, clip_seconds=None)
+        audio = replace(self._scorer.audio, clip_seconds=None)
         return Prepared(key, machine_type, machine_id, prepare(np.asarray(waveform), int(sample_rate), audio, name))
 
     def score_prepared(self, recordings: list[Prepared], explain: bool = False) -> list[Result]:

@@ -116,6 +116,36 @@ def test_the_whole_config_travels_only_into_the_drivers(path):
             f"rcmae.{name} imports the whole Config: take the sections it uses (rcmae.sections) instead")
 
 
+def whole_config_reads(path: Path) -> list[str]:
+    """Where a module reaches a model's whole config: `made_with()` calls and `.config` of a checkpoint, its meta, a
+    scorer or a detector."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "made_with":
+            found.append(f"line {node.lineno}: made_with()")
+        if isinstance(node, ast.Attribute) and node.attr == "config":
+            owner = node.value.attr if isinstance(node.value, ast.Attribute) else getattr(node.value, "id", "")
+            if any(word in owner.lower() for word in ("checkpoint", "meta", "scorer", "detector", "finetuned")):
+                found.append(f"line {node.lineno}: {owner}.config")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_models_whole_config_is_read_only_by_the_drivers(path):
+    """Below the drivers a model folder hands out the sections a module uses (`CheckpointMeta.audio`, `.features`,
+    `.score`, ...; `Checkpoint.audio`, `.features`), never its whole config."""
+    name = module_name(path).removeprefix("rcmae.")
+    if name.split(".")[0] in WHOLE_CONFIG or name in WHOLE_CONFIG:
+        return
+    assert not whole_config_reads(path), f"rcmae.{name} reads a model's whole config: {whole_config_reads(path)}"
+
+
+def test_the_whole_config_reads_are_found(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("a = read_meta(x).made_with().score\nb = encoder.checkpoint.config.features\nc = self.config\n")
+    assert whole_config_reads(probe) == ["line 1: made_with()", "line 2: checkpoint.config"]
+
+
 def registry_targets() -> list[str]:
     from rcmae import registry
 

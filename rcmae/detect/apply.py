@@ -45,7 +45,7 @@ def fit_from_rows(model_dir: str | Path, train_rows: Iterable[pa.Table], classes
                 writers[key].write_table(part)
         for writer in writers.values():
             writer.close()
-        grid = encoder.checkpoint.config.features.grid
+        grid = encoder.checkpoint.features.grid
         return Detector.merge([fit_machine(pq.read_table(Path(folder) / f"{i:05d}.parquet"), classes, config, grid)
                                for i in range(len(writers))])
 

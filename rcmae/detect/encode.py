@@ -95,7 +95,7 @@ class TableEncoder:
         model_dir = fetched(model_dir)  # a store URI (an actor on another node than the run's driver): a local copy
         self.checkpoint = load_checkpoint(model_dir, device=self.device)
         self.detector: Detector | None = load_detector(model_dir) if with_scores else None
-        features = self.checkpoint.config.features
+        features = self.checkpoint.features
         self.shape = (features.n_mels, features.n_frames)
         if self.detector is not None:
             probe = encode_all(self.checkpoint.model, np.zeros((1, *self.shape), dtype=np.float32),

@@ -61,7 +61,7 @@ def fit_detector_ray(model_dir: str | Path, features_dir: str | Path, classes: l
                      scale: ScaleConfig) -> Detector:
     """The detector of a fine-tuned model, fitted on the train split: encode with actors, fit per machine type."""
     encoded = _encoded(usable_rows(features_dir, META_COLUMNS + ["features"], "train"), model_dir, scale, False)
-    grid = read_meta(model_dir).made_with().features.grid
+    grid = read_meta(model_dir).features.grid
     # a group per machine type (few-shot IDs borrow their type's covariance); one partition per type at most:
     # Ray's default (200) costs minutes of task overhead on small clusters
     types = len({key.split("/", 1)[0] for key in classes})

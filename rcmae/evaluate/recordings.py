@@ -75,11 +75,11 @@ class RecordingScorer:
             raise RcmaeError(f"aggregate {aggregate!r}: choose from {sorted(AGGREGATES)}")
         model_dir = fetched(model_dir)  # a store URI: its local copy
         self.meta = read_meta(model_dir)
-        self.config = self.meta.made_with()
-        self.method = method or self.config.score.method
+        self.audio, self.features = self.meta.audio, self.meta.features
+        self.method = method or self.meta.score.method
         self.aggregate = aggregate
         self.encoder = TableEncoder(model_dir, with_scores=True, keep_encoded=False, with_maps=True)
-        self.featurizer = Featurizer(self.config.features, self.config.audio.sample_rate)
+        self.featurizer = Featurizer(self.features, self.audio.sample_rate)
         self.thresholds = self.meta.thresholds(self.method)
 
     @property
@@ -88,7 +88,7 @@ class RecordingScorer:
 
     def windows(self, clip: dict, wave: np.ndarray) -> list[dict]:
         """The rows `Featurizer` reads for one prepared recording (mono, at the model's sample rate)."""
-        audio = self.config.audio
+        audio = self.audio
         if audio.clip_seconds is None:
             return [dict(clip, wave=wave, error=None, start_s=0.0, end_s=len(wave) / audio.sample_rate)]
         length = int(round(audio.clip_seconds * audio.sample_rate))
@@ -101,7 +101,7 @@ class RecordingScorer:
 
     def score_windows(self, windows: list[dict]) -> ScoredWindows:
         """Scores, anomaly maps and log-mels of windows, a batch at a time."""
-        features = self.config.features
+        features = self.features
         scores, maps, logmels = [], [], []
         for start in range(0, len(windows), BATCH):
             featurised = self.featurizer(pd.DataFrame(windows[start:start + BATCH]))
@@ -178,7 +178,7 @@ def score_recordings(checkpoint_dir: str | Path, paths: list[str], machine_type:
 
     for clip in clips:  # a batch of windows in memory at a time, however many recordings there are
         try:
-            wave = load_clip(clip["path"], replace(scorer.config.audio, clip_seconds=None))
+            wave = load_clip(clip["path"], replace(scorer.audio, clip_seconds=None))
         except AudioError as error:
             failures.append(dict(file=clip["path"], reason=str(error)))
             continue
@@ -206,5 +206,5 @@ def write_explanation(stem: Path, scorer: RecordingScorer, starts_s: list[float]
     np.save(stem.with_name(stem.name + ".npy"), windows.maps.astype(np.float32))
     best = int(np.argmax(windows.scores))
     window = f" (window at {starts_s[best]:.1f} s)" if len(starts_s) > 1 else ""
-    plot_map(stem.with_name(stem.name + ".png"), windows.logmels[best], windows.maps[best], scorer.config.features,
-             scorer.config.audio.sample_rate, title + window)
+    plot_map(stem.with_name(stem.name + ".png"), windows.logmels[best], windows.maps[best], scorer.features,
+             scorer.audio.sample_rate, title + window)

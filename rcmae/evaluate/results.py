@@ -108,7 +108,7 @@ def write_scored(scored: pa.Table, model_dir: str | Path, out_dir: str | Path, m
     other methods' under `out_dir/other_methods/`; metrics.json's `methods` compares their means (and, with
     `families`, every method's results per fault family)."""
     meta = read_meta(model_dir)
-    score_config = meta.made_with().score
+    score_config = meta.score
     method = method or score_config.method
     scored = known_rows(scored)
     if scored.num_rows == 0:
@@ -140,8 +140,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, data_dir: str | Path | None,
     if features_dir is not None:
         rows = feature_test_split(features_dir)
     elif data_dir is not None:
-        config = read_meta(checkpoint_dir).made_with()
-        rows = data_test_split(data_dir, config.audio, config.features)
+        meta = read_meta(checkpoint_dir)
+        rows = data_test_split(data_dir, meta.audio, meta.features)
     else:
         raise DataError("evaluate needs test clips: a data folder or a feature folder")
     return write_scored(score_rows(checkpoint_dir, rows), checkpoint_dir, out_dir, method,

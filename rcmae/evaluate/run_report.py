@@ -55,7 +55,7 @@ def plot_tsne(model_dir: Path, test: pa.Table, title: str, path: Path, seed: int
     """t-SNE of the embeddings of `test` (feature-table rows: metadata and log-mels)."""
     plt = pyplot()
     checkpoint = load_checkpoint(model_dir)
-    features = checkpoint.config.features
+    features = checkpoint.features
     specs = specs_from_column(test["features"], features.n_mels, features.n_frames)
     embeddings = encode_all(checkpoint.model, specs, checkpoint.normalizer).embeddings
     points = TSNE(n_components=2, perplexity=min(30, len(embeddings) - 1), init="pca",
@@ -174,10 +174,10 @@ def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict
     if not rows.num_rows:
         return ""
     encoder = TableEncoder(finetune_dir, with_scores=True, keep_encoded=False, with_maps=True)
-    config = encoder.checkpoint.config
+    features, audio = encoder.checkpoint.features, encoder.checkpoint.audio
     scored = encoder(rows)
-    maps, values = map_values(scored, config.features.grid), score_values(scored, method)
-    specs = specs_from_column(rows["features"], config.features.n_mels, config.features.n_frames)
+    maps, values = map_values(scored, features.grid), score_values(scored, method)
+    specs = specs_from_column(rows["features"], features.n_mels, features.n_frames)
     folder = plots / "maps"
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -185,9 +185,9 @@ def plot_top_maps(rows: pa.Table, finetune_dir: Path, method: str, regions: dict
     for i in sorted(range(rows.num_rows), key=lambda i: (types[i].lower(), -values[i])):
         path, machine_type = paths[i], types[i]
         region = regions.get(clip_key(path))
-        mask = region_mask(region, config.features, config.audio.sample_rate) if region else None
+        mask = region_mask(region, features, audio.sample_rate) if region else None
         name = f"{machine_type}_{Path(path).stem}.png"
-        plot_map(folder / name, specs[i], maps[i], config.features, config.audio.sample_rate,
+        plot_map(folder / name, specs[i], maps[i], features, audio.sample_rate,
                  f"{machine_type} {Path(path).name}: {method} {values[i]:.3g}", region=mask)
         lines.append(f"![{machine_type} {Path(path).name}](plots/maps/{name})")
     outlined = "; the fault's true region (toy factory) is outlined in cyan" if regions else ""
@@ -280,7 +280,6 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: Metr
                     f"{', '.join(unlabelled)}.")
     if metrics.not_evaluated:
         methods += f"\n\n{not_evaluated_line(metrics.not_evaluated)}."
-    made = finetuned.made_with()
     few_shot = finetuned.detector.few_shot if finetuned.detector else []
     if few_shot:
         methods += (f"\n\nFew-shot machines (under {MIN_OWN_CLIPS} train clips), scored with their own mean and "
@@ -288,7 +287,7 @@ def write_report(out: Path, scored: pa.Table, tsne_rows: pa.Table, metrics: Metr
     timing = "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in timings.items())
     text = f"""# RC-MAE run report
 
-{provenance_line(made.preset, made.augment, metrics.method)}
+{provenance_line(finetuned.preset, finetuned.augment, metrics.method)}
 {classes_line(finetuned.classes)}
 {_fusion_note(metrics.method)}
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from rcmae.config import Config
 from rcmae.errors import RcmaeError
 from rcmae.features import Normalizer
 from rcmae.models.mae import RCMAE
+from rcmae.sections import AudioConfig, AugmentConfig, FeatureConfig, ScoreConfig
 from rcmae.stores import fetched
 
 WEIGHTS, META, OPTIMIZER, DETECTOR = "model.safetensors", "meta.json", "optimizer.pt", "detector.safetensors"
@@ -121,8 +123,33 @@ class CheckpointMeta:
         return asdict(self)
 
     def made_with(self) -> Config:
-        """The config that made the model, typed (sections and fields added since at their defaults)."""
+        """The whole config that made the model, typed (sections and fields added since at their defaults): for the
+        drivers. Every other module reads the sections it uses (below)."""
         return Config.from_dict(self.config)
+
+    @cached_property
+    def _made_with(self) -> Config:
+        return self.made_with()
+
+    @property
+    def preset(self) -> str:
+        return self._made_with.preset
+
+    @property
+    def audio(self) -> AudioConfig:
+        return self._made_with.audio
+
+    @property
+    def features(self) -> FeatureConfig:
+        return self._made_with.features
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return self._made_with.augment
+
+    @property
+    def score(self) -> ScoreConfig:
+        return self._made_with.score
 
     def thresholds(self, method: str) -> dict[str, float]:
         """The decision thresholds of `method` per machine ID (final stage-2 models)."""
@@ -141,6 +168,14 @@ class Checkpoint:
     @property
     def normalizer(self) -> Normalizer:
         return Normalizer.from_dict(self.meta.normalizer)
+
+    @property
+    def audio(self) -> AudioConfig:
+        return self.config.audio
+
+    @property
+    def features(self) -> FeatureConfig:
+        return self.config.features
 
     @property
     def classes(self) -> list[str]:

@@ -223,7 +223,7 @@ class ScoreService:
         seconds = len(prepared.wave) / self.detector.sample_rate
         body.update(machine=prepared.key, seconds=seconds, window_seconds=self.detector.clip_seconds or seconds)
         if view:
-            body["view"] = await asyncio.to_thread(logmel_view, prepared.wave, self.detector.config.features,
+            body["view"] = await asyncio.to_thread(logmel_view, prepared.wave, self.detector.features,
                                                    self.detector.sample_rate)
         return body
 
