@@ -19,6 +19,7 @@ from rcmae.detect.thresholds import gamma_threshold
 from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import decision_file, score_file
 from rcmae.evaluate.metrics import (
+    Metrics,
     id_metrics,
     pauc_eq12,
     section_domain_metrics,
@@ -199,7 +200,7 @@ def test_per_domain_scores_follow_the_dcase_2021_to_2025_evaluators():
     assert row["auc_target"] == 0.75  # 0.8 beats the 0.5 anomaly: 3 of 4 pairs ranked right
     assert row["pauc"] == pytest.approx(roc_auc_score(labels, scores, max_fpr=0.1))  # over the whole section
     summary = summarize_domains([dict(machine_type="fan", machine_id="00", **row)])
-    assert summary["mean"]["hmean"] == pytest.approx(3 / (1 / 1.0 + 1 / 0.75 + 1 / row["pauc"]))
+    assert summary.official == pytest.approx(3 / (1 / 1.0 + 1 / 0.75 + 1 / row["pauc"]))
 
 
 def test_sectioned_files_get_the_dcase_2021_to_2025_csv_names_and_domain_metrics(tmp_path):
@@ -212,8 +213,9 @@ def test_sectioned_files_get_the_dcase_2021_to_2025_csv_names_and_domain_metrics
     assert written["section_00_source_test_normal_0000.wav"] == pytest.approx(0.1)
     assert (tmp_path / "decision_result_fan_section_00_test.csv").exists()
     assert not list(tmp_path.glob("*_id_*.csv"))
-    section = metrics.domains["per_section"][0]
-    assert section["auc_source"] == 1.0 and section["auc_target"] == 1.0 and metrics.domains["mean"]["hmean"] == 1.0
+    section = metrics.domains.per_section[0]
+    assert section["auc_source"] == 1.0 and section["auc_target"] == 1.0 and metrics.domains.official == 1.0
+    assert Metrics.from_json(json.loads(json.dumps(metrics.to_json()))) == metrics  # as metrics.json holds it
 
 
 def test_the_gaussian_fit_is_the_same_every_time_for_wide_features():

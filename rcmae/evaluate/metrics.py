@@ -64,6 +64,21 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 @dataclass
+class DomainMetrics:
+    """DCASE 2021-2025's scores (`summarize_domains`): `per_section` rows (machine_type, section, auc_source,
+    auc_target, pauc, n_normal_<domain>); per machine type and overall the harmonic means of each of auc_source,
+    auc_target and pauc over the sections, and `hmean` of all of them (the official score)."""
+
+    per_section: list[dict] = field(default_factory=list)
+    per_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    mean: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def official(self) -> float:
+        return self.mean["hmean"]
+
+
+@dataclass
 class Metrics:
     """An evaluation's results as metrics.json holds them. `per_id` rows: machine_type, machine_id, auc, pauc,
     pauc_eq12, n_normal, n_anomaly (and a `note` where pauc_eq12 is undefined); `per_type` and `mean`: their
@@ -77,7 +92,7 @@ class Metrics:
     per_type: dict[str, dict[str, float | None]] = field(default_factory=dict)
     mean: dict[str, float | None] = field(default_factory=dict)
     not_evaluated: list[dict] = field(default_factory=list)
-    domains: dict | None = None
+    domains: DomainMetrics | None = None
     families: dict | None = None
     method: str | None = None
     train_seconds: float | None = None
@@ -92,7 +107,10 @@ class Metrics:
     @classmethod
     def from_json(cls, data: dict) -> "Metrics":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{name: value for name, value in data.items() if name in known})
+        metrics = cls(**{name: value for name, value in data.items() if name in known})
+        if metrics.domains is not None:
+            metrics.domains = DomainMetrics(**metrics.domains)
+        return metrics
 
     @classmethod
     def read(cls, path: str | Path) -> "Metrics":
@@ -132,7 +150,7 @@ def section_domain_metrics(labels: np.ndarray, scores: np.ndarray, domains: np.n
     return row
 
 
-def summarize_domains(per_section: list[dict]) -> dict:
+def summarize_domains(per_section: list[dict]) -> DomainMetrics:
     """Per machine type and overall: the harmonic mean of every section's source AUC, target AUC and pAUC
     (the DCASE 2021-2025 official score), and the harmonic mean of each of the three alone."""
     keys = ("auc_source", "auc_target", "pauc")
@@ -146,5 +164,4 @@ def summarize_domains(per_section: list[dict]) -> dict:
     by_type: dict[str, list[dict]] = defaultdict(list)
     for row in per_section:
         by_type[row["machine_type"]].append(row)
-    return {"per_section": per_section, "per_type": {t: means(rows) for t, rows in sorted(by_type.items())},
-            "mean": means(per_section)}
+    return DomainMetrics(per_section, {t: means(rows) for t, rows in sorted(by_type.items())}, means(per_section))

@@ -110,7 +110,7 @@ def _domain_table(rows: dict[str, Metrics]) -> str:
     rows = {name: metrics.domains for name, metrics in rows.items() if metrics.domains}
     if not rows:
         return ""
-    types = sorted(next(iter(rows.values()))["per_type"])
+    types = sorted(next(iter(rows.values())).per_type)
 
     def cell(values: dict) -> str:
         return " / ".join(f"{values[k]:.3f}" if k in values else "-" for k in ("auc_source", "auc_target", "pauc"))
@@ -121,8 +121,8 @@ def _domain_table(rows: dict[str, Metrics]) -> str:
              "harmonic mean of all of them. Per section: `domains` in `evaluation/metrics.json`.", "",
              "| model | " + " | ".join(types) + " | official score (harmonic mean) |", "|" + "---|" * (len(types) + 2)]
     for name, domains in rows.items():
-        lines.append(f"| {name} | " + " | ".join(cell(domains["per_type"][t]) for t in types)
-                     + f" | **{domains['mean']['hmean']:.3f}** |")
+        lines.append(f"| {name} | " + " | ".join(cell(domains.per_type[t]) for t in types)
+                     + f" | **{domains.official:.3f}** |")
     return "\n".join(lines) + "\n"
 
 
