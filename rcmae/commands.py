@@ -199,7 +199,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from rcmae.distributed.runtime import ensure_ray
-    from rcmae.distributed.tune import base_config, load_space, run_tune
+    from rcmae.distributed.tune import base_config, load_space
+    from rcmae.sweep import run_sweep
 
     space = load_space(args.space)  # every value a trial can draw checked before anything starts
     tracking_uri = mlflow_uri(args)
@@ -211,7 +212,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             run_augment(args.data, out / "augment", base_config(space))
             features = out / "augment" / "features"
             sync(out)  # the trials read it from the store
-        folder = shared(run_tune(args.space, features, args.data, out, force=args.force, mlflow_uri=tracking_uri))
+        folder = shared(run_sweep(args.space, features, args.data, out, force=args.force, mlflow_uri=tracking_uri))
     print(f"wrote {folder}/trials.csv, {folder}/trials.parquet and {folder}/comparison.png")
     return 0
 

@@ -10,7 +10,9 @@ Raising `epochs` is not a change of settings: it continues training.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 
@@ -68,37 +70,55 @@ def claim(out_dir: Path, stage: Stage, config: Config, force: bool) -> Path | No
     return model_dir if done else None
 
 
+@dataclass(frozen=True)
+class EpochReports:
+    """Where a training stage's epochs are reported besides its checkpoints (a sweep's trial reports them to Tune):
+    in-process, a function called with each epoch's metrics; on Ray Train, its callbacks."""
+
+    on_epoch: Callable[[dict], None] | None = None
+    callbacks: tuple = ()
+
+
+def train_pretrain(config: Config, features_dir: str | Path, out_dir: str | Path,
+                   reports: EpochReports = EpochReports()) -> Path:
+    """Stage 1, in-process (`scale.num_workers` 0) or on Ray Train: the one place that chooses."""
+    if config.scale.num_workers == 0:
+        from rcmae.train.local import pretrain_local
+
+        return pretrain_local(config, features_dir, out_dir, on_epoch=reports.on_epoch)
+    from rcmae.distributed.runtime import ensure_ray
+    from rcmae.distributed.train import pretrain_ray
+
+    ensure_ray()
+    return pretrain_ray(config, features_dir, out_dir, callbacks=list(reports.callbacks))
+
+
+def train_finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
+                   reports: EpochReports = EpochReports()) -> Path:
+    """Stage 2, in-process or on Ray Train, as `train_pretrain` chooses."""
+    if config.scale.num_workers == 0:
+        from rcmae.train.local import finetune_local
+
+        return finetune_local(config, features_dir, pretrained_dir, out_dir, on_epoch=reports.on_epoch)
+    from rcmae.distributed.runtime import ensure_ray
+    from rcmae.distributed.train import finetune_ray
+
+    ensure_ray()
+    return finetune_ray(config, features_dir, pretrained_dir, out_dir, callbacks=list(reports.callbacks))
+
+
 def pretrain(config: Config, features_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     with owned(out_dir, "rcmae pretrain"):
         finished = claim(Path(out_dir), PRETRAIN, config, force)
-        if finished is not None:
-            return finished
-        if config.scale.num_workers == 0:
-            from rcmae.train.local import pretrain_local
-
-            return pretrain_local(config, features_dir, out_dir)
-        from rcmae.distributed.runtime import ensure_ray
-        from rcmae.distributed.train import pretrain_ray
-
-        ensure_ray()
-        return pretrain_ray(config, features_dir, out_dir)
+        return finished if finished is not None else train_pretrain(config, features_dir, out_dir)
 
 
 def finetune(config: Config, features_dir: str | Path, pretrained_dir: str | Path, out_dir: str | Path,
              force: bool = False) -> Path:
     with owned(out_dir, "rcmae finetune"):
         finished = claim(Path(out_dir), FINETUNE, config, force)
-        if finished is not None:
-            return finished
-        if config.scale.num_workers == 0:
-            from rcmae.train.local import finetune_local
-
-            return finetune_local(config, features_dir, pretrained_dir, out_dir)
-        from rcmae.distributed.runtime import ensure_ray
-        from rcmae.distributed.train import finetune_ray
-
-        ensure_ray()
-        return finetune_ray(config, features_dir, pretrained_dir, out_dir)
+        return (finished if finished is not None
+                else train_finetune(config, features_dir, pretrained_dir, out_dir))
 
 
 def score_test_split(scale: ScaleConfig, model_dir: str | Path, features_dir: str | Path) -> pa.Table:

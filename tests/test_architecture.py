@@ -26,7 +26,7 @@ LAYERS = [
     {"stages", "baseline"},
     {"api"},
     {"mlflow_model"},
-    {"ablation", "run"},
+    {"ablation", "run", "sweep"},
     {"serve"},
     {"commands"},
     {"cli"},
@@ -100,7 +100,7 @@ def test_relative_imports_are_resolved():
 # where the whole `Config` may travel: the commands and the drivers that split it into sections, the training
 # stages (a checkpoint records all of it) and the API that hands a model's config back; every other module takes
 # the sections it uses (`rcmae.sections`)
-WHOLE_CONFIG = {"cli", "run", "ablation", "api", "stages", "distributed", "train", "models.checkpoint"}
+WHOLE_CONFIG = {"cli", "run", "ablation", "sweep", "api", "stages", "distributed", "train", "models.checkpoint"}
 
 
 def takes_whole_config(path: Path) -> bool:

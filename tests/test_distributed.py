@@ -89,9 +89,9 @@ def assert_each_trial_records_its_evaluation(trials: pd.DataFrame) -> None:
 
 
 def test_smoke_sweep_records_auc_and_pauc_per_trial(ray_session, toy_root, toy_features, tmp_path):
-    from rcmae.distributed.tune import run_tune
+    from rcmae.sweep import run_sweep
 
-    folder = run_tune("tune_spaces/smoke.yaml", toy_features, toy_root / "dev_data" / "valve", tmp_path)
+    folder = run_sweep("tune_spaces/smoke.yaml", toy_features, toy_root / "dev_data" / "valve", tmp_path)
     trials = pd.read_csv(folder / "trials.csv")
     assert len(trials) == 2
     assert sorted(trials["config/model.mask_ratio"]) == [0.5, 0.75]
@@ -143,9 +143,9 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_tria
     assert len(list(trials.iterdir())) == 3  # the same three trial folders: none begun afresh under a new id
     space.write_text(space.read_text().replace("0.7]", "0.8]"))
     with pytest.raises(Exception, match=r"other settings \(params.model.mask_ratio: .*0.7.* there, .*0.8.* now\)"):
-        from rcmae.distributed.tune import run_tune
+        from rcmae.sweep import run_sweep
 
-        run_tune(space, toy_features, toy_root / "dev_data" / "valve", tmp_path / "out")
+        run_sweep(space, toy_features, toy_root / "dev_data" / "valve", tmp_path / "out")
 
 
 def test_an_optuna_sweep_spends_its_budget_within_the_space(ray_session, toy_root, toy_features, tmp_path, caplog):

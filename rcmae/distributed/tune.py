@@ -38,15 +38,15 @@ import logging
 import math
 import re
 from pathlib import Path
+from typing import Callable
 
 from rcmae.config import Config, load_config
 from rcmae.config_input import load_yaml
-from rcmae.data.run_folder import sync, writing
 from rcmae.errors import ConfigError, RcmaeError, bounded, one_line
 from rcmae.evaluate.metrics import Metrics
 from rcmae.interrupts import sweep_interrupts
 from rcmae.sections import ScaleConfig
-from rcmae.stores import clear, is_uri, mirror_of, reading, shared
+from rcmae.stores import clear, is_uri, mirror_of, shared
 from rcmae.tracking import experiment_name
 
 log = logging.getLogger(__name__)
@@ -146,32 +146,28 @@ def flat_metrics(metrics: Metrics) -> dict:
     return flat
 
 
-def _trial(params: dict, base: dict, normalize_weights: bool, features_dir: str, data_dir: str,
-           trials_dir: str, report_epochs: bool) -> None:
+def epoch_reporters() -> tuple[Callable[[dict], None], tuple]:
+    """How a trial's epochs reach Tune: in the trial's process, Tune's report; from Ray Train's workers, its
+    callback."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from rcmae.distributed.train import finetune_ray, pretrain_ray
-    from rcmae.evaluate.results import evaluate_checkpoint
+    return ray.tune.report, (TuneReportCallback(),)
 
-    config = trial_config(Config.from_dict(base), params, normalize_weights)
-    trial_id = ray.tune.get_context().get_trial_id()  # the same folder when the sweep is restored
-    folder = f"{trials_dir}/{trial_id}" if is_uri(trials_dir) else Path(trials_dir) / trial_id
-    with reading(features_dir) as features, writing(folder, f"rcmae tune trial {trial_id}") as out:
-        if config.scale.num_workers == 0:  # in the trial's own process: the epochs report to Tune directly
-            from rcmae.train.local import finetune_local, pretrain_local
 
-            on_epoch = ray.tune.report if report_epochs else None
-            pretrained = pretrain_local(config, features, out / "pretrain", on_epoch=on_epoch)
-            sync(out)
-            model = finetune_local(config, features, pretrained, out / "finetune", on_epoch=on_epoch)
-        else:
-            callbacks = [TuneReportCallback()] if report_epochs else []
-            pretrained = pretrain_ray(config, features, out / "pretrain", callbacks=callbacks)
-            sync(out)
-            model = finetune_ray(config, features, pretrained, out / "finetune", callbacks=callbacks)
-        metrics = evaluate_checkpoint(model, data_dir, out / "evaluation")
-        ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=shared(model)))
+def report_trial(metrics: Metrics, model: str | Path) -> None:
+    """A trial's last result: its mean and per-type AUC/pAUC and where its model is."""
+    import ray.tune
+
+    ray.tune.report(dict(flat_metrics(metrics), stage="evaluated", model=shared(model)))
+
+
+def trial_folder(trials_dir: str) -> str | Path:
+    """The running trial's folder (the same one when the sweep is restored)."""
+    import ray.tune
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    return f"{trials_dir}/{trial_id}" if is_uri(trials_dir) else Path(trials_dir) / trial_id
 
 
 def concurrent_trials(scale: ScaleConfig, resources: dict) -> int:
@@ -223,11 +219,12 @@ def mlflow_callbacks(uri: str | None, name: str) -> list:
                                  tags={"rcmae.sweep": name})]
 
 
-def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
-             force: bool = False, mlflow_uri: str | None = None) -> Path:
-    """Runs the sweep, or resumes the interrupted one in out_dir/<name> (`force`: starts it again from nothing);
-    writes trials.csv, trials.parquet, comparison.png and best.json there. With `mlflow_uri`, every trial is also
-    an MLflow run (its parameters, each reported result, in the experiment `rcmae-tune-<name>`)."""
+def run_tune(trial: Callable[..., None], space_path: str | Path, features_dir: str | Path, data_dir: str | Path,
+             out_dir: str | Path, force: bool = False, mlflow_uri: str | None = None) -> Path:
+    """Runs the sweep, each trial by `trial` (`rcmae.sweep.run_trial`, which the keyword arguments below are
+    passed to with the trial's `params`), or resumes the interrupted one in out_dir/<name> (`force`: starts it again
+    from nothing); writes trials.csv, trials.parquet, comparison.png and best.json there. With `mlflow_uri`, every
+    trial is also an MLflow run (its parameters, each reported result, in the experiment `rcmae-tune-<name>`)."""
     import shutil
 
     import ray
@@ -248,7 +245,7 @@ def run_tune(space_path: str | Path, features_dir: str | Path, data_dir: str | P
         clear(experiment / "ray_results")
         shutil.rmtree(experiment, ignore_errors=True)
     trainable = tune.with_parameters(
-        tune.with_resources(_trial, {"CPU": 0.1}), base=base.to_dict(),
+        tune.with_resources(trial, {"CPU": 0.1}), base=base.to_dict(),
         normalize_weights=bool(space.get("normalize_weights", True)),
         features_dir=shared(Path(features_dir).resolve()), data_dir=str(Path(data_dir).resolve()),
         trials_dir=shared(experiment / "trials"), report_epochs=space["search"] == "basic")
