@@ -9,7 +9,8 @@ from hypothesis.extra.numpy import arrays
 
 from encoded_values import encoded as make_encoded
 from rcmae.data.classes import ClipClasses
-from rcmae.detect.detector import anomaly_scores, fit_detector
+from rcmae.detect.calibration import fit_detector
+from rcmae.detect.detector import anomaly_scores
 from rcmae.detect.thresholds import THRESHOLD_METHODS, gamma_threshold
 from rcmae.sections import ScoreConfig
 

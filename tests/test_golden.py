@@ -9,7 +9,8 @@ import torch
 from encoded_values import encoded as make_encoded
 from rcmae.config import tiny
 from rcmae.data.classes import ClipClasses
-from rcmae.detect.detector import anomaly_scores, fit_detector
+from rcmae.detect.calibration import fit_detector
+from rcmae.detect.detector import anomaly_scores
 from rcmae.models.mae import RCMAE
 from rcmae.models.objectives import FinetuneObjective, PretrainObjective
 from rcmae.sections import ScoreConfig

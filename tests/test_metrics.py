@@ -8,13 +8,8 @@ from sklearn.metrics import roc_auc_score
 from dcase_files import read_scores
 from encoded_values import encoded
 from rcmae.data.classes import ClipClasses
-from rcmae.detect.detector import (
-    Detector,
-    anomaly_scores,
-    fit_detector,
-    fit_gaussian,
-    fit_scorer,
-)
+from rcmae.detect.calibration import fit_detector
+from rcmae.detect.detector import Detector, anomaly_scores, fit_gaussian, fit_scorer
 from rcmae.detect.thresholds import gamma_threshold
 from rcmae.errors import DataError
 from rcmae.evaluate.dcase_csv import decision_file, score_file

@@ -79,7 +79,8 @@ def test_every_entry_loads_and_every_score_says_where_it_comes_from():
 
 def test_a_registered_score_is_computed_and_written_by_name(monkeypatch):
     from encoded_values import encoded as make_encoded
-    from rcmae.detect.detector import anomaly_scores, fit_detector
+    from rcmae.detect.calibration import fit_detector
+    from rcmae.detect.detector import anomaly_scores
     from rcmae.sections import ScoreConfig
 
     # a new score: a function (here below) and one registry entry

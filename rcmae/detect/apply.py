@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 
 from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import machine_keys
-from rcmae.detect.detector import Detector, fit_detector
+from rcmae.detect.calibration import fit_detector
+from rcmae.detect.detector import Detector
 from rcmae.detect.encode import TableEncoder, encoded_of
 from rcmae.errors import DataError
 from rcmae.sections import ScoreConfig

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from rcmae.data.classes import ClipClasses
-from rcmae.detect.detector import FUSIONS, Detector, Encoded, anomaly_scores, fuse, mahalanobis
+from rcmae.detect.calibration import FUSIONS, fuse
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores, mahalanobis
 from rcmae.detect.patches import top_mean
 
 
@@ -83,10 +84,10 @@ def _fusion_score(name: str, encoded: Encoded, keys: list[str], clips: ClipClass
 
 
 def combined_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
-    """The largest of mahalanobis' and rhythm's standardised log-scores (`rcmae.detect.detector.FUSIONS`)."""
+    """The largest of mahalanobis' and rhythm's standardised log-scores (`rcmae.detect.calibration.FUSIONS`)."""
     return _fusion_score("combined", encoded, keys, clips, detector)
 
 
 def fused_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
-    """The largest of the standardised log-scores of stats, mahalanobis and rhythm (`rcmae.detect.detector.FUSIONS`)."""
+    """The largest of the standardised log-scores of stats, mahalanobis and rhythm (`calibration.FUSIONS`)."""
     return _fusion_score("fused", encoded, keys, clips, detector)

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_curve
 
 from rcmae.data.classes import class_by_of, machines_of
 from rcmae.data.feature_table import machine_keys, specs_from_column
-from rcmae.detect.detector import FUSIONS, MIN_OWN_CLIPS
+from rcmae.detect.calibration import FUSIONS
+from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
