@@ -17,7 +17,7 @@ import numpy as np
 from rcmae.config import Config
 from rcmae.data.audio import load_clip, prepare
 from rcmae.data.feature_table import dcase_id, machine_key
-from rcmae.data.layout import parse_clip_name
+from rcmae.data.layout import attributes_of, parse_clip_name
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.recordings import RecordingScorer
 from rcmae.sections import FeatureConfig
@@ -44,6 +44,7 @@ class Prepared:
     machine_type: str
     machine_id: str
     wave: np.ndarray    # mono, at the model's sample rate, whole
+    attributes: str = ""  # what a DCASE 2022-2025 file name says of its operating conditions (stage 2's classes)
 
 
 class Detector:
@@ -85,22 +86,24 @@ class Detector:
         return self._scorer.meta.made_with()
 
     def score(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
-              explain: bool = False) -> Result:
+              explain: bool = False, attributes: str = "") -> Result:
         """Score a waveform ([n] or [channels, n] samples), resampled and downmixed as the training clips were;
-        `explain` adds the anomaly maps."""
-        return self.score_prepared([self.prepare(waveform, sample_rate, machine_type, machine_id)], explain)[0]
+        `explain` adds the anomaly maps; `attributes` (`vel_8_loc_A`) name its class for a model whose stage 2
+        classified attributes (the paper's score reads it)."""
+        prepared = self.prepare(waveform, sample_rate, machine_type, machine_id, attributes=attributes)
+        return self.score_prepared([prepared], explain)[0]
 
     def score_file(self, path: str | Path, machine_type: str | None = None,
                    machine_id: str | int | None = None, explain: bool = False) -> Result:
-        """Score an audio file; the machine comes from a DCASE file name unless given."""
+        """Score an audio file; the machine (and its attributes) come from a DCASE file name unless given."""
         if machine_type is None or machine_id is None:
             clip = parse_clip_name(Path(path))
             machine_type, machine_id = clip["machine_type"], clip["machine_id"]
         wave = load_clip(path, replace(self._scorer.audio, clip_seconds=None))
-        return self.score(wave, self.sample_rate, machine_type, machine_id, explain)
+        return self.score(wave, self.sample_rate, machine_type, machine_id, explain, attributes_of(Path(path).name))
 
     def prepare(self, waveform: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int,
-                name: str = "<waveform>") -> Prepared:
+                name: str = "<waveform>", attributes: str = "") -> Prepared:
         """A waveform checked (a machine this model knows, audio as training accepted it: an `RcmaeError`
         naming `name` otherwise), downmixed and resampled, ready for `score_prepared`."""
         machine_id = dcase_id(machine_id)
@@ -108,14 +111,15 @@ class Detector:
         if key not in self.machines:
             raise RcmaeError(f"unknown machine {key}: this model knows {', '.join(self.machines)}")
         audio = replace(self._scorer.audio, clip_seconds=None)
-        return Prepared(key, machine_type, machine_id, prepare(np.asarray(waveform), int(sample_rate), audio, name))
+        return Prepared(key, machine_type, machine_id, prepare(np.asarray(waveform), int(sample_rate), audio, name),
+                        attributes)
 
     def score_prepared(self, recordings: list[Prepared], explain: bool = False) -> list[Result]:
         """Results of several prepared recordings, their windows scored together (a batch of requests shares
         the model's passes; each result equals the recording scored alone)."""
         windows = [self._scorer.windows(dict(path=str(i), file_name="<waveform>", machine_type=r.machine_type,
                                              machine_id=r.machine_id, split="test", label="unknown",
-                                             domain="unknown", attributes=""), r.wave)
+                                             domain="unknown", attributes=r.attributes), r.wave)
                    for i, r in enumerate(recordings)]
         scored = self._scorer.score_windows([w for mine in windows for w in mine])
         results, first = [], 0

@@ -99,3 +99,14 @@ def test_links_back_up_the_tree_are_indexed_once_and_reported(tmp_path):
     index = index_clips(root, lenient=True)
     assert index.table.num_rows == 2 and set(index.table["machine_type"].to_pylist()) == {"fan"}
     assert len(index.skipped) == 2 and all("a link to a folder already indexed" in why for _, why in index.skipped)
+
+
+def test_the_attributes_of_a_file_name_are_what_indexing_reads():
+    from rcmae.data.layout import attributes_of, parse_clip_name
+
+    for name, expected in (("section_00_source_test_normal_0003_vel_8_loc_A.wav", "vel_8_loc_A"),
+                           ("section_01_target_train_normal_0000.wav", ""), ("normal_id_00_00000001.wav", ""),
+                           ("section_00_0003.wav", ""), ("recording.wav", "")):
+        assert attributes_of(name) == expected, name
+    clip = parse_clip_name(Path("/d/fan/test/section_00_source_test_normal_0003_vel_8_loc_A.wav"))
+    assert clip["attributes"] == attributes_of(clip["file_name"])

@@ -93,3 +93,12 @@ def test_a_dcase2023_layout_trains_stage_2_on_the_attributes_in_its_file_names(r
     assert len(scores) == 3 * 24 and len(set(scores.values())) > 1
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Stage 2 classified 6 attribute classes (type/section/attributes, from the file names) of 1" in report
+    # the API reads the attributes from the file name as the evaluation did
+    from rcmae import Detector
+
+    paper = read_scores(evaluation / "other_methods" / "id_logprob" / "anomaly_score_valve_section_00_test.csv")
+    detector = Detector.load(tmp_path / "run" / "finetune" / "model", method="id_logprob")
+    for name in ("section_00_source_test_anomaly_0000_mode_0.wav",
+                 "section_00_target_test_normal_0007_mode_2_shifted.wav"):
+        scored = detector.score_file(data / "dev_data" / "valve" / "test" / name)
+        assert scored.score == pytest.approx(paper[name], rel=1e-4, abs=1e-5)

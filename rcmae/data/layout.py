@@ -73,6 +73,12 @@ def machine_id_of(file_name: str) -> str | None:
     return None
 
 
+def attributes_of(file_name: str) -> str:
+    """The attribute string a DCASE 2021-2025 file name carries (`vel_8_loc_A`); "" for other names."""
+    match = _DCASE2021.match(Path(file_name).stem)
+    return (match["attrs"] or "") if match else ""
+
+
 def parse_clip_name(path: Path) -> dict[str, str]:
     """Parse one clip path; raises LayoutError naming the file and the expected patterns."""
     stem, split_dir = path.stem, path.parent.name

@@ -14,7 +14,7 @@ import soundfile as sf
 from rcmae.api import Detector, Prepared
 from rcmae.data.audio import AudioError, decode
 from rcmae.data.feature_table import dcase_id
-from rcmae.data.layout import machine_id_of
+from rcmae.data.layout import attributes_of, machine_id_of
 from rcmae.errors import RcmaeError
 
 RAW_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream")
@@ -125,7 +125,7 @@ def read_upload(data: bytes, file_name: str | None, machine_type: str | None, ma
     if seconds > limits.max_seconds:
         raise UploadError(413, f"{name}: {seconds:.1f} s of audio, the limit is {limits.max_seconds:g} s")
     try:
-        return detector.prepare(samples, rate, machine_type, machine_id, name)
+        return detector.prepare(samples, rate, machine_type, machine_id, name, attributes_of(file_name or ""))
     except AudioError as error:
         raise UploadError(400, str(error)) from None
     except RcmaeError as error:
