@@ -7,6 +7,9 @@ detector does), alone and fused with `stats` (the mean of the two standardised l
 - `random`: the encoder with fresh weights (seeded like the run), untrained;
 - `stage 1`: the run's pre-trained encoder (MAE + InfoNCE + VCR on original/augmented pairs);
 - `stage 2`: the run's fine-tuned encoder (SupCon + CE over machine IDs on top of stage 1);
+- with `--row-views`: the stage-2 encoder's pooled vector (each frequency row's mean token over time) with each
+  row's spread over time beside it (`+ row std`), or its peak above the mean (`+ row peak`): what a brief or
+  fluctuating fault changes and a time mean can hide;
 - with `--variants`: both stages retrained in-process on the run's features with part of stage 1's objective off
   (`mae only`, `mae + infonce`), and the unchanged objective in-process (`paper, in-process`: the control, since
   in-process training draws batches differently from Ray Train's); minutes per variant and seed.
@@ -14,11 +17,13 @@ detector does), alone and fused with `stats` (the mean of the two standardised l
     python benchmarks/representation.py --out runs/families
     python benchmarks/representation.py --out runs/families --sets small --variants
     python benchmarks/representation.py --out runs/families --seeds 1 2 --variants "paper, in-process" "mae only"
+    python benchmarks/representation.py --out runs/families --row-views
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -70,6 +75,20 @@ def detector_scores(train: Encoded, train_keys: list[str], test: Encoded, test_k
             for method in METHODS}
 
 
+@torch.no_grad()
+def row_views(model: RCMAE, specs: np.ndarray, normalizer, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Each frequency row's spread of the encoded tokens over time, and its peak above their mean (N, rows * width)."""
+    model.eval()
+    rows, cols = model.feature_config.grid
+    spreads, peaks = [], []
+    for start in range(0, len(specs), batch_size):
+        batch = torch.as_tensor(normalizer(specs[start:start + batch_size]), dtype=torch.float32)
+        grid = model.embed(batch)[2].float().reshape(len(batch), rows, cols, -1)
+        spreads.append(grid.std(dim=2).reshape(len(batch), -1).numpy())
+        peaks.append((grid.amax(dim=2) - grid.mean(dim=2)).reshape(len(batch), -1).numpy())
+    return {"row std": np.concatenate(spreads).astype(np.float64), "row peak": np.concatenate(peaks).astype(np.float64)}
+
+
 def representations(folder: Path, seed: int, variants: list[str]) -> dict[str, RCMAE]:
     finetuned = load_checkpoint(folder / "finetune" / "model")
     torch.manual_seed(seed)
@@ -92,6 +111,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the folder benchmarks/families.py wrote")
     parser.add_argument("--sets", nargs="+", default=["small", "hard", "long"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--row-views", action="store_true",
+                        help="also the stage-2 pooled vector with each frequency row's spread or peak over time")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=None,
                         help="also retrain with parts of stage 1 switched off (these variants; all when none named)")
     args = parser.parse_args()
@@ -109,9 +130,19 @@ def main() -> None:
             test_keys = [f"{r['machine_type']}/{r['machine_id']}" for r in test_rows]
             families = fault_families(args.out / name / f"data_seed_{seed}" / "dev_data")
             variants = list(VARIANTS) if args.variants == [] else (args.variants or [])
+            encoded = {}
             for label, model in representations(folder, seed, variants).items():
-                train = encode_all(model, train_specs, finetuned.normalizer)
-                test = encode_all(model, test_specs, finetuned.normalizer)
+                encoded[label] = (encode_all(model, train_specs, finetuned.normalizer),
+                                  encode_all(model, test_specs, finetuned.normalizer))
+            if args.row_views:
+                train, test = encoded["stage 2"]
+                extra = (row_views(finetuned.model, train_specs, finetuned.normalizer),
+                         row_views(finetuned.model, test_specs, finetuned.normalizer))
+                for view in ("row std", "row peak"):
+                    encoded[f"stage 2 + {view}"] = tuple(
+                        dataclasses.replace(part, pooled=np.hstack([part.pooled, views[view]]))
+                        for part, views in zip((train, test), extra))
+            for label, (train, test) in encoded.items():
                 scores = detector_scores(train, train_keys, test, test_keys)
                 results.setdefault(STATS, [])  # listed first
                 results.setdefault(label, []).append(evaluate(test_rows, scores["mahalanobis"], families))

@@ -58,7 +58,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from rcmae.data.layout import index_clips, reject_summary
+    from rcmae.data.layout import LAYOUTS, index_clips, reject_summary
 
     index = index_clips(args.data, lenient=args.lenient)
     for line in reject_summary(index.skipped):
@@ -68,7 +68,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     counts = index.table.group_by(["machine_type", "split", "label"]).aggregate([("path", "count")])
     for row in sorted(counts.to_pylist(), key=lambda r: (r["machine_type"], r["split"], r["label"])):
         print(f"{row['machine_type']:12s} {row['split']:5s} {row['label']:8s} {row['path_count']}")
-    print(f"{len(index)} clips" + (f", {len(index.skipped)} skipped" if index.skipped else ""))
+    print(f"{len(index)} clips" + (f", {len(index.skipped)} skipped" if index.skipped else "")
+          + f", read as {LAYOUTS[index.layout]}")
     return 0
 
 

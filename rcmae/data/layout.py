@@ -59,9 +59,14 @@ class LayoutError(RcmaeError):
 class ClipIndex:
     table: pa.Table
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) in lenient mode
+    layout: str = "dcase"  # what was read: a key of LAYOUTS
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+
+LAYOUTS = {"dcase": "DCASE file names", "manifest": "a manifest (path, machine_type, machine_id, split, label)",
+           "folders": "a folder tree <machine_type>/<machine_id>/train|test/"}  # `rcmae.data.own_recordings`
 
 
 def machine_id_of(file_name: str) -> str | None:
@@ -118,16 +123,21 @@ def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
     """Every .wav under `root` as a clip table row.
 
     `root` may be a data set root (holding dev_data/ and eval_data/), a dev_data folder, or a single
-    machine type folder. With `lenient`, names that fit no grammar are skipped and listed in
+    machine type folder; a manifest file, or a folder tree of other names when no file in `root` has a DCASE name
+    (`rcmae.data.own_recordings`). With `lenient`, names that fit no grammar are skipped and listed in
     `ClipIndex.skipped`; otherwise the first one raises LayoutError. Folders that cannot be read are always
     listed there (never passed over silently). Paths are kept as `path_text` (non-UTF-8 bytes as \\xNN).
     """
     root = Path(root)
     if not root.exists():
         raise LayoutError(f"{path_text(root)}: data root does not exist")
+    if root.is_file() and root.suffix.lower() in (".csv", ".parquet"):
+        from rcmae.data.own_recordings import index_manifest
+
+        return index_manifest(root, lenient)
     if not root.is_dir():
-        raise LayoutError(f"{path_text(root)}: data root is not a directory")
-    rows, skipped = [], []
+        raise LayoutError(f"{path_text(root)}: data root is neither a directory nor a manifest (.csv, .parquet)")
+    rows, skipped, misfits = [], [], []
 
     def unreadable(error: OSError) -> None:
         skipped.append((path_text(error.filename), f"{path_text(error.filename)}: folder cannot be read "
@@ -150,9 +160,14 @@ def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
             try:
                 rows.append(parse_clip_name(path))
             except LayoutError as error:
-                if not lenient:
-                    raise
-                skipped.append((path_text(path), str(error)))
+                misfits.append((path, error))
+    if misfits and not rows:
+        from rcmae.data.own_recordings import index_folder_tree
+
+        return index_folder_tree(root, [path for path, _ in misfits], skipped, lenient)
+    if misfits and not lenient:
+        raise misfits[0][1]
+    skipped += [(path_text(path), str(error)) for path, error in misfits]
     if not rows:
         raise LayoutError(f"{path_text(root)}: no DCASE-layout .wav clips found"
                           + (f" ({len(skipped)} file(s) or folder(s) skipped: {skipped[0][1]})" if skipped else ""))
