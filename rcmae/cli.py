@@ -113,7 +113,9 @@ def _synth_command(sub) -> list[argparse.ArgumentParser]:
     p.add_argument("--layout", default="dcase2020", choices=SYNTH_LAYOUTS,
                    help="dcase2021: DCASE 2021-2025 names, one section per machine, a source and a shifted "
                         "target domain (3 target train clips per section); dcase2023: one section per type, its "
-                        "machines as operating modes named by attributes (..._mode_2), and the target domain")
+                        "machines as operating modes named by attributes (..._mode_2), and the target domain; "
+                        "folders: a plant's own tree <type>/unit_<ID>/train|test/ of plain names; manifest: "
+                        "recordings/rec_NNNNN.wav and clips.csv listing them (pass it as --data)")
     p.add_argument("--clip-seconds", type=float, help="clip length (default: the preset's, small 2 s, full 10 s)")
     p.add_argument("--additional", action="store_true",
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "

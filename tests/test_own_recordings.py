@@ -98,3 +98,15 @@ def test_a_plants_folder_tree_trains_and_scores_end_to_end_under_its_own_names(r
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert {row["machine_id"] for row in metrics["per_id"]} == {"line_A", "line_B"}
     assert all(0 <= row["auc"] <= 1 for row in metrics["per_id"])
+
+
+@pytest.mark.parametrize("layout", ["folders", "manifest"])
+def test_the_toy_factory_writes_a_plants_shapes_and_they_index_as_the_dcase_one(tmp_path, layout):
+    dcase = index_clips(synthesize(tmp_path / "dcase", preset="small", types=("valve",))).table
+    index = index_clips(synthesize(tmp_path / layout, preset="small", types=("valve",), layout=layout))
+    assert index.layout == layout and not index.skipped
+
+    def counts(table):
+        return sorted((r["machine_id"][-2:], r["split"], r["label"]) for r in table.to_pylist())
+
+    assert counts(index.table) == counts(dcase)  # unit_00 <-> 00: every clip placed with its machine and label

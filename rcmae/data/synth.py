@@ -12,7 +12,9 @@ training set does for its evaluation machines: the paper's stage 2 classifies ov
 `layout="dcase2021"` writes the DCASE 2021-2025 names instead (one section per machine,
 section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN.wav) with a target domain: a shifted recording
 condition (the machine run at other settings, in louder background) with only a few train clips, as
-those years give. `layout="dcase2023"` is the 2023-2025 shape: one section per machine type, its machines
+those years give. `layout="folders"` writes a plant's own tree (`<type>/unit_<ID>/{train,test}/<label>_NNNN.wav`),
+`layout="manifest"` files named `rec_NNNNN.wav` with out/clips.csv listing each one's machine, split and label
+(`rcmae.data.own_recordings`). `layout="dcase2023"` is the 2023-2025 shape: one section per machine type, its machines
 written as the section's operating modes, named by attributes (`..._NNNN_mode_2`, `..._mode_2_shifted` in the
 target domain).
 """
@@ -28,6 +30,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from rcmae.data.audio import rms, write_wav
 from rcmae.data.sound_models import MACHINES, TIMING_RICH_FAULTS, factory_background, impacts
@@ -110,7 +114,9 @@ def id_params(seed: int, machine_type: str, machine_id: int) -> dict:
                  ID_SPREAD)
 
 
-LAYOUTS = ("dcase2020", "dcase2021", "dcase2023")
+LAYOUTS = ("dcase2020", "dcase2021", "dcase2023", "folders", "manifest")
+SECTIONED = ("dcase2021", "dcase2023")  # the layouts with a target domain
+CLIP_LIST = "clips.csv"  # layout "manifest": the list of clips `--data` takes
 TARGET_TRAIN_PER_SECTION = 3  # the target domain's few train clips (DCASE 2022-2025: 10 of ~1000)
 TARGET_SHIFT = 0.5            # how far the target condition moves a machine's parameters
 TARGET_SNR_DROP_DB = 4.0      # and how much louder its background is
@@ -217,7 +223,7 @@ def mode_attributes(machine_id: int, domain: str) -> str:
 
 def clip_plan(spec: SynthPreset, layout: str, evaluation: bool) -> list[tuple[str, str, str, int]]:
     """(domain, split, label, count) per machine."""
-    if layout == "dcase2020":
+    if layout not in SECTIONED:
         tests = [("source", "test", "normal", spec.test_normal_per_id),
                  ("source", "test", "anomaly", spec.test_anomaly_per_id)]
         return [("source", "train", "normal", spec.train_per_id)] + ([] if evaluation else tests)
@@ -232,7 +238,8 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
                types: tuple[str, ...] = tuple(MACHINES), additional: bool = False, layout: str = "dcase2020",
                clip_seconds: float | None = None) -> Path:
     """Write the toy-factory data set under `out` (and its additional training set with `additional`), with
-    the preset's clip length or `clip_seconds`; returns out/dev_data."""
+    the preset's clip length or `clip_seconds`; returns what `--data` takes: out/dev_data (out/clips.csv for the
+    manifest layout)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown synth preset {preset!r}; choose from {sorted(PRESETS)}")
     if layout not in LAYOUTS:
@@ -247,6 +254,7 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
     spec = PRESETS[preset] if clip_seconds is None else replace(PRESETS[preset], clip_seconds=clip_seconds)
     out = Path(out)
     root = out / "dev_data"
+    listed: list[dict] = []  # layout "manifest": its rows
     manifest: dict = dict(preset=preset, seed=seed, sample_rate=SAMPLE_RATE, spec=asdict(spec), layout=layout,
                           machines={}, clips={})
     sets = [("dev_data", False)] + ([("eval_data", True)] if additional else [])
@@ -255,24 +263,34 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
         for section, machine_id in enumerate(machine_ids(machine_type, spec, evaluation)):
             params = id_params(seed, machine_type, machine_id)
             manifest["machines"][machine_type][f"{machine_id:02d}"] = params
-            shifted = target_params(seed, machine_type, machine_id, params) if layout != "dcase2020" else None
+            shifted = target_params(seed, machine_type, machine_id, params) if layout in SECTIONED else None
             for domain, split, label, count in clip_plan(spec, layout, evaluation):
                 for number in range(count):
                     wave, record = render_clip(seed, machine_type, machine_id,
                                                shifted if domain == "target" else params, spec, split, label,
                                                number, domain)
                     if layout == "dcase2020":
-                        name = clip_name(label, machine_id, number)
+                        relative = f"{folder}/{machine_type}/{split}/{clip_name(label, machine_id, number)}"
                     elif layout == "dcase2021":
                         name = section_clip_name(domain, split, label, section, number)
-                    else:  # one section per type: its machines are its operating modes, told apart by attributes
+                        relative = f"{folder}/{machine_type}/{split}/{name}"
+                    elif layout == "dcase2023":  # one section per type: its machines as modes, named by attributes
                         name = section_clip_name(domain, split, label, 0, section * count + number,
                                                  mode_attributes(machine_id, domain))
-                    relative = f"{folder}/{machine_type}/{split}/{name}"
+                        relative = f"{folder}/{machine_type}/{split}/{name}"
+                    elif layout == "folders":  # a plant's own tree: <type>/<machine>/<split>/, its own names
+                        relative = f"{folder}/{machine_type}/unit_{machine_id:02d}/{split}/{label}_{number:04d}.wav"
+                    else:  # names that say nothing: the list of clips says it all
+                        relative = f"{folder}/recordings/rec_{len(manifest['clips']):05d}.wav"
+                        listed.append(dict(path=relative, machine_type=machine_type,
+                                           machine_id=f"unit_{machine_id:02d}", split=split, label=label))
                     write_wav(out / relative, wave, SAMPLE_RATE)
                     manifest["clips"][relative] = record
             log.info(f"synth: {folder} {machine_type} id_{machine_id:02d} done")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if layout == "manifest":
+        pacsv.write_csv(pa.Table.from_pylist(listed), out / CLIP_LIST)
+        return out / CLIP_LIST
     return root
 
 
