@@ -2,7 +2,7 @@
 
 No retraining: for each run folder the detector is fitted anew on the run's train split (every single score
 calibrated on held-out train clips, as `rcmae finetune` does), the test split is encoded once, and each candidate
-is the mean or the largest of its members' standardised log-scores (`rcmae.detect.calibration.standardised`). Printed
+is the mean or the largest of its members' standardised log-scores (`rcmae.detect.fusions.standardised`). Printed
 per data set: mean AUC / pAUC over types and AUC per kind of fault, mean over seeds, beside the floor the run wrote.
 The candidates are few and named before looking, so the table informs the choice of `fused` without being a
 search over test labels.
@@ -23,9 +23,9 @@ import numpy as np
 from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import META_COLUMNS, machine_keys, stream_rows
 from rcmae.detect.apply import fit_from_rows
-from rcmae.detect.calibration import FUSIONS, standardised
 from rcmae.detect.detector import Encoded, anomaly_scores
 from rcmae.detect.encode import TableEncoder, encoded_of
+from rcmae.detect.fusions import FUSIONS, standardised
 from rcmae.evaluate.families import family_metrics, fault_families
 from rcmae.evaluate.metrics import id_metrics, summarize
 from rcmae.models.checkpoint import read_meta

@@ -35,9 +35,10 @@ from rcmae import stages
 from rcmae.config import load_config
 from rcmae.data.classes import ClipClasses
 from rcmae.data.feature_table import META_COLUMNS, specs_from_column, stream_rows
-from rcmae.detect.calibration import calibrate, held_out_scores, standardised
+from rcmae.detect.calibration import calibrate, held_out_scores
 from rcmae.detect.detector import Encoded, anomaly_scores, fit_scorer
 from rcmae.detect.encode import encode_all
+from rcmae.detect.fusions import standardised
 from rcmae.evaluate.families import fault_families
 from rcmae.models.checkpoint import Checkpoint, load_checkpoint
 from rcmae.models.mae import RCMAE

@@ -233,6 +233,18 @@ def _score_command(sub) -> list[argparse.ArgumentParser]:
     return [p]
 
 
+def _export_command(sub) -> list[argparse.ArgumentParser]:
+    p = sub.add_parser("export", help="a fine-tuned model as files rcmae.edge scores with (numpy, onnxruntime, "
+                                      "soundfile: no torch, no Ray)")
+    p.add_argument("--checkpoint", required=True, type=location, help="a fine-tuned model folder or its URI")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="(default: %(default)s)")
+    p.add_argument("--out", required=True, type=local_path, help="the folder to write (replaced whole)")
+    p.add_argument("--method", choices=["mahalanobis", "stats", "rhythm", "combined", "fused"],
+                   help="the score the edge computes (default: the model's)")
+    p.set_defaults(func=commands.cmd_export)
+    return [p]
+
+
 def _serve_command(sub) -> list[argparse.ArgumentParser]:
     p = sub.add_parser("serve", help="a live scoring service on Ray Serve: POST /score (a WAV file), GET /healthz, "
                                      "GET / (a web page); runs until Ctrl-C")
@@ -327,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="progress and warnings shown on stderr (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_synth_command, _data_command, _index_command, _config_command, _augment_command, _pretrain_command,
-                _finetune_command, _evaluate_command, _score_command, _serve_command, _baseline_command, _tune_command,
+                _finetune_command, _evaluate_command, _score_command, _export_command, _serve_command,
+                _baseline_command, _tune_command,
                 _ablate_command, _run_command):
         for command in add(sub):  # --log-level also after the command (jobs/*.py)
             command.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS,

@@ -198,6 +198,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rcmae.export import export_edge
+    from rcmae.stores import fetched
+
+    folder = export_edge(fetched(args.checkpoint), args.out, args.method)
+    size = sum(path.stat().st_size for path in folder.iterdir())
+    print(f"wrote {folder} ({size / 2 ** 20:.1f} MiB): score with rcmae.edge.load({str(folder)!r})")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from rcmae.distributed.runtime import ensure_ray
     from rcmae.distributed.tune import base_config, load_space

@@ -15,7 +15,7 @@ def test_help_lists_every_subcommand(capsys):
     shown = capsys.readouterr().out
     listed = re.findall(r"^    (\w+)\s", shown, re.M)  # the subcommand lines of argparse's list
     assert listed == ["synth", "data", "index", "config", "augment", "pretrain", "finetune", "evaluate", "score",
-                      "serve", "baseline", "tune", "ablate", "run"]
+                      "export", "serve", "baseline", "tune", "ablate", "run"]
 
 
 def test_config_writes_a_yaml_that_loads_back(tmp_path, capsys):

@@ -102,7 +102,8 @@ def test_links_back_up_the_tree_are_indexed_once_and_reported(tmp_path):
 
 
 def test_the_attributes_of_a_file_name_are_what_indexing_reads():
-    from rcmae.data.layout import attributes_of, parse_clip_name
+    from rcmae.data.layout import parse_clip_name
+    from rcmae.data.names import attributes_of
 
     for name, expected in (("section_00_source_test_normal_0003_vel_8_loc_A.wav", "vel_8_loc_A"),
                            ("section_01_target_train_normal_0000.wav", ""), ("normal_id_00_00000001.wav", ""),

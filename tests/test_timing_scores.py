@@ -8,8 +8,9 @@ import torch
 from encoded_values import encoded
 from rcmae.config import tiny
 from rcmae.data.classes import ClipClasses
-from rcmae.detect.calibration import FUSIONS, fit_detector, fuse, log_scale
+from rcmae.detect.calibration import fit_detector
 from rcmae.detect.detector import Detector, anomaly_scores
+from rcmae.detect.fusions import FUSIONS, fuse, log_scale
 from rcmae.detect.patches import PATCH_DIMS, PatchModel, top_mean
 from rcmae.detect.rhythm import envelope_autocorrelation
 from rcmae.detect.shrunk import SHRINKAGE

@@ -15,6 +15,7 @@ import torch
 import torchaudio.functional as AF
 
 from rcmae.data.paths import path_of
+from rcmae.data.windows import fit_length
 from rcmae.errors import RcmaeError
 from rcmae.sections import AudioConfig
 
@@ -55,16 +56,6 @@ def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
         return wave
     tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     return AF.resample(tensor, rate, target_rate).numpy()
-
-
-def fit_length(wave: np.ndarray, length: int, pad_mode: str) -> np.ndarray:
-    """Crop the centre of a long clip, or pad a short one with zeros or by repetition."""
-    if len(wave) >= length:
-        start = (len(wave) - length) // 2
-        return wave[start:start + length]
-    if pad_mode == "repeat":
-        return np.tile(wave, int(np.ceil(length / len(wave))))[:length]
-    return np.pad(wave, (0, length - len(wave)))
 
 
 def validate(wave: np.ndarray, rate: int, config: AudioConfig, name: str | Path) -> None:

@@ -16,6 +16,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rcmae.data.names import (
+    DCASE2020,
+    DCASE2020_UNLABELLED,
+    DCASE2021,
+    DCASE2021_UNLABELLED,
+    EXPECTED_PATTERNS,
+)
 from rcmae.data.paths import path_text
 from rcmae.errors import RcmaeError
 
@@ -23,21 +30,6 @@ UNKNOWN = "unknown"
 SPLITS = ("train", "test")
 # the folders clips sit in, and their split: DCASE 2021 holds a type's test clips in source_test/ and target_test/
 SPLIT_FOLDERS = {"train": "train", "test": "test", "source_test": "test", "target_test": "test"}
-
-_DCASE2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<id>\d{2})_(?P<num>\d+)$")
-_DCASE2020_UNLABELLED = re.compile(r"^id_(?P<id>\d{2})_(?P<num>\d+)$")
-_DCASE2021 = re.compile(
-    r"^section_(?P<id>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
-    r"(?P<label>normal|anomaly)_(?P<num>\d+)(?:_(?P<attrs>.+))?$")
-_DCASE2021_UNLABELLED = re.compile(
-    r"^section_(?P<id>\d{2})(?:_(?P<domain>source|target)_(?P<split>test))?_(?P<num>\d+)$")
-
-EXPECTED_PATTERNS = (
-    "{normal,anomaly}_id_XX_NNNNNNNN.wav (DCASE 2020)",
-    "id_XX_NNNNNNNN.wav (DCASE 2020 eval test, unlabelled)",
-    "section_XX_{source,target}_{train,test}_{normal,anomaly}_NNNN[_attributes].wav (DCASE 2021-2025)",
-    "section_XX[_{source,target}_test]_NNNN.wav (DCASE 2021-2025 eval test, unlabelled)",
-)
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -69,36 +61,21 @@ LAYOUTS = {"dcase": "DCASE file names", "manifest": "a manifest (path, machine_t
            "folders": "a folder tree <machine_type>/<machine_id>/train|test/"}  # `rcmae.data.own_recordings`
 
 
-def machine_id_of(file_name: str) -> str | None:
-    """The machine ID (DCASE 2021+: section) a DCASE file name carries; None for other names."""
-    stem = Path(file_name).stem
-    for grammar in (_DCASE2020, _DCASE2020_UNLABELLED, _DCASE2021, _DCASE2021_UNLABELLED):
-        if match := grammar.match(stem):
-            return match["id"]
-    return None
-
-
-def attributes_of(file_name: str) -> str:
-    """The attribute string a DCASE 2021-2025 file name carries (`vel_8_loc_A`); "" for other names."""
-    match = _DCASE2021.match(Path(file_name).stem)
-    return (match["attrs"] or "") if match else ""
-
-
 def parse_clip_name(path: Path) -> dict[str, str]:
     """Parse one clip path; raises LayoutError naming the file and the expected patterns."""
     stem, split_dir = path.stem, path.parent.name
     machine_type = path.parent.parent.name
     dir_split = _split_from_dir(split_dir)
     row = None
-    if match := _DCASE2020.match(stem):
+    if match := DCASE2020.match(stem):
         row = dict(machine_id=match["id"], label=match["label"], domain="source", attributes="")
-    elif match := _DCASE2020_UNLABELLED.match(stem):
+    elif match := DCASE2020_UNLABELLED.match(stem):
         row = dict(machine_id=match["id"], label=UNKNOWN, domain="source", attributes="")
-    elif match := _DCASE2021.match(stem):
+    elif match := DCASE2021.match(stem):
         row = dict(machine_id=match["id"], label=match["label"], domain=match["domain"],
                    attributes=match["attrs"] or "")
         dir_split = match["split"]
-    elif match := _DCASE2021_UNLABELLED.match(stem):
+    elif match := DCASE2021_UNLABELLED.match(stem):
         row = dict(machine_id=match["id"], label=UNKNOWN, domain=match["domain"] or UNKNOWN, attributes="")
     if row is None:
         raise LayoutError(f"{path_text(path)}: file name fits no known grammar; expected one of: "

@@ -1,11 +1,9 @@
 """What the detector learns from held-out train clips: each score's calibration (the spread of an ID's held-out
-train log-scores, which the fusions standardise by), the fusions themselves, and each method's per-ID decision
+train log-scores, which the fusions standardise by: `rcmae.detect.fusions`) and each method's per-ID decision
 threshold (`fit_detector`: the detector's models, then both). Held-out scores, because in-sample ones understate how
 far a new normal clip lies, and say nothing at all for `knn`."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,47 +18,10 @@ from rcmae.detect.detector import (
     machine_type_of,
     type_sample,
 )
+from rcmae.detect.fusions import FUSIONS, fuse, log_scale
 from rcmae.detect.thresholds import gamma_threshold, warn_fallbacks
 from rcmae.registry import SCORES
 from rcmae.sections import ScoreConfig
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """A score made of others: per clip, their log-scores standardised by the ID's held-out train log-scores
-    (so a score that overfits its train clips does not dominate), taken at their largest or their mean."""
-
-    members: tuple[str, ...]
-    rule: str  # "max" or "mean"
-
-
-FUSIONS = {
-    "combined": Fusion(("mahalanobis", "rhythm"), "max"),
-    # the clip's own log-mel statistics (what the floor reads) beside what the model and the rhythm hear: a clip is
-    # as odd as its oddest view. Chosen among the few rules benchmarks/fusion.py names, on the toy factory's three
-    # sets (the best worst case against the floor); no weights are fitted, to test labels or otherwise
-    "fused": Fusion(("stats", "mahalanobis", "rhythm"), "max"),
-}
-
-
-def log_scale(method: str, scores: np.ndarray) -> np.ndarray:
-    """A member's scores on the scale a fusion standardises: the log of a distance, a log-scale score as it is."""
-    scores = np.asarray(scores, dtype=np.float64)  # in float32 the floor of 1e-300 would be 0, and its log -inf
-    return np.log(np.maximum(scores, 1e-300)) if SCORES[method].positive else scores
-
-
-def standardised(method: str, scores: np.ndarray, keys: list[str], detector: Detector) -> np.ndarray:
-    """`method`'s log-scores, standardised by each clip's ID's held-out train log-scores."""
-    stats = np.array([detector.calibration[method][key] for key in keys]).reshape(len(keys), 2)
-    return (log_scale(method, scores) - stats[:, 0]) / stats[:, 1]
-
-
-def fuse(name: str, scores: dict[str, np.ndarray], keys: list[str], detector: Detector) -> np.ndarray:
-    """The fusion `name` of its members' `scores`."""
-    fusion = FUSIONS[name]
-    parts = [standardised(member, scores[member], keys, detector) for member in fusion.members]
-    return np.max(parts, axis=0) if fusion.rule == "max" else np.mean(parts, axis=0)
-
 
 HELD_OUT_FOLDS = 5  # folds of an ID's train clips for its held-out scores (calibration and thresholds)
 

@@ -11,7 +11,7 @@ The scores (`rcmae.detect.scores`, by name in `rcmae.registry.SCORES`), all from
   attributes, `rcmae.data.classes`).
 - `rhythm` and `stats`: distance of the log-mel's band-envelope autocorrelation, or of its band means and
   deviations (the floor's statistics), from the ID's Gaussian of them; `patch`: the anomaly map's top.
-- `combined` and `fused` (`rcmae.detect.calibration.FUSIONS`): the members' log-scores, each standardised per ID by
+- `combined` and `fused` (`rcmae.detect.fusions.FUSIONS`): the members' log-scores, each standardised per ID by
   its held-out train scores, taken at their largest or their mean.
 The detector, fitted on train-normal clips only (`rcmae.detect.calibration.fit_detector`), also holds per method and
 ID a decision threshold: the `decision_percentile` point of a gamma fitted to the ID's held-out train scores. Each ID
@@ -30,6 +30,7 @@ from sklearn.decomposition import PCA
 
 from rcmae.data.classes import ClipClasses, machines_of
 from rcmae.detect.patches import PatchModel
+from rcmae.detect.ppca import GAUSSIAN_PARTS
 from rcmae.detect.shrunk import ShrunkGaussian
 from rcmae.detect.thresholds import ThresholdMethod
 from rcmae.errors import DataError
@@ -40,7 +41,6 @@ from rcmae.models.checkpoint import (
 from rcmae.registry import SCORES
 from rcmae.sections import ScoreConfig
 
-GAUSSIAN_PARTS = ("mean", "components", "variances", "noise")
 MIN_OWN_CLIPS = 3  # fewest train clips for an ID's own Gaussian and threshold; fewer use the type's pooled ones
 PROFILES = ("rhythm", "stats")  # the `Encoded` statistics of the log-mel each ID keeps a shrunk Gaussian of
 
@@ -172,14 +172,6 @@ def fit_gaussian(features: np.ndarray, components: int) -> dict[str, np.ndarray]
     noise = max(float(pca.noise_variance_), floor)
     return dict(mean=pca.mean_, components=pca.components_, variances=np.maximum(pca.explained_variance_, noise),
                 noise=np.array([noise]))
-
-
-def mahalanobis(features: np.ndarray, gaussian: dict[str, np.ndarray]) -> np.ndarray:
-    """Squared Mahalanobis distance under covariance V diag(variances) V^T + noise (I - V V^T)."""
-    centred = features - gaussian["mean"]
-    along = centred @ gaussian["components"].T
-    noise = float(gaussian["noise"][0])
-    return (centred ** 2).sum(axis=1) / noise + (along ** 2 * (1.0 / gaussian["variances"] - 1.0 / noise)).sum(axis=1)
 
 
 def machine_type_of(key: str) -> str:

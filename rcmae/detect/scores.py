@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from rcmae.data.classes import ClipClasses
-from rcmae.detect.calibration import FUSIONS, fuse
-from rcmae.detect.detector import Detector, Encoded, anomaly_scores, mahalanobis
+from rcmae.detect.detector import Detector, Encoded, anomaly_scores
+from rcmae.detect.fusions import FUSIONS, fuse
 from rcmae.detect.patches import top_mean
+from rcmae.detect.ppca import mahalanobis
 
 
 def id_logprob_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
@@ -84,10 +85,10 @@ def _fusion_score(name: str, encoded: Encoded, keys: list[str], clips: ClipClass
 
 
 def combined_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
-    """The largest of mahalanobis' and rhythm's standardised log-scores (`rcmae.detect.calibration.FUSIONS`)."""
+    """The largest of mahalanobis' and rhythm's standardised log-scores (`rcmae.detect.fusions.FUSIONS`)."""
     return _fusion_score("combined", encoded, keys, clips, detector)
 
 
 def fused_score(encoded: Encoded, keys: list[str], clips: ClipClasses, detector: Detector) -> np.ndarray:
-    """The largest of the standardised log-scores of stats, mahalanobis and rhythm (`calibration.FUSIONS`)."""
+    """The largest of the standardised log-scores of stats, mahalanobis and rhythm (`fusions.FUSIONS`)."""
     return _fusion_score("fused", encoded, keys, clips, detector)

@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 
 from rcmae.augment.featurize import Featurizer
-from rcmae.data.audio import AudioError, fit_length, load_clip
+from rcmae.data.audio import AudioError, load_clip
 from rcmae.data.classes import machines_of
 from rcmae.data.feature_table import dcase_id, machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
 from rcmae.data.paths import path_text
+from rcmae.data.windows import WINDOW_HOP, fit_length, window_starts
 from rcmae.detect.encode import TableEncoder, map_values, score_values
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.maps import plot_map
@@ -23,7 +24,6 @@ from rcmae.models.checkpoint import read_meta
 from rcmae.stores import fetched
 
 BATCH = 64  # windows featurised and scored at a time
-WINDOW_HOP = 0.5  # windows of a long recording start this share of a clip apart
 # a recording's score from its windows' scores; mean is the default: on 60 s toy recordings with a 2 s fault
 # it scored AUC 0.718 with the fault in the middle or in the first 5 s, max 0.723 / 0.696 (more windows, more
 # chances for a normal recording's highest window to pass a fault's), a centre crop 0.686 / 0.537
@@ -53,15 +53,6 @@ def recordings(paths: list[str]) -> list[str]:
         else:
             found.append(path)
     return found
-
-
-def window_starts(samples: int, length: int, hop: int) -> list[int]:
-    """Starts of the clip-long windows that cover a recording of `samples` (one window, padded as training
-    padded, for a recording no longer than a clip; the last window ends at the recording's end)."""
-    if samples <= length:
-        return [0]
-    starts = list(range(0, samples - length + 1, hop))
-    return starts if starts[-1] == samples - length else starts + [samples - length]
 
 
 class RecordingScorer:

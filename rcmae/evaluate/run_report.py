@@ -13,9 +13,9 @@ from sklearn.metrics import roc_curve
 
 from rcmae.data.classes import class_by_of, machines_of
 from rcmae.data.feature_table import machine_keys, specs_from_column
-from rcmae.detect.calibration import FUSIONS
 from rcmae.detect.detector import MIN_OWN_CLIPS
 from rcmae.detect.encode import TableEncoder, encode_all, map_values, score_values
+from rcmae.detect.fusions import FUSIONS
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
 from rcmae.evaluate.maps import plot_map, pyplot, region_mask
