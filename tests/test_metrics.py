@@ -218,3 +218,22 @@ def test_the_gaussian_fit_is_the_same_every_time_for_wide_features():
     first, second = fit_gaussian(features, 16), fit_gaussian(features, 16)
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_decisions_get_precision_recall_and_f1_as_sklearn_computes_them(tmp_path):
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    from rcmae.evaluate.run_report import _metrics_table
+
+    labels = ["normal"] * 6 + ["anomaly"] * 4
+    decisions = np.array([0, 0, 1, 0, 0, 0, 1, 1, 0, 1])
+    rows = [dict(machine_type="fan", machine_id="00", file_name=f"{label}_id_00_{i:08d}.wav", label=label)
+            for i, label in enumerate(labels)]
+    metrics = write_evaluation(tmp_path, rows, np.linspace(0, 1, 10), decisions)
+    truth = np.array([label == "anomaly" for label in labels], dtype=int)
+    expected = dict(precision=precision_score(truth, decisions), recall=recall_score(truth, decisions),
+                    f1=f1_score(truth, decisions))
+    assert expected == pytest.approx(dict(precision=0.75, recall=0.75, f1=0.75))  # 3 of 4 flagged are anomalies
+    for part in (metrics.per_id[0], metrics.per_type["fan"], metrics.mean):
+        assert {k: part[k] for k in expected} == pytest.approx(expected)
+    assert "| 0.750 / 0.750 / 0.750 |" in _metrics_table({"RC-MAE": metrics})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import hmean
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 METRICS_FILE = "metrics.json"
 
@@ -46,11 +46,25 @@ def pauc_eq12(labels: np.ndarray, scores: np.ndarray, p: float = 0.1) -> float |
     return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
 
 
-def id_metrics(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.1) -> dict:
+def decision_metrics(labels: np.ndarray, decisions: np.ndarray) -> dict:
+    """Precision, recall and F1 of the decisions, anomalous the positive class (the figures the DCASE 2021-2025
+    evaluators print beside AUC), 0 where undefined (no clip decided anomalous, or none is)."""
+    precision, recall, f1, _ = precision_recall_fscore_support(np.asarray(labels).astype(int),
+                                                               np.asarray(decisions).astype(int), average="binary",
+                                                               zero_division=0)
+    return dict(precision=float(precision), recall=float(recall), f1=float(f1))
+
+
+def id_metrics(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.1,
+               decisions: np.ndarray | None = None) -> dict:
+    """AUC, both pAUCs and the counts of one ID's labelled test clips; with `decisions`, their precision, recall
+    and F1 too."""
     labels = np.asarray(labels).astype(int)
     row = dict(auc=auc(labels, scores), pauc=pauc_dcase(labels, scores, max_fpr),
                pauc_eq12=pauc_eq12(labels, scores, max_fpr),
                n_normal=int((labels == 0).sum()), n_anomaly=int((labels == 1).sum()))
+    if decisions is not None:
+        row.update(decision_metrics(labels, decisions))
     if row["pauc_eq12"] is None:
         row["note"] = (f"pauc_eq12 undefined: Eq. 12 needs at least {math.ceil(1 / max_fpr)} normal clips "
                        f"(floor(p * N-) >= 1), this ID has {row['n_normal']}")
@@ -126,7 +140,7 @@ def summarize(per_id: list[dict]) -> Metrics:
     by_type: dict[str, list[dict]] = defaultdict(list)
     for row in per_id:
         by_type[row["machine_type"]].append(row)
-    keys = ("auc", "pauc", "pauc_eq12")
+    keys = ("auc", "pauc", "pauc_eq12", "precision", "recall", "f1")
     per_type = {t: {k: _mean([r[k] for r in rows]) for k in keys if k in rows[0]}
                 for t, rows in sorted(by_type.items())}
     mean = {k: _mean([v[k] for v in per_type.values()]) for k in keys if all(k in v for v in per_type.values())}

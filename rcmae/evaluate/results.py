@@ -61,7 +61,7 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
                 f"AUC and pAUC need both kinds")))
         if labelled and 0 < labels.sum() < len(labels):
             key = dict(machine_type=machine_type, machine_id=machine_id)
-            per_id.append(dict(key, **id_metrics(labels, scores[idx], max_fpr)))
+            per_id.append(dict(key, **id_metrics(labels, scores[idx], max_fpr, np.asarray(decisions)[idx])))
             domains = np.array([rows[i].get("domain", "source") for i in idx])
             if "target" in domains:
                 per_section.append(dict(key, **section_domain_metrics(labels, scores[idx], domains, max_fpr)))

@@ -96,12 +96,15 @@ def _metrics_table(rows: dict[str, Metrics]) -> str:
         return ("The test split is unlabelled (evaluation mode): no AUC or pAUC. Every clip's score and decision "
                 "are in `evaluation/anomaly_score_*.csv` and `evaluation/decision_result_*.csv`.")
     types = sorted(next(iter(rows.values())).per_type)
-    head = "| model | " + " | ".join(f"{t} AUC / pAUC" for t in types) + " | mean AUC / pAUC |"
-    lines = [head, "|" + "---|" * (len(types) + 2)]
+    head = ("| model | " + " | ".join(f"{t} AUC / pAUC" for t in types)
+            + " | mean AUC / pAUC | decisions: precision / recall / F1 |")
+    lines = [head, "|" + "---|" * (len(types) + 3)]
     for name, metrics in rows.items():
         cells = [f"{metrics.per_type[t]['auc']:.3f} / {metrics.per_type[t]['pauc']:.3f}" for t in types]
+        decided = (" / ".join(f"{metrics.mean[k]:.3f}" for k in ("precision", "recall", "f1"))
+                   if "f1" in metrics.mean else "-")
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | **{metrics.mean['auc']:.3f} / {metrics.mean['pauc']:.3f}** |")
+                     + f" | **{metrics.mean['auc']:.3f} / {metrics.mean['pauc']:.3f}** | {decided} |")
     return "\n".join(lines)
 
 
