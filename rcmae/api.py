@@ -16,9 +16,9 @@ import numpy as np
 
 from rcmae.config import Config
 from rcmae.data.audio import load_clip, prepare
-from rcmae.data.feature_table import dcase_id, machine_key
+from rcmae.data.feature_table import machine_key
 from rcmae.data.layout import parse_clip_name
-from rcmae.data.names import attributes_of
+from rcmae.data.names import attributes_of, dcase_id
 from rcmae.errors import RcmaeError
 from rcmae.evaluate.recordings import RecordingScorer
 from rcmae.sections import FeatureConfig

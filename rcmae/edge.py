@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime
 import soundfile
 
-from rcmae.data.names import machine_id_of
+from rcmae.data.names import dcase_id, machine_id_of
 from rcmae.data.windows import WINDOW_HOP, fit_length, window_starts
 from rcmae.detect.floor import clip_statistics
 from rcmae.detect.fusions import fuse
@@ -110,8 +110,7 @@ class EdgeDetector:
 
     def score(self, wave: np.ndarray, sample_rate: int, machine_type: str, machine_id: str | int) -> EdgeResult:
         """Score a waveform ([n] or [channels, n] samples at the model's sample rate) of a machine it knows."""
-        machine_id = f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)
-        key = f"{machine_type}/{machine_id}"
+        key = f"{machine_type}/{dcase_id(machine_id)}"
         if key not in self.gaussians:
             raise EdgeError(f"unknown machine {key}: this model knows {', '.join(self.machines)}")
         if int(sample_rate) != self.sample_rate:

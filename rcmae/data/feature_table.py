@@ -51,11 +51,6 @@ def feature_rows(clips: list[dict], features: dict[int, np.ndarray], augmented: 
     return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
 
 
-def dcase_id(machine_id: str | int) -> str:
-    """A machine ID as DCASE writes it: a number zero-padded to two digits (7 -> "07"), anything else as given."""
-    return f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)
-
-
 def machine_key(machine_type: str, machine_id: str) -> str:
     return f"{machine_type}/{machine_id}"
 

@@ -35,3 +35,8 @@ def attributes_of(file_name: str) -> str:
     """The attribute string a DCASE 2021-2025 file name carries (`vel_8_loc_A`); "" for other names."""
     match = DCASE2021.match(Path(file_name).stem)
     return (match["attrs"] or "") if match else ""
+
+
+def dcase_id(machine_id: str | int) -> str:
+    """A machine ID as DCASE writes it: a number zero-padded to two digits (7 -> "07"), anything else as given."""
+    return f"{int(machine_id):02d}" if str(machine_id).isdigit() else str(machine_id)

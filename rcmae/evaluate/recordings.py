@@ -13,8 +13,9 @@ import pandas as pd
 from rcmae.augment.featurize import Featurizer
 from rcmae.data.audio import AudioError, load_clip
 from rcmae.data.classes import machines_of
-from rcmae.data.feature_table import dcase_id, machine_key, specs_from_column
+from rcmae.data.feature_table import machine_key, specs_from_column
 from rcmae.data.layout import LayoutError, parse_clip_name
+from rcmae.data.names import dcase_id
 from rcmae.data.paths import path_text
 from rcmae.data.windows import WINDOW_HOP, fit_length, window_starts
 from rcmae.detect.encode import TableEncoder, map_values, score_values

@@ -13,8 +13,7 @@ import soundfile as sf
 
 from rcmae.api import Detector, Prepared
 from rcmae.data.audio import AudioError, decode
-from rcmae.data.feature_table import dcase_id
-from rcmae.data.names import attributes_of, machine_id_of
+from rcmae.data.names import attributes_of, dcase_id, machine_id_of
 from rcmae.errors import RcmaeError
 
 RAW_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream")
