@@ -128,21 +128,26 @@ def _synth_command(sub) -> list[argparse.ArgumentParser]:
 
 
 def _data_command(sub) -> list[argparse.ArgumentParser]:
-    p = sub.add_parser("data", help="get real data: `rcmae data download dcase2020 --out DIR`")
+    p = sub.add_parser("data", help="get real data: `rcmae data list`, `rcmae data download dcase2023 --out DIR`")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     d = data_sub.add_parser("download", help="download, verify (md5) and unpack a DCASE data set from Zenodo "
                                              "into the layout rcmae reads; an interrupted download resumes")
     d.add_argument("dataset", choices=sorted(DOWNLOADABLE))
     d.add_argument("--out", required=True, type=local_path)
     d.add_argument("--sets", default="dev,additional,eval",
-                   help="comma-separated parts: dev (development train+test), additional (more train IDs), "
-                        "eval (evaluation test, unlabelled); default: %(default)s")
+                   help="comma-separated parts: dev (development train+test), additional (the evaluation machines' "
+                        "train clips), eval (their test clips, renamed to the labelled names the year's evaluator "
+                        "published); default: %(default)s")
     d.add_argument("--types", help="comma-separated machine types (default: all)")
     d.add_argument("--base-url", default=ZENODO, help="Zenodo or a mirror with its /records/ID/files/NAME paths")
+    d.add_argument("--labels-url", help="where to read the eval label list instead (a mirror of the evaluator's "
+                                        "eval_data_list_<year>.csv)")
     d.add_argument("--keep-archives", action="store_true", help="keep the zips after unpacking")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=commands.cmd_data_download)
-    return [p, d]
+    listing = data_sub.add_parser("list", help="the data sets `download` knows: parts, Zenodo records, machine types")
+    listing.set_defaults(func=commands.cmd_data_list)
+    return [p, d, listing]
 
 
 def _index_command(sub) -> list[argparse.ArgumentParser]:

@@ -48,10 +48,20 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     dataset = DOWNLOADABLE[args.dataset]
     types = tuple(args.types.split(",")) if args.types else dataset.types
     folders = download(dataset, args.out, tuple(args.sets.split(",")), types, base_url=args.base_url,
-                       progress=not args.no_progress, keep_archives=args.keep_archives)
+                       progress=not args.no_progress, keep_archives=args.keep_archives, labels_url=args.labels_url)
     for folder in folders:
         print(f"wrote {folder}")
     print(f"next: rcmae run --data {args.out}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    for name, dataset in DOWNLOADABLE.items():
+        print(f"{name}: {dataset.title}")
+        for part_name, part in dataset.parts.items():
+            print(f"  {part_name:<10} zenodo.org/records/{part.record} -> {part.into}/: {', '.join(part.types)}")
+        if dataset.labels is not None:
+            print(f"  {'labels':<10} {dataset.labels.url}")
     return 0
 
 

@@ -2,6 +2,7 @@
 checksums verified, an interrupted transfer resumed, a server that is down, nothing half-unpacked."""
 
 import hashlib
+import json
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,11 +27,12 @@ def build_zip(path, machine_type, members):
 
 
 class Server:
-    """Serves FILES[name] at /records/<id>/files/<name>, honouring Range; `cut_once` sends only the first half
-    of the next full response (the connection drops mid-transfer)."""
+    """Serves FILES[name] at /records/<id>/files/<name> (and at /<name>), honouring Range, and Zenodo's listing of
+    LISTINGS[id] (name -> md5) at /api/records/<id>; `cut_once` sends only the first half of the next full response
+    (the connection drops mid-transfer)."""
 
-    def __init__(self, files):
-        self.files, self.ranges, self.cut_once = files, [], False
+    def __init__(self, files, listings=None):
+        self.files, self.listings, self.ranges, self.cut_once = files, listings or {}, [], False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,6 +41,10 @@ class Server:
 
             def do_GET(self):
                 name = self.path.split("?")[0].rsplit("/", 1)[-1]
+                if self.path.startswith("/api/records/") and name in owner.listings:
+                    owner.files[f"record-{name}"] = json.dumps({"files": [
+                        {"key": key, "checksum": f"md5:{md5}"} for key, md5 in owner.listings[name].items()]}).encode()
+                    name = f"record-{name}"
                 if name not in owner.files:
                     self.send_error(404)
                     return
@@ -83,9 +89,9 @@ def archives(tmp_path):
            "eval_data_test_fan.zip": build_zip(folder / "eval_data_test_fan.zip", "fan",
                                                ["test/id_01_00000000.wav", "test/id_01_00000001.wav"])}
     files = {name: (folder / name).read_bytes() for name in md5}
-    toy = DataSet(types=("fan",), md5=md5, parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data"),
-                                                  "additional": Part("2", "eval_data_train_{type}.zip", "eval_data"),
-                                                  "eval": Part("3", "eval_data_test_{type}.zip", "eval_data")})
+    toy = DataSet("toy", md5=md5, parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data", ("fan",)),
+                                         "additional": Part("2", "eval_data_train_{type}.zip", "eval_data", ("fan",)),
+                                         "eval": Part("3", "eval_data_test_{type}.zip", "eval_data", ("fan",))})
     server = Server(files)
     yield toy, server
     server.close()
@@ -145,8 +151,8 @@ def test_the_cli_checks_the_real_table_and_reports_a_server_that_is_down(archive
 
 def test_a_damaged_zip_with_the_right_sum_is_refused_without_unpacking(tmp_path):
     bad = b"not a zip at all"
-    toy = DataSet(types=("fan",), md5={"dev_data_fan.zip": hashlib.md5(bad).hexdigest()},
-                  parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data")})
+    toy = DataSet("toy", md5={"dev_data_fan.zip": hashlib.md5(bad).hexdigest()},
+                  parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data", ("fan",))})
     server = Server({"dev_data_fan.zip": bad})
     try:
         with pytest.raises(DownloadError, match="not a readable zip"):
@@ -164,8 +170,8 @@ def test_every_split_folder_an_archive_holds_lands_and_one_rcmae_cannot_read_is_
     odd = tmp_path / "dev_data_pump.zip"
     build_zip(odd, "pump", [f"train/{names[0]}", f"extra/{names[1]}"])
     files = {path.name: path.read_bytes() for path in (sectioned, odd)}
-    toy = DataSet(types=("fan", "pump"), md5={name: hashlib.md5(data).hexdigest() for name, data in files.items()},
-                  parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data")})
+    toy = DataSet("toy", md5={name: hashlib.md5(data).hexdigest() for name, data in files.items()},
+                  parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data", ("fan", "pump"))})
     server = Server(files)
     try:
         download(toy, tmp_path / "data", ("dev",), ("fan",), base_url=server.url, progress=False)
@@ -179,3 +185,72 @@ def test_every_split_folder_an_archive_holds_lands_and_one_rcmae_cannot_read_is_
     assert not (tmp_path / "data" / "dev_data" / "pump").exists()
     assert not (tmp_path / "data" / ".downloads" / "dev_data_pump.zip.done").exists()  # never "done"
     assert len(index_clips(tmp_path / "data" / "dev_data")) == 3  # as `rcmae index` reads them
+
+
+def year_archives(folder):
+    """A DCASE 2025-shaped year under the real entry's archive names: a dev type with a supplemental folder, an
+    evaluation type whose train and (unlabelled) test clips come in two archives."""
+    folder.mkdir()
+    dev = build_zip(folder / "dev_fan.zip", "fan", [
+        "train/section_00_source_train_normal_0000_a_1.wav", "test/section_00_source_test_anomaly_0000_a_1.wav",
+        "test/section_00_target_test_normal_0000_a_2.wav", "supplemental/section_00_supplemental_noise_0000.wav"])
+    train = build_zip(folder / "eval_data_Polisher_train.zip", "Polisher",
+                      ["train/section_00_source_train_normal_0000_b_1.wav"])
+    test = build_zip(folder / "eval_data_Polisher_test.zip", "Polisher",
+                     ["test/section_00_0000.wav", "test/section_00_0001.wav"])
+    labels = ("Polisher\nsection_00_0000.wav,section_00_source_test_anomaly_0007_b_1.wav\n"
+              "section_00_0001.wav,section_00_target_test_normal_0003_b_2.wav\n"
+              "ToyPet\nsection_00_0000.wav,section_00_source_test_normal_0000_c_1.wav\n")
+    files = {path.name: path.read_bytes() for path in folder.iterdir()}
+    files["eval_data_list_2025.csv"] = labels.encode()
+    listings = {"15097779": {"dev_fan.zip": dev}, "15392814": {"eval_data_Polisher_train.zip": train},
+                "15519362": {"eval_data_Polisher_test.zip": test}}
+    return files, listings
+
+
+def test_a_later_year_lands_with_zenodo_s_md5_its_supplemental_clips_kept_and_eval_labels_applied(tmp_path, capsys):
+    files, listings = year_archives(tmp_path / "zips")
+    server = Server(files, listings)
+    out = tmp_path / "data"
+    argv = ["data", "download", "dcase2025", "--out", str(out), "--types", "fan,Polisher", "--no-progress",
+            "--base-url", server.url, "--labels-url", f"{server.url}/eval_data_list_2025.csv"]
+    try:
+        assert main(argv) == 0
+        assert main(argv) == 0  # a re-run finds every archive done and every listed clip renamed
+    finally:
+        server.close()
+    assert (out / "dev_data" / "fan" / "supplemental" / "section_00_supplemental_noise_0000.wav").exists()
+    rows = {r["file_name"]: r for r in index_clips(out).table.to_pylist()}  # supplemental/ kept, not indexed
+    assert sorted(rows) == [f"section_00_{name}.wav" for name in (
+        "source_test_anomaly_0000_a_1", "source_test_anomaly_0007_b_1", "source_train_normal_0000_a_1",
+        "source_train_normal_0000_b_1", "target_test_normal_0000_a_2", "target_test_normal_0003_b_2")]
+    eval_test = {(r["label"], r["domain"], r["attributes"]) for r in rows.values()
+                 if r["machine_type"] == "Polisher" and r["split"] == "test"}
+    assert eval_test == {("anomaly", "source", "b_1"), ("normal", "target", "b_2")}
+    assert (out / "eval_data" / "eval_data_list.csv").read_text().startswith("Polisher\n")  # to map names back
+
+
+def test_a_year_s_part_offers_only_its_own_machine_types_and_the_listing_must_name_the_archive(tmp_path):
+    files, listings = year_archives(tmp_path / "zips")
+    from rcmae.data.download import DATASETS
+
+    with pytest.raises(DownloadError, match=r"machine types \['Polisher'\].*dev: bearing, fan"):
+        DATASETS["dcase2025"].archives(("dev",), ("Polisher",))
+    assert [name for name, _ in DATASETS["dcase2024"].archives(("additional",), ("RoboticArm", "Scanner"))] == [
+        "eval_data_RoboticArm_train_r2.zip", "eval_data_Scanner_train.zip"]  # the re-issued archive's name
+    listings["15097779"] = {"dev_gearbox.zip": "0" * 32}
+    server = Server(files, listings)
+    try:
+        with pytest.raises(DownloadError, match="record 15097779 lists no dev_fan.zip .it has dev_gearbox.zip"):
+            download(DATASETS["dcase2025"], tmp_path / "data", ("dev",), ("fan",), base_url=server.url,
+                     progress=False)
+    finally:
+        server.close()
+
+
+def test_data_list_names_every_year_and_its_parts(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for year in range(2020, 2026):
+        assert f"dcase{year}: DCASE {year} Task 2" in out
+    assert "zenodo.org/records/7830345 -> eval_data/: bandsaw, grinder" in out

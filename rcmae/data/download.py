@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rcmae.data.layout import SPLIT_FOLDERS
+from rcmae.data.layout import SPLIT_FOLDERS, UNREAD_FOLDERS
 from rcmae.errors import DiskFull, RcmaeError, bounded
 
 log = logging.getLogger(__name__)
@@ -39,33 +40,74 @@ class DownloadError(RcmaeError):
 
 @dataclass(frozen=True)
 class Part:
-    record: str   # Zenodo record id
-    pattern: str  # archive name, with {type} for the machine type
-    into: str     # folder under --out that the archive's <type>/<split>/ folders go to
+    record: str                 # Zenodo record id
+    pattern: str                # archive name, with {type} for the machine type
+    into: str                   # folder under --out that the archive's <type>/<split>/ folders go to
+    types: tuple[str, ...]      # the machine types this part has an archive for
+    renamed: tuple[tuple[str, str], ...] = ()  # (type, archive name) where a re-issued archive breaks the pattern
+
+    def archive(self, machine_type: str) -> str:
+        return dict(self.renamed).get(machine_type) or self.pattern.format(type=machine_type)
+
+
+@dataclass(frozen=True)
+class EvalLabels:
+    """The published list mapping each eval test clip's name to its labelled name (the year's evaluator's
+    `eval_data_list_<year>.csv`): lines of `name,labelled_name[,label]` under a line naming the machine type."""
+    url: str
+    into: str = "eval_data"
 
 
 @dataclass(frozen=True)
 class DataSet:
-    types: tuple[str, ...]
+    title: str
     parts: dict[str, Part]
-    md5: dict[str, str]  # archive name -> md5
+    md5: dict[str, str] = field(default_factory=dict)  # archive -> md5; empty: the Zenodo record's own listing
+    labels: EvalLabels | None = None
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for part in self.parts.values() for t in part.types))
 
     def archives(self, sets: tuple[str, ...], types: tuple[str, ...]) -> list[tuple[str, Part]]:
-        unknown = [f"{what} {sorted(names)}" for what, names in (("sets", set(sets) - set(self.parts)),
-                                                                   ("machine types", set(types) - set(self.types)))
-                   if names]
+        chosen = [self.parts[s] for s in sets if s in self.parts]
+        unknown = [f"{what} {sorted(names)}" for what, names in (
+            ("sets", set(sets) - set(self.parts)),
+            ("machine types", set(types) - {t for part in chosen for t in part.types})) if names]
         if unknown:
             raise DownloadError(f"unknown {' and '.join(unknown)}: choose sets from {list(self.parts)} and types from "
-                             f"{list(self.types)}")
-        return [(self.parts[s].pattern.format(type=t), self.parts[s]) for s in sets for t in types]
+                                f"{list(self.types)} ({self.type_summary()})")
+        return [(part.archive(t), part) for part in chosen for t in types if t in part.types]
 
+    def type_summary(self) -> str:
+        return "; ".join(f"{name}: {', '.join(part.types)}" for name, part in self.parts.items())
+
+
+def _year(title: str, records: tuple[str, str, str], dev_types: tuple[str, ...], eval_types: tuple[str, ...],
+          dev_pattern: str, add_pattern: str, eval_pattern: str, labels_commit: str, year: int,
+          renamed: tuple[tuple[str, str], ...] = ()) -> DataSet:
+    """A DCASE 2021-2025 Task 2 year: dev train+test of the dev types; additional train and eval test of the eval
+    types (2021 and 2022 reuse the dev types, with new sections). md5 sums from each Zenodo record's listing."""
+    return DataSet(
+        title=title,
+        parts={"dev": Part(records[0], dev_pattern, "dev_data", dev_types),
+               "additional": Part(records[1], add_pattern, "eval_data", eval_types, renamed),
+               "eval": Part(records[2], eval_pattern, "eval_data", eval_types)},
+        labels=EvalLabels(f"{EVAL_LISTS}/{labels_commit}/datasets/eval_data_list_{year}.csv"))
+
+
+# The evaluators' repository (nttcslab/dcase2023_task2_baseline_ae) at the commit where each list last changed.
+EVAL_LISTS = "https://raw.githubusercontent.com/nttcslab/dcase2023_task2_baseline_ae"
+LISTS_2020_2023 = "b727c54e9faac6eb30ecbccb2139b9df66df4dd5"
+DEV_TYPES = ("bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve")
 
 DATASETS = {
     "dcase2020": DataSet(
-        types=DCASE2020_TYPES,
-        parts={"dev": Part("3678171", "dev_data_{type}.zip", "dev_data"),
-               "additional": Part("3727685", "eval_data_train_{type}.zip", "eval_data"),
-               "eval": Part("3841772", "eval_data_test_{type}.zip", "eval_data")},
+        title="DCASE 2020 Task 2 (MIMII + ToyADMOS; IDs)",
+        parts={"dev": Part("3678171", "dev_data_{type}.zip", "dev_data", DCASE2020_TYPES),
+               "additional": Part("3727685", "eval_data_train_{type}.zip", "eval_data", DCASE2020_TYPES),
+               "eval": Part("3841772", "eval_data_test_{type}.zip", "eval_data", DCASE2020_TYPES)},
+        labels=EvalLabels(f"{EVAL_LISTS}/{LISTS_2020_2023}/datasets/eval_data_list_2020.csv"),
         md5={
             "dev_data_fan.zip": "649bdfc06263ae7a838963f43b6641e6",
             "dev_data_pump.zip": "90e7091ef722b7238a7f1009365779cd",
@@ -86,6 +128,31 @@ DATASETS = {
             "eval_data_test_ToyConveyor.zip": "ccfcc9847c7d3404d7ee9d6d9e0b2ba2",
             "eval_data_test_valve.zip": "f69c551d2088691050d20cccca9d631c",
         }),
+    "dcase2021": _year("DCASE 2021 Task 2 (sections, domain shift)", ("4562016", "4660992", "4884786"),
+                       ("fan", "gearbox", "pump", "slider", "ToyCar", "ToyTrain", "valve"),
+                       ("fan", "gearbox", "pump", "slider", "ToyCar", "ToyTrain", "valve"),
+                       "dev_data_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
+                       LISTS_2020_2023, 2021),
+    "dcase2022": _year("DCASE 2022 Task 2 (domain generalisation)", ("6355122", "6462969", "6586456"),
+                       DEV_TYPES, DEV_TYPES, "dev_{type}.zip", "eval_data_{type}_train.zip",
+                       "eval_data_{type}_test.zip", LISTS_2020_2023, 2022),
+    "dcase2023": _year("DCASE 2023 Task 2 (first-shot: one section per type)", ("7882613", "7830345", "7860847"),
+                       DEV_TYPES, ("bandsaw", "grinder", "shaker", "ToyDrone", "ToyNscale", "ToyTank", "Vacuum"),
+                       "dev_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
+                       LISTS_2020_2023, 2023),
+    "dcase2024": _year("DCASE 2024 Task 2 (first-shot; some attributes withheld)", ("10902294", "11259435", "11363076"),
+                       DEV_TYPES, ("3DPrinter", "AirCompressor", "Scanner", "ToyCircuit", "HoveringDrone",
+                                   "HairDryer", "ToothBrush", "RoboticArm", "BrushlessMotor"),
+                       "dev_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
+                       "9f98db61882f75d8fd0637f6a359f5f60d29fb08", 2024,
+                       renamed=(("3DPrinter", "eval_data_3DPrinter_train_r2.zip"),
+                                ("RoboticArm", "eval_data_RoboticArm_train_r2.zip"))),
+    "dcase2025": _year("DCASE 2025 Task 2 (first-shot; supplemental clean/noise clips)",
+                       ("15097779", "15392814", "15519362"), DEV_TYPES,
+                       ("AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeder",
+                        "ToyPet", "ToyRCCar"),
+                       "dev_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
+                       "e3cc62ee947f267b1d1b20f77bf635b95dee70fa", 2025),
 }
 
 
@@ -175,7 +242,7 @@ def unpack(archive: Path, into: Path) -> list[str]:
                 zipped.extractall(scratch)
         except zipfile.BadZipFile as error:
             raise DownloadError(f"{archive.name}: not a readable zip ({error}); remove it and re-run") from None
-        splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in SPLIT_FOLDERS)
+        splits = sorted(p for p in scratch.rglob("*") if p.is_dir() and p.name in (*SPLIT_FOLDERS, *UNREAD_FOLDERS))
         if not splits:
             raise DownloadError(f"{archive.name}: no <type>/<split> folder inside ({', '.join(SPLIT_FOLDERS)})")
         unread = sorted({str(p.parent.relative_to(scratch)) for p in scratch.rglob("*.wav")}
@@ -195,9 +262,68 @@ def unpack(archive: Path, into: Path) -> list[str]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def record_md5(base_url: str, record: str, name: str, downloads: Path) -> str:
+    """The md5 Zenodo lists for `name` in `record` (`/api/records/ID`, kept in `.downloads/` for re-runs)."""
+    listing = downloads / f"record-{record}.json"
+    if not listing.exists():
+        staging = downloads / f"record-{record}.json.part"
+        staging.unlink(missing_ok=True)
+        fetch(f"{base_url.rstrip('/')}/api/records/{record}", staging, progress=False)
+        staging.rename(listing)
+    try:
+        files = json.loads(listing.read_text()).get("files", [])
+        entries = files.get("entries", files) if isinstance(files, dict) else files
+        sums = {e["key"]: e["checksum"] for e in (entries.values() if isinstance(entries, dict) else entries)}
+    except (ValueError, AttributeError, KeyError, TypeError) as error:
+        listing.unlink()
+        raise DownloadError(f"record {record}: its file listing is not Zenodo's ({error!r}); re-run, or check "
+                            f"--base-url") from None
+    if name not in sums:
+        raise DownloadError(f"record {record} lists no {name} (it has {', '.join(sorted(sums)) or 'no files'})")
+    algorithm, _, digest = sums[name].partition(":")
+    if algorithm != "md5":
+        raise DownloadError(f"record {record}: {name}'s checksum is {algorithm}, not md5")
+    return digest
+
+
+def label_eval_clips(labels: EvalLabels, out: Path, types: tuple[str, ...], url: str | None = None) -> Path:
+    """Fetch the published eval label list and rename each listed eval test clip to its labelled name (as the
+    evaluators' own tools do), so `rcmae index` reads labels, domains and attributes from the names. A re-run
+    renames what is left; the list stays beside the clips (`eval_data_list.csv`) to map names back."""
+    target = out / labels.into / "eval_data_list.csv"
+    if not target.exists():
+        staging = target.with_name(target.name + ".part")
+        fetch(url or labels.url, staging, progress=False)
+        staging.rename(target)
+    renamed = missing = 0
+    machine_type = None
+    for number, line in enumerate(target.read_text().splitlines(), 1):
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) == 1 and cells[0]:
+            machine_type = cells[0]
+            continue
+        if len(cells) < 2 or machine_type is None:
+            raise DownloadError(f"{target}: line {number} is neither a machine type nor name,labelled_name")
+        if machine_type not in types:
+            continue
+        folder = out / labels.into / machine_type
+        sources = [split / cells[0] for split in (folder / s for s in SPLIT_FOLDERS if s != "train")]
+        source = next((path for path in sources if path.exists()), None)
+        if source is not None:
+            source.rename(source.with_name(cells[1]))
+            renamed += 1
+        elif not any((path.with_name(cells[1])).exists() for path in sources):
+            missing += 1
+    log.info(f"download: {renamed} eval test clips given their labelled names from {target.name}"
+             + (f"; {missing} listed clips not found (types not downloaded or removed)" if missing else ""))
+    return target
+
+
 def download(dataset: DataSet, out: str | Path, sets: tuple[str, ...], types: tuple[str, ...],
-             base_url: str = ZENODO, progress: bool = True, keep_archives: bool = False) -> list[Path]:
-    """Fetch, verify and unpack the chosen parts of `dataset` under `out`; returns the folders filled."""
+             base_url: str = ZENODO, progress: bool = True, keep_archives: bool = False,
+             labels_url: str | None = None) -> list[Path]:
+    """Fetch, verify and unpack the chosen parts of `dataset` under `out`, and with `eval` its published labels
+    (from `labels_url` instead of the data set's own where given); returns the folders and files filled."""
     out = Path(out)
     downloads = out / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -210,8 +336,9 @@ def download(dataset: DataSet, out: str | Path, sets: tuple[str, ...], types: tu
             continue
         if not archive.exists():
             staging = downloads / f"{name}.part"
+            expected = dataset.md5.get(name) or record_md5(base_url, part.record, name, downloads)
             fetch(f"{base_url.rstrip('/')}/records/{part.record}/files/{name}?download=1", staging, progress)
-            got, expected = md5_of(staging), dataset.md5[name]
+            got = md5_of(staging)
             if got != expected:
                 staging.unlink()
                 raise DownloadError(f"{name}: checksum mismatch (md5 {got}, expected {expected}); the file was "
@@ -222,4 +349,6 @@ def download(dataset: DataSet, out: str | Path, sets: tuple[str, ...], types: tu
         if not keep_archives:
             archive.unlink()
         log.info(f"download: {name} -> {out / part.into} ({', '.join(moved)})")
+    if "eval" in sets and dataset.labels is not None:
+        filled.append(label_eval_clips(dataset.labels, out, types, labels_url))
     return sorted(set(filled))

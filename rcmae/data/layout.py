@@ -9,6 +9,7 @@ Recognised file names (the directory above the split folder names the machine ty
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,10 +27,14 @@ from rcmae.data.names import (
 from rcmae.data.paths import path_text
 from rcmae.errors import RcmaeError
 
+log = logging.getLogger(__name__)
+
 UNKNOWN = "unknown"
 SPLITS = ("train", "test")
 # the folders clips sit in, and their split: DCASE 2021 holds a type's test clips in source_test/ and target_test/
 SPLIT_FOLDERS = {"train": "train", "test": "test", "source_test": "test", "target_test": "test"}
+# folders a data set holds that are kept but not indexed: DCASE 2025's supplemental clean-machine and noise clips
+UNREAD_FOLDERS = ("supplemental",)
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -129,7 +134,9 @@ def index_clips(root: str | Path, lenient: bool = False) -> ClipIndex:
                                                f"({path_text(real)}): a loop or a second way in, indexed once"))
             continue
         visited.add(real)
-        subfolders.sort()
+        for unread in sorted(set(subfolders) & set(UNREAD_FOLDERS)):
+            log.info(f"index: {path_text(Path(folder) / unread)} not read (extra clips no split uses)")
+        subfolders[:] = sorted(s for s in subfolders if s not in UNREAD_FOLDERS)
         for name in sorted(files):
             path = Path(folder) / name
             if path.suffix.lower() != ".wav" or not path.is_file():
