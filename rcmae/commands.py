@@ -129,7 +129,9 @@ def print_metrics(metrics) -> None:
     """A `rcmae.evaluate.metrics.Metrics`' AUC and pAUC per machine type and their mean."""
     for machine_type, values in metrics.per_type.items():
         print(f"{machine_type:12s} AUC {values['auc']:.4f}  pAUC {values['pauc']:.4f}")
-    if metrics.mean:
+    if metrics.mean.get("auc") is None:
+        print("no labelled test clips (an evaluation set): every clip scored and decided, no AUC or pAUC")
+    else:
         print(f"{'mean':12s} AUC {metrics.mean['auc']:.4f}  pAUC {metrics.mean['pauc']:.4f}")
 
 
@@ -140,6 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_checkpoint(args.checkpoint, args.data, out, method=args.method, features_dir=features)
     print_metrics(metrics)
     for method, mean in metrics.methods.items():
+        if mean.get("auc") is None:
+            continue
         print(f"score method {method:10s} mean AUC {mean.get('auc', float('nan')):.4f}  "
               f"pAUC {mean.get('pauc', float('nan')):.4f}")
     print(f"wrote DCASE CSVs and metrics.json to {args.out}")

@@ -254,3 +254,74 @@ def test_data_list_names_every_year_and_its_parts(capsys):
     for year in range(2020, 2026):
         assert f"dcase{year}: DCASE {year} Task 2" in out
     assert "zenodo.org/records/7830345 -> eval_data/: bandsaw, grinder" in out
+
+
+YEAR_SHAPES = {  # a dev archive of each year, as its archives lay the clips out
+    "dcase2021": ("fan", ["train/section_00_source_train_normal_0000.wav",
+                          "source_test/section_00_source_test_normal_0000.wav",
+                          "target_test/section_00_target_test_anomaly_0000.wav"]),
+    "dcase2022": ("bearing", ["train/section_00_source_train_normal_0000_vel_6_loc_A.wav",
+                              "test/section_00_target_test_anomaly_0000_vel_8_loc_B.wav"]),
+    "dcase2023": ("valve", ["train/section_00_source_train_normal_0000_pat_00_panel_open.wav",
+                            "test/section_00_source_test_anomaly_0000_pat_00_panel_open.wav"]),
+    "dcase2024": ("gearbox", ["train/section_00_target_train_normal_0000_volt_1.0_wt_30.wav",
+                              "test/section_00_source_test_normal_0000_volt_1.3_wt_30.wav"]),
+    "dcase2025": ("slider", ["train/section_00_source_train_normal_0000_vel_300_ac_0.08.wav",
+                             "test/section_00_target_test_normal_0000_vel_900_ac_0.08.wav",
+                             "supplemental/section_00_supplemental_noise_0000.wav"]),
+}
+
+
+@pytest.mark.parametrize("year", sorted(YEAR_SHAPES))
+def test_each_year_s_dev_archive_lands_every_split_folder_it_holds(year, tmp_path):
+    from rcmae.data.download import DATASETS
+
+    machine_type, members = YEAR_SHAPES[year]
+    dev = DATASETS[year].parts["dev"]
+    name = dev.archive(machine_type)
+    (tmp_path / "zips").mkdir()
+    md5 = build_zip(tmp_path / "zips" / name, machine_type, members)
+    server = Server({name: (tmp_path / "zips" / name).read_bytes()}, {dev.record: {name: md5}})
+    try:
+        assert main(["data", "download", year, "--out", str(tmp_path / "data"), "--sets", "dev", "--types",
+                     machine_type, "--no-progress", "--base-url", server.url]) == 0
+    finally:
+        server.close()
+    landed = tmp_path / "data" / "dev_data" / machine_type
+    assert sorted(p.relative_to(landed).as_posix() for p in landed.rglob("*.wav")) == sorted(members)
+    indexed = [m for m in members if not m.startswith("supplemental/")]
+    assert len(index_clips(tmp_path / "data")) == len(indexed)
+
+
+@pytest.mark.slow
+def test_an_evaluation_set_with_published_labels_gets_its_metrics(finetuned_model, toy_root, ray_session, tmp_path,
+                                                                   capsys):
+    """The toy factory's valve test clips stand in for an evaluation set: published under unlabelled 2020 names,
+    evaluated (scored, no metrics), then labelled from a list in the 2020 evaluator's format and evaluated again."""
+    from rcmae.data.download import EvalLabels, label_eval_clips
+
+    tests = sorted((toy_root / "dev_data" / "valve" / "test").glob("*.wav"))
+    folder = tmp_path / "data" / "eval_data" / "valve" / "test"
+    folder.mkdir(parents=True)
+    lines = ["valve"]
+    for number, clip in enumerate(tests):
+        unlabelled = f"id_{clip.stem.split('_id_')[1][:2]}_{number:08d}.wav"
+        (folder / unlabelled).write_bytes(clip.read_bytes())
+        lines.append(f"{unlabelled},{clip.name},{int(clip.name.startswith('anomaly'))}")
+    argv = ["evaluate", "--checkpoint", str(finetuned_model), "--data", str(tmp_path / "data")]
+    assert main(argv + ["--out", str(tmp_path / "before")]) == 0
+    assert len(list((tmp_path / "before").glob("anomaly_score_valve_id_*.csv"))) == 3  # scored, unlabelled
+    assert "no labelled test clips" in capsys.readouterr().out
+    server = Server({"eval_data_list_2020.csv": "\n".join(lines).encode()})
+    try:
+        label_eval_clips(EvalLabels(f"{server.url}/eval_data_list_2020.csv"), tmp_path / "data", ("valve",))
+    finally:
+        server.close()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(c.name for c in tests)
+    assert main(argv + ["--out", str(tmp_path / "after")]) == 0
+    metrics = json.loads((tmp_path / "after" / "metrics.json").read_text())
+    dev = tmp_path / "dev"
+    assert main(["evaluate", "--checkpoint", str(finetuned_model), "--data", str(toy_root / "dev_data" / "valve"),
+                 "--out", str(dev)]) == 0
+    expected = json.loads((dev / "metrics.json").read_text())["per_type"]["valve"]
+    assert metrics["per_type"]["valve"] == pytest.approx(expected)
