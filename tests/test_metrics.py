@@ -198,6 +198,38 @@ def test_per_domain_scores_follow_the_dcase_2021_to_2025_evaluators():
     assert summary.official == pytest.approx(3 / (1 / 1.0 + 1 / 0.75 + 1 / row["pauc"]))
 
 
+def dcase2021_evaluator(labels, scores, domains):
+    """DCASE 2021's evaluator's formula, restated: per domain, AUC and pAUC (max FPR 0.1) over that domain's clips;
+    the score is the harmonic mean of all of them."""
+    values = []
+    for domain in ("source", "target"):
+        keep = domains == domain
+        values += [roc_auc_score(labels[keep], scores[keep]), roc_auc_score(labels[keep], scores[keep], max_fpr=0.1)]
+    return values, len(values) / sum(1 / v for v in values)
+
+
+def test_dcase_2021_test_folders_are_scored_by_that_year_s_evaluator(tmp_path):
+    rng = np.random.default_rng(4)
+    domains = np.array(["source"] * 14 + ["target"] * 14)
+    labels = np.tile(np.r_[np.zeros(10, int), np.ones(4, int)], 2)
+    scores = rng.normal(size=28) + labels * 0.8
+    rows = [dict(machine_type="fan", machine_id="03", label=("normal", "anomaly")[y], domain=d,
+                 path=f"/data/fan/{d}_test/section_03_{d}_test_{('normal', 'anomaly')[y]}_{i:04d}.wav",
+                 file_name=f"section_03_{d}_test_{('normal', 'anomaly')[y]}_{i:04d}.wav")
+            for i, (y, d) in enumerate(zip(labels, domains))]
+    metrics = write_evaluation(tmp_path, rows, scores, np.zeros(28, int))
+    section = metrics.domains.per_section[0]
+    expected, official = dcase2021_evaluator(labels, scores, domains)
+    assert metrics.domains.rule == "dcase2021" and "pauc" not in section
+    assert [section[k] for k in ("auc_source", "pauc_source", "auc_target", "pauc_target")] == pytest.approx(expected)
+    assert metrics.domains.official == pytest.approx(official)
+    for row in rows:  # the same clips in test/ folders: the 2022-2025 rule
+        row["path"] = row["path"].replace(f"/{row['domain']}_test/", "/test/")
+    later = write_evaluation(tmp_path / "later", rows, scores, np.zeros(28, int)).domains
+    assert later.rule == "dcase2022" and later.per_section[0]["pauc"] == pytest.approx(roc_auc_score(
+        labels, scores, max_fpr=0.1))
+
+
 def test_sectioned_files_get_the_dcase_2021_to_2025_csv_names_and_domain_metrics(tmp_path):
     clips = [(d, "normal", 0.1 * (i + 1)) for d in ("source", "target") for i in range(6)]
     clips += [("source", "anomaly", 0.9), ("target", "anomaly", 0.95)]

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 SPLITS = ("train", "test")
 # the folders clips sit in, and their split: DCASE 2021 holds a type's test clips in source_test/ and target_test/
-SPLIT_FOLDERS = {"train": "train", "test": "test", "source_test": "test", "target_test": "test"}
+DCASE2021_TEST_FOLDERS = ("source_test", "target_test")  # and its evaluator scores each domain's clips alone
+SPLIT_FOLDERS = {"train": "train", "test": "test", **{folder: "test" for folder in DCASE2021_TEST_FOLDERS}}
 # folders a data set holds that are kept but not indexed: DCASE 2025's supplemental clean-machine and noise clips
 UNREAD_FOLDERS = ("supplemental",)
 

@@ -80,12 +80,14 @@ def _mean(values: list[float | None]) -> float | None:
 @dataclass
 class DomainMetrics:
     """DCASE 2021-2025's scores (`summarize_domains`): `per_section` rows (machine_type, section, auc_source,
-    auc_target, pauc, n_normal_<domain>); per machine type and overall the harmonic means of each of auc_source,
-    auc_target and pauc over the sections, and `hmean` of all of them (the official score)."""
+    auc_target, pauc, n_normal_<domain>; under `rule` dcase2021 pauc_source and pauc_target instead of pauc); per
+    machine type and overall the harmonic means of each over the sections, and `hmean` of all of them (the
+    official score)."""
 
     per_section: list[dict] = field(default_factory=list)
     per_type: dict[str, dict[str, float]] = field(default_factory=dict)
     mean: dict[str, float] = field(default_factory=dict)
+    rule: str = "dcase2022"  # one of RULES
 
     @property
     def official(self) -> float:
@@ -148,26 +150,34 @@ def summarize(per_id: list[dict]) -> Metrics:
 
 
 DOMAINS = ("source", "target")
+DOMAIN_KEYS = {"dcase2022": ("auc_source", "auc_target", "pauc"),
+               "dcase2021": ("auc_source", "auc_target", "pauc_source", "pauc_target")}
+
+
+RULES = ("dcase2022", "dcase2021")  # how a section's domains are scored: 2022-2025's evaluators, or 2021's
 
 
 def section_domain_metrics(labels: np.ndarray, scores: np.ndarray, domains: np.ndarray,
-                           max_fpr: float = 0.1) -> dict:
-    """One section, as the DCASE 2021-2025 evaluators score it: AUC per domain from that domain's normal clips
-    against all of the section's anomalous clips, and pAUC over the whole section."""
+                           max_fpr: float = 0.1, rule: str = "dcase2022") -> dict:
+    """One section, as the DCASE evaluators score it. 2022-2025: AUC per domain from that domain's normal clips
+    against all of the section's anomalous clips, and pAUC over the whole section. 2021 (whose test clips come
+    in source_test/ and target_test/ folders): AUC and pAUC per domain over that domain's clips alone."""
     labels, scores, domains = np.asarray(labels).astype(int), np.asarray(scores, float), np.asarray(domains)
-    row = dict(pauc=pauc_dcase(labels, scores, max_fpr))
+    row = {} if rule == "dcase2021" else dict(pauc=pauc_dcase(labels, scores, max_fpr))
     for domain in DOMAINS:
-        keep = (domains == domain) | (labels == 1)
-        if (labels[keep] == 0).any():
+        keep = (domains == domain) if rule == "dcase2021" else (domains == domain) | (labels == 1)
+        if (labels[keep] == 0).any() and (labels[keep] == 1).any():
             row[f"auc_{domain}"] = auc(labels[keep], scores[keep])
+            if rule == "dcase2021":
+                row[f"pauc_{domain}"] = pauc_dcase(labels[keep], scores[keep], max_fpr)
             row[f"n_normal_{domain}"] = int(((domains == domain) & (labels == 0)).sum())
     return row
 
 
-def summarize_domains(per_section: list[dict]) -> DomainMetrics:
-    """Per machine type and overall: the harmonic mean of every section's source AUC, target AUC and pAUC
-    (the DCASE 2021-2025 official score), and the harmonic mean of each of the three alone."""
-    keys = ("auc_source", "auc_target", "pauc")
+def summarize_domains(per_section: list[dict], rule: str = "dcase2022") -> DomainMetrics:
+    """Per machine type and overall: the harmonic mean of every section's source AUC, target AUC and pAUC (2021:
+    its source and target pAUC), the DCASE 2021-2025 official score, and the harmonic mean of each alone."""
+    keys = DOMAIN_KEYS[rule]
 
     def means(rows: list[dict]) -> dict:
         values = {k: [r[k] for r in rows if k in r] for k in keys}
@@ -178,4 +188,5 @@ def summarize_domains(per_section: list[dict]) -> DomainMetrics:
     by_type: dict[str, list[dict]] = defaultdict(list)
     for row in per_section:
         by_type[row["machine_type"]].append(row)
-    return DomainMetrics(per_section, {t: means(rows) for t, rows in sorted(by_type.items())}, means(per_section))
+    return DomainMetrics(per_section, {t: means(rows) for t, rows in sorted(by_type.items())}, means(per_section),
+                         rule)

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from rcmae.data.classes import machines_of
 from rcmae.data.feature_table import META_COLUMNS, machine_keys
+from rcmae.data.layout import DCASE2021_TEST_FOLDERS
 from rcmae.data.run_folder import written_aside
 from rcmae.detect.apply import score_rows
 from rcmae.detect.encode import score_column, score_values
@@ -50,6 +51,8 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
     for i, row in enumerate(rows):
         groups[(row["machine_type"], row["machine_id"])].append(i)
     per_id, per_section, not_evaluated = [], [], []
+    rule = "dcase2021" if any(Path(row["path"]).parent.name in DCASE2021_TEST_FOLDERS for row in rows
+                              if row.get("path")) else "dcase2022"
     for (machine_type, machine_id), idx in sorted(groups.items()):
         write_id_results(out, machine_type, machine_id, [rows[i]["file_name"] for i in idx],
                          [scores[i] for i in idx], [decisions[i] for i in idx])
@@ -64,14 +67,15 @@ def write_evaluation(out: str | Path, rows: list[dict], scores: np.ndarray, deci
             per_id.append(dict(key, **id_metrics(labels, scores[idx], max_fpr, np.asarray(decisions)[idx])))
             domains = np.array([rows[i].get("domain", "source") for i in idx])
             if "target" in domains:
-                per_section.append(dict(key, **section_domain_metrics(labels, scores[idx], domains, max_fpr)))
+                per_section.append(dict(key, **section_domain_metrics(labels, scores[idx], domains, max_fpr,
+                                                                                rule)))
     for key in sorted(set(expected or ()) - {f"{t}/{i}" for t, i in groups}):
         machine_type, machine_id = key.split("/", 1)
         not_evaluated.append(dict(machine_type=machine_type, machine_id=machine_id, reason="no test clips"))
     metrics = summarize(per_id)
     metrics.not_evaluated, metrics.method, metrics.train_seconds = not_evaluated, method, train_seconds
     if per_section:
-        metrics.domains = summarize_domains(per_section)
+        metrics.domains = summarize_domains(per_section, rule)
     if families:
         by_family = family_metrics(rows, np.asarray(scores, dtype=float), families, max_fpr)
         metrics.families = by_family if by_family["per_family"] else None

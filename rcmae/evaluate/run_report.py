@@ -19,7 +19,7 @@ from rcmae.detect.fusions import FUSIONS
 from rcmae.errors import DataError
 from rcmae.evaluate.families import clip_key
 from rcmae.evaluate.maps import plot_map, pyplot, region_mask
-from rcmae.evaluate.metrics import METRICS_FILE, Metrics
+from rcmae.evaluate.metrics import DOMAIN_KEYS, METRICS_FILE, Metrics
 from rcmae.evaluate.results import not_evaluated_line
 from rcmae.models.checkpoint import load_checkpoint, read_meta
 from rcmae.registry import AUGMENTERS, REFERENCES, SCORES
@@ -116,12 +116,17 @@ def _domain_table(rows: dict[str, Metrics]) -> str:
         return ""
     types = sorted(next(iter(rows.values())).per_type)
 
-    def cell(values: dict) -> str:
-        return " / ".join(f"{values[k]:.3f}" if k in values else "-" for k in ("auc_source", "auc_target", "pauc"))
+    rule = next(iter(rows.values())).rule
 
+    def cell(values: dict) -> str:
+        return " / ".join(f"{values[k]:.3f}" if k in values else "-" for k in DOMAIN_KEYS[rule])
+
+    how = ("source AUC / target AUC / source pAUC / target pAUC (DCASE 2021's rule, for test clips in source_test/ "
+           "and target_test/: each domain's clips alone)" if rule == "dcase2021" else
+           "source AUC / target AUC / pAUC (a domain's AUC uses that domain's normal clips against all of the "
+           "section's anomalies, the pAUC all of the section's clips)")
     lines = ["## Domain shift (DCASE 2021-2025 scores)", "",
-             "Per machine type: source AUC / target AUC / pAUC (harmonic means over its sections; a domain's AUC "
-             "uses that domain's normal clips against all of the section's anomalies). The official score is the "
+             f"Per machine type: {how}, each the harmonic mean over its sections. The official score is the "
              "harmonic mean of all of them. Per section: `domains` in `evaluation/metrics.json`.", "",
              "| model | " + " | ".join(types) + " | official score (harmonic mean) |", "|" + "---|" * (len(types) + 2)]
     for name, domains in rows.items():
