@@ -31,11 +31,15 @@ REFERENCES = {"dcase2020_ae": "baseline", "floor": "floor"}
 
 
 def run_once(out: Path, name: str, seed: int, baseline: bool) -> Path:
-    folder = out / name / f"seed_{seed}"
+    synth, options = SETS[name]
+    return run_toy(out / name / f"seed_{seed}", out / name / f"data_seed_{seed}", seed, synth, options, baseline)
+
+
+def run_toy(folder: Path, data: Path, seed: int, synth: list[str], options: list[str], baseline: bool) -> Path:
+    """`rcmae run` into `folder` on the toy factory `rcmae synth ... synth` writes into `data` (both kept, so a
+    re-run reuses them), the model seeded with the data's seed."""
     if (folder / "run.json").exists():
         return folder
-    synth, options = SETS[name]
-    data = out / name / f"data_seed_{seed}"
     if not (data / "manifest.json").exists():
         subprocess.run(["rcmae", "synth", "--out", str(data), "--seed", str(seed), *synth], check=True,
                        stdout=subprocess.DEVNULL)
@@ -43,7 +47,7 @@ def run_once(out: Path, name: str, seed: int, baseline: bool) -> Path:
     subprocess.run(["rcmae", "run", "--data", str(data / "dev_data"), "--out", str(folder),
                     "--set", f"pretrain.seed={seed}", "--set", f"finetune.seed={seed}", *options,
                     *([] if baseline else ["--no-baseline"])], check=True, stdout=subprocess.DEVNULL)
-    print(f"{name} seed {seed}: {time.time() - started:.0f} s", file=sys.stderr)
+    print(f"{folder}: {time.time() - started:.0f} s", file=sys.stderr)
     return folder
 
 

@@ -117,6 +117,8 @@ def _synth_command(sub) -> list[argparse.ArgumentParser]:
                         "folders: a plant's own tree <type>/unit_<ID>/train|test/ of plain names; manifest: "
                         "recordings/rec_NNNNN.wav and clips.csv listing them (pass it as --data)")
     p.add_argument("--clip-seconds", type=float, help="clip length (default: the preset's, small 2 s, full 10 s)")
+    p.add_argument("--train-per-id", type=int, help="train clips per machine (default: the preset's, small 30, "
+                                                    "full 300); a smaller set's are the first of a larger one's")
     p.add_argument("--additional", action="store_true",
                    help="also write eval_data/<type>/train: other machines' train clips (DCASE 2020's additional "
                         "training set), so stage 2 classifies over both sets' IDs")

@@ -37,7 +37,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from rcmae.data.synth import synthesize
 
     root = synthesize(args.out, preset=args.preset, seed=args.seed, types=args.types, additional=args.additional,
-                      layout=args.layout, clip_seconds=args.clip_seconds)
+                      layout=args.layout, clip_seconds=args.clip_seconds, train_per_id=args.train_per_id)
     print(f"wrote {root} and {Path(args.out) / 'manifest.json'}")
     return 0
 

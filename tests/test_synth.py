@@ -78,6 +78,17 @@ def test_clip_length_can_be_chosen(tmp_path):
         synthesize(tmp_path / "bad", clip_seconds=0.1)
 
 
+def test_a_smaller_train_set_is_the_start_of_a_larger_one(tmp_path):
+    synthesize(tmp_path / "few", preset="small", types=("valve",), train_per_id=4)
+    synthesize(tmp_path / "more", preset="small", types=("valve",), train_per_id=6)
+    few, more = (sorted((tmp_path / n / "dev_data" / "valve").rglob("*.wav")) for n in ("few", "more"))
+    assert len(more) - len(few) == 2 * 3  # two more train clips for each of the three IDs, the same test clips
+    for clip in few:
+        assert clip.read_bytes() == (tmp_path / "more" / clip.relative_to(tmp_path / "few")).read_bytes()
+    with pytest.raises(ConfigError, match="train clips per ID must be between 3 and 5000"):
+        synthesize(tmp_path / "bad", train_per_id=2)
+
+
 # the small preset's files as they were before fault regions and the hard preset existed (seed 0)
 GOLDEN_MD5 = {"fan/test/anomaly_id_00_00000003.wav": "b8b831fa7bd4759df948feb6365de274",
               "valve/train/normal_id_02_00000007.wav": "2398e51ebca2137e83f79175c655260f",

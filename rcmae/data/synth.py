@@ -236,10 +236,11 @@ def clip_plan(spec: SynthPreset, layout: str, evaluation: bool) -> list[tuple[st
 
 def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
                types: tuple[str, ...] = tuple(MACHINES), additional: bool = False, layout: str = "dcase2020",
-               clip_seconds: float | None = None) -> Path:
+               clip_seconds: float | None = None, train_per_id: int | None = None) -> Path:
     """Write the toy-factory data set under `out` (and its additional training set with `additional`), with
-    the preset's clip length or `clip_seconds`; returns what `--data` takes: out/dev_data (out/clips.csv for the
-    manifest layout)."""
+    the preset's clip length or `clip_seconds` and train clips per ID or `train_per_id` (clips are keyed by their
+    number, so a smaller set's train clips are the first of a larger one's and the test clips are the same);
+    returns what `--data` takes: out/dev_data (out/clips.csv for the manifest layout)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown synth preset {preset!r}; choose from {sorted(PRESETS)}")
     if layout not in LAYOUTS:
@@ -248,10 +249,14 @@ def synthesize(out: str | Path, preset: str = "small", seed: int = 0,
         raise ConfigError("--additional is DCASE 2020's additional training set: use it with the dcase2020 layout")
     if clip_seconds is not None and not 0.5 <= clip_seconds <= 60:
         raise ConfigError(f"clip length must be between 0.5 and 60 s, got {clip_seconds}")
+    if train_per_id is not None and not 3 <= train_per_id <= 5000:
+        raise ConfigError(f"train clips per ID must be between 3 and 5000, got {train_per_id}")
     unknown = set(types) - set(MACHINES)
     if unknown:
         raise ConfigError(f"unknown machine types {sorted(unknown)}; known: {sorted(MACHINES)}")
-    spec = PRESETS[preset] if clip_seconds is None else replace(PRESETS[preset], clip_seconds=clip_seconds)
+    spec = PRESETS[preset]
+    spec = replace(spec, clip_seconds=clip_seconds or spec.clip_seconds,
+                   train_per_id=train_per_id or spec.train_per_id)
     out = Path(out)
     root = out / "dev_data"
     listed: list[dict] = []  # layout "manifest": its rows
