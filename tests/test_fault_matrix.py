@@ -520,8 +520,8 @@ def serve_archive(name: str, data: bytes):
     from rcmae.data.download import DataSet, Part
     from test_download import Server
 
-    dataset = DataSet(types=("fan",), md5={name: hashlib.md5(data).hexdigest()},
-                      parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data")})
+    dataset = DataSet("toy", md5={name: hashlib.md5(data).hexdigest()},
+                      parts={"dev": Part("1", "dev_data_{type}.zip", "dev_data", ("fan",))})
     return dataset, Server({name: data})
 
 
