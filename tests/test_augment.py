@@ -176,3 +176,23 @@ def test_non_finite_generated_audio_is_an_error_row_not_a_feature(augmenter, mon
     config = tiny()
     table = Featurizer(config.features, config.audio.sample_rate, Augmentation(augmenter, 2, 0))(rows)
     assert "non-finite" in table["error"][0].as_py() and table["features"][0].as_py() is None
+
+
+@pytest.mark.slow
+def test_the_full_size_random_audioldm_has_the_published_sizes_and_runs_rcmae_s_sdedit():
+    """audioldm-s-full-v2's architecture (diffusers' docs: 421 M parameters), built without the hub."""
+    from rcmae.augment.tiny import build_components
+
+    parts = build_components(0, size="full")
+    counts = {name: sum(p.numel() for p in getattr(parts, name).parameters())
+              for name in ("unet", "vae", "text_encoder", "vocoder")}
+    assert counts == {"unet": 185_036_552, "vae": 55_376_873, "text_encoder": 125_302_016, "vocoder": 55_264_897}
+    assert sum(counts.values()) == pytest.approx(421e6, rel=0.005)
+    for module in (parts.vae, parts.text_encoder, parts.unet, parts.vocoder):
+        module.eval().requires_grad_(False)
+    options = AudioLDMOptions(prompts="paper", steps_min=2, steps_max=2, eta=1.0)
+    wave = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    [result] = AudioLDMAugmenter(options, 16000, "cpu", components=parts).augment([wave], [7])
+    assert result.data.shape == wave.shape and np.isfinite(result.data).all()
+    assert result.provenance["steps"] == 2
+    del parts

@@ -144,8 +144,14 @@ def load_components(source: str, device: str | torch.device = "cpu", dtype: torc
         raise WeightsUnavailable(f"cannot load AudioLDM from {source!r}: {error}. Pass a local diffusers-format folder "
                       f"(vae/, text_encoder/, tokenizer/, unet/, scheduler/, vocoder/) or a hub id reachable "
                       f"from this machine; `python -m rcmae.augment.tiny --out DIR` builds a tiny one.") from None
+    return on_device(parts, device, dtype)
+
+
+def on_device(parts: Components, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Components:
+    """`parts` in inference mode on `device`, in `dtype` (default: fp16 on CUDA, fp32 elsewhere)."""
+    dtype = dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
     for module in (parts.vae, parts.text_encoder, parts.unet, parts.vocoder):
-        module.to(device).eval().requires_grad_(False)
+        module.to(device, dtype).eval().requires_grad_(False)
     return parts
 
 
