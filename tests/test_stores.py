@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from processes import stop_group
 from rcmae.data.run_folder import FolderBusy, owned, staged, sync
 from rcmae.stores import Mirror, StoreError, fetched, shared
 
@@ -54,8 +55,7 @@ def s3_server(tmp_path_factory):
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def keys(client, prefix: str) -> set[str]:

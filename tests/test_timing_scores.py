@@ -129,20 +129,29 @@ def test_knn_threshold_comes_from_held_out_clips_not_the_clips_themselves():
     assert np.mean(scores <= detector.thresholds["knn"]["a/00"]) > 0.75
 
 
-def test_stats_score_is_the_floor_on_the_same_clips():
-    """`stats` reads what the floor reference reads: the same Gaussian of each band's mean and deviation."""
-    from rcmae.detect.floor import clip_statistics, fit_floor, floor_scores
+def test_stats_score_reads_the_floors_statistics_with_a_covariance_the_type_shares():
+    """`stats` reads what the floor reference reads (each band's mean and deviation), scored by the ID's own mean and
+    a covariance of its own and its type mates' spread, each centred on its ID, shrunk as Ledoit-Wolf says."""
+    from sklearn.covariance import LedoitWolf
+
+    from rcmae.detect.floor import clip_statistics
 
     rng = np.random.default_rng(5)
-    train_specs, test_specs = rng.normal(size=(12, 4, 20)), rng.normal(size=(5, 4, 20)) * 1.5
-    keys = ["a/00"] * 12
+    train_specs = np.concatenate([rng.normal(size=(12, 4, 20)), rng.normal(2.0, 1.0, size=(12, 4, 20)),
+                                  rng.normal(size=(12, 4, 20))])
+    keys = ["a/00"] * 12 + ["a/01"] * 12 + ["b/00"] * 12  # b/00 is another type: no mate of a/00
+    test_specs = rng.normal(size=(5, 4, 20)) * 1.5
     train_stats = clip_statistics(train_specs)
-    detector = fit_detector(encoded(train_stats, log_probs=np.zeros((12, 1))), keys,
-                            ClipClasses.of_machines(["a/00"], keys), ScoreConfig(components=2))
+    detector = fit_detector(encoded(train_stats, log_probs=np.zeros((36, 3))), keys,
+                            ClipClasses.of_machines(["a/00", "a/01", "b/00"], keys), ScoreConfig(components=2))
     test_stats = clip_statistics(test_specs)
     got = anomaly_scores("stats", encoded(test_stats), ["a/00"] * 5, ClipClasses.as_machine(["a/00"], "a/00", 5),
                          detector)
-    np.testing.assert_allclose(got, floor_scores(fit_floor(train_specs, keys), test_specs, ["a/00"] * 5))
+    own, mate = train_stats[:12], train_stats[12:24]
+    spread = np.concatenate([own - own.mean(axis=0), mate - mate.mean(axis=0)])
+    precision = np.linalg.inv(LedoitWolf(assume_centered=True).fit(spread).covariance_)
+    centred = test_stats - own.mean(axis=0)
+    np.testing.assert_allclose(got, np.einsum("ij,jk,ik->i", centred, precision, centred), rtol=1e-6)
 
 
 def test_grid_tokens_are_the_unmasked_encoder_tokens_in_grid_order():

@@ -16,6 +16,7 @@ from rcmae.detect.detector import (
     check_finite,
     fit_scorer,
     machine_type_of,
+    profile_mates,
     type_sample,
 )
 from rcmae.detect.fusions import FUSIONS, fuse, log_scale
@@ -27,9 +28,9 @@ HELD_OUT_FOLDS = 5  # folds of an ID's train clips for its held-out scores (cali
 
 
 def held_out_scores(encoded: Encoded, key: str, clips: ClipClasses, config: ScoreConfig,
-                    methods: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """Each method's scores of one ID's train clips, each clip scored by a detector fitted without its fold (None
-    when the ID has too few clips to leave a fold out)."""
+                    methods: tuple[str, ...], mates: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Each method's scores of one ID's train clips, each clip scored by a detector fitted without its fold (and
+    with the ID's `mates`, as the whole detector is; None when the ID has too few clips to leave a fold out)."""
     count = len(encoded.pooled)
     folds = min(HELD_OUT_FOLDS, count // MIN_OWN_CLIPS)
     if folds < 2:
@@ -37,7 +38,7 @@ def held_out_scores(encoded: Encoded, key: str, clips: ClipClasses, config: Scor
     fold = np.arange(count) % folds
     scores = {method: np.empty(count) for method in methods}
     for part in range(folds):
-        fitted = fit_scorer(encoded.select(fold != part), [key] * int((fold != part).sum()), config)
+        fitted = fit_scorer(encoded.select(fold != part), [key] * int((fold != part).sum()), config, {key: mates})
         held = encoded.select(fold == part)
         for method in methods:
             scores[method][fold == part] = anomaly_scores(method, held, [key] * len(held.pooled),
@@ -61,8 +62,9 @@ def fit_detector(encoded: Encoded, keys: list[str], clips: ClipClasses, config: 
                          ("ID log-probabilities", encoded.log_probs), ("rhythm", encoded.rhythm),
                          ("patch tokens", encoded.patches), ("log-mel statistics", encoded.stats)):
         check_finite(name, values, keys, paths)
-    detector = fit_scorer(encoded, keys, config)
     keys_array = np.array(keys)
+    mates = profile_mates(encoded, keys_array)
+    detector = fit_scorer(encoded, keys, config, mates)
     types = np.array([machine_type_of(k) for k in keys])
     samples = {key: (encoded.select(keys_array == key) if key not in detector.few_shot
                      else type_sample(encoded, keys_array, key)) for key in sorted(set(keys))}
@@ -73,7 +75,7 @@ def fit_detector(encoded: Encoded, keys: list[str], clips: ClipClasses, config: 
     singles = tuple(method for method in SCORES if method not in FUSIONS)
     held_out = {}
     for key, sample in samples.items():
-        held_out[key] = (held_out_scores(sample, key, sample_clips[key], config, singles)
+        held_out[key] = (held_out_scores(sample, key, sample_clips[key], config, singles, mates[key])
                          if key not in detector.few_shot else None)
         for method in singles:
             calibrate(detector, method, key, held_out[key][method] if held_out[key] is not None else

@@ -59,8 +59,9 @@ class Encoded:
         return Encoded(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
 
-# 3 (rcmae 0.3): log-mel statistics, kNN; 2 (0.2): rhythm and patch models, calibration; 1 (no "format"): Gaussians
-DETECTOR_FORMAT = 3
+# 4: profiles with a covariance the type shares; 3 (rcmae 0.3): log-mel statistics, kNN; 2 (0.2): rhythm and
+# patch models, calibration; 1 (no "format"): Gaussians. An older detector is refitted (the model is kept).
+DETECTOR_FORMAT = 4
 
 
 def current_detector(meta: DetectorMeta | None) -> bool:
@@ -139,9 +140,9 @@ class Detector:
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: DetectorMeta) -> "Detector":
         """From `arrays()` and `meta()` as stored."""
         if not current_detector(meta):
-            raise CheckpointError("the detector was fitted by an older rcmae (it has no log-mel statistics and kNN "
-                                  "models): run the same `rcmae finetune` (or `rcmae run`) again: it fits the "
-                                  "detector anew without retraining")
+            raise CheckpointError("the detector was fitted by an older rcmae (another detector format): run the same "
+                                  "`rcmae finetune` (or `rcmae run`) again: it fits the detector anew without "
+                                  "retraining")
         keys = sorted(name.split("/", 1)[1] for name in arrays if name.startswith("centroid/"))
         return cls(centroids={key: arrays[f"centroid/{key}"] for key in keys},
                    gaussians={key: {part: arrays[f"{part}/{key}"] for part in GAUSSIAN_PARTS} for key in keys},
@@ -178,11 +179,27 @@ def machine_type_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig) -> Detector:
+def profile_mates(encoded: Encoded, keys: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Per machine ID and profile (PROFILES): the train values of the other IDs of its machine type, each centred on
+    its own ID's mean (IDs of one clip have no spread to give)."""
+    centred = {key: {name: getattr(encoded, name)[keys == key] - getattr(encoded, name)[keys == key].mean(axis=0)
+                     for name in PROFILES} for key in set(keys) if (keys == key).sum() > 1}
+    width = {name: getattr(encoded, name).shape[1] for name in PROFILES}
+    return {key: {name: np.concatenate([np.empty((0, width[name]))] + [
+                      centred[mate][name] for mate in sorted(centred)
+                      if mate != key and machine_type_of(mate) == machine_type_of(key)]) for name in PROFILES}
+            for key in set(keys)}
+
+
+def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig,
+               mates: dict[str, dict[str, np.ndarray]] | None = None) -> Detector:
     """Centroids, Gaussians, rhythm and patch models per machine ID. An ID with fewer than MIN_OWN_CLIPS train
     clips (a new machine, a target domain) gets its own mean with its machine type's pooled spread: the type's
-    clips, each centred on its own ID's mean (or on the type's mean when its ID has a single clip)."""
+    clips, each centred on its own ID's mean (or on the type's mean when its ID has a single clip). The profiles'
+    covariance is shared by the type: each ID's own spread with `mates`' (`profile_mates`; by default those of the
+    other IDs in `encoded`)."""
     keys_array = np.array(keys)
+    mates = profile_mates(encoded, keys_array) if mates is None else mates
     detector = Detector({}, {}, knn_k=config.knn_k, knn_distance=config.knn_distance)
     for key in sorted(set(keys)):
         rows = keys_array == key
@@ -191,13 +208,15 @@ def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig) -> Detect
         if rows.sum() >= MIN_OWN_CLIPS:
             sample = encoded.select(rows)
             detector.gaussians[key] = fit_gaussian(sample.pooled, config.components)
+            for name in PROFILES:
+                detector.profiles[name][key] = ShrunkGaussian.fit_shared(getattr(sample, name), mates[key][name])
         else:
             sample = type_sample(encoded, keys_array, key)
             pooled = pooled_gaussian(encoded.pooled, keys_array, machine_type_of(key), config.components)
             detector.gaussians[key] = dict(pooled, mean=encoded.pooled[rows].mean(axis=0))
             detector.few_shot.append(key)
-        for name in PROFILES:
-            detector.profiles[name][key] = ShrunkGaussian.fit(getattr(sample, name))
+            for name in PROFILES:  # the sample is the type's spread already
+                detector.profiles[name][key] = ShrunkGaussian.fit_shared(getattr(sample, name))
         detector.patch_models[key] = PatchModel.fit(sample.patches)
         detector.neighbours[key] = encoded.embeddings[rows].astype(np.float32)
     return detector
