@@ -182,13 +182,14 @@ def machine_type_of(key: str) -> str:
 def profile_mates(encoded: Encoded, keys: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     """Per machine ID and profile (PROFILES): the train values of the other IDs of its machine type, each centred on
     its own ID's mean (IDs of one clip have no spread to give)."""
-    centred = {key: {name: getattr(encoded, name)[keys == key] - getattr(encoded, name)[keys == key].mean(axis=0)
-                     for name in PROFILES} for key in set(keys) if (keys == key).sum() > 1}
-    width = {name: getattr(encoded, name).shape[1] for name in PROFILES}
-    return {key: {name: np.concatenate([np.empty((0, width[name]))] + [
-                      centred[mate][name] for mate in sorted(centred)
-                      if mate != key and machine_type_of(mate) == machine_type_of(key)]) for name in PROFILES}
-            for key in set(keys)}
+    centred = {name: centred_by_id(getattr(encoded, name), keys) for name in PROFILES}
+    counts = {key: int((keys == key).sum()) for key in set(keys)}
+    mates = {}
+    for key in set(keys):
+        rows = np.array([k != key and counts[k] > 1 and machine_type_of(k) == machine_type_of(key) for k in keys],
+                        dtype=bool)
+        mates[key] = {name: values[rows] for name, values in centred.items()}
+    return mates
 
 
 def fit_scorer(encoded: Encoded, keys: list[str], config: ScoreConfig,
