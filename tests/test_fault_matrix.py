@@ -623,6 +623,35 @@ def test_a_local_ray_that_rcmae_starts_listens_on_loopback_only_with_token_auth(
         driver.wait(timeout=60)
 
 
+TAKEN_PORT = """
+import socket
+import ray
+from rcmae.distributed import runtime
+
+taken = socket.socket()
+taken.bind(("127.0.0.1", 0))
+taken.listen()
+ports = iter([taken.getsockname()[1]])
+free = runtime.dashboard_port
+runtime.dashboard_port = lambda: next(ports, None) or free()  # the first pick is taken before Ray binds it
+runtime.ensure_ray(num_cpus=1)
+print(ray.get_runtime_context().gcs_address, taken.getsockname()[1], ray.worker.get_dashboard_url(), flush=True)
+ray.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_a_dashboard_port_taken_before_ray_binds_it_starts_the_instance_again_on_another():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", TAKEN_PORT], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, taken, dashboard = done.stdout.split()
+    assert dashboard.startswith("127.0.0.1:") and not dashboard.endswith(f":{taken}")
+    assert "the dashboard's port was taken before it could listen on it; starting again" in done.stderr
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ray_train_on_a_local_instance_rendezvouses_on_loopback_and_ctrl_c_exits_130(toy_features, tmp_path):

@@ -108,6 +108,34 @@ def is_loopback_instance(address: str) -> bool:
     return bool(nodes) and all(node == LOOPBACK for node in nodes)
 
 
+DASHBOARD_TRIES = 3  # a port free when checked can be taken before Ray's dashboard binds it (another instance starting)
+# what Ray says then: before it starts the dashboard (a ValueError), or when the dashboard fails to bind (Exception)
+PORT_TAKEN = ("because it's already occupied", "Failed to find a valid port for dashboard")
+
+
+def start_local(num_cpus: int | None):
+    """A local loopback-only instance with its dashboard on a free port; when another process takes that port
+    between the check and the dashboard's bind, the instance is stopped and started again on another."""
+    import ray
+
+    def start():
+        port = dashboard_port()
+        with loopback_only():
+            return ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
+                            dashboard_port=port, configure_logging=True, logging_level="warning",
+                            runtime_env={"env_vars": {STATE_API_ENV: f"http://{LOOPBACK}:{port}"}})
+
+    for _ in range(DASHBOARD_TRIES - 1):
+        try:
+            return start()
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for it
+            if not any(words in str(error) for words in PORT_TAKEN):
+                raise
+            ray.shutdown()
+            log.warning("ray: the dashboard's port was taken before it could listen on it; starting again")
+    return start()
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     import ray
 
@@ -128,11 +156,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         # Ray's state API, asked without an address (as Ray Train's placement-group cleaner asks whether its
         # controller lives), finds "the" instance on the machine from Ray's files: beside another instance it asked
         # that one, found no controller and removed the training's placement group. Its workers are told which.
-        port = dashboard_port()
-        with loopback_only():
-            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host=LOOPBACK,
-                               dashboard_port=port, configure_logging=True, logging_level="warning",
-                               runtime_env={"env_vars": {STATE_API_ENV: f"http://{LOOPBACK}:{port}"}})
+        context = start_local(num_cpus)
         log.info(f"ray: a local instance of its own (RAY_ADDRESS names no cluster to join); dashboard at "
                  f"http://{context.dashboard_url}")
     worker_output_to_stderr()  # stdout carries results only
