@@ -84,15 +84,14 @@ class DataSet:
 
 
 def _year(title: str, records: tuple[str, str, str], dev_types: tuple[str, ...], eval_types: tuple[str, ...],
-          dev_pattern: str, add_pattern: str, eval_pattern: str, labels_commit: str, year: int,
-          renamed: tuple[tuple[str, str], ...] = ()) -> DataSet:
+          dev_pattern: str, labels_commit: str, year: int, renamed: tuple[tuple[str, str], ...] = ()) -> DataSet:
     """A DCASE 2021-2025 Task 2 year: dev train+test of the dev types; additional train and eval test of the eval
     types (2021 and 2022 reuse the dev types, with new sections). md5 sums from each Zenodo record's listing."""
     return DataSet(
         title=title,
         parts={"dev": Part(records[0], dev_pattern, "dev_data", dev_types),
-               "additional": Part(records[1], add_pattern, "eval_data", eval_types, renamed),
-               "eval": Part(records[2], eval_pattern, "eval_data", eval_types)},
+               "additional": Part(records[1], "eval_data_{type}_train.zip", "eval_data", eval_types, renamed),
+               "eval": Part(records[2], "eval_data_{type}_test.zip", "eval_data", eval_types)},
         labels=EvalLabels(f"{EVAL_LISTS}/{labels_commit}/datasets/eval_data_list_{year}.csv"))
 
 
@@ -131,28 +130,23 @@ DATASETS = {
     "dcase2021": _year("DCASE 2021 Task 2 (sections, domain shift)", ("4562016", "4660992", "4884786"),
                        ("fan", "gearbox", "pump", "slider", "ToyCar", "ToyTrain", "valve"),
                        ("fan", "gearbox", "pump", "slider", "ToyCar", "ToyTrain", "valve"),
-                       "dev_data_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
-                       LISTS_2020_2023, 2021),
+                       "dev_data_{type}.zip", LISTS_2020_2023, 2021),
     "dcase2022": _year("DCASE 2022 Task 2 (domain generalisation)", ("6355122", "6462969", "6586456"),
-                       DEV_TYPES, DEV_TYPES, "dev_{type}.zip", "eval_data_{type}_train.zip",
-                       "eval_data_{type}_test.zip", LISTS_2020_2023, 2022),
+                       DEV_TYPES, DEV_TYPES, "dev_{type}.zip", LISTS_2020_2023, 2022),
     "dcase2023": _year("DCASE 2023 Task 2 (first-shot: one section per type)", ("7882613", "7830345", "7860847"),
                        DEV_TYPES, ("bandsaw", "grinder", "shaker", "ToyDrone", "ToyNscale", "ToyTank", "Vacuum"),
-                       "dev_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
-                       LISTS_2020_2023, 2023),
+                       "dev_{type}.zip", LISTS_2020_2023, 2023),
     "dcase2024": _year("DCASE 2024 Task 2 (first-shot; some attributes withheld)", ("10902294", "11259435", "11363076"),
                        DEV_TYPES, ("3DPrinter", "AirCompressor", "Scanner", "ToyCircuit", "HoveringDrone",
                                    "HairDryer", "ToothBrush", "RoboticArm", "BrushlessMotor"),
-                       "dev_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
-                       "9f98db61882f75d8fd0637f6a359f5f60d29fb08", 2024,
+                       "dev_{type}.zip", "9f98db61882f75d8fd0637f6a359f5f60d29fb08", 2024,
                        renamed=(("3DPrinter", "eval_data_3DPrinter_train_r2.zip"),
                                 ("RoboticArm", "eval_data_RoboticArm_train_r2.zip"))),
     "dcase2025": _year("DCASE 2025 Task 2 (first-shot; supplemental clean/noise clips)",
                        ("15097779", "15392814", "15519362"), DEV_TYPES,
                        ("AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeder",
                         "ToyPet", "ToyRCCar"),
-                       "dev_{type}.zip", "eval_data_{type}_train.zip", "eval_data_{type}_test.zip",
-                       "e3cc62ee947f267b1d1b20f77bf635b95dee70fa", 2025),
+                       "dev_{type}.zip", "e3cc62ee947f267b1d1b20f77bf635b95dee70fa", 2025),
 }
 
 
