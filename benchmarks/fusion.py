@@ -5,7 +5,8 @@ calibrated on held-out train clips, as `rcmae finetune` does), the test split is
 is the mean or the largest of its members' standardised log-scores (`rcmae.detect.fusions.standardised`). Printed
 per data set: mean AUC / pAUC over types and AUC per kind of fault, mean over seeds, beside the floor the run wrote.
 The candidates are few and named before looking, so the table informs the choice of `fused` without being a
-search over test labels.
+search over test labels. With more than one set, a last table gives each candidate's margin over the floor on each
+set (mean AUC / pAUC) and its worst: the rule `fused` takes is the one whose worst margin is largest.
 
     python benchmarks/fusion.py --out runs/families                 # every set and seed found there
     python benchmarks/fusion.py --out runs/families --sets small --seeds 0
@@ -43,6 +44,8 @@ CANDIDATES = {  # name -> (members, rule)
     "max(stats,mahalanobis)": (("stats", "mahalanobis"), "max"),
     "max(stats,mahalanobis,rhythm)": (("stats", "mahalanobis", "rhythm"), "max"),
     "max(stats,mahalanobis,patch,rhythm)": (("stats", "mahalanobis", "patch", "rhythm"), "max"),
+    "max(stats,rhythm)": (("stats", "rhythm"), "max"),
+    "max(stats,patch,rhythm)": (("stats", "patch", "rhythm"), "max"),
     **{f"registered {name}": (fusion.members, fusion.rule) for name, fusion in FUSIONS.items()},
 }
 
@@ -102,6 +105,25 @@ def print_table(title: str, first: str, results: dict[str, list[dict]]) -> None:
     print(flush=True)
 
 
+def margin(runs: list[dict], floors: list[dict]) -> tuple[float, float]:
+    """Mean AUC and pAUC over seeds above the floor's."""
+    return tuple(float(np.mean([run[k] for run in runs]) - np.mean([f[k] for f in floors])) for k in ("auc", "pauc"))
+
+
+def print_worst_cases(by_set: dict[str, dict[str, list[dict]]]) -> None:
+    """Each candidate's margins over the floor per set and the smallest of them, the largest worst case first."""
+    names = list(by_set)
+    margins = {candidate: [m for name in names for m in margin(by_set[name][candidate], by_set[name][FLOOR])]
+               for candidate in CANDIDATES}
+    print("### margin over the floor (AUC / pAUC; mean over seeds)\n")
+    print("| score | " + " | ".join(names) + " | worst |")
+    print("|---" * (len(names) + 2) + "|")
+    for candidate, values in sorted(margins.items(), key=lambda item: -min(item[1])):
+        cells = [f"{values[2 * i]:+.3f} / {values[2 * i + 1]:+.3f}" for i in range(len(names))]
+        print(f"| {candidate} | " + " | ".join(cells) + f" | {min(values):+.3f} |")
+    print(flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the folder benchmarks/families.py wrote")
@@ -109,6 +131,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args()
     assert all(member in SCORES for members, _ in CANDIDATES.values() for member in members)
+    by_set: dict[str, dict[str, list[dict]]] = {}
     for name in args.sets:
         results: dict[str, list[dict]] = {}
         for seed in args.seeds:
@@ -124,6 +147,9 @@ def main() -> None:
             results.setdefault(FLOOR, []).append(floor_result(folder))
         if results:
             print_table(f"{name} ({len(results[FLOOR])} seed(s); mean over seeds)", "score", results)
+            by_set[name] = results
+    if len(by_set) > 1:
+        print_worst_cases(by_set)
 
 
 if __name__ == "__main__":
