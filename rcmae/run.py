@@ -78,6 +78,12 @@ def run_all(config: Config, out: str | Path, data: str | Path | None = None, toy
     return result
 
 
+def pace(count: int, seconds: float, unit: str) -> str:
+    """How fast a step went: per second, or below one a second (an epoch), the time each took."""
+    rate = count / max(seconds, 1e-9)
+    return f"{seconds / count:.1f} s each" if 0 < rate < 1 else f"{rate:.1f} {unit}/s"
+
+
 def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyData, baseline: bool,
              force: bool) -> RunResult:
     from rcmae.baseline import run_reference
@@ -96,8 +102,8 @@ def _run_all(config: Config, out: str | Path, data: str | Path | None, toy: ToyD
 
     def timed(name: str, started: float, count: int | None = None, unit: str = "clips") -> None:
         """One plain line per finished step: its time, and with `count`, what it did and how fast."""
-        timings[name] = time.time() - started
-        done = f" ({count} {unit}, {count / max(timings[name], 1e-9):.1f} {unit}/s)" if count is not None else ""
+        timings[name] = seconds = time.time() - started
+        done = f" ({count} {unit}, {pace(count, seconds, unit)})" if count is not None else ""
         log.info(f"run: {name} finished in {timings[name]:.0f} s{done}")
         sync(out)
 

@@ -4,7 +4,7 @@ import signal
 import subprocess
 
 
-def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+def stop_group(process: subprocess.Popen, grace_s: float = 10) -> None:
     """SIGTERM the process's group; SIGKILL it when it has not exited after `grace_s` (on a loaded machine a
     server's workers can take longer to finish than a test should wait)."""
     os.killpg(process.pid, signal.SIGTERM)

@@ -91,3 +91,11 @@ def test_log_level_chooses_what_reaches_stderr(capsys):
         assert capsys.readouterr().err.count("progress line") == 1  # one handler, however often configured
     finally:
         configure("info")
+
+
+def test_a_steps_pace_is_a_rate_or_below_one_a_second_the_time_each_took():
+    from rcmae.run import pace
+
+    assert pace(162, 9.0, "clips") == "18.0 clips/s"
+    assert pace(1, 24.0, "epochs") == "24.0 s each"
+    assert pace(0, 3.0, "clips") == "0.0 clips/s"

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ray import cloudpickle
 
-from rcmae.distributed import train as distributed_train
 from rcmae.distributed.train import finetune_ray, pretrain_ray
 from rcmae.models.checkpoint import load_checkpoint, read_meta
 
@@ -27,45 +25,6 @@ def test_two_workers_run_both_stages_and_a_rerun_resumes(ray_session, toy_featur
     model = finetune_ray(config, toy_features, pretrained, tmp_path / "finetune")
     meta = load_checkpoint(model).meta
     assert meta.stage == "finetune" and meta.epoch == 1 and meta.detector is not None
-
-
-def failing_once_after(epoch: int, marker: Path):
-    """A Ray Train loop that is rcmae's, except that the last worker raises once, right after reporting `epoch`
-    (the marker file remembers that it did, so the restarted group runs clean)."""
-    real_worker = distributed_train._worker
-
-    def worker(loop_config: dict) -> None:
-        import ray.train
-
-        report = ray.train.report
-
-        def report_then_fail(metrics, checkpoint=None):
-            report(metrics, checkpoint=checkpoint)
-            context = ray.train.get_context()
-            if (metrics["epoch"] == epoch and context.get_world_rank() == context.get_world_size() - 1
-                    and not marker.exists()):
-                marker.write_text(f"worker {context.get_world_rank()} failed after epoch {epoch}\n")
-                raise RuntimeError(f"injected fault after epoch {epoch}")
-
-        ray.train.report = report_then_fail
-        real_worker(loop_config)
-
-    return worker
-
-
-def test_a_failed_worker_is_recovered_and_ends_at_the_same_epoch(ray_session, toy_features, quick_config, tmp_path,
-                                                                  monkeypatch):
-    marker = tmp_path / "fault.marker"
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
-    monkeypatch.setattr(distributed_train, "_worker", failing_once_after(1, marker))
-    config = ray_config(quick_config, **{"pretrain.epochs": 3})
-    try:
-        model = pretrain_ray(config, toy_features, tmp_path / "run")
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert marker.exists()  # the fault did happen
-    meta = load_checkpoint(model).meta
-    assert meta.epoch == 3 and [h["epoch"] for h in meta.history] == [1, 2, 3]
 
 
 def test_concurrent_trials_leave_room_for_each_trials_detector_fit():
@@ -116,7 +75,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_tria
     space = tmp_path / "resume.yaml"
     space.write_text("name: resume\npreset: tiny\nmax_concurrent_trials: 1\nset:\n  pretrain.epochs: 2\n"
                      "  finetune.epochs: 1\n  scale.num_workers: 0\n"
-                     "params:\n  model.mask_ratio: {grid: [0.5, 0.6, 0.7]}\n")
+                     "params:\n  model.mask_ratio: {grid: [0.5, 0.7]}\n")
     args = ["tune", "--space", str(space), "--features", str(toy_features), "--data",
             str(toy_root / "dev_data" / "valve"), "--out", str(tmp_path / "out")]
     trials = tmp_path / "out" / "resume" / "trials"
@@ -139,8 +98,8 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_tria
     assert main(args) == 0  # the same command again: restored, not started over
     assert {model: model.stat().st_mtime_ns for model in finished} == finished  # finished trials not retrained
     results = pd.read_csv(tmp_path / "out" / "resume" / "trials.csv")
-    assert sorted(results["config/model.mask_ratio"]) == [0.5, 0.6, 0.7] and results["auc"].notna().all()
-    assert len(list(trials.iterdir())) == 3  # the same three trial folders: none begun afresh under a new id
+    assert sorted(results["config/model.mask_ratio"]) == [0.5, 0.7] and results["auc"].notna().all()
+    assert len(list(trials.iterdir())) == 2  # the same two trial folders: none begun afresh under a new id
     space.write_text(space.read_text().replace("0.7]", "0.8]"))
     with pytest.raises(Exception, match=r"other settings \(params.model.mask_ratio: .*0.7.* there, .*0.8.* now\)"):
         from rcmae.sweep import run_sweep

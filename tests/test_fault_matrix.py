@@ -79,23 +79,6 @@ def test_ids_of_one_to_four_near_identical_train_clips_are_all_scored(ray_sessio
 
 
 @pytest.mark.slow
-@pytest.mark.ray
-def test_two_fresh_runs_with_the_same_seed_give_the_same_metrics(ray_session, tmp_path):
-    """The main job twice from scratch on the same data on Ray (augmentation actors, Ray Train with two workers, Ray
-    Data scoring): Ray writes the shards in its own order each time, and neither they nor the metrics may notice."""
-    def run(out: Path, *data: str) -> dict:
-        assert main(["run", "--out", str(out), "--preset", "tiny", "--no-baseline", *data, *QUICK,
-                     "--set", "scale.num_workers=2"]) in (EXIT.ok, EXIT.anomaly_found)
-        return json.loads((out / "evaluation" / "metrics.json").read_text())
-
-    first = run(tmp_path / "first", "--synth-types", "valve")
-    second = run(tmp_path / "second", "--data", str(tmp_path / "first" / "data" / "dev_data"))
-    assert sorted(p.name for p in (tmp_path / "first" / "augment" / "features").glob("*.parquet")) == sorted(
-        p.name for p in (tmp_path / "second" / "augment" / "features").glob("*.parquet"))
-    assert first["per_id"] == second["per_id"] and first["mean"] == second["mean"]
-
-
-@pytest.mark.slow
 def test_a_single_machine_id_is_trained_and_scored_in_process(tmp_path, capsys):
     data = tmp_path / "data"
     synthesize(data, preset="small", seed=1, types=("valve",))

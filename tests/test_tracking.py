@@ -187,7 +187,13 @@ def test_mlflows_own_environment_variables_name_the_server_and_the_experiment(mo
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_rcmae_run_with_mlflow_tracking_logs_the_whole_job(ray_session, mlflow_server, tmp_path):
+def test_rcmae_run_with_mlflow_tracking_logs_the_whole_job_and_a_fresh_untracked_run_matches_it(
+        ray_session, mlflow_server, tmp_path):
+    """The main job twice from scratch on the same data on Ray (augmentation actors, Ray Train with two workers, Ray
+    Data scoring), the first tracked: Ray writes the shards in its own order each time, and neither they, the
+    tracking nor the metrics may notice."""
+    import json
+
     from mlflow.tracking import MlflowClient
 
     from rcmae.cli import main
@@ -195,18 +201,26 @@ def test_rcmae_run_with_mlflow_tracking_logs_the_whole_job(ray_session, mlflow_s
 
     data = tmp_path / "data"
     synthesize(data, preset="small", seed=1, types=("valve",))
+    quick = ["--set", "pretrain.epochs=1", "--set", "finetune.epochs=1", "--set", "augment.variants=1",
+             "--set", "scale.num_workers=2"]
     out = tmp_path / "whole_job"  # the MLflow run's name
     assert main(["run", "--data", str(data), "--out", str(out), "--no-baseline", "--tracking", "mlflow",
-                 "--tracking-uri", mlflow_server, "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1",
-                 "--set", "augment.variants=1"]) == 0
+                 "--tracking-uri", mlflow_server, *quick]) == 0
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("rcmae").experiment_id
     [run] = client.search_runs([experiment], "attributes.run_name = 'whole_job'")
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "pretrain/loss_eq8")] == [1]  # rank 0 only
     assert {"report.md", "metrics.json", "model"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
-    metrics = __import__("json").loads((out / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert run.data.metrics["evaluation/auc/valve"] == pytest.approx(metrics["per_type"]["valve"]["auc"])
+
+    again = tmp_path / "again"
+    assert main(["run", "--data", str(data), "--out", str(again), "--no-baseline", *quick]) == 0
+    assert sorted(p.name for p in (out / "augment" / "features").glob("*.parquet")) == sorted(
+        p.name for p in (again / "augment" / "features").glob("*.parquet"))
+    metrics_again = json.loads((again / "evaluation" / "metrics.json").read_text())
+    assert metrics_again["per_id"] == metrics["per_id"] and metrics_again["mean"] == metrics["mean"]
 
 
 @pytest.mark.slow
