@@ -15,6 +15,7 @@ from rcmae.data.download import ZENODO
 from rcmae.data.sound_models import MACHINES as TOY_MACHINES
 from rcmae.data.synth import LAYOUTS as SYNTH_LAYOUTS
 from rcmae.data.synth import PRESETS as SYNTH_PRESETS
+from rcmae.detect.fusions import edge_methods
 from rcmae.errors import EXIT, one_line, user_error
 from rcmae.interrupts import install_handlers
 from rcmae.logs import LEVELS
@@ -246,7 +247,7 @@ def _export_command(sub) -> list[argparse.ArgumentParser]:
     p.add_argument("--checkpoint", required=True, type=location, help="a fine-tuned model folder or its URI")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="(default: %(default)s)")
     p.add_argument("--out", required=True, type=local_path, help="the folder to write (replaced whole)")
-    p.add_argument("--method", choices=["mahalanobis", "stats", "rhythm", "combined", "fused"],
+    p.add_argument("--method", choices=edge_methods(),
                    help="the score the edge computes (default: the model's)")
     p.set_defaults(func=commands.cmd_export)
     return [p]

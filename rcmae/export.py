@@ -19,15 +19,14 @@ import torch
 
 from rcmae.data.run_folder import written_aside
 from rcmae.detect.detector_files import load_detector
-from rcmae.detect.fusions import FUSIONS
+from rcmae.detect.fusions import FUSIONS, edge_methods, members_of
 from rcmae.detect.ppca import GAUSSIAN_PARTS
 from rcmae.edge import ARRAYS, EDGE_FORMAT, ENCODER, SETTINGS
 from rcmae.errors import RcmaeError
 from rcmae.features import LogMel
 from rcmae.models.checkpoint import load_checkpoint
 from rcmae.models.mae import RCMAE
-
-EDGE_PARTS = ("mahalanobis", "stats", "rhythm")  # what the edge computes; a method must be made of these
+from rcmae.registry import SCORES
 
 
 class PooledEncoder(torch.nn.Module):
@@ -51,11 +50,11 @@ class PooledEncoder(torch.nn.Module):
 
 def edge_members(method: str) -> tuple[str, ...]:
     """The parts `method` is made of; an error when the edge cannot compute one of them."""
-    members = FUSIONS[method].members if method in FUSIONS else (method,)
-    if not set(members) <= set(EDGE_PARTS):
-        raise RcmaeError(f"score method {method!r} needs {', '.join(m for m in members if m not in EDGE_PARTS)}, "
-                         f"which the edge runtime does not compute: export with --method one of mahalanobis, "
-                         f"stats, rhythm, {', '.join(FUSIONS)}")
+    members = members_of(method)
+    if method not in edge_methods():
+        missing = ", ".join(m for m in members if not SCORES[m].on_edge)
+        raise RcmaeError(f"score method {method!r} needs {missing}, which the edge runtime does not compute: "
+                         f"export with --method one of {', '.join(edge_methods())}")
     return members
 
 

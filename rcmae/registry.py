@@ -48,6 +48,7 @@ class Score:
     # a few-shot ID's threshold from its type's train clips, each scored against its own ID (a score of the ID's
     # centroid or class, which a few clips give no spread around); else the type's clips scored as this ID
     few_shot_threshold_from_type: bool = False
+    on_edge: bool = False  # computed by the edge runtime (rcmae.edge: numpy and onnxruntime, no torch)
 
     def load(self):
         return load(self.target)
@@ -73,14 +74,14 @@ AUGMENTERS = {entry.name: entry for entry in (
 
 SCORES = {entry.name: entry for entry in (
     Score("mahalanobis", "rcmae.detect.scores:mahalanobis_score", "rcmae extension",
-          "distance from a Gaussian of the ID's train features"),
+          "distance from a Gaussian of the ID's train features", on_edge=True),
     Score("embedding", "rcmae.detect.scores:embedding_score", "rcmae extension",
           "cosine distance to the ID's train centroid", few_shot_threshold_from_type=True),
     Score("id_logprob", "rcmae.detect.scores:id_logprob_score", "the paper's score",
           "-log p(true class | clip), the class a machine ID or attributes (finetune.classes)",
           few_shot_threshold_from_type=True),
     Score("rhythm", "rcmae.detect.scores:rhythm_score", "rcmae extension",
-          "distance of the log-mel's band-envelope autocorrelation from the ID's"),
+          "distance of the log-mel's band-envelope autocorrelation from the ID's", on_edge=True),
     Score("patch", "rcmae.detect.scores:patch_score", "rcmae extension", "top 5 % of the anomaly map",
           positive=False),
     Score("combined", "rcmae.detect.scores:combined_score", "rcmae extension",
@@ -88,7 +89,7 @@ SCORES = {entry.name: entry for entry in (
     Score("knn", "rcmae.detect.scores:knn_score", "rcmae extension",
           "distance to the ID's nearest train embeddings"),
     Score("stats", "rcmae.detect.scores:stats_score", "rcmae extension",
-          "distance of the log-mel's band means and deviations from the ID's: the floor's statistics"),
+          "distance of the log-mel's band means and deviations from the ID's: the floor's statistics", on_edge=True),
     Score("fused", "rcmae.detect.scores:fused_score", "rcmae extension",
           "the largest of stats, mahalanobis and rhythm, each standardised on held-out train clips"),
 )}

@@ -11,6 +11,7 @@ import torch
 
 from rcmae import Detector, edge
 from rcmae.cli import main
+from rcmae.detect.fusions import edge_methods
 from rcmae.export import PooledEncoder
 from rcmae.models.checkpoint import load_checkpoint
 
@@ -80,3 +81,15 @@ def test_a_method_the_edge_cannot_compute_is_refused(finetuned_model, tmp_path, 
 
     with pytest.raises(RcmaeError, match="score method 'knn' needs knn, which the edge runtime does not compute"):
         export_edge(finetuned_model, tmp_path / "k", "knn")
+
+
+@pytest.mark.parametrize("method", [m for m in edge_methods() if m != "fused"])  # fused: the test above
+def test_every_method_export_offers_scores_on_the_edge_as_the_detector_does(finetuned_model, toy_root, tmp_path,
+                                                                           method):
+    assert main(["export", "--checkpoint", str(finetuned_model), "--out", str(tmp_path / "e"), "--method",
+                 method]) == 0
+    detector, gateway = Detector.load(finetuned_model, method), edge.load(tmp_path / "e")
+    for clip in sorted((toy_root / "dev_data" / "fan" / "test").glob("*.wav"))[::20]:
+        expected, got = detector.score_file(clip), gateway.score_file(clip)
+        assert got.score == pytest.approx(expected.score, rel=1e-4, abs=1e-4), clip.name
+        assert got.threshold == pytest.approx(expected.threshold) and got.decision == expected.decision, clip.name

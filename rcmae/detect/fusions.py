@@ -35,6 +35,16 @@ FUSIONS = {
 }
 
 
+def members_of(method: str) -> tuple[str, ...]:
+    """The single scores `method` is made of (itself, when it is not a fusion)."""
+    return FUSIONS[method].members if method in FUSIONS else (method,)
+
+
+def edge_methods() -> list[str]:
+    """The score methods the edge runtime computes: its own, and the fusions made only of them."""
+    return [name for name in SCORES if all(SCORES[member].on_edge for member in members_of(name))]
+
+
 def log_scale(method: str, scores: np.ndarray) -> np.ndarray:
     """A member's scores on the scale a fusion standardises: the log of a distance, a log-scale score as it is."""
     scores = np.asarray(scores, dtype=np.float64)  # in float32 the floor of 1e-300 would be 0, and its log -inf
