@@ -7,24 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rcmae.distributed.train import finetune_ray, pretrain_ray
-from rcmae.models.checkpoint import load_checkpoint, read_meta
+from rcmae.models.checkpoint import read_meta
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def ray_config(quick_config, **extra):
-    return quick_config.override({"scale.num_workers": 2, "scale.cpus_per_worker": 0.5, **extra})
-
-
-def test_two_workers_run_both_stages_and_a_rerun_resumes(ray_session, toy_features, quick_config, tmp_path):
-    pretrain_ray(ray_config(quick_config, **{"pretrain.epochs": 1}), toy_features, tmp_path / "pretrain")
-    config = ray_config(quick_config, **{"finetune.epochs": 1})
-    pretrained = pretrain_ray(config, toy_features, tmp_path / "pretrain")  # same run name: epoch 2 only
-    assert [h["epoch"] for h in load_checkpoint(pretrained).meta.history] == [1, 2]
-    model = finetune_ray(config, toy_features, pretrained, tmp_path / "finetune")
-    meta = load_checkpoint(model).meta
-    assert meta.stage == "finetune" and meta.epoch == 1 and meta.detector is not None
 
 
 def test_concurrent_trials_leave_room_for_each_trials_detector_fit():

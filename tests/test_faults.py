@@ -253,17 +253,25 @@ def test_chaos_an_augmentation_actor_killed_mid_run_loses_and_repeats_nothing(ra
 
 
 @pytest.mark.slow
-def test_chaos_a_ray_train_worker_killed_mid_run_is_replaced_and_the_run_ends_at_its_epochs(
+def test_chaos_a_ray_train_worker_killed_mid_run_is_replaced_a_longer_rerun_resumes_and_fine_tunes(
         ray_session, toy_features, quick_config, tmp_path):
-    from rcmae.distributed.train import pretrain_ray
+    """Two Ray Train workers: one killed after the first checkpoint is replaced and the run ends at its epochs; the
+    same run again with one epoch more trains that epoch only; stage 2 follows on the same two workers."""
+    from rcmae.distributed.train import finetune_ray, pretrain_ray
 
-    drill = quick_config.override({"scale.num_workers": 2, "scale.cpus_per_worker": 0.5, "pretrain.epochs": 3})
-    results = tmp_path / "ray_results"
-    with KillWhen("RayTrainWorker", lambda: any(results.rglob("checkpoint_*"))) as killer:
-        model = pretrain_ray(drill, toy_features, tmp_path)
+    drill = quick_config.override({"scale.num_workers": 2, "scale.cpus_per_worker": 0.5, "pretrain.epochs": 2,
+                                   "finetune.epochs": 1})
+    out = tmp_path / "pretrain"
+    with KillWhen("RayTrainWorker", lambda: any((out / "ray_results").rglob("checkpoint_*"))) as killer:
+        model = pretrain_ray(drill, toy_features, out)
     assert killer.killed is not None
-    history = load_checkpoint(model).meta.history
-    assert [h["epoch"] for h in history] == [1, 2, 3]  # resumed from its checkpoint: no epoch lost or repeated
+    # resumed from its checkpoint: no epoch lost or repeated
+    assert [h["epoch"] for h in load_checkpoint(model).meta.history] == [1, 2]
+    longer = drill.override({"pretrain.epochs": 3})
+    pretrained = pretrain_ray(longer, toy_features, out)  # same run name: epoch 3 only
+    assert [h["epoch"] for h in load_checkpoint(pretrained).meta.history] == [1, 2, 3]
+    meta = load_checkpoint(finetune_ray(longer, toy_features, pretrained, tmp_path / "finetune")).meta
+    assert meta.stage == "finetune" and meta.epoch == 1 and meta.detector is not None
 
 
 @pytest.mark.slow
